@@ -1,0 +1,335 @@
+//! Layered configuration shared by every service: built-in defaults < an optional
+//! TOML file < `RETENTION_*` environment variables (`__` separates nesting levels,
+//! e.g. `RETENTION_DATABASE__URL`). The defaults are the embedded mode, so a fresh
+//! machine runs with no servers at all.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be loaded: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The development signing secret used when none is configured. Tokens signed with it
+/// are only accepted while `auth.allow_dev_secret` is true (the embedded default).
+pub const DEV_JWT_SECRET: &str = "retention-dev-secret-change-me";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub service: ServiceSettings,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub cache: CacheSettings,
+    pub events: EventSettings,
+    pub auth: AuthSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceSettings {
+    /// Short context name: "profile", "interactions", ...
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerSettings {
+    /// Upper bound for one unary call; a client's shorter `grpc-timeout` wins.
+    pub request_timeout_ms: u64,
+    pub max_message_bytes: usize,
+    pub concurrency_per_connection: usize,
+    pub max_concurrent_streams: u32,
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
+    /// Kept below Kubernetes' 30 s termination grace period.
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseSettings {
+    /// `postgres://...` or `sqlite://path?mode=rwc`.
+    pub url: String,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub connect_timeout_ms: u64,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedisSettings {
+    /// Empty means no Redis: in-process cache and event bus (embedded mode).
+    pub url: String,
+    /// Prefix for every key and stream, so tenants and tests can share one server.
+    pub namespace: String,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheSettings {
+    pub ttl_secs: u64,
+    pub local_capacity: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventSettings {
+    pub relay_interval_ms: u64,
+    pub relay_batch_size: u64,
+    /// Pending stream entries idle longer than this are claimed from dead consumers.
+    pub claim_idle_ms: u64,
+    /// Deliveries after which a message goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// Approximate cap on stream length (XADD MAXLEN ~).
+    pub stream_max_len: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthSettings {
+    /// HS256 secret for bearer tokens.
+    pub jwt_secret: String,
+    pub issuer: String,
+    pub audience: String,
+    /// Embedded/dev mode: accept the built-in development secret.
+    pub allow_dev_secret: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TelemetrySettings {
+    /// OTLP/gRPC collector endpoint; empty disables export.
+    pub otlp_endpoint: String,
+    /// `tracing` env-filter directive, e.g. "info,sqlx=warn".
+    pub log_filter: String,
+    /// "pretty", "compact" or "json".
+    pub log_format: String,
+}
+
+impl Settings {
+    /// Loads settings for `service` with its default port. The file comes from
+    /// `RETENTION_CONFIG_FILE` if set, else `config/<service>.toml` if it exists.
+    pub fn load(service: &str, default_port: u16) -> Result<Self, ConfigError> {
+        let file = std::env::var("RETENTION_CONFIG_FILE")
+            .map(PathBuf::from)
+            .ok()
+            .or_else(|| {
+                let p = PathBuf::from(format!("config/{service}.toml"));
+                p.exists().then_some(p)
+            });
+        Self::load_from(service, default_port, file, std::env::vars())
+    }
+
+    /// The same layering with explicit inputs (tests pass their own environment).
+    pub fn load_from(
+        service: &str,
+        default_port: u16,
+        file: Option<PathBuf>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = Self::defaults(service, default_port);
+        let mut builder = config::Config::builder().add_source(config::Config::try_from(&defaults)?);
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RETENTION_") && k != "RETENTION_CONFIG_FILE")
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("RETENTION")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Embedded defaults: SQLite file under `data/`, no Redis, traces to stdout.
+    pub fn defaults(service: &str, port: u16) -> Self {
+        Settings {
+            service: ServiceSettings {
+                name: service.to_string(),
+                host: "127.0.0.1".into(),
+                port,
+            },
+            server: ServerSettings {
+                request_timeout_ms: 10_000,
+                max_message_bytes: 4 * 1024 * 1024,
+                concurrency_per_connection: 256,
+                max_concurrent_streams: 256,
+                keepalive_interval_ms: 30_000,
+                keepalive_timeout_ms: 10_000,
+                drain_timeout_ms: 20_000,
+            },
+            database: DatabaseSettings {
+                url: format!("sqlite://data/{service}.sqlite?mode=rwc"),
+                max_connections: 16,
+                min_connections: 1,
+                connect_timeout_ms: 3_000,
+                acquire_timeout_ms: 3_000,
+            },
+            redis: RedisSettings {
+                url: String::new(),
+                namespace: "retention".into(),
+                connect_timeout_ms: 250,
+                response_timeout_ms: 250,
+            },
+            cache: CacheSettings {
+                ttl_secs: 300,
+                local_capacity: 10_000,
+            },
+            events: EventSettings {
+                relay_interval_ms: 100,
+                relay_batch_size: 500,
+                claim_idle_ms: 30_000,
+                max_deliveries: 10,
+                stream_max_len: 1_000_000,
+            },
+            auth: AuthSettings {
+                jwt_secret: DEV_JWT_SECRET.into(),
+                issuer: "retention-suite".into(),
+                audience: "retention-suite".into(),
+                allow_dev_secret: true,
+            },
+            telemetry: TelemetrySettings {
+                otlp_endpoint: String::new(),
+                log_filter: "info,sqlx=warn,sea_orm=warn,h2=warn,tower=warn".into(),
+                log_format: "compact".into(),
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth.jwt_secret == DEV_JWT_SECRET && !self.auth.allow_dev_secret {
+            return Err(ConfigError::Invalid(
+                "auth.jwt_secret is the development secret; set RETENTION_AUTH__JWT_SECRET".into(),
+            ));
+        }
+        if self.auth.jwt_secret.len() < 16 {
+            return Err(ConfigError::Invalid(
+                "auth.jwt_secret must be at least 16 bytes".into(),
+            ));
+        }
+        if !matches!(self.telemetry.log_format.as_str(), "pretty" | "compact" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "telemetry.log_format must be pretty, compact or json, not {:?}",
+                self.telemetry.log_format
+            )));
+        }
+        if self.database.url.is_empty() {
+            return Err(ConfigError::Invalid("database.url is empty".into()));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> String {
+        format!("{}:{}", self.service.host, self.service.port)
+    }
+
+    pub fn redis_url(&self) -> Option<&str> {
+        (!self.redis.url.is_empty()).then_some(self.redis.url.as_str())
+    }
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_mode() {
+        let s = Settings::load_from("profile", 50051, None, env(&[])).unwrap();
+        assert_eq!(s.service.port, 50051);
+        assert_eq!(s.database.url, "sqlite://data/profile.sqlite?mode=rwc");
+        assert!(s.redis_url().is_none());
+        assert!(s.telemetry.otlp_endpoint.is_empty());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("retention-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("profile.toml");
+        std::fs::write(
+            &file,
+            "[database]\nurl = \"postgres://file/db\"\nmax_connections = 7\n[service]\nport = 6000\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            "profile",
+            50051,
+            Some(file.clone()),
+            env(&[
+                ("RETENTION_DATABASE__URL", "postgres://env/db"),
+                ("RETENTION_REDIS__URL", "redis://127.0.0.1:6379"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url, "postgres://env/db", "env beats file");
+        assert_eq!(s.database.max_connections, 7, "file beats defaults");
+        assert_eq!(s.service.port, 6000);
+        assert_eq!(s.redis_url(), Some("redis://127.0.0.1:6379"));
+        std::fs::remove_file(file).ok();
+    }
+
+    #[test]
+    fn env_values_are_parsed_to_their_types() {
+        let s = Settings::load_from(
+            "profile",
+            50051,
+            None,
+            env(&[("RETENTION_SERVER__REQUEST_TIMEOUT_MS", "1500")]),
+        )
+        .unwrap();
+        assert_eq!(s.server.request_timeout(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn dev_secret_refused_outside_dev_mode() {
+        let err = Settings::load_from(
+            "profile",
+            50051,
+            None,
+            env(&[("RETENTION_AUTH__ALLOW_DEV_SECRET", "false")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("RETENTION_AUTH__JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let err = Settings::load_from(
+            "profile",
+            50051,
+            None,
+            env(&[("RETENTION_SERVICE__PORT", "not-a-port")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+}

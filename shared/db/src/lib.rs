@@ -1,0 +1,145 @@
+//! Database access every service shares: one sea-orm connection pool on PostgreSQL
+//! (production) or a SQLite file (embedded default), and migrations that run on both.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
+use sea_orm_migration::MigratorTrait;
+
+pub use sea_orm;
+pub use sea_orm_migration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database connection failed: {0}")]
+    Connect(#[source] DbErr),
+    #[error("migrations failed: {0}")]
+    Migrate(#[source] DbErr),
+    #[error("could not prepare the SQLite directory {0}: {1}")]
+    Directory(String, std::io::Error),
+}
+
+/// Pool settings; mirrors `retention_config::DatabaseSettings`.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub url: String,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub connect_timeout: Duration,
+    pub acquire_timeout: Duration,
+}
+
+impl DbOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        DbOptions {
+            url: url.into(),
+            max_connections: 16,
+            min_connections: 1,
+            connect_timeout: Duration::from_secs(3),
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Opens the pool. For SQLite the file's directory is created, and every
+/// connection gets WAL and a busy timeout so concurrent writers wait instead of
+/// failing with "database is locked".
+pub async fn connect(opts: &DbOptions) -> Result<DatabaseConnection, DbError> {
+    let is_sqlite = opts.url.starts_with("sqlite:");
+    if is_sqlite {
+        ensure_sqlite_dir(&opts.url)?;
+    }
+    let mut co = ConnectOptions::new(opts.url.clone());
+    co.max_connections(opts.max_connections)
+        .min_connections(opts.min_connections)
+        .connect_timeout(opts.connect_timeout)
+        .acquire_timeout(opts.acquire_timeout)
+        // Detects connections a database restart killed before handing them out.
+        .test_before_acquire(true)
+        .sqlx_logging(false);
+    if is_sqlite {
+        co.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+        });
+    }
+    sea_orm::Database::connect(co)
+        .await
+        .map_err(DbError::Connect)
+}
+
+fn ensure_sqlite_dir(url: &str) -> Result<(), DbError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| DbError::Directory(dir.display().to_string(), e))?;
+    }
+    Ok(())
+}
+
+/// Applies all pending migrations of `M`.
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), DbError> {
+    M::up(db, None).await.map_err(DbError::Migrate)
+}
+
+/// Cheap liveness query for readiness probes.
+pub async fn ping(db: &DatabaseConnection) -> bool {
+    db.ping().await.is_ok()
+}
+
+pub fn is_postgres(db: &impl ConnectionTrait) -> bool {
+    db.get_database_backend() == DbBackend::Postgres
+}
+
+/// True for errors that mean "the database is not reachable right now" (map to
+/// UNAVAILABLE) rather than a bug or a constraint violation.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(e) | DbErr::Query(e) => {
+            let msg = e.to_string();
+            msg.contains("connection") || msg.contains("Connection") || msg.contains("timed out")
+        }
+        _ => false,
+    }
+}
+
+/// True when `err` is a unique-constraint violation on either backend.
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_directory_is_derived_from_the_url() {
+        let dir = std::env::temp_dir().join(format!("retention-db-{}", std::process::id()));
+        let url = format!("sqlite://{}/nested/x.sqlite?mode=rwc", dir.display());
+        ensure_sqlite_dir(&url).unwrap();
+        assert!(dir.join("nested").is_dir());
+        std::fs::remove_dir_all(dir).ok();
+        ensure_sqlite_dir("sqlite::memory:").unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_connects_and_pings() {
+        let db = connect(&DbOptions::new("sqlite::memory:")).await.unwrap();
+        assert!(ping(&db).await);
+        assert!(!is_postgres(&db));
+    }
+}

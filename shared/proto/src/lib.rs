@@ -1,0 +1,37 @@
+//! Generated protobuf types and gRPC stubs for every `retention.*.v1` package, plus
+//! the file descriptor set that server reflection serves.
+
+#![allow(clippy::all, clippy::pedantic)]
+
+pub mod retention {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("retention.common.v1");
+        }
+    }
+    pub mod profile {
+        pub mod v1 {
+            tonic::include_proto!("retention.profile.v1");
+        }
+    }
+}
+
+pub use retention::common::v1 as common;
+pub use retention::profile::v1 as profile;
+
+/// Encoded `FileDescriptorSet` of all suite protos, for tonic-reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("retention_descriptor");
+
+/// Packs a message into `google.protobuf.Any` with the standard type URL, so event
+/// payloads decode with any protobuf runtime.
+pub fn pack_any<M: prost::Name>(msg: &M) -> prost_types::Any {
+    prost_types::Any {
+        type_url: M::type_url(),
+        value: prost::Message::encode_to_vec(msg),
+    }
+}
+
+/// The fully qualified name consumers see in `EventEnvelope.event_type`.
+pub fn full_name<M: prost::Name>() -> String {
+    M::full_name()
+}

@@ -1,0 +1,205 @@
+//! Test harness shared by every service's integration tests (zero2prod's
+//! `spawn_app` pattern): each test gets its own database on the machine's real
+//! PostgreSQL (or a SQLite file), its own Redis key namespace, a service bound to a
+//! random port, and tokens minted with exactly the scopes it wants.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use retention_config::Settings;
+use sea_orm::{ConnectionTrait, Database};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Admin connection for creating and dropping per-test databases.
+pub fn postgres_admin_url() -> String {
+    std::env::var("RETENTION_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("RETENTION_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key prefix no other test uses, so tests can share one Redis server.
+pub fn unique_namespace() -> String {
+    format!("test:{}", uuid::Uuid::new_v4().simple())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    pg_name: Option<String>,
+    sqlite_dir: Option<std::path::PathBuf>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> anyhow::Result<TestDb> {
+        match backend {
+            Backend::Postgres => Self::postgres().await,
+            Backend::Sqlite => Self::sqlite(),
+        }
+    }
+
+    /// `CREATE DATABASE` on the local PostgreSQL with a unique name.
+    pub async fn postgres() -> anyhow::Result<TestDb> {
+        let admin = postgres_admin_url();
+        let name = format!("retention_test_{}", uuid::Uuid::new_v4().simple());
+        let conn = Database::connect(admin.as_str()).await?;
+        conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await?;
+        conn.close().await?;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        Ok(TestDb {
+            url: format!("{base}/{name}"),
+            backend: Backend::Postgres,
+            pg_name: Some(name),
+            sqlite_dir: None,
+        })
+    }
+
+    /// A SQLite file in a fresh temporary directory.
+    pub fn sqlite() -> anyhow::Result<TestDb> {
+        let dir = std::env::temp_dir().join(format!("retention-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TestDb {
+            url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.display()),
+            backend: Backend::Sqlite,
+            pg_name: None,
+            sqlite_dir: Some(dir),
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = self.sqlite_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(name) = self.pg_name.take() {
+            // Drop runs inside the test's runtime; a separate thread with its own
+            // runtime can block on the async driver safely.
+            let admin = postgres_admin_url();
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                rt.block_on(async move {
+                    if let Ok(conn) = Database::connect(admin.as_str()).await {
+                        let _ = conn
+                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .await;
+                        let _ = conn.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Settings for a service under test: the given database, Redis (own namespace)
+/// or none, port 0, short timeouts so failures surface fast.
+pub fn test_settings(service: &str, db: &TestDb, with_redis: bool) -> Settings {
+    let mut s = Settings::defaults(service, 0);
+    s.database.url = db.url.clone();
+    s.database.max_connections = 8;
+    s.redis.namespace = unique_namespace();
+    s.redis.url = if with_redis { redis_url() } else { String::new() };
+    s.events.relay_interval_ms = 20;
+    s.telemetry.log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    s
+}
+
+/// A bearer token for `settings` carrying exactly `scopes`.
+pub fn mint_token(settings: &Settings, scopes: &[&str]) -> String {
+    retention_auth::TokenMinter::hs256(
+        settings.auth.jwt_secret.as_bytes(),
+        &settings.auth.issuer,
+        &settings.auth.audience,
+    )
+    .mint("test-user", scopes, Duration::from_secs(3600))
+}
+
+/// Adds `authorization: Bearer <token>` to a request.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
+/// A service running in the test's runtime on a random port.
+pub struct SpawnedService {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl SpawnedService {
+    /// Binds 127.0.0.1:0 and runs `run(listener, shutdown)` in the background.
+    pub async fn spawn<F, Fut>(run: F) -> anyhow::Result<SpawnedService>
+    where
+        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(run(listener, rx));
+        Ok(SpawnedService {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A channel to the service, retried until it accepts connections.
+    pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30));
+        let mut last = None;
+        for _ in 0..50 {
+            match endpoint.connect().await {
+                Ok(ch) => return Ok(ch),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(anyhow::anyhow!("service at {} never accepted: {last:?}", self.addr))
+    }
+
+    /// Signals shutdown and waits for the service to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SpawnedService {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

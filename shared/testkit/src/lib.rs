@@ -69,7 +69,8 @@ impl TestDb {
 
     /// A SQLite file in a fresh temporary directory.
     pub fn sqlite() -> anyhow::Result<TestDb> {
-        let dir = std::env::temp_dir().join(format!("retention-test-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("retention-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
         Ok(TestDb {
             url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.display()),
@@ -90,13 +91,18 @@ impl Drop for TestDb {
             // runtime can block on the async driver safely.
             let admin = postgres_admin_url();
             let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
                     return;
                 };
                 rt.block_on(async move {
                     if let Ok(conn) = Database::connect(admin.as_str()).await {
                         let _ = conn
-                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
                             .await;
                         let _ = conn.close().await;
                     }
@@ -114,7 +120,11 @@ pub fn test_settings(service: &str, db: &TestDb, with_redis: bool) -> Settings {
     s.database.url = db.url.clone();
     s.database.max_connections = 8;
     s.redis.namespace = unique_namespace();
-    s.redis.url = if with_redis { redis_url() } else { String::new() };
+    s.redis.url = if with_redis {
+        redis_url()
+    } else {
+        String::new()
+    };
     s.events.relay_interval_ms = 20;
     s.telemetry.log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
     s
@@ -181,7 +191,10 @@ impl SpawnedService {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(anyhow::anyhow!("service at {} never accepted: {last:?}", self.addr))
+        Err(anyhow::anyhow!(
+            "service at {} never accepted: {last:?}",
+            self.addr
+        ))
     }
 
     /// Signals shutdown and waits for the service to return.
@@ -201,5 +214,67 @@ impl Drop for SpawnedService {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// A private `redis-server` child process, for tests that stop and restart Redis
+/// without disturbing the shared server other tests use.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> anyhow::Result<PrivateRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut r = PrivateRedis { port, child: None };
+        r.restart()?;
+        Ok(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        anyhow::bail!("redis-server did not start on port {}", self.port)
+    }
+
+    /// Kills the server, as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

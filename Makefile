@@ -1,0 +1,34 @@
+# The two commands a new user needs: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test services fmt-check clippy proto-lint nextest node-tools help
+
+help:
+	@echo "make run         start the profile service in embedded mode (SQLite, in-process cache and bus)"
+	@echo "make test        format, lint, proto lint and the whole test suite (needs PostgreSQL + Redis)"
+	@echo "make proto-lint  buf lint over proto/"
+
+run:
+	$(CARGO) run -p retention-profile --bin retention-profile
+
+test: services fmt-check proto-lint clippy nextest
+
+# Start the local PostgreSQL and Redis if they are installed but stopped.
+services:
+	@bash scripts/ensure-services.sh
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+node-tools:
+	@if [ ! -x node_modules/.bin/buf ]; then npm ci --no-audit --no-fund; fi
+
+proto-lint: node-tools
+	npx --no-install buf lint
+
+nextest:
+	$(CARGO) nextest run --workspace --no-fail-fast

@@ -68,6 +68,7 @@ pub struct RedisSettings {
     /// Empty means no Redis: in-process cache and event bus (embedded mode).
     pub url: String,
     /// Prefix for every key and stream, so tenants and tests can share one server.
+    /// Empty (the default) keeps the contract's stream names, `retention.<ctx>.events`.
     pub namespace: String,
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
@@ -179,7 +180,7 @@ impl Settings {
             },
             redis: RedisSettings {
                 url: String::new(),
-                namespace: "retention".into(),
+                namespace: String::new(),
                 connect_timeout_ms: 250,
                 response_timeout_ms: 250,
             },

@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Type names let events be packed into `google.protobuf.Any` by type.
     let mut config = prost_build::Config::new();
     config.enable_type_names();
+    config.type_name_domain(["."], "type.googleapis.com");
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("retention_descriptor.bin"))
         .compile_with_config(config, &protos, &[root])?;

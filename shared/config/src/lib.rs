@@ -134,7 +134,8 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let defaults = Self::defaults(service, default_port);
-        let mut builder = config::Config::builder().add_source(config::Config::try_from(&defaults)?);
+        let mut builder =
+            config::Config::builder().add_source(config::Config::try_from(&defaults)?);
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
@@ -220,7 +221,10 @@ impl Settings {
                 "auth.jwt_secret must be at least 16 bytes".into(),
             ));
         }
-        if !matches!(self.telemetry.log_format.as_str(), "pretty" | "compact" | "json") {
+        if !matches!(
+            self.telemetry.log_format.as_str(),
+            "pretty" | "compact" | "json"
+        ) {
             return Err(ConfigError::Invalid(format!(
                 "telemetry.log_format must be pretty, compact or json, not {:?}",
                 self.telemetry.log_format
@@ -319,7 +323,10 @@ mod tests {
             env(&[("RETENTION_AUTH__ALLOW_DEV_SECRET", "false")]),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("RETENTION_AUTH__JWT_SECRET"), "{err}");
+        assert!(
+            err.to_string().contains("RETENTION_AUTH__JWT_SECRET"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -42,9 +42,9 @@ impl DbOptions {
     }
 }
 
-/// Opens the pool. For SQLite the file's directory is created, and every
-/// connection gets WAL and a busy timeout so concurrent writers wait instead of
-/// failing with "database is locked".
+/// Opens the pool. For SQLite the file's directory is created and the pool is a
+/// single WAL connection, so writers queue instead of failing with "database is
+/// locked".
 pub async fn connect(opts: &DbOptions) -> Result<DatabaseConnection, DbError> {
     let is_sqlite = opts.url.starts_with("sqlite:");
     if is_sqlite {
@@ -59,6 +59,10 @@ pub async fn connect(opts: &DbOptions) -> Result<DatabaseConnection, DbError> {
         .test_before_acquire(true)
         .sqlx_logging(false);
     if is_sqlite {
+        // One connection: SQLite has one writer anyway, and a deferred transaction
+        // that reads before it writes fails with SQLITE_BUSY_SNAPSHOT (not retried
+        // by the busy timeout) when another connection wrote in between.
+        co.max_connections(1).min_connections(1);
         co.map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(10))
@@ -81,8 +85,12 @@ fn ensure_sqlite_dir(url: &str) -> Result<(), DbError> {
     if path.is_empty() || path == ":memory:" {
         return Ok(());
     }
-    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| DbError::Directory(dir.display().to_string(), e))?;
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DbError::Directory(dir.display().to_string(), e))?;
     }
     Ok(())
 }

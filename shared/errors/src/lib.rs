@@ -43,7 +43,9 @@ impl FieldViolations {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.violations.iter().map(|(f, d)| (f.as_str(), d.as_str()))
+        self.violations
+            .iter()
+            .map(|(f, d)| (f.as_str(), d.as_str()))
     }
 
     pub fn extend(&mut self, other: FieldViolations) {
@@ -116,7 +118,9 @@ pub fn already_exists(resource_type: &str, name: &str, description: &str) -> Sta
 pub fn etag_mismatch(name: &str, sent: &str, current: &str) -> Status {
     Status::with_error_details(
         Code::Aborted,
-        format!("etag {sent} does not match the current etag {current} of {name}; re-read and retry"),
+        format!(
+            "etag {sent} does not match the current etag {current} of {name}; re-read and retry"
+        ),
         ErrorDetails::with_precondition_failure_violation(
             "ETAG",
             name,
@@ -197,8 +201,14 @@ mod tests {
         assert_eq!(
             field_violations(&status),
             vec![
-                ("customer.email".to_string(), "not an email address".to_string()),
-                ("customer.display_name".to_string(), "must not be empty".to_string()),
+                (
+                    "customer.email".to_string(),
+                    "not an email address".to_string()
+                ),
+                (
+                    "customer.display_name".to_string(),
+                    "must not be empty".to_string()
+                ),
             ]
         );
         assert!(status.message().contains("customer.email"));

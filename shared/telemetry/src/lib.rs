@@ -214,7 +214,10 @@ mod tests {
         let cx = context_from_traceparent(tp, "");
         let sc = cx.span().span_context().clone();
         assert!(sc.is_valid());
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert!(sc.is_remote());
     }
 

@@ -1,0 +1,473 @@
+//! Use cases of the profile service: each runs its writes and the events they
+//! cause in one transaction, then invalidates the cache after the commit (DESIGN
+//! §4, §7). Transport-agnostic: the gRPC layer maps requests in and results out.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use retention_cache::Cache;
+use retention_errors::FieldViolations;
+use retention_events::{EventsError, OutboxEvent};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use tokio::sync::Notify;
+
+use crate::domain::*;
+use crate::events;
+use crate::store::StoreError;
+use crate::store::repo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("invalid request")]
+    Invalid(FieldViolations),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("etag mismatch on {name}")]
+    EtagMismatch {
+        name: String,
+        sent: String,
+        current: String,
+    },
+    #[error("identity {namespace}:{value} already belongs to {owner}")]
+    IdentityTaken {
+        namespace: String,
+        value: String,
+        owner: String,
+    },
+    #[error("{subject}: {reason}")]
+    Precondition { subject: String, reason: String },
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Events(#[from] EventsError),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::IdentityTaken {
+                namespace,
+                value,
+                owner,
+            } => AppError::IdentityTaken {
+                namespace,
+                value,
+                owner: customer_name(&owner),
+            },
+            other => AppError::Store(other),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        AppError::Store(StoreError::Db(e))
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestCounts {
+    pub recorded: i64,
+    pub duplicates: i64,
+}
+
+#[derive(Clone)]
+pub struct ProfileApp {
+    pub db: DatabaseConnection,
+    pub cache: Cache,
+    relay_wakeup: Arc<Notify>,
+}
+
+fn cache_key(id: &str) -> String {
+    format!("profile:customer:{id}")
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl ProfileApp {
+    pub fn new(db: DatabaseConnection, cache: Cache, relay_wakeup: Arc<Notify>) -> Self {
+        ProfileApp {
+            db,
+            cache,
+            relay_wakeup,
+        }
+    }
+
+    async fn commit(&self, txn: DatabaseTransaction, events: Vec<OutboxEvent>) -> AppResult<()> {
+        let had_events = !events.is_empty();
+        retention_events::enqueue_all(&txn, events::SOURCE, events).await?;
+        txn.commit().await?;
+        if had_events {
+            self.relay_wakeup.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn live(&self, txn: &DatabaseTransaction, id: &str) -> AppResult<Customer> {
+        let canonical = repo::resolve_id(txn, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
+        match repo::load_customer(txn, &canonical).await? {
+            Some(c) if !c.erased => Ok(c),
+            _ => Err(AppError::NotFound(customer_name(id))),
+        }
+    }
+
+    /// Replays the first result of a request id, if there was one.
+    async fn replay(&self, method: &str, request_id: &str) -> AppResult<Option<String>> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        Ok(repo::find_idempotent(&self.db, &format!("{method}:{request_id}")).await?)
+    }
+
+    async fn remember(
+        &self,
+        txn: &DatabaseTransaction,
+        method: &str,
+        request_id: &str,
+        resource: &str,
+        now: DateTime<Utc>,
+    ) -> AppResult<bool> {
+        if request_id.is_empty() {
+            return Ok(true);
+        }
+        Ok(repo::save_idempotent(txn, &format!("{method}:{request_id}"), resource, now).await?)
+    }
+
+    pub async fn create_customer(
+        &self,
+        input: CustomerInput,
+        request_id: &str,
+    ) -> AppResult<Customer> {
+        if let Some(id) = self.replay("CreateCustomer", request_id).await? {
+            return self.get_customer(&id).await;
+        }
+        let now = crate::domain::now();
+        let customer = Customer::create(new_id(), input, now);
+        let txn = self.db.begin().await?;
+        if !self
+            .remember(&txn, "CreateCustomer", request_id, &customer.id, now)
+            .await?
+        {
+            // A concurrent retry won the race; answer with its result.
+            drop(txn);
+            return match self.replay("CreateCustomer", request_id).await? {
+                Some(id) => self.get_customer(&id).await,
+                None => Err(AppError::NotFound(request_id.into())),
+            };
+        }
+        repo::insert_customer(&txn, &customer).await?;
+        self.commit(txn, vec![events::customer_created(&customer)])
+            .await?;
+        Ok(customer)
+    }
+
+    /// Cache-aside read; aliases of merged customers resolve to the survivor.
+    pub async fn get_customer(&self, id: &str) -> AppResult<Customer> {
+        let key = cache_key(id);
+        let db = self.db.clone();
+        let owned = id.to_string();
+        let bytes = self
+            .cache
+            .get_or_load(&key, None, || async move {
+                let Some(canonical) = repo::resolve_id(&db, &owned)
+                    .await
+                    .map_err(|e| e.to_string())?
+                else {
+                    return Ok(None);
+                };
+                // Only canonical ids are cached, so a merge needs no alias invalidation.
+                if canonical != owned {
+                    return Ok(None);
+                }
+                let c = repo::load_customer(&db, &canonical)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(c.filter(|c| !c.erased)
+                    .and_then(|c| serde_json::to_vec(&c).ok()))
+            })
+            .await
+            .map_err(|e: String| AppError::Store(StoreError::Db(sea_orm::DbErr::Custom(e))))?;
+        if let Some(c) = bytes.and_then(|b| serde_json::from_slice::<Customer>(&b).ok()) {
+            return Ok(c);
+        }
+        // Not cacheable: an alias (resolve without caching) or unknown/erased.
+        match repo::resolve_id(&self.db, id).await? {
+            Some(canonical) if canonical != id => Box::pin(self.get_customer(&canonical)).await,
+            _ => Err(AppError::NotFound(customer_name(id))),
+        }
+    }
+
+    pub async fn update_customer(
+        &self,
+        id: &str,
+        patch: CustomerInput,
+        paths: &[String],
+        etag: &str,
+    ) -> AppResult<Customer> {
+        let txn = self.db.begin().await?;
+        let mut c = self.live(&txn, id).await?;
+        if !etag.is_empty() && etag != c.etag() {
+            return Err(AppError::EtagMismatch {
+                name: c.name(),
+                sent: etag.into(),
+                current: c.etag(),
+            });
+        }
+        let expected = c.version;
+        let changed = c.apply_update(patch, paths).map_err(AppError::Invalid)?;
+        if changed.is_empty() {
+            return Ok(c);
+        }
+        c.version += 1;
+        c.update_time = crate::domain::now();
+        repo::update_customer(&txn, &c, expected)
+            .await
+            .map_err(|e| match e {
+                StoreError::VersionConflict { .. } => AppError::EtagMismatch {
+                    name: c.name(),
+                    sent: format!("\"{expected}\""),
+                    current: "(changed concurrently)".into(),
+                },
+                other => other.into(),
+            })?;
+        self.commit(txn, vec![events::customer_updated(&c, changed)])
+            .await?;
+        self.cache.invalidate(&cache_key(&c.id)).await;
+        Ok(c)
+    }
+
+    pub async fn list_customers(
+        &self,
+        filter: Option<&retention_filter::Expr>,
+        after_id: Option<&str>,
+        limit: u64,
+    ) -> AppResult<Vec<Customer>> {
+        Ok(repo::list_customers(&self.db, filter, after_id, limit).await?)
+    }
+
+    pub async fn merge_customers(
+        &self,
+        survivor: &str,
+        merged: &str,
+        request_id: &str,
+        etag: &str,
+    ) -> AppResult<Customer> {
+        if let Some(id) = self.replay("MergeCustomers", request_id).await? {
+            return self.get_customer(&id).await;
+        }
+        let now = crate::domain::now();
+        let txn = self.db.begin().await?;
+        let mut s = self.live(&txn, survivor).await?;
+        let m = self.live(&txn, merged).await?;
+        if s.id == m.id {
+            return Err(AppError::Precondition {
+                subject: customer_name(merged),
+                reason: "is already the survivor (a customer cannot be merged into itself)".into(),
+            });
+        }
+        if !etag.is_empty() && etag != s.etag() {
+            return Err(AppError::EtagMismatch {
+                name: s.name(),
+                sent: etag.into(),
+                current: s.etag(),
+            });
+        }
+        if !self
+            .remember(&txn, "MergeCustomers", request_id, &s.id, now)
+            .await?
+        {
+            return Err(AppError::Precondition {
+                subject: request_id.into(),
+                reason: "a merge with this request_id is in progress".into(),
+            });
+        }
+        repo::merge_into(&txn, &s.id, &m.id, now).await?;
+        // Survivor gains the merged customer's tags and missing attributes.
+        let expected = s.version;
+        s.tags.extend(m.tags.iter().cloned());
+        s.tags.sort();
+        s.tags.dedup();
+        for (k, v) in &m.attributes {
+            s.attributes.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let taken: Vec<String> = s.identities.iter().map(|i| i.namespace.clone()).collect();
+        s.identities.extend(
+            m.identities
+                .iter()
+                .filter(|i| !taken.contains(&i.namespace))
+                .cloned(),
+        );
+        s.version += 1;
+        s.update_time = now;
+        repo::update_customer(&txn, &s, expected).await?;
+        self.commit(txn, vec![events::customer_merged(&s.id, &m.id)])
+            .await?;
+        self.cache.invalidate(&cache_key(&s.id)).await;
+        self.cache.invalidate(&cache_key(&m.id)).await;
+        self.get_customer(&s.id).await
+    }
+
+    /// Returns the erase time and the number of purchases kept anonymously.
+    pub async fn erase_customer(
+        &self,
+        id: &str,
+        request_id: &str,
+    ) -> AppResult<(DateTime<Utc>, u64)> {
+        let txn = self.db.begin().await?;
+        let canonical = repo::resolve_id(&txn, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
+        let mut c = repo::load_customer(&txn, &canonical)
+            .await?
+            .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
+        let retained = repo::count_purchases(&txn, &c.id).await?;
+        if c.erased {
+            // Erasure is idempotent: a retry (with or without request_id) succeeds.
+            return Ok((c.update_time, retained));
+        }
+        let now = crate::domain::now();
+        let expected = c.version;
+        c.erase(now);
+        repo::update_customer(&txn, &c, expected).await?;
+        self.remember(&txn, "EraseCustomer", request_id, &c.id, now)
+            .await?;
+        self.commit(txn, vec![events::customer_erased(&c.id, now)])
+            .await?;
+        self.cache.invalidate(&cache_key(&c.id)).await;
+        Ok((now, retained))
+    }
+
+    pub async fn export(
+        &self,
+        id: &str,
+    ) -> AppResult<(Customer, Vec<Purchase>, Vec<Referral>, Vec<Referral>)> {
+        let c = self.get_customer(id).await?;
+        let purchases = repo::list_purchases(&self.db, &c.id, None, u64::MAX >> 1).await?;
+        let (given, received) = repo::referrals_of(&self.db, &c.id).await?;
+        Ok((c, purchases, given, received))
+    }
+
+    pub async fn update_consent(&self, id: &str, consent: Consent) -> AppResult<Customer> {
+        let txn = self.db.begin().await?;
+        let mut c = self.live(&txn, id).await?;
+        let expected = c.version;
+        if !c.set_consent(consent.clone()) {
+            return Ok(c);
+        }
+        c.version += 1;
+        c.update_time = consent.update_time;
+        repo::update_customer(&txn, &c, expected).await?;
+        self.commit(txn, vec![events::consent_changed(&c.id, &consent)])
+            .await?;
+        self.cache.invalidate(&cache_key(&c.id)).await;
+        Ok(c)
+    }
+
+    /// Re-sending a known order id returns the stored purchase and emits nothing.
+    pub async fn record_purchase(
+        &self,
+        customer_id: &str,
+        input: PurchaseInput,
+    ) -> AppResult<Purchase> {
+        let now = crate::domain::now();
+        let txn = self.db.begin().await?;
+        let c = self.live(&txn, customer_id).await?;
+        // Order ids are unique per customer as the caller addressed it.
+        let mut p = input.into_purchase(new_id(), &c.id, now);
+        if c.id != customer_id {
+            p.origin_customer_id = customer_id.to_string();
+        }
+        let (stored, new) = repo::insert_purchase(&txn, &p).await?;
+        if new {
+            self.commit(txn, vec![events::purchase_recorded(&stored)])
+                .await?;
+        }
+        Ok(stored)
+    }
+
+    /// One transaction for a batch of validated purchases.
+    pub async fn record_purchase_batch(
+        &self,
+        batch: Vec<(String, PurchaseInput)>,
+    ) -> AppResult<(IngestCounts, Vec<(usize, AppError)>)> {
+        let now = crate::domain::now();
+        let txn = self.db.begin().await?;
+        let mut counts = IngestCounts::default();
+        let mut failures = Vec::new();
+        let mut evs = Vec::new();
+        let mut owners: std::collections::HashMap<String, Option<String>> = Default::default();
+        for (i, (customer_id, input)) in batch.into_iter().enumerate() {
+            let owner = match owners.get(&customer_id) {
+                Some(o) => o.clone(),
+                None => {
+                    let o = match self.live(&txn, &customer_id).await {
+                        Ok(c) => Some(c.id),
+                        Err(AppError::NotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    };
+                    owners.insert(customer_id.clone(), o.clone());
+                    o
+                }
+            };
+            let Some(owner) = owner else {
+                failures.push((i, AppError::NotFound(customer_name(&customer_id))));
+                continue;
+            };
+            let mut p = input.into_purchase(new_id(), &owner, now);
+            p.origin_customer_id = customer_id;
+            let (stored, new) = repo::insert_purchase(&txn, &p).await?;
+            if new {
+                counts.recorded += 1;
+                evs.push(events::purchase_recorded(&stored));
+            } else {
+                counts.duplicates += 1;
+            }
+        }
+        self.commit(txn, evs).await?;
+        Ok((counts, failures))
+    }
+
+    pub async fn list_purchases(
+        &self,
+        customer_id: &str,
+        before: Option<(DateTime<Utc>, String)>,
+        limit: u64,
+    ) -> AppResult<Vec<Purchase>> {
+        let c = self.get_customer(customer_id).await?;
+        Ok(repo::list_purchases(&self.db, &c.id, before, limit).await?)
+    }
+
+    pub async fn record_referral(
+        &self,
+        referrer: &str,
+        referred: &str,
+        at: DateTime<Utc>,
+    ) -> AppResult<Referral> {
+        let txn = self.db.begin().await?;
+        let a = self.live(&txn, referrer).await?;
+        let b = self.live(&txn, referred).await?;
+        if a.id == b.id {
+            return Err(AppError::Invalid({
+                let mut v = FieldViolations::new();
+                v.add("referral.referred", "a customer cannot refer themselves");
+                v
+            }));
+        }
+        let r = Referral {
+            referrer_id: a.id,
+            referred_id: b.id,
+            occur_time: at,
+        };
+        if repo::insert_referral(&txn, &r).await? {
+            self.commit(txn, vec![events::referral_recorded(&r)])
+                .await?;
+        }
+        Ok(r)
+    }
+}

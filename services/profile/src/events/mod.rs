@@ -1,0 +1,113 @@
+//! What the profile service publishes on `retention.profile.events`. Payloads carry
+//! no PII: consumers that need contact data call GetCustomer with `pii.read`.
+//! The profile service consumes no events.
+
+use chrono::{DateTime, Utc};
+use retention_events::OutboxEvent;
+use retention_proto::profile as pb;
+
+use crate::domain::*;
+use crate::grpc::convert;
+
+pub const STREAM: &str = "retention.profile.events";
+pub const SOURCE: &str = "profile";
+
+pub fn facts(c: &Customer) -> pb::CustomerFacts {
+    pb::CustomerFacts {
+        customer_id: c.id.clone(),
+        kind: convert::customer_kind(c.kind).into(),
+        firmographics: Some(convert::firmographics(&c.firmographics)),
+        acquisition: Some(convert::acquisition(&c.acquisition)),
+        tags: c.tags.clone(),
+        gender: convert::demographics(&c.demographics).gender,
+        birth_year: c.demographics.birth_year,
+        income_band: convert::demographics(&c.demographics).income_band,
+        region: c.demographics.region.clone().unwrap_or_default(),
+        create_time: Some(convert::ts(c.create_time)),
+    }
+}
+
+pub fn customer_created(c: &Customer) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.id),
+        &pb::CustomerCreatedEvent {
+            customer: Some(facts(c)),
+        },
+    )
+}
+
+pub fn customer_updated(c: &Customer, changed_paths: Vec<String>) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.id),
+        &pb::CustomerUpdatedEvent {
+            customer: Some(facts(c)),
+            changed_paths,
+        },
+    )
+}
+
+pub fn customer_merged(survivor: &str, merged: &str) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(survivor),
+        &pb::CustomerMergedEvent {
+            survivor_id: survivor.into(),
+            merged_id: merged.into(),
+        },
+    )
+}
+
+pub fn customer_erased(id: &str, at: DateTime<Utc>) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(id),
+        &pb::CustomerErasedEvent {
+            customer_id: id.into(),
+            erase_time: Some(convert::ts(at)),
+        },
+    )
+}
+
+pub fn consent_changed(id: &str, c: &Consent) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(id),
+        &pb::ConsentChangedEvent {
+            customer_id: id.into(),
+            channel: convert::contact_channel(c.channel).into(),
+            status: convert::consent_status(c.status).into(),
+        },
+    )
+}
+
+pub fn purchase_recorded(p: &Purchase) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&p.customer_id),
+        &pb::PurchaseRecordedEvent {
+            customer_id: p.customer_id.clone(),
+            purchase_id: p.id.clone(),
+            order_id: p.order_id.clone(),
+            occur_time: Some(convert::ts(p.occur_time)),
+            amount: Some(convert::money(&p.amount)),
+            gross_margin: Some(convert::money(&p.gross_margin)),
+            discount: Some(convert::money(&p.discount)),
+            product_category: p.product_category.clone().unwrap_or_default(),
+            channel: p.channel.clone().unwrap_or_default(),
+        },
+    )
+}
+
+pub fn referral_recorded(r: &Referral) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&r.referrer_id),
+        &pb::ReferralRecordedEvent {
+            referrer_id: r.referrer_id.clone(),
+            referred_id: r.referred_id.clone(),
+            occur_time: Some(convert::ts(r.occur_time)),
+        },
+    )
+}

@@ -1,0 +1,507 @@
+//! `CustomerProfileService` over the application layer.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use retention_auth::Caller;
+use retention_errors::FieldViolations;
+use retention_proto::profile as pb;
+use retention_proto::profile::customer_profile_service_server::CustomerProfileService;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use crate::app::{AppError, ProfileApp};
+use crate::domain::filter::customer_filter_schema;
+use crate::domain::now;
+use crate::domain::*;
+
+pub const MAX_PAGE_SIZE: i32 = 1000;
+pub const DEFAULT_PAGE_SIZE: i32 = 50;
+pub const MAX_BATCH_GET: usize = 100;
+pub const MAX_INGEST_MESSAGE: usize = 1000;
+const MAX_REJECTED_REPORTED: usize = 100;
+const PII_SCOPE: &str = "pii.read";
+
+pub struct ProfileService {
+    app: ProfileApp,
+}
+
+impl ProfileService {
+    pub fn new(app: ProfileApp) -> Self {
+        ProfileService { app }
+    }
+}
+
+fn sees_pii<T>(req: &Request<T>) -> bool {
+    req.extensions()
+        .get::<Caller>()
+        .is_some_and(|c| c.has(PII_SCOPE))
+}
+
+fn render(c: &Customer, pii: bool) -> pb::Customer {
+    if pii {
+        convert::customer(c, false)
+    } else {
+        let mut masked = c.clone();
+        masked.mask_pii();
+        convert::customer(&masked, true)
+    }
+}
+
+fn customer_id(name: &str, field: &str) -> Result<String, Status> {
+    parse_customer_name(name).ok_or_else(|| {
+        retention_errors::invalid_argument([(
+            field,
+            format!("must be \"customers/{{uuid}}\", got {name:?}"),
+        )])
+    })
+}
+
+fn check_request_id(v: &mut FieldViolations, id: &str) {
+    v.check(
+        id.len() <= 128
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "request_id",
+        "must be at most 128 characters of letters, digits, '-' and '_' (a UUID is ideal)",
+    );
+}
+
+fn page_size(size: i32, v: &mut FieldViolations) -> u64 {
+    if !(0..=MAX_PAGE_SIZE).contains(&size) {
+        v.add(
+            "page_size",
+            format!("must be between 0 and {MAX_PAGE_SIZE}"),
+        );
+    }
+    if size == 0 {
+        DEFAULT_PAGE_SIZE as u64
+    } else {
+        size.clamp(1, MAX_PAGE_SIZE) as u64
+    }
+}
+
+fn engine() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+}
+
+/// Page tokens bind the cursor to the filter, so a token cannot be replayed with
+/// another filter and silently skip rows.
+fn encode_token(kind: &str, filter: &str, cursor: &str) -> String {
+    engine().encode(serde_json::json!({ "k": kind, "f": filter, "c": cursor }).to_string())
+}
+
+fn decode_token(token: &str, kind: &str, filter: &str, v: &mut FieldViolations) -> Option<String> {
+    if token.is_empty() {
+        return None;
+    }
+    let parsed = engine()
+        .decode(token)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    match parsed {
+        Some(j) if j["k"] == kind && j["f"] == filter => j["c"].as_str().map(String::from),
+        Some(j) if j["k"] == kind => {
+            v.add("page_token", "was issued for a different filter");
+            None
+        }
+        _ => {
+            v.add("page_token", "is not a valid page token");
+            None
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CustomerProfileService for ProfileService {
+    async fn create_customer(
+        &self,
+        req: Request<pb::CreateCustomerRequest>,
+    ) -> Result<Response<pb::Customer>, Status> {
+        let pii = sees_pii(&req);
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let Some(c) = r.customer else {
+            v.add("customer", "is required");
+            return Err(v.into_status());
+        };
+        let mut input = convert::customer_input(&c, "customer", &mut v);
+        input.normalize();
+        v.extend(input.validate("customer", true, now()));
+        v.into_result()?;
+        let created = self.app.create_customer(input, &r.request_id).await?;
+        Ok(Response::new(render(&created, pii)))
+    }
+
+    async fn get_customer(
+        &self,
+        req: Request<pb::GetCustomerRequest>,
+    ) -> Result<Response<pb::Customer>, Status> {
+        let pii = sees_pii(&req);
+        let id = customer_id(&req.get_ref().name, "name")?;
+        let c = self.app.get_customer(&id).await?;
+        Ok(Response::new(render(&c, pii)))
+    }
+
+    async fn batch_get_customers(
+        &self,
+        req: Request<pb::BatchGetCustomersRequest>,
+    ) -> Result<Response<pb::BatchGetCustomersResponse>, Status> {
+        let pii = sees_pii(&req);
+        let names = &req.get_ref().names;
+        let mut v = FieldViolations::new();
+        v.check(
+            !names.is_empty(),
+            "names",
+            "must name at least one customer",
+        );
+        v.check(
+            names.len() <= MAX_BATCH_GET,
+            "names",
+            format!("at most {MAX_BATCH_GET} names"),
+        );
+        let mut ids = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            match parse_customer_name(n) {
+                Some(id) => ids.push(id),
+                None => v.add(format!("names[{i}]"), "must be \"customers/{uuid}\""),
+            }
+        }
+        v.into_result()?;
+        let mut customers = Vec::with_capacity(ids.len());
+        for id in ids {
+            customers.push(render(&self.app.get_customer(&id).await?, pii));
+        }
+        Ok(Response::new(pb::BatchGetCustomersResponse { customers }))
+    }
+
+    async fn update_customer(
+        &self,
+        req: Request<pb::UpdateCustomerRequest>,
+    ) -> Result<Response<pb::Customer>, Status> {
+        let pii = sees_pii(&req);
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let Some(c) = r.customer else {
+            v.add("customer", "is required");
+            return Err(v.into_status());
+        };
+        let id = customer_id(&c.name, "customer.name")?;
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let mut patch = convert::customer_input(&c, "customer", &mut v);
+        patch.normalize();
+        v.extend(patch.validate("customer", false, now()));
+        v.into_result()?;
+        let updated = self
+            .app
+            .update_customer(&id, patch, &paths, &c.etag)
+            .await?;
+        Ok(Response::new(render(&updated, pii)))
+    }
+
+    async fn list_customers(
+        &self,
+        req: Request<pb::ListCustomersRequest>,
+    ) -> Result<Response<pb::ListCustomersResponse>, Status> {
+        let pii = sees_pii(&req);
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let limit = page_size(r.page_size, &mut v);
+        let filter = match retention_filter::parse_optional(&r.filter) {
+            Ok(Some(f)) => match f.check(&customer_filter_schema()) {
+                Ok(()) => Some(f),
+                Err(e) => {
+                    v.add("filter", e.to_string());
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                v.add("filter", e.to_string());
+                None
+            }
+        };
+        let after = decode_token(&r.page_token, "customers", &r.filter, &mut v);
+        v.into_result()?;
+        let mut page = self
+            .app
+            .list_customers(filter.as_ref(), after.as_deref(), limit + 1)
+            .await?;
+        let next = if page.len() as u64 > limit {
+            page.truncate(limit as usize);
+            page.last()
+                .map(|c| encode_token("customers", &r.filter, &c.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListCustomersResponse {
+            customers: page.iter().map(|c| render(c, pii)).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn merge_customers(
+        &self,
+        req: Request<pb::MergeCustomersRequest>,
+    ) -> Result<Response<pb::Customer>, Status> {
+        let pii = sees_pii(&req);
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let survivor = parse_customer_name(&r.survivor);
+        let merged = parse_customer_name(&r.merged);
+        v.check(
+            survivor.is_some(),
+            "survivor",
+            "must be \"customers/{uuid}\"",
+        );
+        v.check(merged.is_some(), "merged", "must be \"customers/{uuid}\"");
+        v.into_result()?;
+        let (Some(s), Some(m)) = (survivor, merged) else {
+            return Err(Status::invalid_argument("survivor and merged are required"));
+        };
+        let c = self
+            .app
+            .merge_customers(&s, &m, &r.request_id, &r.etag)
+            .await?;
+        Ok(Response::new(render(&c, pii)))
+    }
+
+    async fn erase_customer(
+        &self,
+        req: Request<pb::EraseCustomerRequest>,
+    ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        v.into_result()?;
+        let id = customer_id(&r.name, "name")?;
+        let (at, kept) = self.app.erase_customer(&id, &r.request_id).await?;
+        Ok(Response::new(pb::EraseCustomerResponse {
+            name: customer_name(&id),
+            erase_time: Some(convert::ts(at)),
+            purchases_retained: kept as i64,
+        }))
+    }
+
+    async fn export_customer_data(
+        &self,
+        req: Request<pb::ExportCustomerDataRequest>,
+    ) -> Result<Response<pb::ExportCustomerDataResponse>, Status> {
+        let pii = sees_pii(&req);
+        let id = customer_id(&req.get_ref().name, "name")?;
+        let (c, purchases, given, received) = self.app.export(&id).await?;
+        Ok(Response::new(pb::ExportCustomerDataResponse {
+            customer: Some(render(&c, pii)),
+            purchases: purchases.iter().map(convert::purchase).collect(),
+            referrals_given: given.iter().map(convert::referral).collect(),
+            referrals_received: received.iter().map(convert::referral).collect(),
+            export_time: Some(convert::ts(now())),
+        }))
+    }
+
+    async fn update_consent(
+        &self,
+        req: Request<pb::UpdateConsentRequest>,
+    ) -> Result<Response<pb::Customer>, Status> {
+        let pii = sees_pii(&req);
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let channel = convert::channel_in(r.channel, "channel", &mut v);
+        let status = convert::consent_status_in(r.status, "status", &mut v);
+        if r.channel == 0 {
+            v.add("channel", "is required");
+        }
+        if r.status == 0 {
+            v.add("status", "is required");
+        }
+        v.check(
+            r.source.chars().count() <= 128,
+            "source",
+            "must be at most 128 characters",
+        );
+        v.into_result()?;
+        let id = customer_id(&r.name, "name")?;
+        let (Some(channel), Some(status)) = (channel, status) else {
+            return Err(Status::invalid_argument("channel and status are required"));
+        };
+        let consent = Consent {
+            channel,
+            status,
+            source: r.source,
+            update_time: now(),
+        };
+        let c = self.app.update_consent(&id, consent).await?;
+        Ok(Response::new(render(&c, pii)))
+    }
+
+    async fn record_purchase(
+        &self,
+        req: Request<pb::RecordPurchaseRequest>,
+    ) -> Result<Response<pb::Purchase>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let Some(p) = r.purchase else {
+            v.add("purchase", "is required");
+            return Err(v.into_status());
+        };
+        let owner = parse_customer_name(&p.customer);
+        v.check(
+            owner.is_some(),
+            "purchase.customer",
+            "must be \"customers/{uuid}\"",
+        );
+        let input = convert::purchase_input(&p, "purchase", &mut v);
+        v.extend(input.validate("purchase", now()));
+        v.into_result()?;
+        let Some(owner) = owner else {
+            return Err(Status::invalid_argument("purchase.customer is required"));
+        };
+        let stored = self.app.record_purchase(&owner, input).await?;
+        Ok(Response::new(convert::purchase(&stored)))
+    }
+
+    async fn record_purchases(
+        &self,
+        req: Request<Streaming<pb::RecordPurchasesRequest>>,
+    ) -> Result<Response<pb::RecordPurchasesResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut out = pb::RecordPurchasesResponse::default();
+        let mut index: i64 = 0;
+        let reject =
+            |out: &mut pb::RecordPurchasesResponse, index: i64, order: &str, reason: String| {
+                out.rejected_count += 1;
+                if out.rejected.len() < MAX_REJECTED_REPORTED {
+                    out.rejected.push(pb::RejectedPurchase {
+                        index,
+                        order_id: order.into(),
+                        reason,
+                    });
+                }
+            };
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            if msg.purchases.len() > MAX_INGEST_MESSAGE {
+                return Err(retention_errors::invalid_argument([(
+                    "purchases",
+                    format!("at most {MAX_INGEST_MESSAGE} purchases per message"),
+                )]));
+            }
+            let mut batch = Vec::with_capacity(msg.purchases.len());
+            let mut positions = Vec::with_capacity(msg.purchases.len());
+            for p in &msg.purchases {
+                let mut v = FieldViolations::new();
+                let owner = parse_customer_name(&p.customer);
+                v.check(owner.is_some(), "customer", "must be \"customers/{uuid}\"");
+                let input = convert::purchase_input(p, "purchase", &mut v);
+                v.extend(input.validate("purchase", now()));
+                match owner {
+                    Some(owner) if v.is_empty() => {
+                        batch.push((owner, input));
+                        positions.push((index, p.order_id.clone()));
+                    }
+                    _ => {
+                        let reason = v
+                            .iter()
+                            .map(|(f, d)| format!("{f}: {d}"))
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        reject(&mut out, index, &p.order_id, reason);
+                    }
+                }
+                index += 1;
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let (counts, failures) = self.app.record_purchase_batch(batch).await?;
+            out.recorded_count += counts.recorded;
+            out.duplicate_count += counts.duplicates;
+            for (i, err) in failures {
+                let (pos, order) = &positions[i];
+                let reason = match err {
+                    AppError::NotFound(name) => format!("customer {name} not found"),
+                    other => other.to_string(),
+                };
+                reject(&mut out, *pos, order, reason);
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn list_purchases(
+        &self,
+        req: Request<pb::ListPurchasesRequest>,
+    ) -> Result<Response<pb::ListPurchasesResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let limit = page_size(r.page_size, &mut v);
+        let cursor = decode_token(&r.page_token, "purchases", &r.parent, &mut v);
+        let before = cursor.and_then(|c| {
+            let (t, id) = c.split_once('|')?;
+            let t = DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc);
+            Some((t, id.to_string()))
+        });
+        v.into_result()?;
+        let id = customer_id(&r.parent, "parent")?;
+        let mut page = self.app.list_purchases(&id, before, limit + 1).await?;
+        let next = if page.len() as u64 > limit {
+            page.truncate(limit as usize);
+            page.last()
+                .map(|p| {
+                    encode_token(
+                        "purchases",
+                        &r.parent,
+                        &format!("{}|{}", p.occur_time.to_rfc3339(), p.id),
+                    )
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListPurchasesResponse {
+            purchases: page.iter().map(convert::purchase).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn record_referral(
+        &self,
+        req: Request<pb::RecordReferralRequest>,
+    ) -> Result<Response<pb::Referral>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let Some(rf) = r.referral else {
+            v.add("referral", "is required");
+            return Err(v.into_status());
+        };
+        let a = parse_customer_name(&rf.referrer);
+        let b = parse_customer_name(&rf.referred);
+        v.check(
+            a.is_some(),
+            "referral.referrer",
+            "must be \"customers/{uuid}\"",
+        );
+        v.check(
+            b.is_some(),
+            "referral.referred",
+            "must be \"customers/{uuid}\"",
+        );
+        let at = rf
+            .occur_time
+            .as_ref()
+            .and_then(|t| convert::from_ts(t, "referral.occur_time", &mut v))
+            .unwrap_or_else(now);
+        v.into_result()?;
+        let (Some(a), Some(b)) = (a, b) else {
+            return Err(Status::invalid_argument(
+                "referrer and referred are required",
+            ));
+        };
+        let stored = self.app.record_referral(&a, &b, at).await?;
+        Ok(Response::new(convert::referral(&stored)))
+    }
+}

@@ -1,0 +1,396 @@
+//! Queries and writes of the profile database. Functions take any connection so
+//! the application layer decides the transaction boundaries.
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::convert::*;
+use super::entities::{alias, customer, idempotency, identity, purchase, referral};
+use super::filter_sql;
+use crate::domain::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error("identity {namespace}:{value} belongs to customer {owner}")]
+    IdentityTaken {
+        namespace: String,
+        value: String,
+        owner: String,
+    },
+    #[error("customer {id} changed concurrently")]
+    VersionConflict { id: String },
+}
+
+/// The canonical id for `id`: itself if it is a live customer row, its survivor if
+/// it was merged away, None if unknown.
+pub async fn resolve_id<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> Result<Option<String>, StoreError> {
+    if customer::Entity::find_by_id(id.to_string())
+        .select_only()
+        .column(customer::Column::Id)
+        .into_tuple::<String>()
+        .one(db)
+        .await?
+        .is_some()
+    {
+        return Ok(Some(id.to_string()));
+    }
+    Ok(alias::Entity::find_by_id(id.to_string())
+        .one(db)
+        .await?
+        .map(|a| a.survivor_id))
+}
+
+pub async fn load_customer<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> Result<Option<Customer>, StoreError> {
+    let Some(row) = customer::Entity::find_by_id(id.to_string()).one(db).await? else {
+        return Ok(None);
+    };
+    let identities = identity::Entity::find()
+        .filter(identity::Column::CustomerId.eq(id))
+        .order_by_asc(identity::Column::Namespace)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|i| Identity {
+            namespace: i.namespace,
+            value: i.value,
+        })
+        .collect();
+    let merged = alias::Entity::find()
+        .filter(alias::Column::SurvivorId.eq(id))
+        .order_by_asc(alias::Column::AliasId)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|a| a.alias_id)
+        .collect();
+    Ok(Some(customer_from_row(row, identities, merged)))
+}
+
+async fn insert_identities<C: ConnectionTrait>(db: &C, c: &Customer) -> Result<(), StoreError> {
+    for id in &c.identities {
+        let owner = identity::Entity::find_by_id((id.namespace.clone(), id.value.clone()))
+            .one(db)
+            .await?;
+        if let Some(o) = owner.filter(|o| o.customer_id != c.id) {
+            return Err(StoreError::IdentityTaken {
+                namespace: id.namespace.clone(),
+                value: id.value.clone(),
+                owner: o.customer_id,
+            });
+        }
+        let row = identity::ActiveModel {
+            namespace: Set(id.namespace.clone()),
+            value: Set(id.value.clone()),
+            customer_id: Set(c.id.clone()),
+        };
+        identity::Entity::insert(row)
+            .on_conflict_do_nothing()
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn insert_customer<C: ConnectionTrait>(db: &C, c: &Customer) -> Result<(), StoreError> {
+    customer::Entity::insert(customer_to_active(c))
+        .exec_without_returning(db)
+        .await?;
+    insert_identities(db, c).await
+}
+
+/// Writes `c` if the stored version is still `expected_version`; bumps nothing
+/// itself (the caller set `c.version`).
+pub async fn update_customer<C: ConnectionTrait>(
+    db: &C,
+    c: &Customer,
+    expected_version: i64,
+) -> Result<(), StoreError> {
+    let res = customer::Entity::update_many()
+        .set(customer_to_active(c))
+        .filter(customer::Column::Id.eq(c.id.as_str()))
+        .filter(customer::Column::Version.eq(expected_version))
+        .exec(db)
+        .await?;
+    if res.rows_affected == 0 {
+        return Err(StoreError::VersionConflict { id: c.id.clone() });
+    }
+    identity::Entity::delete_many()
+        .filter(identity::Column::CustomerId.eq(c.id.as_str()))
+        .exec(db)
+        .await?;
+    insert_identities(db, c).await
+}
+
+/// One page of live customers after `after_id`, in id order. Ids are UUIDv7 and
+/// immutable, so keyset paging on them neither skips nor repeats rows while others
+/// are inserted or updated.
+pub async fn list_customers<C: ConnectionTrait>(
+    db: &C,
+    filter: Option<&retention_filter::Expr>,
+    after_id: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Customer>, StoreError> {
+    let mut q = customer::Entity::find().filter(customer::Column::Erased.eq(false));
+    if let Some(after) = after_id {
+        q = q.filter(customer::Column::Id.gt(after));
+    }
+    if let Some(f) = filter {
+        q = q.filter(filter_sql::to_condition(f, db.get_database_backend()));
+    }
+    let rows = q
+        .order_by_asc(customer::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = row.id.clone();
+        let identities = identity::Entity::find()
+            .filter(identity::Column::CustomerId.eq(id.as_str()))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|i| Identity {
+                namespace: i.namespace,
+                value: i.value,
+            })
+            .collect();
+        out.push(customer_from_row(row, identities, Vec::new()));
+    }
+    Ok(out)
+}
+
+/// Moves everything of `merged` to `survivor` and leaves an alias behind.
+/// Returns the number of purchases moved.
+pub async fn merge_into<C: ConnectionTrait>(
+    db: &C,
+    survivor: &str,
+    merged: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    identity::Entity::update_many()
+        .col_expr(identity::Column::CustomerId, Expr::val(survivor))
+        .filter(identity::Column::CustomerId.eq(merged))
+        .exec(db)
+        .await?;
+    let moved = purchase::Entity::update_many()
+        .col_expr(purchase::Column::CustomerId, Expr::val(survivor))
+        .filter(purchase::Column::CustomerId.eq(merged))
+        .exec(db)
+        .await?
+        .rows_affected;
+    // Referrals: re-point both sides, dropping pairs that would duplicate an
+    // existing one or become self-referrals.
+    let refs = referral::Entity::find()
+        .filter(
+            referral::Column::ReferrerId
+                .eq(merged)
+                .or(referral::Column::ReferredId.eq(merged)),
+        )
+        .all(db)
+        .await?;
+    referral::Entity::delete_many()
+        .filter(
+            referral::Column::ReferrerId
+                .eq(merged)
+                .or(referral::Column::ReferredId.eq(merged)),
+        )
+        .exec(db)
+        .await?;
+    for r in refs {
+        let referrer = if r.referrer_id == merged {
+            survivor.to_string()
+        } else {
+            r.referrer_id
+        };
+        let referred = if r.referred_id == merged {
+            survivor.to_string()
+        } else {
+            r.referred_id
+        };
+        if referrer != referred {
+            insert_referral(
+                db,
+                &Referral {
+                    referrer_id: referrer,
+                    referred_id: referred,
+                    occur_time: r.occur_time,
+                },
+            )
+            .await?;
+        }
+    }
+    // Earlier aliases of the merged customer now resolve to the survivor too.
+    alias::Entity::update_many()
+        .col_expr(alias::Column::SurvivorId, Expr::val(survivor))
+        .filter(alias::Column::SurvivorId.eq(merged))
+        .exec(db)
+        .await?;
+    alias::Entity::insert(alias::ActiveModel {
+        alias_id: Set(merged.to_string()),
+        survivor_id: Set(survivor.to_string()),
+        merge_time: Set(now),
+    })
+    .exec_without_returning(db)
+    .await?;
+    customer::Entity::delete_by_id(merged.to_string())
+        .exec(db)
+        .await?;
+    Ok(moved)
+}
+
+/// Inserts unless the (origin customer, order id) pair exists; returns the stored
+/// purchase and whether it was new.
+pub async fn insert_purchase<C: ConnectionTrait>(
+    db: &C,
+    p: &Purchase,
+) -> Result<(Purchase, bool), StoreError> {
+    let inserted = purchase::Entity::insert(purchase_to_active(p))
+        .on_conflict(
+            OnConflict::columns([
+                purchase::Column::OriginCustomerId,
+                purchase::Column::OrderId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    if inserted > 0 {
+        return Ok((p.clone(), true));
+    }
+    let existing = purchase::Entity::find()
+        .filter(purchase::Column::OriginCustomerId.eq(p.origin_customer_id.as_str()))
+        .filter(purchase::Column::OrderId.eq(p.order_id.as_str()))
+        .one(db)
+        .await?
+        .map(purchase_from_row)
+        .ok_or_else(|| DbErr::RecordNotFound("purchase vanished after conflict".into()))?;
+    Ok((existing, false))
+}
+
+/// Newest first; the cursor is the last (occur_time, id) seen.
+pub async fn list_purchases<C: ConnectionTrait>(
+    db: &C,
+    customer_id: &str,
+    before: Option<(DateTime<Utc>, String)>,
+    limit: u64,
+) -> Result<Vec<Purchase>, StoreError> {
+    let mut q = purchase::Entity::find().filter(purchase::Column::CustomerId.eq(customer_id));
+    if let Some((t, id)) = before {
+        q = q.filter(
+            purchase::Column::OccurTime
+                .lt(t)
+                .or(purchase::Column::OccurTime
+                    .eq(t)
+                    .and(purchase::Column::Id.lt(id))),
+        );
+    }
+    Ok(q.order_by_desc(purchase::Column::OccurTime)
+        .order_by_desc(purchase::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(purchase_from_row)
+        .collect())
+}
+
+pub async fn count_purchases<C: ConnectionTrait>(
+    db: &C,
+    customer_id: &str,
+) -> Result<u64, StoreError> {
+    Ok(purchase::Entity::find()
+        .filter(purchase::Column::CustomerId.eq(customer_id))
+        .count(db)
+        .await?)
+}
+
+/// True when the referral is new.
+pub async fn insert_referral<C: ConnectionTrait>(db: &C, r: &Referral) -> Result<bool, StoreError> {
+    let n = referral::Entity::insert(referral::ActiveModel {
+        referrer_id: Set(r.referrer_id.clone()),
+        referred_id: Set(r.referred_id.clone()),
+        occur_time: Set(r.occur_time),
+    })
+    .on_conflict(
+        OnConflict::columns([referral::Column::ReferrerId, referral::Column::ReferredId])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(n > 0)
+}
+
+pub async fn referrals_of<C: ConnectionTrait>(
+    db: &C,
+    customer_id: &str,
+) -> Result<(Vec<Referral>, Vec<Referral>), StoreError> {
+    let map = |r: referral::Model| Referral {
+        referrer_id: r.referrer_id,
+        referred_id: r.referred_id,
+        occur_time: r.occur_time,
+    };
+    let given = referral::Entity::find()
+        .filter(referral::Column::ReferrerId.eq(customer_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(map)
+        .collect();
+    let received = referral::Entity::find()
+        .filter(referral::Column::ReferredId.eq(customer_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(map)
+        .collect();
+    Ok((given, received))
+}
+
+pub async fn find_idempotent<C: ConnectionTrait>(
+    db: &C,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(idempotency::Entity::find_by_id(key.to_string())
+        .one(db)
+        .await?
+        .map(|r| r.resource))
+}
+
+/// Records the result of an idempotent call; false if another call with the same
+/// key committed first.
+pub async fn save_idempotent<C: ConnectionTrait>(
+    db: &C,
+    key: &str,
+    resource: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = idempotency::Entity::insert(idempotency::ActiveModel {
+        key: Set(key.to_string()),
+        resource: Set(resource.to_string()),
+        create_time: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(idempotency::Column::Key)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(n > 0)
+}

@@ -1,0 +1,184 @@
+//! Cache-aside: a read fills Redis, a write invalidates it, and a Redis outage
+//! degrades to the database without errors.
+
+use redis::AsyncCommands;
+use retention_proto::profile as pb;
+use retention_testkit::{Backend, PrivateRedis};
+
+use crate::harness::*;
+
+fn cache_key(app: &TestApp, name: &str) -> String {
+    format!(
+        "{}:profile:customer:{}",
+        app.settings.redis.namespace,
+        name.trim_start_matches("customers/")
+    )
+}
+
+async fn redis_get(url: &str, key: &str) -> Option<Vec<u8>> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    conn.get(key).await.unwrap()
+}
+
+#[tokio::test]
+async fn reads_fill_the_cache_and_writes_invalidate_it() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let c = app.create("Cached").await;
+    let key = cache_key(&app, &c.name);
+    let url = app.settings.redis.url.clone();
+    assert!(
+        redis_get(&url, &key).await.is_none(),
+        "create does not populate the cache"
+    );
+
+    app.client
+        .get_customer(app.req(pb::GetCustomerRequest {
+            name: c.name.clone(),
+        }))
+        .await
+        .unwrap();
+    let cached = redis_get(&url, &key).await.expect("a read fills the cache");
+    assert!(String::from_utf8_lossy(&cached).contains("Cached"));
+
+    // Prove the next read is served from the cache: change the row behind its back.
+    let id = c.name.trim_start_matches("customers/");
+    let db = app.database().await;
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(&format!(
+        "UPDATE customers SET region = 'Behind The Cache' WHERE id = '{id}'"
+    ))
+    .await
+    .unwrap();
+    let hit = app
+        .client
+        .get_customer(app.req(pb::GetCustomerRequest {
+            name: c.name.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        hit.demographics.as_ref().unwrap().region,
+        "Shanghai",
+        "served from the cache"
+    );
+
+    // A write through the API invalidates; the next read sees the database.
+    let mut patch = hit.clone();
+    patch.email = "changed@example.com".into();
+    app.client
+        .update_customer(app.req(pb::UpdateCustomerRequest {
+            customer: Some(patch),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["email".into()],
+            }),
+        }))
+        .await
+        .unwrap();
+    assert!(
+        redis_get(&url, &key).await.is_none(),
+        "the write invalidated the entry"
+    );
+    let fresh = app
+        .client
+        .get_customer(app.req(pb::GetCustomerRequest {
+            name: c.name.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fresh.email, "changed@example.com");
+    assert_eq!(fresh.demographics.unwrap().region, "Behind The Cache");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_service_keeps_answering_with_redis_stopped() {
+    let mut redis = PrivateRedis::start().unwrap();
+    let url = redis.url();
+    let mut app = TestApp::spawn_with(Backend::Postgres, true, |s| s.redis.url = url.clone()).await;
+    let c = app.create("Resilient").await;
+    app.client
+        .get_customer(app.req(pb::GetCustomerRequest {
+            name: c.name.clone(),
+        }))
+        .await
+        .unwrap();
+
+    redis.stop();
+    // Reads, writes and creates all still succeed from the database.
+    for i in 0..5 {
+        let got = app
+            .client
+            .get_customer(app.req(pb::GetCustomerRequest {
+                name: c.name.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.name, c.name);
+        let mut patch = got.clone();
+        patch.email = format!("v{i}@example.com");
+        let updated = app
+            .client
+            .update_customer(app.req(pb::UpdateCustomerRequest {
+                customer: Some(patch),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["email".into()],
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(updated.email, format!("v{i}@example.com"));
+        let again = app
+            .client
+            .get_customer(app.req(pb::GetCustomerRequest {
+                name: c.name.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            again.email,
+            format!("v{i}@example.com"),
+            "no stale read during the outage"
+        );
+    }
+    app.create("Created During Outage").await;
+    let pending = app
+        .count("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL")
+        .await;
+    assert!(
+        pending >= 6,
+        "events wait in the outbox while Redis is down ({pending})"
+    );
+
+    // Redis returns: the relay delivers everything that waited.
+    redis.restart().unwrap();
+    let stream =
+        retention_events::stream_key(&app.settings.redis.namespace, "retention.profile.events");
+    let total = app.count("SELECT COUNT(*) FROM outbox_events").await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut delivered = 0;
+    for _ in 0..200 {
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+            delivered = conn.xlen::<_, i64>(&stream).await.unwrap_or(0);
+            if delivered >= pending {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        delivered >= pending,
+        "held events delivered after recovery: {delivered} of {pending} (total {total})"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL")
+            .await,
+        0
+    );
+    app.stop().await;
+}

@@ -1,0 +1,12 @@
+//! Service tests: the real profile service on a random port against a fresh
+//! PostgreSQL database (or SQLite file) and real Redis. One binary, many modules.
+
+mod auth;
+mod cache;
+mod customers;
+mod harness;
+mod merge_erase;
+mod outbox;
+mod purchases;
+mod tracing_propagation;
+mod validation;

@@ -1,0 +1,162 @@
+//! Domain events between the retention services (DESIGN §4, §7).
+//!
+//! * **Outbox** — [`enqueue`] writes the encoded [`EventEnvelope`] into
+//!   `outbox_events` inside the caller's own transaction, so an event exists if and
+//!   only if the state change committed.
+//! * **Relay** — [`Relay`] publishes unpublished rows in `seq` order through a
+//!   [`Publisher`] (Redis Streams via [`RedisPublisher`], or the in-memory
+//!   [`InProcessBus`] in embedded mode) and marks them published afterwards. A crash
+//!   between the two republishes the row: delivery is at-least-once.
+//! * **Consumers** — [`RedisConsumer`] reads with a consumer group, acknowledges
+//!   only after the handler (and so its transaction) succeeded, claims entries of
+//!   dead consumers with `XAUTOCLAIM`, and moves poison messages to a dead-letter
+//!   stream. Handlers call [`first_delivery`] inside their transaction so a
+//!   redelivered event changes nothing: exactly-once in effect.
+
+mod bus;
+mod consumer;
+mod migration;
+mod outbox;
+mod relay;
+mod util;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+pub use bus::{DeadLetter, EventBus, InProcessBus, run_in_process};
+pub use consumer::{ConsumerOptions, RedisConsumer};
+pub use migration::EventsMigration;
+pub use outbox::{
+    OutboxEvent, enqueue, enqueue_all, first_delivery, pending_count, purge_processed,
+    purge_published,
+};
+pub use relay::{OutgoingEvent, Publisher, RedisPublisher, Relay, RelayOptions};
+pub use retention_proto::common::EventEnvelope;
+
+/// Everything that can go wrong in the event pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("could not decode protobuf: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("publish failed: {0}")]
+    Publish(String),
+    #[error("invalid stream entry {id}: {reason}")]
+    InvalidEntry { id: String, reason: String },
+}
+
+/// How a handler failed, which decides what happens to the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerError {
+    /// Transient (database down, dependency timeout): the message stays pending and
+    /// is delivered again later, until `max_deliveries` is exceeded.
+    Retry(String),
+    /// Poison (cannot ever succeed): the message goes to the dead-letter stream now.
+    Permanent(String),
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerError::Retry(m) => write!(f, "transient failure: {m}"),
+            HandlerError::Permanent(m) => write!(f, "permanent failure: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+/// Infrastructure errors inside a handler (e.g. [`first_delivery`] failing because
+/// the database is down) are transient: retry later.
+impl From<EventsError> for HandlerError {
+    fn from(e: EventsError) -> Self {
+        match e {
+            EventsError::Decode(_) | EventsError::InvalidEntry { .. } => {
+                HandlerError::Permanent(e.to_string())
+            }
+            other => HandlerError::Retry(other.to_string()),
+        }
+    }
+}
+
+/// Database errors inside a handler are transient, so `?` works on sea-orm calls.
+impl From<sea_orm::DbErr> for HandlerError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        HandlerError::Retry(e.to_string())
+    }
+}
+
+/// Applies one event. Must be idempotent (use [`first_delivery`] in the same
+/// transaction as the effects): every transport here delivers at least once.
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, envelope: &'a EventEnvelope)
+    -> BoxFuture<'a, Result<(), HandlerError>>;
+}
+
+struct FnHandler<F>(F);
+
+impl<F, Fut> EventHandler for FnHandler<F>
+where
+    F: Fn(EventEnvelope) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    fn handle<'a>(
+        &'a self,
+        envelope: &'a EventEnvelope,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin((self.0)(envelope.clone()))
+    }
+}
+
+/// A handler from an async closure taking the envelope by value (it is cloned), for
+/// handlers that need no borrowed state.
+pub fn handler_fn<F, Fut>(f: F) -> Arc<dyn EventHandler>
+where
+    F: Fn(EventEnvelope) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    Arc::new(FnHandler(f))
+}
+
+/// The Redis key of a logical stream; a non-empty namespace prefixes it so tests
+/// and tenants can share one Redis server.
+pub fn stream_key(namespace: &str, stream: &str) -> String {
+    if namespace.is_empty() {
+        stream.to_string()
+    } else {
+        format!("{namespace}:{stream}")
+    }
+}
+
+/// Where messages that failed permanently or were delivered too often end up.
+pub fn dead_letter_key(namespace: &str, stream: &str) -> String {
+    format!("{}.dlq", stream_key(namespace, stream))
+}
+
+/// The payload of `env` as `M`, or `None` when the envelope carries another type
+/// (consumers of a stream skip the event types they do not care about).
+pub fn decode_payload<M>(env: &EventEnvelope) -> Result<Option<M>, EventsError>
+where
+    M: prost::Message + prost::Name + Default,
+{
+    let Some(any) = env.payload.as_ref() else {
+        return Ok(None);
+    };
+    if type_name(&any.type_url) != M::full_name() {
+        return Ok(None);
+    }
+    Ok(Some(M::decode(any.value.as_slice())?))
+}
+
+/// `type.googleapis.com/retention.x.v1.Foo` → `retention.x.v1.Foo`.
+pub(crate) fn type_name(type_url: &str) -> &str {
+    type_url.rsplit_once('/').map_or(type_url, |(_, n)| n)
+}

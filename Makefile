@@ -24,8 +24,10 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# buf is pinned exactly in package.json. No lock file: npm's lock for buf's
+# per-platform optional packages does not survive `npm ci` on another platform.
 node-tools:
-	@if [ ! -x node_modules/.bin/buf ]; then npm ci --no-audit --no-fund; fi
+	@if [ ! -x node_modules/.bin/buf ]; then npm install --no-audit --no-fund --no-package-lock; fi
 
 proto-lint: node-tools
 	npx --no-install buf lint

@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "retention/common/v1/common.proto",
         "retention/profile/v1/profile.proto",
         "retention/profile/v1/events.proto",
+        "retention/interactions/v1/interactions.proto",
+        "retention/interactions/v1/events.proto",
     ]
     .iter()
     .map(|p| root.join(p))

@@ -122,7 +122,7 @@ impl ProfileApp {
         if request_id.is_empty() {
             return Ok(None);
         }
-        Ok(repo::find_idempotent(&self.db, &format!("{method}:{request_id}")).await?)
+        Ok(retention_db::idempotency::find(&self.db, &format!("{method}:{request_id}")).await?)
     }
 
     async fn remember(
@@ -136,7 +136,10 @@ impl ProfileApp {
         if request_id.is_empty() {
             return Ok(true);
         }
-        Ok(repo::save_idempotent(txn, &format!("{method}:{request_id}"), resource, now).await?)
+        Ok(
+            retention_db::idempotency::save(txn, &format!("{method}:{request_id}"), resource, now)
+                .await?,
+        )
     }
 
     pub async fn create_customer(

@@ -14,9 +14,15 @@ pub mod retention {
             tonic::include_proto!("retention.profile.v1");
         }
     }
+    pub mod interactions {
+        pub mod v1 {
+            tonic::include_proto!("retention.interactions.v1");
+        }
+    }
 }
 
 pub use retention::common::v1 as common;
+pub use retention::interactions::v1 as interactions;
 pub use retention::profile::v1 as profile;
 
 /// Encoded `FileDescriptorSet` of all suite protos, for tonic-reflection.

@@ -5,6 +5,7 @@
 //! (DESIGN §6, §7).
 
 mod layers;
+pub mod paging;
 
 use std::future::Future;
 use std::sync::Arc;

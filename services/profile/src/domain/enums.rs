@@ -1,35 +1,7 @@
 //! Closed vocabularies of the profile context. Stored and filtered by their
 //! upper-case names so the database and filter expressions read like the domain.
 
-macro_rules! domain_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($text => Some($name::$variant),)+ _ => None }
-            }
-
-            pub fn names() -> Vec<String> {
-                Self::ALL.iter().map(|v| v.as_str().to_string()).collect()
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
+use retention_domain::domain_enum;
 
 domain_enum!(CustomerKind { Individual = "INDIVIDUAL", Business = "BUSINESS" });
 domain_enum!(Gender { Female = "FEMALE", Male = "MALE", Other = "OTHER" });

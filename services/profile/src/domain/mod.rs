@@ -10,9 +10,4 @@ pub use customer::*;
 pub use enums::*;
 pub use purchase::*;
 
-/// The current time at the precision both databases store (microseconds), so a
-/// value returned before and after a round trip through the database is equal.
-pub fn now() -> chrono::DateTime<chrono::Utc> {
-    use chrono::SubsecRound;
-    chrono::Utc::now().trunc_subsecs(6)
-}
+pub use retention_domain::now;

@@ -1,6 +1,5 @@
 //! `CustomerProfileService` over the application layer.
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use retention_auth::Caller;
 use retention_errors::FieldViolations;
@@ -9,14 +8,14 @@ use retention_proto::profile::customer_profile_service_server::CustomerProfileSe
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use retention_server::paging::{decode_token, encode_token, page_size};
+
 use super::convert;
 use crate::app::{AppError, ProfileApp};
 use crate::domain::filter::customer_filter_schema;
 use crate::domain::now;
 use crate::domain::*;
 
-pub const MAX_PAGE_SIZE: i32 = 1000;
-pub const DEFAULT_PAGE_SIZE: i32 = 50;
 pub const MAX_BATCH_GET: usize = 100;
 pub const MAX_INGEST_MESSAGE: usize = 1000;
 const MAX_REJECTED_REPORTED: usize = 100;
@@ -66,51 +65,6 @@ fn check_request_id(v: &mut FieldViolations, id: &str) {
         "request_id",
         "must be at most 128 characters of letters, digits, '-' and '_' (a UUID is ideal)",
     );
-}
-
-fn page_size(size: i32, v: &mut FieldViolations) -> u64 {
-    if !(0..=MAX_PAGE_SIZE).contains(&size) {
-        v.add(
-            "page_size",
-            format!("must be between 0 and {MAX_PAGE_SIZE}"),
-        );
-    }
-    if size == 0 {
-        DEFAULT_PAGE_SIZE as u64
-    } else {
-        size.clamp(1, MAX_PAGE_SIZE) as u64
-    }
-}
-
-fn engine() -> base64::engine::GeneralPurpose {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-}
-
-/// Page tokens bind the cursor to the filter, so a token cannot be replayed with
-/// another filter and silently skip rows.
-fn encode_token(kind: &str, filter: &str, cursor: &str) -> String {
-    engine().encode(serde_json::json!({ "k": kind, "f": filter, "c": cursor }).to_string())
-}
-
-fn decode_token(token: &str, kind: &str, filter: &str, v: &mut FieldViolations) -> Option<String> {
-    if token.is_empty() {
-        return None;
-    }
-    let parsed = engine()
-        .decode(token)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    match parsed {
-        Some(j) if j["k"] == kind && j["f"] == filter => j["c"].as_str().map(String::from),
-        Some(j) if j["k"] == kind => {
-            v.add("page_token", "was issued for a different filter");
-            None
-        }
-        _ => {
-            v.add("page_token", "is not a valid page token");
-            None
-        }
-    }
 }
 
 #[tonic::async_trait]

@@ -129,22 +129,3 @@ pub mod referral {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
-
-pub mod idempotency {
-    use sea_orm::entity::prelude::*;
-
-    /// The result of a create-like call, keyed by method and `request_id`.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "idempotency_keys")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub key: String,
-        pub resource: String,
-        pub create_time: ChronoDateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}

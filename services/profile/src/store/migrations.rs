@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(retention_events::EventsMigration),
+            Box::new(retention_db::idempotency::IdempotencyMigration),
             Box::new(CreateProfileTables),
         ]
     }
@@ -156,21 +157,11 @@ impl MigrationTrait for CreateProfileTables {
                 .to_owned(),
         )
         .await?;
-        m.create_table(
-            Table::create()
-                .table("idempotency_keys")
-                .if_not_exists()
-                .col(string_len("key", 200).primary_key())
-                .col(string_len("resource", 200))
-                .col(timestamp_with_time_zone("create_time"))
-                .to_owned(),
-        )
-        .await
+        Ok(())
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         for t in [
-            "idempotency_keys",
             "referrals",
             "purchases",
             "customer_aliases",

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use super::convert::*;
-use super::entities::{alias, customer, idempotency, identity, purchase, referral};
+use super::entities::{alias, customer, identity, purchase, referral};
 use super::filter_sql;
 use crate::domain::*;
 
@@ -360,37 +360,4 @@ pub async fn referrals_of<C: ConnectionTrait>(
         .map(map)
         .collect();
     Ok((given, received))
-}
-
-pub async fn find_idempotent<C: ConnectionTrait>(
-    db: &C,
-    key: &str,
-) -> Result<Option<String>, StoreError> {
-    Ok(idempotency::Entity::find_by_id(key.to_string())
-        .one(db)
-        .await?
-        .map(|r| r.resource))
-}
-
-/// Records the result of an idempotent call; false if another call with the same
-/// key committed first.
-pub async fn save_idempotent<C: ConnectionTrait>(
-    db: &C,
-    key: &str,
-    resource: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let n = idempotency::Entity::insert(idempotency::ActiveModel {
-        key: Set(key.to_string()),
-        resource: Set(resource.to_string()),
-        create_time: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(idempotency::Column::Key)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    Ok(n > 0)
 }

@@ -1,0 +1,330 @@
+//! Use cases of the interactions service: each change and its events commit in one
+//! transaction (outbox), complaints change only through the state machine, and the
+//! SLA sweep records each breach exactly once even with several replicas.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use retention_errors::FieldViolations;
+use retention_events::{EventsError, OutboxEvent};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use tokio::sync::Notify;
+
+use crate::domain::*;
+use crate::events;
+use crate::store::repo::{self, ComplaintQuery, InteractionQuery};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("invalid request")]
+    Invalid(FieldViolations),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("etag mismatch on {name}")]
+    EtagMismatch {
+        name: String,
+        sent: String,
+        current: String,
+    },
+    #[error("{name}: {source}")]
+    Illegal {
+        name: String,
+        source: IllegalTransition,
+    },
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Events(#[from] EventsError),
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// A complaint as submitted.
+#[derive(Debug, Clone)]
+pub struct NewComplaint {
+    pub customer_id: String,
+    pub category: ComplaintCategory,
+    pub severity: Severity,
+    pub priority: Option<Priority>,
+    pub channel: Option<Channel>,
+    pub subject: String,
+    pub description: String,
+}
+
+#[derive(Clone)]
+pub struct InteractionsApp {
+    pub db: DatabaseConnection,
+    relay_wakeup: Arc<Notify>,
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn complaint_name(id: &str) -> String {
+    format!("complaints/{id}")
+}
+
+impl InteractionsApp {
+    pub fn new(db: DatabaseConnection, relay_wakeup: Arc<Notify>) -> Self {
+        InteractionsApp { db, relay_wakeup }
+    }
+
+    async fn commit(&self, txn: DatabaseTransaction, events: Vec<OutboxEvent>) -> AppResult<()> {
+        let wake = !events.is_empty();
+        retention_events::enqueue_all(&txn, events::SOURCE, events).await?;
+        txn.commit().await?;
+        if wake {
+            self.relay_wakeup.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn replay(&self, method: &str, request_id: &str) -> AppResult<Option<String>> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        Ok(retention_db::idempotency::find(&self.db, &format!("{method}:{request_id}")).await?)
+    }
+
+    /// Records the request id in `txn`; false if a concurrent retry committed first.
+    async fn remember(
+        &self,
+        txn: &DatabaseTransaction,
+        method: &str,
+        request_id: &str,
+        id: &str,
+    ) -> AppResult<bool> {
+        if request_id.is_empty() {
+            return Ok(true);
+        }
+        Ok(
+            retention_db::idempotency::save(txn, &format!("{method}:{request_id}"), id, now())
+                .await?,
+        )
+    }
+
+    pub async fn log_interaction(
+        &self,
+        mut i: Interaction,
+        request_id: &str,
+    ) -> AppResult<Interaction> {
+        if let Some(id) = self.replay("LogInteraction", request_id).await? {
+            return repo::find_interaction(&self.db, &id)
+                .await?
+                .ok_or(AppError::NotFound(id));
+        }
+        if let Some(cid) = &i.complaint_id {
+            repo::load_complaint(&self.db, cid)
+                .await?
+                .ok_or_else(|| AppError::NotFound(complaint_name(cid)))?;
+        }
+        i.id = new_id();
+        let txn = self.db.begin().await?;
+        if !self
+            .remember(&txn, "LogInteraction", request_id, &i.id)
+            .await?
+        {
+            drop(txn);
+            return Box::pin(self.log_interaction(i, request_id)).await;
+        }
+        repo::insert_interaction(&txn, &i).await?;
+        self.commit(txn, vec![events::interaction_logged(&i)])
+            .await?;
+        Ok(i)
+    }
+
+    pub async fn list_interactions(
+        &self,
+        q: &InteractionQuery,
+        before: Option<(DateTime<Utc>, String)>,
+        limit: u64,
+    ) -> AppResult<Vec<Interaction>> {
+        Ok(repo::list_interactions(&self.db, q, before, limit).await?)
+    }
+
+    pub async fn open_complaint(&self, n: NewComplaint, request_id: &str) -> AppResult<Complaint> {
+        if let Some(id) = self.replay("OpenComplaint", request_id).await? {
+            return self.get_complaint(&id).await;
+        }
+        let t = now();
+        let txn = self.db.begin().await?;
+        let tier = repo::tier_of(&txn, &n.customer_id).await?;
+        let priority = n.priority.unwrap_or_else(|| default_priority(n.severity));
+        let targets = repo::targets_for(&txn, priority, tier).await?;
+        let c = Complaint {
+            id: new_id(),
+            customer_id: n.customer_id.clone(),
+            category: n.category,
+            severity: n.severity,
+            priority,
+            channel: n.channel,
+            subject: n.subject.clone(),
+            description: n.description.clone(),
+            state: ComplaintState::Open,
+            assignee: None,
+            escalation_level: 0,
+            customer_tier: tier,
+            open_time: t,
+            first_response_time: None,
+            first_response_due: t + targets.first_response,
+            resolution_due: t + targets.resolution,
+            first_response_breached: false,
+            resolution_breached: false,
+            resolution: None,
+            reopen_count: 0,
+            close_time: None,
+            update_time: t,
+            version: 1,
+        };
+        if !self
+            .remember(&txn, "OpenComplaint", request_id, &c.id)
+            .await?
+        {
+            drop(txn);
+            return Box::pin(self.open_complaint(n, request_id)).await;
+        }
+        repo::insert_complaint(&txn, &c).await?;
+        self.commit(txn, vec![events::complaint_opened(&c)]).await?;
+        Ok(c)
+    }
+
+    pub async fn get_complaint(&self, id: &str) -> AppResult<Complaint> {
+        repo::load_complaint(&self.db, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(complaint_name(id)))
+    }
+
+    pub async fn list_complaints(
+        &self,
+        q: &ComplaintQuery,
+        before: Option<(DateTime<Utc>, String)>,
+        limit: u64,
+    ) -> AppResult<Vec<Complaint>> {
+        Ok(repo::list_complaints(&self.db, q, before, limit).await?)
+    }
+
+    /// One state-machine step, guarded by the etag when given.
+    pub async fn act(&self, id: &str, action: Action, etag: &str) -> AppResult<Complaint> {
+        let txn = self.db.begin().await?;
+        let mut c = repo::load_complaint(&txn, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(complaint_name(id)))?;
+        let current = format!("\"{}\"", c.version);
+        if !etag.is_empty() && etag != current {
+            return Err(AppError::EtagMismatch {
+                name: complaint_name(id),
+                sent: etag.into(),
+                current,
+            });
+        }
+        let from = c.state;
+        let expected = c.version;
+        let at = now();
+        c.apply(action, at).map_err(|source| AppError::Illegal {
+            name: complaint_name(id),
+            source,
+        })?;
+        // A response or resolution after its due time is a breach the sweep may not
+        // have seen yet: record it with this change.
+        let late = c.detect_breaches(at);
+        if !repo::update_complaint(&txn, &c, expected).await? {
+            return Err(AppError::EtagMismatch {
+                name: complaint_name(id),
+                sent: format!("\"{expected}\""),
+                current: "(changed concurrently)".into(),
+            });
+        }
+        let mut evs = vec![events::status_changed(&c, from)];
+        evs.extend(late.into_iter().map(|b| events::sla_breached(&c, b)));
+        if let (ComplaintState::Resolved, Some(r)) = (c.state, c.resolution.as_ref()) {
+            evs.push(events::complaint_resolved(&c, r));
+        }
+        self.commit(txn, evs).await?;
+        Ok(c)
+    }
+
+    pub async fn create_policy(
+        &self,
+        p: Priority,
+        t: CustomerTier,
+        targets: SlaTargets,
+    ) -> AppResult<()> {
+        Ok(repo::upsert_policy(&self.db, p, t, targets).await?)
+    }
+
+    pub async fn list_policies(&self) -> AppResult<Vec<(Priority, CustomerTier, SlaTargets)>> {
+        Ok(repo::list_policies(&self.db).await?)
+    }
+
+    pub async fn record_survey(&self, mut s: Survey, request_id: &str) -> AppResult<Survey> {
+        if let Some(id) = self.replay("RecordSurvey", request_id).await? {
+            return repo::find_survey(&self.db, &id)
+                .await?
+                .ok_or(AppError::NotFound(id));
+        }
+        if let Some(cid) = &s.complaint_id {
+            repo::load_complaint(&self.db, cid)
+                .await?
+                .ok_or_else(|| AppError::NotFound(complaint_name(cid)))?;
+        }
+        s.id = new_id();
+        let txn = self.db.begin().await?;
+        if !self
+            .remember(&txn, "RecordSurvey", request_id, &s.id)
+            .await?
+        {
+            drop(txn);
+            return Box::pin(self.record_survey(s, request_id)).await;
+        }
+        repo::insert_survey(&txn, &s).await?;
+        self.commit(txn, vec![events::survey_recorded(&s)]).await?;
+        Ok(s)
+    }
+
+    pub async fn summary(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        category: Option<ComplaintCategory>,
+    ) -> AppResult<SatisfactionSummary> {
+        let complaints = repo::complaints_opened(&self.db, start, end, category).await?;
+        let ids: Vec<String> = complaints.iter().map(|c| c.id.clone()).collect();
+        let surveys =
+            repo::surveys_between(&self.db, start, end, category.map(|_| ids.as_slice())).await?;
+        Ok(summarize(&surveys, &complaints))
+    }
+
+    /// Records SLA breaches due by `at`; returns how many were recorded. Each
+    /// complaint's breach flag and its event commit together, and PostgreSQL rows are
+    /// claimed with SKIP LOCKED, so every breach is reported once across restarts
+    /// and replicas.
+    pub async fn sweep(&self, at: DateTime<Utc>) -> AppResult<usize> {
+        let mut recorded = 0;
+        loop {
+            let txn = self.db.begin().await?;
+            let due = repo::due_for_sweep(&txn, at, 100).await?;
+            if due.is_empty() {
+                return Ok(recorded);
+            }
+            let mut evs = Vec::new();
+            let mut progressed = false;
+            for mut c in due {
+                let expected = c.version;
+                let breaches = c.detect_breaches(at);
+                if breaches.is_empty() {
+                    continue;
+                }
+                if repo::update_complaint(&txn, &c, expected).await? {
+                    progressed = true;
+                    recorded += breaches.len();
+                    evs.extend(breaches.into_iter().map(|b| events::sla_breached(&c, b)));
+                }
+            }
+            self.commit(txn, evs).await?;
+            if !progressed {
+                return Ok(recorded);
+            }
+        }
+    }
+}

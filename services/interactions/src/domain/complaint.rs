@@ -1,0 +1,404 @@
+//! The complaint state machine and its SLA clock.
+//!
+//! ```text
+//! OPEN --acknowledge--> ACKNOWLEDGED --assign--> IN_PROGRESS --resolve--> RESOLVED --close--> CLOSED
+//!   |  \____________assign______________________^     ^                     |
+//!   |_________________________resolve__________________|_____________       |
+//!                                                      \___reopen__________/
+//! escalate: any unresolved state, raises the level, keeps the state
+//! ```
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::enums::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Money {
+    pub currency: String,
+    pub minor_units: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub outcome: ResolutionOutcome,
+    pub compensation: Option<Money>,
+    pub root_cause: String,
+    pub service_gap: Option<ServiceGap>,
+    pub resolve_time: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Complaint {
+    pub id: String,
+    pub customer_id: String,
+    pub category: ComplaintCategory,
+    pub severity: Severity,
+    pub priority: Priority,
+    pub channel: Option<Channel>,
+    pub subject: String,
+    pub description: String,
+    pub state: ComplaintState,
+    pub assignee: Option<String>,
+    pub escalation_level: i32,
+    pub customer_tier: CustomerTier,
+    pub open_time: DateTime<Utc>,
+    pub first_response_time: Option<DateTime<Utc>>,
+    pub first_response_due: DateTime<Utc>,
+    pub resolution_due: DateTime<Utc>,
+    pub first_response_breached: bool,
+    pub resolution_breached: bool,
+    pub resolution: Option<Resolution>,
+    pub reopen_count: i32,
+    pub close_time: Option<DateTime<Utc>>,
+    pub update_time: DateTime<Utc>,
+    pub version: i64,
+}
+
+pub const MAX_ESCALATION_LEVEL: i32 = 3;
+
+/// What a caller asks of a complaint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Acknowledge,
+    Assign(String),
+    Escalate,
+    Resolve(Resolution),
+    Reopen,
+    Close,
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Acknowledge => "acknowledge",
+            Action::Assign(_) => "assign",
+            Action::Escalate => "escalate",
+            Action::Resolve(_) => "resolve",
+            Action::Reopen => "reopen",
+            Action::Close => "close",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} a complaint that is {current}")]
+pub struct IllegalTransition {
+    pub current: ComplaintState,
+    pub action: &'static str,
+}
+
+/// First-response and resolution targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlaTargets {
+    pub first_response: Duration,
+    pub resolution: Duration,
+}
+
+/// Built-in targets when no policy is configured for a priority and tier: key
+/// accounts get half the time, one-off customers double (DOMAIN §4: treat customers
+/// by their value).
+pub fn default_targets(priority: Priority, tier: CustomerTier) -> SlaTargets {
+    let (fr_minutes, res_minutes) = match priority {
+        Priority::Urgent => (60, 8 * 60),
+        Priority::High => (4 * 60, 24 * 60),
+        Priority::Normal => (8 * 60, 72 * 60),
+        Priority::Low => (24 * 60, 168 * 60),
+    };
+    let (num, den) = match tier {
+        CustomerTier::Key => (1, 2),
+        CustomerTier::Suitable => (3, 4),
+        CustomerTier::Ordinary => (1, 1),
+        CustomerTier::OneOff => (2, 1),
+    };
+    SlaTargets {
+        first_response: Duration::minutes(fr_minutes * num / den),
+        resolution: Duration::minutes(res_minutes * num / den),
+    }
+}
+
+/// Priority derived from severity when the caller gives none.
+pub fn default_priority(severity: Severity) -> Priority {
+    match severity {
+        Severity::Critical => Priority::Urgent,
+        Severity::High => Priority::High,
+        Severity::Medium => Priority::Normal,
+        Severity::Low => Priority::Low,
+    }
+}
+
+impl Complaint {
+    pub fn is_unresolved(&self) -> bool {
+        matches!(
+            self.state,
+            ComplaintState::Open | ComplaintState::Acknowledged | ComplaintState::InProgress
+        )
+    }
+
+    /// Applies `action`, or explains why the current state forbids it.
+    pub fn apply(
+        &mut self,
+        action: Action,
+        now: DateTime<Utc>,
+    ) -> Result<ComplaintState, IllegalTransition> {
+        use ComplaintState::*;
+        let illegal = IllegalTransition {
+            current: self.state,
+            action: action.name(),
+        };
+        match (self.state, action) {
+            (Open, Action::Acknowledge) => {
+                self.state = Acknowledged;
+                self.first_response_time.get_or_insert(now);
+            }
+            (Open | Acknowledged | InProgress, Action::Assign(who)) => {
+                self.assignee = Some(who);
+                self.state = InProgress;
+                self.first_response_time.get_or_insert(now);
+            }
+            (Open | Acknowledged | InProgress, Action::Escalate) => {
+                if self.escalation_level >= MAX_ESCALATION_LEVEL {
+                    return Err(IllegalTransition {
+                        current: self.state,
+                        action: "escalate beyond the top level",
+                    });
+                }
+                self.escalation_level += 1;
+            }
+            (Open | Acknowledged | InProgress, Action::Resolve(r)) => {
+                self.first_response_time.get_or_insert(r.resolve_time);
+                self.resolution = Some(r);
+                self.state = Resolved;
+            }
+            (Resolved, Action::Reopen) => {
+                self.state = InProgress;
+                self.reopen_count += 1;
+                self.resolution = None;
+            }
+            (Resolved, Action::Close) => {
+                self.state = Closed;
+                self.close_time = Some(now);
+            }
+            _ => return Err(illegal),
+        }
+        self.update_time = now;
+        self.version += 1;
+        Ok(self.state)
+    }
+
+    /// SLA targets missed by `now` and not yet recorded; marks them recorded.
+    pub fn detect_breaches(&mut self, now: DateTime<Utc>) -> Vec<SlaTarget> {
+        let mut out = Vec::new();
+        let responded_by = self.first_response_time;
+        if !self.first_response_breached
+            && now > self.first_response_due
+            && responded_by.is_none_or(|t| t > self.first_response_due)
+        {
+            self.first_response_breached = true;
+            out.push(SlaTarget::FirstResponse);
+        }
+        let resolved_by = self.resolution.as_ref().map(|r| r.resolve_time);
+        if !self.resolution_breached
+            && now > self.resolution_due
+            && resolved_by.is_none_or(|t| t > self.resolution_due)
+            && self.state != ComplaintState::Closed
+        {
+            self.resolution_breached = true;
+            out.push(SlaTarget::Resolution);
+        }
+        if !out.is_empty() {
+            self.version += 1;
+            self.update_time = now;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn complaint(now: DateTime<Utc>) -> Complaint {
+        let t = default_targets(Priority::Normal, CustomerTier::Ordinary);
+        Complaint {
+            id: "c".into(),
+            customer_id: "u".into(),
+            category: ComplaintCategory::Delivery,
+            severity: Severity::Medium,
+            priority: Priority::Normal,
+            channel: None,
+            subject: "late".into(),
+            description: "parcel late".into(),
+            state: ComplaintState::Open,
+            assignee: None,
+            escalation_level: 0,
+            customer_tier: CustomerTier::Ordinary,
+            open_time: now,
+            first_response_time: None,
+            first_response_due: now + t.first_response,
+            resolution_due: now + t.resolution,
+            first_response_breached: false,
+            resolution_breached: false,
+            resolution: None,
+            reopen_count: 0,
+            close_time: None,
+            update_time: now,
+            version: 1,
+        }
+    }
+
+    fn resolution(now: DateTime<Utc>) -> Resolution {
+        Resolution {
+            outcome: ResolutionOutcome::Fixed,
+            compensation: None,
+            root_cause: "courier".into(),
+            service_gap: Some(ServiceGap::Procedure),
+            resolve_time: now,
+        }
+    }
+
+    fn all_actions(now: DateTime<Utc>) -> Vec<Action> {
+        vec![
+            Action::Acknowledge,
+            Action::Assign("agent".into()),
+            Action::Escalate,
+            Action::Resolve(resolution(now)),
+            Action::Reopen,
+            Action::Close,
+        ]
+    }
+
+    /// The full transition table: (state, action) -> resulting state or illegal.
+    fn expected(state: ComplaintState, action: &Action) -> Option<ComplaintState> {
+        use ComplaintState::*;
+        match (state, action) {
+            (Open, Action::Acknowledge) => Some(Acknowledged),
+            (Open | Acknowledged | InProgress, Action::Assign(_)) => Some(InProgress),
+            (s @ (Open | Acknowledged | InProgress), Action::Escalate) => Some(s),
+            (Open | Acknowledged | InProgress, Action::Resolve(_)) => Some(Resolved),
+            (Resolved, Action::Reopen) => Some(InProgress),
+            (Resolved, Action::Close) => Some(Closed),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_legal_and_illegal_transition() {
+        let now = Utc::now();
+        for state in ComplaintState::ALL {
+            for action in all_actions(now) {
+                let mut c = complaint(now);
+                c.state = *state;
+                let before = c.clone();
+                let result = c.apply(action.clone(), now);
+                match expected(*state, &action) {
+                    Some(next) => {
+                        assert_eq!(result, Ok(next), "{state} + {}", action.name());
+                        assert_eq!(c.version, before.version + 1);
+                    }
+                    None => {
+                        assert_eq!(
+                            result,
+                            Err(IllegalTransition {
+                                current: *state,
+                                action: action.name()
+                            }),
+                            "{state} + {}",
+                            action.name()
+                        );
+                        assert_eq!(c, before, "an illegal transition changes nothing");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escalation_is_capped() {
+        let now = Utc::now();
+        let mut c = complaint(now);
+        for _ in 0..MAX_ESCALATION_LEVEL {
+            c.apply(Action::Escalate, now).unwrap();
+        }
+        assert!(c.apply(Action::Escalate, now).is_err());
+        assert_eq!(c.escalation_level, MAX_ESCALATION_LEVEL);
+    }
+
+    #[test]
+    fn key_accounts_get_tighter_targets() {
+        let key = default_targets(Priority::High, CustomerTier::Key);
+        let ordinary = default_targets(Priority::High, CustomerTier::Ordinary);
+        assert_eq!(key.first_response, Duration::hours(2));
+        assert_eq!(ordinary.first_response, Duration::hours(4));
+        assert_eq!(key.resolution, Duration::hours(12));
+        assert!(
+            default_targets(Priority::Low, CustomerTier::OneOff).resolution > ordinary.resolution
+        );
+    }
+
+    #[test]
+    fn breaches_are_detected_once_each() {
+        let now = Utc::now();
+        let mut c = complaint(now);
+        assert!(c.detect_breaches(now + Duration::hours(1)).is_empty());
+        assert_eq!(
+            c.detect_breaches(now + Duration::hours(9)),
+            vec![SlaTarget::FirstResponse]
+        );
+        assert!(
+            c.detect_breaches(now + Duration::hours(10)).is_empty(),
+            "recorded once"
+        );
+        assert_eq!(
+            c.detect_breaches(now + Duration::hours(73)),
+            vec![SlaTarget::Resolution]
+        );
+        assert!(c.detect_breaches(now + Duration::hours(100)).is_empty());
+    }
+
+    #[test]
+    fn a_timely_response_is_no_breach() {
+        let now = Utc::now();
+        let mut c = complaint(now);
+        c.apply(Action::Acknowledge, now + Duration::hours(1))
+            .unwrap();
+        c.apply(
+            Action::Resolve(resolution(now + Duration::hours(2))),
+            now + Duration::hours(2),
+        )
+        .unwrap();
+        assert!(c.detect_breaches(now + Duration::days(30)).is_empty());
+    }
+
+    fn action_strategy() -> impl Strategy<Value = usize> {
+        0usize..6
+    }
+
+    proptest! {
+        /// Any sequence of actions keeps the machine consistent: resolved/closed
+        /// complaints have a resolution, unresolved ones do not, closed is terminal.
+        #[test]
+        fn random_action_sequences_keep_invariants(seq in prop::collection::vec(action_strategy(), 0..40)) {
+            let now = Utc::now();
+            let mut c = complaint(now);
+            let mut closed = false;
+            for i in seq {
+                let action = all_actions(now).swap_remove(i);
+                let result = c.apply(action, now);
+                if closed {
+                    prop_assert!(result.is_err(), "closed is terminal");
+                }
+                closed = c.state == ComplaintState::Closed;
+                match c.state {
+                    ComplaintState::Resolved | ComplaintState::Closed => prop_assert!(c.resolution.is_some()),
+                    _ => prop_assert!(c.resolution.is_none()),
+                }
+                prop_assert!((0..=MAX_ESCALATION_LEVEL).contains(&c.escalation_level));
+                if c.state != ComplaintState::Open {
+                    prop_assert!(c.first_response_time.is_some());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Pure rules of the interactions context: no I/O, unit-tested in place.
+
+pub mod complaint;
+pub mod enums;
+pub mod records;
+pub mod summary;
+
+pub use complaint::*;
+pub use enums::*;
+pub use records::*;
+pub use retention_domain::now;
+pub use summary::*;

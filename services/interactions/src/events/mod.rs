@@ -1,0 +1,167 @@
+//! What the interactions service publishes on `retention.interactions.events`, and
+//! the profile events it consumes (CustomerMerged re-points history, CustomerErased
+//! removes free text), applied exactly once in effect through the inbox.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use retention_events::{
+    EventEnvelope, EventHandler, HandlerError, OutboxEvent, decode_payload, first_delivery,
+};
+use retention_proto::interactions as pb;
+use retention_proto::profile as profile_pb;
+use sea_orm::{DatabaseConnection, TransactionTrait};
+
+use crate::domain::*;
+use crate::grpc::convert;
+use crate::store::repo;
+
+pub const STREAM: &str = "retention.interactions.events";
+pub const SOURCE: &str = "interactions";
+pub const PROFILE_STREAM: &str = "retention.profile.events";
+/// Consumer group name of this service on other services' streams.
+pub const CONSUMER: &str = "interactions";
+
+pub fn interaction_logged(i: &Interaction) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&i.customer_id),
+        &pb::InteractionLoggedEvent {
+            interaction_id: i.id.clone(),
+            customer_id: i.customer_id.clone(),
+            channel: convert::channel(i.channel).into(),
+            direction: convert::direction(i.direction).into(),
+            kind: i.kind.map_or(0, |k| convert::kind(k).into()),
+            purchase_phase: i.purchase_phase.map_or(0, |p| convert::phase(p).into()),
+            occur_time: Some(convert::ts(i.occur_time)),
+        },
+    )
+}
+
+pub fn complaint_opened(c: &Complaint) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.customer_id),
+        &pb::ComplaintOpenedEvent {
+            complaint_id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            category: convert::category(c.category).into(),
+            severity: convert::severity(c.severity).into(),
+            priority: convert::priority(c.priority).into(),
+            customer_tier: convert::tier(c.customer_tier).into(),
+            open_time: Some(convert::ts(c.open_time)),
+            resolution_due_time: Some(convert::ts(c.resolution_due)),
+        },
+    )
+}
+
+pub fn status_changed(c: &Complaint, from: ComplaintState) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.customer_id),
+        &pb::ComplaintStatusChangedEvent {
+            complaint_id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            from_state: convert::state(from).into(),
+            to_state: convert::state(c.state).into(),
+            escalation_level: c.escalation_level,
+        },
+    )
+}
+
+pub fn complaint_resolved(c: &Complaint, r: &Resolution) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.customer_id),
+        &pb::ComplaintResolvedEvent {
+            complaint_id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            category: convert::category(c.category).into(),
+            outcome: convert::outcome(r.outcome).into(),
+            service_gap: r.service_gap.map_or(0, |g| convert::gap(g).into()),
+            compensation_minor_units: r.compensation.as_ref().map_or(0, |m| m.minor_units),
+            compensation_currency: r
+                .compensation
+                .as_ref()
+                .map(|m| m.currency.clone())
+                .unwrap_or_default(),
+            resolve_time: Some(convert::ts(r.resolve_time)),
+        },
+    )
+}
+
+pub fn sla_breached(c: &Complaint, target: SlaTarget) -> OutboxEvent {
+    let (t, due) = match target {
+        SlaTarget::FirstResponse => (pb::SlaTarget::FirstResponse, c.first_response_due),
+        SlaTarget::Resolution => (pb::SlaTarget::Resolution, c.resolution_due),
+    };
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.customer_id),
+        &pb::ComplaintSlaBreachedEvent {
+            complaint_id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            target: t.into(),
+            due_time: Some(convert::ts(due)),
+            priority: convert::priority(c.priority).into(),
+            customer_tier: convert::tier(c.customer_tier).into(),
+        },
+    )
+}
+
+pub fn survey_recorded(s: &Survey) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&s.customer_id),
+        &pb::SurveyRecordedEvent {
+            survey_id: s.id.clone(),
+            customer_id: s.customer_id.clone(),
+            complaint_id: s.complaint_id.clone().unwrap_or_default(),
+            csat: s.csat.unwrap_or(0),
+            nps: s.nps,
+            expectation: s.expectation.unwrap_or(0),
+            perceived: s.perceived.unwrap_or(0),
+            occur_time: Some(convert::ts(s.occur_time)),
+        },
+    )
+}
+
+/// Applies profile's CustomerMerged and CustomerErased; other event types are skipped.
+pub struct ProfileEventsHandler {
+    pub db: DatabaseConnection,
+}
+
+impl ProfileEventsHandler {
+    pub fn new(db: DatabaseConnection) -> Arc<Self> {
+        Arc::new(ProfileEventsHandler { db })
+    }
+
+    async fn apply(&self, env: &EventEnvelope) -> Result<(), HandlerError> {
+        let merged = decode_payload::<profile_pb::CustomerMergedEvent>(env)?;
+        let erased = decode_payload::<profile_pb::CustomerErasedEvent>(env)?;
+        if merged.is_none() && erased.is_none() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        if !first_delivery(&txn, CONSUMER, &env.event_id).await? {
+            return Ok(());
+        }
+        if let Some(m) = merged {
+            repo::repoint_customer(&txn, &m.merged_id, &m.survivor_id).await?;
+        }
+        if let Some(e) = erased {
+            repo::redact_customer(&txn, &e.customer_id).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+impl EventHandler for ProfileEventsHandler {
+    fn handle<'a>(
+        &'a self,
+        envelope: &'a EventEnvelope,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(self.apply(envelope))
+    }
+}

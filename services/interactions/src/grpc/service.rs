@@ -1,0 +1,536 @@
+//! `InteractionService` over the application layer.
+
+use chrono::{DateTime, Utc};
+use retention_errors::FieldViolations;
+use retention_proto::interactions as pb;
+use retention_proto::interactions::interaction_service_server::InteractionService;
+use retention_server::paging::{decode_token, encode_token, page_size};
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::app::{InteractionsApp, NewComplaint};
+use crate::domain::*;
+use crate::store::repo::{ComplaintQuery, InteractionQuery};
+
+pub struct InteractionsService {
+    app: InteractionsApp,
+}
+
+impl InteractionsService {
+    pub fn new(app: InteractionsApp) -> Self {
+        InteractionsService { app }
+    }
+}
+
+/// The UUID inside "<collection>/{uuid}".
+fn parse_name(name: &str, collection: &str) -> Option<String> {
+    let id = name.strip_prefix(collection)?.strip_prefix('/')?;
+    uuid::Uuid::parse_str(id)
+        .ok()
+        .filter(|u| u.hyphenated().to_string() == id)
+        .map(|_| id.to_string())
+}
+
+fn name_arg(name: &str, collection: &str, field: &str, v: &mut FieldViolations) -> String {
+    parse_name(name, collection).unwrap_or_else(|| {
+        v.add(
+            field,
+            format!("must be \"{collection}/{{uuid}}\", got {name:?}"),
+        );
+        String::new()
+    })
+}
+
+fn check_request_id(v: &mut FieldViolations, id: &str) {
+    v.check(
+        id.len() <= 128
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "request_id",
+        "must be at most 128 characters of letters, digits, '-' and '_'",
+    );
+}
+
+fn cursor(c: Option<String>) -> Option<(DateTime<Utc>, String)> {
+    let (t, id) = c?
+        .split_once('|')
+        .map(|(a, b)| (a.to_string(), b.to_string()))?;
+    Some((
+        DateTime::parse_from_rfc3339(&t).ok()?.with_timezone(&Utc),
+        id,
+    ))
+}
+
+fn next_token(kind: &str, query: &str, last: Option<(DateTime<Utc>, &str)>) -> String {
+    last.map(|(t, id)| encode_token(kind, query, &format!("{}|{id}", t.to_rfc3339())))
+        .unwrap_or_default()
+}
+
+fn required<T>(x: Option<T>, field: &str, v: &mut FieldViolations) -> Option<T> {
+    if x.is_none() && !v.iter().any(|(f, _)| f == field) {
+        v.add(field, "is required");
+    }
+    x
+}
+
+#[tonic::async_trait]
+impl InteractionService for InteractionsService {
+    async fn log_interaction(
+        &self,
+        req: Request<pb::LogInteractionRequest>,
+    ) -> Result<Response<pb::Interaction>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let Some(i) = r.interaction else {
+            v.add("interaction", "is required");
+            return Err(v.into_status());
+        };
+        let customer_id = name_arg(&i.customer, "customers", "interaction.customer", &mut v);
+        let channel = required(
+            convert::channel_in(i.channel, "interaction.channel", &mut v),
+            "interaction.channel",
+            &mut v,
+        );
+        let direction = required(
+            convert::direction_in(i.direction, "interaction.direction", &mut v),
+            "interaction.direction",
+            &mut v,
+        );
+        let kind = convert::kind_in(i.kind, "interaction.kind", &mut v);
+        let phase = convert::phase_in(i.purchase_phase, "interaction.purchase_phase", &mut v);
+        let occur_time = match &i.occur_time {
+            Some(t) => convert::from_ts(t, "interaction.occur_time", &mut v),
+            None => Some(now()),
+        };
+        let complaint_id = (!i.complaint.is_empty())
+            .then(|| name_arg(&i.complaint, "complaints", "interaction.complaint", &mut v));
+        let (Some(channel), Some(direction), Some(occur_time)) = (channel, direction, occur_time)
+        else {
+            return Err(v.into_status());
+        };
+        let interaction = Interaction {
+            id: String::new(),
+            customer_id,
+            channel,
+            direction,
+            kind,
+            purchase_phase: phase,
+            agent: i.agent.trim().to_string(),
+            summary: i.summary.trim().to_string(),
+            occur_time,
+            complaint_id,
+        };
+        v.extend(interaction.validate("interaction", now()));
+        v.into_result()?;
+        let stored = self.app.log_interaction(interaction, &r.request_id).await?;
+        Ok(Response::new(convert::interaction(&stored)))
+    }
+
+    async fn list_interactions(
+        &self,
+        req: Request<pb::ListInteractionsRequest>,
+    ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let limit = page_size(r.page_size, &mut v);
+        let customer_id = name_arg(&r.customer, "customers", "customer", &mut v);
+        let q = InteractionQuery {
+            customer_id,
+            channel: convert::channel_in(r.channel, "channel", &mut v),
+            purchase_phase: convert::phase_in(r.purchase_phase, "purchase_phase", &mut v),
+            start: r
+                .start_time
+                .as_ref()
+                .and_then(|t| convert::from_ts(t, "start_time", &mut v)),
+            end: r
+                .end_time
+                .as_ref()
+                .and_then(|t| convert::from_ts(t, "end_time", &mut v)),
+        };
+        let query_key = format!(
+            "{}|{}|{}|{:?}|{:?}",
+            r.customer, r.channel, r.purchase_phase, r.start_time, r.end_time
+        );
+        let before = cursor(decode_token(
+            &r.page_token,
+            "interactions",
+            &query_key,
+            &mut v,
+        ));
+        v.into_result()?;
+        let mut page = self.app.list_interactions(&q, before, limit + 1).await?;
+        let more = page.len() as u64 > limit;
+        page.truncate(limit as usize);
+        let next = if more {
+            next_token(
+                "interactions",
+                &query_key,
+                page.last().map(|i| (i.occur_time, i.id.as_str())),
+            )
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListInteractionsResponse {
+            interactions: page.iter().map(convert::interaction).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn open_complaint(
+        &self,
+        req: Request<pb::OpenComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let Some(c) = r.complaint else {
+            v.add("complaint", "is required");
+            return Err(v.into_status());
+        };
+        let customer_id = name_arg(&c.customer, "customers", "complaint.customer", &mut v);
+        let category = required(
+            convert::category_in(c.category, "complaint.category", &mut v),
+            "complaint.category",
+            &mut v,
+        );
+        let severity = required(
+            convert::severity_in(c.severity, "complaint.severity", &mut v),
+            "complaint.severity",
+            &mut v,
+        );
+        let priority = convert::priority_in(c.priority, "complaint.priority", &mut v);
+        let channel = convert::channel_in(c.channel, "complaint.channel", &mut v);
+        let subject = c.subject.trim().to_string();
+        v.check(
+            !subject.is_empty(),
+            "complaint.subject",
+            "must not be empty",
+        );
+        check_text(&mut v, "complaint.subject", &subject, 200);
+        check_text(&mut v, "complaint.description", &c.description, 8000);
+        let (Some(category), Some(severity)) = (category, severity) else {
+            return Err(v.into_status());
+        };
+        v.into_result()?;
+        let opened = self
+            .app
+            .open_complaint(
+                NewComplaint {
+                    customer_id,
+                    category,
+                    severity,
+                    priority,
+                    channel,
+                    subject,
+                    description: c.description,
+                },
+                &r.request_id,
+            )
+            .await?;
+        Ok(Response::new(convert::complaint(&opened)))
+    }
+
+    async fn get_complaint(
+        &self,
+        req: Request<pb::GetComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let mut v = FieldViolations::new();
+        let id = name_arg(&req.get_ref().name, "complaints", "name", &mut v);
+        v.into_result()?;
+        Ok(Response::new(convert::complaint(
+            &self.app.get_complaint(&id).await?,
+        )))
+    }
+
+    async fn list_complaints(
+        &self,
+        req: Request<pb::ListComplaintsRequest>,
+    ) -> Result<Response<pb::ListComplaintsResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let limit = page_size(r.page_size, &mut v);
+        let q = ComplaintQuery {
+            customer_id: (!r.customer.is_empty())
+                .then(|| name_arg(&r.customer, "customers", "customer", &mut v)),
+            state: convert::state_in(r.state, "state", &mut v),
+            category: convert::category_in(r.category, "category", &mut v),
+            breached_only: r.breached_only,
+        };
+        let query_key = format!(
+            "{}|{}|{}|{}",
+            r.customer, r.state, r.category, r.breached_only
+        );
+        let before = cursor(decode_token(
+            &r.page_token,
+            "complaints",
+            &query_key,
+            &mut v,
+        ));
+        v.into_result()?;
+        let mut page = self.app.list_complaints(&q, before, limit + 1).await?;
+        let more = page.len() as u64 > limit;
+        page.truncate(limit as usize);
+        let next = if more {
+            next_token(
+                "complaints",
+                &query_key,
+                page.last().map(|c| (c.open_time, c.id.as_str())),
+            )
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListComplaintsResponse {
+            complaints: page.iter().map(convert::complaint).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn acknowledge_complaint(
+        &self,
+        req: Request<pb::AcknowledgeComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.name, "complaints", "name", &mut v);
+        check_text(&mut v, "note", &r.note, 2000);
+        v.into_result()?;
+        Ok(Response::new(convert::complaint(
+            &self.app.act(&id, Action::Acknowledge, &r.etag).await?,
+        )))
+    }
+
+    async fn assign_complaint(
+        &self,
+        req: Request<pb::AssignComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.name, "complaints", "name", &mut v);
+        let assignee = r.assignee.trim().to_string();
+        v.check(!assignee.is_empty(), "assignee", "must not be empty");
+        check_text(&mut v, "assignee", &assignee, 128);
+        v.into_result()?;
+        Ok(Response::new(convert::complaint(
+            &self.app.act(&id, Action::Assign(assignee), &r.etag).await?,
+        )))
+    }
+
+    async fn escalate_complaint(
+        &self,
+        req: Request<pb::EscalateComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.name, "complaints", "name", &mut v);
+        check_text(&mut v, "reason", &r.reason, 2000);
+        v.into_result()?;
+        Ok(Response::new(convert::complaint(
+            &self.app.act(&id, Action::Escalate, &r.etag).await?,
+        )))
+    }
+
+    async fn resolve_complaint(
+        &self,
+        req: Request<pb::ResolveComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.name, "complaints", "name", &mut v);
+        let Some(res) = r.resolution else {
+            v.add("resolution", "is required");
+            return Err(v.into_status());
+        };
+        let outcome = required(
+            convert::outcome_in(res.outcome, "resolution.outcome", &mut v),
+            "resolution.outcome",
+            &mut v,
+        );
+        let gap = convert::gap_in(res.service_gap, "resolution.service_gap", &mut v);
+        if let Some(m) = &res.compensation {
+            v.check(
+                m.minor_units >= 0,
+                "resolution.compensation.minor_units",
+                "must not be negative",
+            );
+            v.check(
+                m.currency_code.len() == 3
+                    && m.currency_code.chars().all(|c| c.is_ascii_uppercase()),
+                "resolution.compensation.currency_code",
+                "must be a three-letter upper-case ISO 4217 code",
+            );
+        }
+        check_text(&mut v, "resolution.root_cause", &res.root_cause, 2000);
+        let Some(outcome) = outcome else {
+            return Err(v.into_status());
+        };
+        v.into_result()?;
+        let resolution = Resolution {
+            outcome,
+            compensation: res.compensation.map(|m| Money {
+                currency: m.currency_code,
+                minor_units: m.minor_units,
+            }),
+            root_cause: res.root_cause.trim().to_string(),
+            service_gap: gap,
+            resolve_time: now(),
+        };
+        Ok(Response::new(convert::complaint(
+            &self
+                .app
+                .act(&id, Action::Resolve(resolution), &r.etag)
+                .await?,
+        )))
+    }
+
+    async fn reopen_complaint(
+        &self,
+        req: Request<pb::ReopenComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.name, "complaints", "name", &mut v);
+        check_text(&mut v, "reason", &r.reason, 2000);
+        v.into_result()?;
+        Ok(Response::new(convert::complaint(
+            &self.app.act(&id, Action::Reopen, &r.etag).await?,
+        )))
+    }
+
+    async fn close_complaint(
+        &self,
+        req: Request<pb::CloseComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.name, "complaints", "name", &mut v);
+        v.into_result()?;
+        Ok(Response::new(convert::complaint(
+            &self.app.act(&id, Action::Close, &r.etag).await?,
+        )))
+    }
+
+    async fn create_sla_policy(
+        &self,
+        req: Request<pb::CreateSlaPolicyRequest>,
+    ) -> Result<Response<pb::SlaPolicy>, Status> {
+        let mut v = FieldViolations::new();
+        let Some(p) = req.into_inner().policy else {
+            v.add("policy", "is required");
+            return Err(v.into_status());
+        };
+        let priority = required(
+            convert::priority_in(p.priority, "policy.priority", &mut v),
+            "policy.priority",
+            &mut v,
+        );
+        let tier = required(
+            convert::tier_in(p.customer_tier, "policy.customer_tier", &mut v),
+            "policy.customer_tier",
+            &mut v,
+        );
+        const MAX_MINUTES: i32 = 60 * 24 * 365;
+        v.check(
+            (1..=MAX_MINUTES).contains(&p.first_response_minutes),
+            "policy.first_response_minutes",
+            "must be between 1 minute and a year",
+        );
+        v.check(
+            (1..=MAX_MINUTES).contains(&p.resolution_minutes),
+            "policy.resolution_minutes",
+            "must be between 1 minute and a year",
+        );
+        v.check(
+            p.resolution_minutes >= p.first_response_minutes,
+            "policy.resolution_minutes",
+            "must not be shorter than the first-response target",
+        );
+        let (Some(priority), Some(tier)) = (priority, tier) else {
+            return Err(v.into_status());
+        };
+        v.into_result()?;
+        let targets = SlaTargets {
+            first_response: chrono::Duration::minutes(p.first_response_minutes.into()),
+            resolution: chrono::Duration::minutes(p.resolution_minutes.into()),
+        };
+        self.app.create_policy(priority, tier, targets).await?;
+        Ok(Response::new(convert::policy(priority, tier, &targets)))
+    }
+
+    async fn list_sla_policies(
+        &self,
+        _req: Request<pb::ListSlaPoliciesRequest>,
+    ) -> Result<Response<pb::ListSlaPoliciesResponse>, Status> {
+        let policies = self.app.list_policies().await?;
+        Ok(Response::new(pb::ListSlaPoliciesResponse {
+            policies: policies
+                .iter()
+                .map(|(p, t, x)| convert::policy(*p, *t, x))
+                .collect(),
+        }))
+    }
+
+    async fn record_survey(
+        &self,
+        req: Request<pb::RecordSurveyRequest>,
+    ) -> Result<Response<pb::Survey>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let Some(s) = r.survey else {
+            v.add("survey", "is required");
+            return Err(v.into_status());
+        };
+        let customer_id = name_arg(&s.customer, "customers", "survey.customer", &mut v);
+        let complaint_id = (!s.complaint.is_empty())
+            .then(|| name_arg(&s.complaint, "complaints", "survey.complaint", &mut v));
+        let occur_time = match &s.occur_time {
+            Some(t) => convert::from_ts(t, "survey.occur_time", &mut v).unwrap_or_else(now),
+            None => now(),
+        };
+        let nonzero = |x: i32| (x != 0).then_some(x);
+        let survey = Survey {
+            id: String::new(),
+            customer_id,
+            complaint_id,
+            csat: nonzero(s.csat),
+            nps: s.nps,
+            expectation: nonzero(s.expectation),
+            perceived: nonzero(s.perceived),
+            occur_time,
+        };
+        v.extend(survey.validate("survey"));
+        v.into_result()?;
+        let stored = self.app.record_survey(survey, &r.request_id).await?;
+        Ok(Response::new(convert::survey(&stored)))
+    }
+
+    async fn get_satisfaction_summary(
+        &self,
+        req: Request<pb::GetSatisfactionSummaryRequest>,
+    ) -> Result<Response<pb::SatisfactionSummary>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let start = r
+            .start_time
+            .as_ref()
+            .and_then(|t| convert::from_ts(t, "start_time", &mut v));
+        let end = r
+            .end_time
+            .as_ref()
+            .and_then(|t| convert::from_ts(t, "end_time", &mut v));
+        let start = required(start, "start_time", &mut v);
+        let end = required(end, "end_time", &mut v);
+        if let (Some(s), Some(e)) = (start, end) {
+            v.check(s < e, "end_time", "must be after start_time");
+        }
+        let category = convert::category_in(r.category, "category", &mut v);
+        let (Some(start), Some(end)) = (start, end) else {
+            return Err(v.into_status());
+        };
+        v.into_result()?;
+        let s = self.app.summary(start, end, category).await?;
+        Ok(Response::new(convert::summary(&s)))
+    }
+}

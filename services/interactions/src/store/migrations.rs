@@ -1,0 +1,166 @@
+//! Schema of the interactions database (sea-query builders: PostgreSQL and SQLite).
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(retention_events::EventsMigration),
+            Box::new(retention_db::idempotency::IdempotencyMigration),
+            Box::new(CreateInteractionTables),
+        ]
+    }
+}
+
+#[derive(DeriveMigrationName)]
+struct CreateInteractionTables;
+
+async fn index(
+    m: &SchemaManager<'_>,
+    name: &str,
+    table: &str,
+    cols: &[&'static str],
+) -> Result<(), DbErr> {
+    let mut idx = Index::create();
+    idx.name(name).table(Alias::new(table)).if_not_exists();
+    for c in cols {
+        idx.col(Alias::new(*c));
+    }
+    m.create_index(idx.to_owned()).await
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateInteractionTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("interactions")
+                .if_not_exists()
+                .col(string_len("id", 36).primary_key())
+                .col(string_len("customer_id", 36))
+                .col(string_len("channel", 16))
+                .col(string_len("direction", 16))
+                .col(string_len_null("kind", 16))
+                .col(string_len_null("purchase_phase", 16))
+                .col(string("agent"))
+                .col(text("summary"))
+                .col(timestamp_with_time_zone("occur_time"))
+                .col(string_len_null("complaint_id", 36))
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "idx_interactions_customer_time",
+            "interactions",
+            &["customer_id", "occur_time"],
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("complaints")
+                .if_not_exists()
+                .col(string_len("id", 36).primary_key())
+                .col(string_len("customer_id", 36))
+                .col(string_len("category", 32))
+                .col(string_len("severity", 16))
+                .col(string_len("priority", 16))
+                .col(string_len_null("channel", 16))
+                .col(string("subject"))
+                .col(text("description"))
+                .col(string_len("state", 16))
+                .col(string_null("assignee"))
+                .col(integer("escalation_level"))
+                .col(string_len("customer_tier", 16))
+                .col(timestamp_with_time_zone("open_time"))
+                .col(timestamp_with_time_zone_null("first_response_time"))
+                .col(timestamp_with_time_zone("first_response_due"))
+                .col(timestamp_with_time_zone("resolution_due"))
+                .col(boolean("first_response_breached"))
+                .col(boolean("resolution_breached"))
+                .col(string_len_null("resolution_outcome", 16))
+                .col(big_integer_null("compensation_minor"))
+                .col(string_len_null("compensation_currency", 3))
+                .col(text_null("root_cause"))
+                .col(string_len_null("service_gap", 16))
+                .col(timestamp_with_time_zone_null("resolve_time"))
+                .col(integer("reopen_count"))
+                .col(timestamp_with_time_zone_null("close_time"))
+                .col(timestamp_with_time_zone("update_time"))
+                .col(big_integer("version"))
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "idx_complaints_customer",
+            "complaints",
+            &["customer_id", "open_time"],
+        )
+        .await?;
+        index(
+            m,
+            "idx_complaints_state_due",
+            "complaints",
+            &["state", "first_response_due"],
+        )
+        .await?;
+        index(m, "idx_complaints_open_time", "complaints", &["open_time"]).await?;
+        m.create_table(
+            Table::create()
+                .table("sla_policies")
+                .if_not_exists()
+                .col(string_len("priority", 16))
+                .col(string_len("customer_tier", 16))
+                .col(integer("first_response_minutes"))
+                .col(integer("resolution_minutes"))
+                .primary_key(Index::create().col("priority").col("customer_tier"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("surveys")
+                .if_not_exists()
+                .col(string_len("id", 36).primary_key())
+                .col(string_len("customer_id", 36))
+                .col(string_len_null("complaint_id", 36))
+                .col(integer_null("csat"))
+                .col(integer_null("nps"))
+                .col(integer_null("expectation"))
+                .col(integer_null("perceived"))
+                .col(timestamp_with_time_zone("occur_time"))
+                .to_owned(),
+        )
+        .await?;
+        index(m, "idx_surveys_time", "surveys", &["occur_time"]).await?;
+        m.create_table(
+            Table::create()
+                .table("customer_tiers")
+                .if_not_exists()
+                .col(string_len("customer_id", 36).primary_key())
+                .col(string_len("tier", 16))
+                .col(timestamp_with_time_zone("update_time"))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            "customer_tiers",
+            "surveys",
+            "sla_policies",
+            "complaints",
+            "interactions",
+        ] {
+            m.drop_table(Table::drop().table(Alias::new(t)).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! AIP-155 request ids: the first result of a create-like call, keyed by method and
+//! `request_id`, written in the same transaction as the call's effects so a retry
+//! finds either nothing (and redoes the call) or the committed result.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+#[derive(DeriveIden)]
+enum IdempotencyKeys {
+    Table,
+    Key,
+    Resource,
+    CreateTime,
+}
+
+/// Services add it to their Migrator list.
+pub struct IdempotencyMigration;
+
+impl MigrationName for IdempotencyMigration {
+    fn name(&self) -> &str {
+        "m20260101_000002_idempotency_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for IdempotencyMigration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(IdempotencyKeys::Table)
+                .if_not_exists()
+                .col(string_len(IdempotencyKeys::Key, 200).primary_key())
+                .col(string_len(IdempotencyKeys::Resource, 200))
+                .col(timestamp_with_time_zone(IdempotencyKeys::CreateTime))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(
+            Table::drop()
+                .table(IdempotencyKeys::Table)
+                .if_exists()
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// The resource a call with this key produced, if it committed.
+pub async fn find<C: ConnectionTrait>(db: &C, key: &str) -> Result<Option<String>, DbErr> {
+    let q = Query::select()
+        .column(IdempotencyKeys::Resource)
+        .from(IdempotencyKeys::Table)
+        .and_where(Expr::col(IdempotencyKeys::Key).eq(key))
+        .to_owned();
+    match db.query_one(&q).await? {
+        Some(row) => Ok(Some(row.try_get::<String>("", "resource")?)),
+        None => Ok(None),
+    }
+}
+
+/// Records the result; false when another call with the same key got there first.
+pub async fn save<C: ConnectionTrait>(
+    db: &C,
+    key: &str,
+    resource: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let q = Query::insert()
+        .into_table(IdempotencyKeys::Table)
+        .columns([
+            IdempotencyKeys::Key,
+            IdempotencyKeys::Resource,
+            IdempotencyKeys::CreateTime,
+        ])
+        .values_panic([key.into(), resource.into(), now.into()])
+        .on_conflict(
+            OnConflict::column(IdempotencyKeys::Key)
+                .do_nothing()
+                .to_owned(),
+        )
+        .to_owned();
+    Ok(db.execute(&q).await?.rows_affected() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_result_wins() {
+        let db = crate::connect(&crate::DbOptions::new("sqlite::memory:"))
+            .await
+            .unwrap();
+        let m = SchemaManager::new(&db);
+        IdempotencyMigration.up(&m).await.unwrap();
+        assert_eq!(find(&db, "Create:r1").await.unwrap(), None);
+        assert!(save(&db, "Create:r1", "a", Utc::now()).await.unwrap());
+        assert!(!save(&db, "Create:r1", "b", Utc::now()).await.unwrap());
+        assert_eq!(find(&db, "Create:r1").await.unwrap().as_deref(), Some("a"));
+    }
+}

@@ -301,30 +301,40 @@ impl InteractionsApp {
     /// and replicas.
     pub async fn sweep(&self, at: DateTime<Utc>) -> AppResult<usize> {
         let mut recorded = 0;
+        let mut busy_retries = 0;
         loop {
-            let txn = self.db.begin().await?;
-            let due = repo::due_for_sweep(&txn, at, 100).await?;
-            if due.is_empty() {
-                return Ok(recorded);
-            }
-            let mut evs = Vec::new();
-            let mut progressed = false;
-            for mut c in due {
-                let expected = c.version;
-                let breaches = c.detect_breaches(at);
-                if breaches.is_empty() {
-                    continue;
+            match self.sweep_batch(at).await {
+                Ok(0) => return Ok(recorded),
+                Ok(n) => recorded += n,
+                // SQLite shared by two processes: a concurrent writer makes this
+                // transaction's snapshot stale (SQLITE_BUSY_SNAPSHOT); start it again.
+                Err(AppError::Db(e)) if is_sqlite_busy(&e) && busy_retries < 50 => {
+                    busy_retries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * busy_retries)).await;
                 }
-                if repo::update_complaint(&txn, &c, expected).await? {
-                    progressed = true;
-                    recorded += breaches.len();
-                    evs.extend(breaches.into_iter().map(|b| events::sla_breached(&c, b)));
-                }
-            }
-            self.commit(txn, evs).await?;
-            if !progressed {
-                return Ok(recorded);
+                Err(e) => return Err(e),
             }
         }
     }
+
+    /// One claimed batch; returns the breaches it recorded (0 when nothing is due).
+    async fn sweep_batch(&self, at: DateTime<Utc>) -> AppResult<usize> {
+        let txn = self.db.begin().await?;
+        let mut recorded = 0;
+        let mut evs = Vec::new();
+        for mut c in repo::due_for_sweep(&txn, at, 100).await? {
+            let expected = c.version;
+            let breaches = c.detect_breaches(at);
+            if !breaches.is_empty() && repo::update_complaint(&txn, &c, expected).await? {
+                recorded += breaches.len();
+                evs.extend(breaches.into_iter().map(|b| events::sla_breached(&c, b)));
+            }
+        }
+        self.commit(txn, evs).await?;
+        Ok(recorded)
+    }
+}
+
+fn is_sqlite_busy(e: &DbErr) -> bool {
+    e.to_string().contains("database is locked")
 }

@@ -278,3 +278,112 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// A service under test: its own database, settings, a running instance on a
+/// random port and a channel to it (zero2prod's `spawn_app`).
+pub struct TestService {
+    pub settings: Settings,
+    pub channel: tonic::transport::Channel,
+    pub service: Option<SpawnedService>,
+    _db: TestDb,
+}
+
+impl TestService {
+    /// Creates the database, applies `tweak` to the settings, and starts
+    /// `run(settings, listener, shutdown)`.
+    pub async fn spawn<F, Fut, E>(
+        name: &str,
+        backend: Backend,
+        with_redis: bool,
+        tweak: impl FnOnce(&mut Settings),
+        run: F,
+    ) -> anyhow::Result<TestService>
+    where
+        F: FnOnce(Settings, TcpListener, oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<anyhow::Error>,
+    {
+        let db = TestDb::new(backend).await?;
+        let mut settings = test_settings(name, &db, with_redis);
+        tweak(&mut settings);
+        let run_settings = settings.clone();
+        let service = SpawnedService::spawn(move |listener, stop| async move {
+            run(run_settings, listener, stop).await.map_err(Into::into)
+        })
+        .await?;
+        let channel = service.channel().await?;
+        wait_until_serving(channel.clone()).await?;
+        Ok(TestService {
+            settings,
+            channel,
+            service: Some(service),
+            _db: db,
+        })
+    }
+
+    /// A request with a token carrying exactly `scopes`.
+    pub fn req<T>(&self, msg: T, scopes: &[&str]) -> tonic::Request<T> {
+        with_token(msg, &mint_token(&self.settings, scopes))
+    }
+
+    /// A direct connection to the service's database, for asserting rows.
+    pub async fn database(&self) -> anyhow::Result<sea_orm::DatabaseConnection> {
+        Ok(Database::connect(self.settings.database.url.as_str()).await?)
+    }
+
+    /// The first column of the first row of `sql`, as a count.
+    pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        let db = self.database().await?;
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                sql.to_string(),
+            ))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no row for {sql}"))?;
+        Ok(row.try_get_by_index::<i64>(0)?)
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        match self.service.take() {
+            Some(s) => s.stop().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Waits for health "" SERVING: the port accepts connections before migrations ran.
+pub async fn wait_until_serving(channel: tonic::transport::Channel) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..300 {
+        let status = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if status.is_ok_and(|s| s == ServingStatus::Serving as i32) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("service never reported SERVING")
+}
+
+/// Runs `async fn body(Backend)` as two tests, on PostgreSQL and on SQLite.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn postgres() {
+                super::$body($crate::Backend::Postgres).await
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                super::$body($crate::Backend::Sqlite).await
+            }
+        }
+    };
+}

@@ -7,7 +7,7 @@ use retention_testkit::Backend;
 use tonic::Code;
 
 use crate::harness::*;
-use crate::on_both_backends;
+use retention_testkit::on_both_backends;
 
 async fn create_get_update_list(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;

@@ -4,8 +4,8 @@ use retention_config::Settings;
 use retention_proto::common::Money;
 use retention_proto::profile as pb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
-use retention_testkit::{Backend, SpawnedService, TestDb};
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use retention_testkit::{Backend, SpawnedService, TestService};
+use sea_orm::DatabaseConnection;
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -15,9 +15,7 @@ pub struct TestApp {
     pub settings: Settings,
     pub client: CustomerProfileServiceClient<Channel>,
     pub service: Option<SpawnedService>,
-    /// Kept alive so the database is dropped after the test.
-    _db: TestDb,
-    token: String,
+    inner: TestService,
 }
 
 impl TestApp {
@@ -30,57 +28,42 @@ impl TestApp {
         with_redis: bool,
         tweak: impl FnOnce(&mut Settings),
     ) -> TestApp {
-        let db = TestDb::new(backend).await.expect("test database");
-        let mut settings = retention_testkit::test_settings("profile", &db, with_redis);
-        tweak(&mut settings);
-        let run_settings = settings.clone();
-        let service = SpawnedService::spawn(move |listener, stop| async move {
-            retention_profile::run(run_settings, listener, async move {
-                let _ = stop.await;
-            })
-            .await
-            .map_err(anyhow::Error::from)
-        })
+        let mut inner = TestService::spawn(
+            "profile",
+            backend,
+            with_redis,
+            tweak,
+            |settings, listener, stop| {
+                retention_profile::run(settings, listener, async move {
+                    let _ = stop.await;
+                })
+            },
+        )
         .await
-        .expect("spawn");
-        let channel = service.channel().await.expect("channel");
-        let token = retention_testkit::mint_token(&settings, ALL_SCOPES);
+        .expect("spawn profile");
         TestApp {
-            client: CustomerProfileServiceClient::new(channel),
-            service: Some(service),
-            settings,
-            _db: db,
-            token,
+            settings: inner.settings.clone(),
+            client: CustomerProfileServiceClient::new(inner.channel.clone()),
+            service: inner.service.take(),
+            inner,
         }
     }
 
     /// A request carrying a token with every scope.
     pub fn req<T>(&self, msg: T) -> Request<T> {
-        retention_testkit::with_token(msg, &self.token)
+        self.inner.req(msg, ALL_SCOPES)
     }
 
     pub fn req_scopes<T>(&self, msg: T, scopes: &[&str]) -> Request<T> {
-        retention_testkit::with_token(msg, &retention_testkit::mint_token(&self.settings, scopes))
+        self.inner.req(msg, scopes)
     }
 
     pub async fn database(&self) -> DatabaseConnection {
-        sea_orm::Database::connect(self.settings.database.url.as_str())
-            .await
-            .expect("connect to test db")
+        self.inner.database().await.expect("connect to test db")
     }
 
-    /// Rows of a scalar SQL query, as strings (both backends).
     pub async fn count(&self, sql: &str) -> i64 {
-        let db = self.database().await;
-        let row = db
-            .query_one_raw(Statement::from_string(
-                db.get_database_backend(),
-                sql.to_string(),
-            ))
-            .await
-            .expect("query")
-            .expect("row");
-        row.try_get_by_index::<i64>(0).expect("count")
+        self.inner.count(sql).await.expect("count")
     }
 
     pub async fn outbox_count(&self, event_type: &str) -> i64 {
@@ -155,21 +138,4 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .into_iter()
         .map(|(f, _)| f)
         .collect()
-}
-
-/// Runs a test body on PostgreSQL and on SQLite.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$body(retention_testkit::Backend::Postgres).await
-            }
-            #[tokio::test]
-            async fn sqlite() {
-                super::$body(retention_testkit::Backend::Sqlite).await
-            }
-        }
-    };
 }

@@ -5,7 +5,7 @@ use retention_testkit::Backend;
 use tonic::Code;
 
 use crate::harness::*;
-use crate::on_both_backends;
+use retention_testkit::on_both_backends;
 
 async fn merge_moves_history_and_leaves_an_alias(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;

@@ -8,7 +8,7 @@ use retention_proto::profile as pb;
 use retention_testkit::Backend;
 
 use crate::harness::*;
-use crate::on_both_backends;
+use retention_testkit::on_both_backends;
 
 async fn one_event_per_committed_change(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;

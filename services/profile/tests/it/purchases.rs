@@ -5,7 +5,7 @@ use retention_testkit::Backend;
 use tonic::Code;
 
 use crate::harness::*;
-use crate::on_both_backends;
+use retention_testkit::on_both_backends;
 
 async fn purchases_are_idempotent_per_order(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;

@@ -1,0 +1,8 @@
+//! Service tests of the interactions service on real PostgreSQL / Redis and SQLite.
+
+mod complaints;
+mod harness;
+mod profile_events;
+mod summary;
+mod sweep;
+mod validation;

@@ -5,12 +5,12 @@ CARGO ?= cargo
 .PHONY: run test services fmt-check clippy proto-lint nextest node-tools help
 
 help:
-	@echo "make run         start the profile service in embedded mode (SQLite, in-process cache and bus)"
+	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
 	@echo "make test        format, lint, proto lint and the whole test suite (needs PostgreSQL + Redis)"
 	@echo "make proto-lint  buf lint over proto/"
 
 run:
-	$(CARGO) run -p retention-profile --bin retention-profile
+	$(CARGO) run -p retention-suite --bin retention
 
 test: services fmt-check proto-lint clippy nextest
 

@@ -73,6 +73,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let bus = EventBus::from_settings(&settings)?;
+    run_with_bus(settings, listener, shutdown, bus).await
+}
+
+/// As [`run`] on a given bus: the embedded all-in-one process shares one
+/// in-process bus between the services.
+pub async fn run_with_bus(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    bus: EventBus,
+) -> Result<(), RunError> {
     let (health, health_service) = HealthHandle::new().await;
     let db = retention_db::connect(&retention_db::DbOptions {
         url: settings.database.url.clone(),
@@ -84,14 +96,6 @@ pub async fn run(
     .await?;
     retention_db::migrate::<store::Migrator>(&db).await?;
 
-    let bus = match settings.redis_url() {
-        Some(url) => EventBus::redis(
-            url,
-            &settings.redis.namespace,
-            settings.events.stream_max_len as usize,
-        )?,
-        None => EventBus::in_process(),
-    };
     let stop = CancellationToken::new();
     let relay = Relay::new(
         db.clone(),

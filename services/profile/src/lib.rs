@@ -72,6 +72,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let bus = EventBus::from_settings(&settings)?;
+    run_with_bus(settings, listener, shutdown, bus).await
+}
+
+/// As [`run`] on a given bus: the embedded all-in-one process shares one
+/// in-process bus between the services.
+pub async fn run_with_bus(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    bus: EventBus,
+) -> Result<(), RunError> {
     let (health, health_service) = HealthHandle::new().await;
     let db = retention_db::connect(&retention_db::DbOptions {
         url: settings.database.url.clone(),
@@ -97,14 +109,6 @@ pub async fn run(
     };
     let cache = Cache::connect(cache_config).await;
 
-    let bus = match settings.redis_url() {
-        Some(url) => EventBus::redis(
-            url,
-            &settings.redis.namespace,
-            settings.events.stream_max_len as usize,
-        )?,
-        None => EventBus::in_process(),
-    };
     let relay = Relay::new(
         db.clone(),
         bus.publisher(),

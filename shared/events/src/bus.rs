@@ -319,6 +319,18 @@ impl EventBus {
         EventBus::InProcess(InProcessBus::new())
     }
 
+    /// Redis when `redis.url` is set, else in-process (embedded mode).
+    pub fn from_settings(settings: &retention_config::Settings) -> Result<Self, EventsError> {
+        match settings.redis_url() {
+            Some(url) => Self::redis(
+                url,
+                &settings.redis.namespace,
+                settings.events.stream_max_len as usize,
+            ),
+            None => Ok(Self::in_process()),
+        }
+    }
+
     /// What the [`Relay`](crate::Relay) publishes through.
     pub fn publisher(&self) -> Arc<dyn Publisher> {
         match self {

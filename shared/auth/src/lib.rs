@@ -2,9 +2,11 @@
 //!
 //! A tower layer (not a tonic interceptor: interceptors do not see the method
 //! path, DESIGN §7) validates `authorization: Bearer <JWT>`, checks the scopes the
-//! called method requires, and hands the handler a [`Caller`].
+//! called method requires, and hands the handler a [`Caller`]. Methods missing from
+//! the [`ScopePolicy`] are refused, so a new RPC cannot ship unprotected by accident.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,11 +36,13 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whether the token granted `scope` (e.g. `pii.read` to see unmasked PII).
     pub fn has(&self, scope: &str) -> bool {
         self.scopes.contains(scope)
     }
 }
 
+/// Why a request could not be authenticated; all map to UNAUTHENTICATED.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AuthError {
     #[error("missing bearer token")]
@@ -51,18 +55,39 @@ pub enum AuthError {
     Invalid(String),
 }
 
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        Status::unauthenticated(e.to_string())
+    }
+}
+
+/// Seconds of clock skew tolerated between the token issuer and this server.
+const LEEWAY_SECS: u64 = 30;
+
 /// Validates HS256 tokens for one issuer and audience.
 pub struct JwtValidator {
     key: DecodingKey,
     validation: Validation,
 }
 
+impl fmt::Debug for JwtValidator {
+    // The key is a secret: never in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtValidator")
+            .field("iss", &self.validation.iss)
+            .field("aud", &self.validation.aud)
+            .finish_non_exhaustive()
+    }
+}
+
 impl JwtValidator {
+    /// Only HS256 is accepted, so a token cannot pick a weaker algorithm.
     pub fn hs256(secret: &[u8], issuer: &str, audience: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         JwtValidator {
             key: DecodingKey::from_secret(secret),
@@ -70,6 +95,7 @@ impl JwtValidator {
         }
     }
 
+    /// Checks signature, expiry (with a small leeway), issuer and audience.
     pub fn validate(&self, token: &str) -> Result<Caller, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
@@ -77,6 +103,9 @@ impl JwtValidator {
                 _ => AuthError::Invalid(e.to_string()),
             },
         )?;
+        if data.claims.sub.trim().is_empty() {
+            return Err(AuthError::Invalid("empty subject".into()));
+        }
         Ok(Caller {
             subject: data.claims.sub,
             scopes: data
@@ -96,6 +125,15 @@ pub struct TokenMinter {
     audience: String,
 }
 
+impl fmt::Debug for TokenMinter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenMinter")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TokenMinter {
     pub fn hs256(secret: &[u8], issuer: &str, audience: &str) -> Self {
         TokenMinter {
@@ -105,18 +143,21 @@ impl TokenMinter {
         }
     }
 
+    /// A token for `subject` with `scopes`, valid for `ttl` from now (saturating,
+    /// so a huge ttl cannot overflow).
     pub fn mint(&self, subject: &str, scopes: &[&str], ttl: Duration) -> String {
         let now = chrono::Utc::now().timestamp();
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         let claims = Claims {
             sub: subject.into(),
             scope: scopes.join(" "),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,
-            exp: now + ttl.as_secs() as i64,
+            exp: now.saturating_add(ttl),
         };
-        // Encoding HS256 with a valid key cannot fail; an empty token is refused
-        // downstream anyway.
+        // Encoding HS256 with an HMAC key cannot fail; an empty token would be
+        // refused downstream anyway.
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key).unwrap_or_default()
     }
 }
@@ -124,16 +165,18 @@ impl TokenMinter {
 /// What a method path requires.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision<'a> {
+    /// No token needed (health, reflection).
     Open,
+    /// A valid token carrying all of these scopes.
     Scopes(&'a [String]),
     /// Not in the policy: refused (deny by default).
     Unknown,
 }
 
-/// Method path -> required scopes. Health and reflection are open.
+/// Method path -> required scopes. Health and reflection (v1 and v1alpha) are open.
 #[derive(Debug, Clone)]
 pub struct ScopePolicy {
-    methods: HashMap<String, Vec<String>>,
+    methods: BTreeMap<String, Vec<String>>,
     open_prefixes: Vec<String>,
 }
 
@@ -146,7 +189,7 @@ impl Default for ScopePolicy {
 impl ScopePolicy {
     pub fn new() -> Self {
         ScopePolicy {
-            methods: HashMap::new(),
+            methods: BTreeMap::new(),
             open_prefixes: vec![
                 "/grpc.health.v1.Health/".into(),
                 "/grpc.reflection.v1.ServerReflection/".into(),
@@ -155,12 +198,14 @@ impl ScopePolicy {
         }
     }
 
+    /// `path` is `/<package>.<Service>/<Method>`; the caller needs every scope.
     pub fn require(mut self, path: &str, scopes: &[&str]) -> Self {
         self.methods
             .insert(path.into(), scopes.iter().map(|s| s.to_string()).collect());
         self
     }
 
+    /// Paths starting with `prefix` need no token.
     pub fn open_prefix(mut self, prefix: &str) -> Self {
         self.open_prefixes.push(prefix.into());
         self
@@ -180,61 +225,74 @@ impl ScopePolicy {
         }
     }
 
-    /// Every protected method and its scopes, sorted (for docs and scope tests).
+    /// Every protected method and its scopes, sorted by path (for docs and scope tests).
     pub fn methods(&self) -> impl Iterator<Item = (&str, &[String])> {
-        let mut v: Vec<_> = self
-            .methods
-            .iter()
-            .map(|(k, s)| (k.as_str(), s.as_slice()))
-            .collect();
-        v.sort();
-        v.into_iter()
+        self.methods.iter().map(|(k, s)| (k.as_str(), s.as_slice()))
     }
 
-    /// The check itself, separate from transport so it is unit-testable.
+    /// Fully qualified names of the services the policy protects, e.g.
+    /// `retention.profile.v1.CustomerProfileService` (what reflection should list).
+    pub fn services(&self) -> BTreeSet<&str> {
+        self.methods
+            .keys()
+            .filter_map(|p| p.strip_prefix('/')?.split_once('/').map(|(s, _)| s))
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// The whole check, separate from transport so it is unit-testable. The token is
+    /// checked before the method, so anonymous callers learn nothing about the policy:
+    /// no/invalid token -> UNAUTHENTICATED; unlisted method or missing scope ->
+    /// PERMISSION_DENIED naming what is missing. `Ok(None)` for open methods.
     pub fn authorize(
         &self,
         validator: &JwtValidator,
         path: &str,
         authorization: Option<&str>,
     ) -> Result<Option<Caller>, Status> {
-        let required = match self.required(path) {
-            Decision::Open => return Ok(None),
-            Decision::Unknown => {
-                return Err(Status::permission_denied(format!(
-                    "method {path} is not allowed"
-                )));
-            }
-            Decision::Scopes(s) => s,
-        };
-        let header =
-            authorization.ok_or_else(|| Status::unauthenticated(AuthError::Missing.to_string()))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| Status::unauthenticated(AuthError::Malformed.to_string()))?;
-        let caller = validator
-            .validate(token)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        let missing: Vec<&str> = required
-            .iter()
-            .filter(|s| !caller.has(s))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            return Err(Status::permission_denied(format!(
-                "{path} requires scope {}",
-                missing.join(" ")
-            )));
+        if self.required(path) == Decision::Open {
+            return Ok(None);
         }
-        Ok(Some(caller))
+        let caller = validator.validate(bearer_token(authorization)?)?;
+        match self.required(path) {
+            Decision::Open => Ok(None),
+            Decision::Unknown => Err(Status::permission_denied(format!(
+                "method {path} is not in the scope policy"
+            ))),
+            Decision::Scopes(required) => {
+                let missing: Vec<&str> = required
+                    .iter()
+                    .filter(|s| !caller.has(s))
+                    .map(String::as_str)
+                    .collect();
+                if missing.is_empty() {
+                    Ok(Some(caller))
+                } else {
+                    Err(Status::permission_denied(format!(
+                        "{path} requires scope {}",
+                        missing.join(" ")
+                    )))
+                }
+            }
+        }
     }
 }
 
-/// Tower layer enforcing a [`ScopePolicy`].
-#[derive(Clone)]
+/// The token of an `authorization` header value; the scheme is case-insensitive
+/// (RFC 7235).
+pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
+    let header = authorization.ok_or(AuthError::Missing)?;
+    let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    Ok(token)
+}
+
+/// Tower layer enforcing a [`ScopePolicy`] on `http::Request`s, in front of tonic's
+/// routes. Refusals are trailers-only gRPC responses (HTTP 200 + `grpc-status`).
+#[derive(Clone, Debug)]
 pub struct AuthLayer {
     validator: Arc<JwtValidator>,
     policy: Arc<ScopePolicy>,
@@ -243,6 +301,11 @@ pub struct AuthLayer {
 impl AuthLayer {
     pub fn new(validator: Arc<JwtValidator>, policy: Arc<ScopePolicy>) -> Self {
         AuthLayer { validator, policy }
+    }
+
+    /// The policy in force (the server lists its services in reflection).
+    pub fn policy(&self) -> &ScopePolicy {
+        &self.policy
     }
 }
 
@@ -256,7 +319,8 @@ impl<S> tower::Layer<S> for AuthLayer {
     }
 }
 
-#[derive(Clone)]
+/// The service [`AuthLayer`] produces.
+#[derive(Clone, Debug)]
 pub struct AuthService<S> {
     inner: S,
     layer: AuthLayer,
@@ -278,10 +342,11 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // A header that is not visible ASCII is present but unusable: Malformed.
         let auth = req
             .headers()
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+            .map(|v| v.to_str().unwrap_or(""));
         let decision = self
             .layer
             .policy
@@ -291,12 +356,14 @@ where
                 if let Some(c) = caller {
                     req.extensions_mut().insert(c);
                 }
-                // The clone is ready-polled per tower's contract: swap it in.
+                // `self.inner` was made ready by poll_ready; call that one and keep
+                // a fresh clone for the next request (tower's contract).
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 Box::pin(async move { inner.call(req).await })
             }
             Err(status) => {
+                tracing::debug!(path = req.uri().path(), code = ?status.code(), message = status.message(), "call refused");
                 let response = status.into_http::<RB>();
                 Box::pin(async move { Ok(response) })
             }
@@ -304,7 +371,8 @@ where
     }
 }
 
-/// The authenticated caller of a handler's request.
+/// The authenticated caller of a handler's request (UNAUTHENTICATED if the auth
+/// layer did not run, which means a wiring bug rather than a bad client).
 pub fn caller<T>(req: &tonic::Request<T>) -> Result<&Caller, Status> {
     req.extensions()
         .get::<Caller>()
@@ -313,111 +381,320 @@ pub fn caller<T>(req: &tonic::Request<T>) -> Result<&Caller, Status> {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use tower::{Layer, Service, ServiceExt};
+
     use super::*;
 
     const SECRET: &[u8] = b"a-test-secret-of-some-length";
+    const TTL: Duration = Duration::from_secs(60);
 
     fn validator() -> JwtValidator {
         JwtValidator::hs256(SECRET, "iss", "aud")
     }
 
+    fn minter() -> TokenMinter {
+        TokenMinter::hs256(SECRET, "iss", "aud")
+    }
+
     fn policy() -> ScopePolicy {
-        ScopePolicy::new().require("/p.S/Get", &["p.read"])
+        ScopePolicy::new()
+            .require("/p.S/Get", &["p.read"])
+            .require("/p.S/Merge", &["p.write", "p.admin"])
+            .require("/q.T/Do", &[])
+    }
+
+    fn encode(claims: &Claims, secret: &[u8], alg: Algorithm) -> String {
+        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn claims(exp_offset: i64) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: "u".into(),
+            scope: "p.read".into(),
+            iss: "iss".into(),
+            aud: "aud".into(),
+            iat: now,
+            exp: now + exp_offset,
+        }
     }
 
     #[test]
     fn valid_tokens_yield_the_caller() {
-        let t = TokenMinter::hs256(SECRET, "iss", "aud").mint(
-            "u1",
-            &["p.read", "pii.read"],
-            Duration::from_secs(60),
-        );
+        let t = minter().mint("u1", &["p.read", "pii.read"], TTL);
         let c = validator().validate(&t).unwrap();
         assert_eq!(c.subject, "u1");
         assert!(c.has("p.read") && c.has("pii.read") && !c.has("p.write"));
+        assert_eq!(c.scopes.len(), 2);
     }
 
     #[test]
-    fn wrong_issuer_audience_key_expiry_and_garbage_are_refused() {
+    fn wrong_issuer_audience_key_and_garbage_are_invalid() {
         let v = validator();
-        let ttl = Duration::from_secs(60);
-        assert!(
-            v.validate(&TokenMinter::hs256(SECRET, "other", "aud").mint("u", &[], ttl))
-                .is_err()
+        let invalid = |r: Result<Caller, AuthError>| matches!(r, Err(AuthError::Invalid(_)));
+        assert!(invalid(v.validate(
+            &TokenMinter::hs256(SECRET, "other", "aud").mint("u", &[], TTL)
+        )));
+        assert!(invalid(v.validate(
+            &TokenMinter::hs256(SECRET, "iss", "other").mint("u", &[], TTL)
+        )));
+        assert!(invalid(v.validate(
+            &TokenMinter::hs256(b"another-secret-entirely", "iss", "aud").mint("u", &[], TTL)
+        )));
+        for garbage in [
+            "",
+            "garbage",
+            "a.b.c",
+            "...",
+            "\u{0}\u{ff}",
+            &"x".repeat(10_000),
+        ] {
+            assert!(invalid(v.validate(garbage)), "{garbage:?}");
+        }
+        // Another HMAC algorithm with the same key is still refused.
+        assert!(invalid(v.validate(&encode(
+            &claims(60),
+            SECRET,
+            Algorithm::HS512
+        ))));
+        // A tampered payload breaks the signature.
+        let good = minter().mint("u", &["p.read"], TTL);
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let forged = {
+            use base64::Engine;
+            let mut c = claims(60);
+            c.scope = "p.read p.admin".into();
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap())
+        };
+        parts[1] = &forged;
+        assert!(invalid(v.validate(&parts.join("."))));
+        let mut empty_sub = claims(60);
+        empty_sub.sub = " ".into();
+        assert!(invalid(v.validate(&encode(
+            &empty_sub,
+            SECRET,
+            Algorithm::HS256
+        ))));
+    }
+
+    #[test]
+    fn expiry_has_a_small_leeway() {
+        let v = validator();
+        assert_eq!(
+            v.validate(&encode(&claims(-3600), SECRET, Algorithm::HS256)),
+            Err(AuthError::Expired)
         );
         assert!(
-            v.validate(&TokenMinter::hs256(SECRET, "iss", "other").mint("u", &[], ttl))
-                .is_err()
+            v.validate(&encode(&claims(-5), SECRET, Algorithm::HS256))
+                .is_ok(),
+            "a few seconds of clock skew is tolerated"
         );
-        assert!(
-            v.validate(
-                &TokenMinter::hs256(b"another-secret-entirely", "iss", "aud").mint("u", &[], ttl)
-            )
-            .is_err()
-        );
-        assert!(v.validate("garbage").is_err());
-        let now = chrono::Utc::now().timestamp();
-        let expired = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &Claims {
-                sub: "u".into(),
-                scope: String::new(),
-                iss: "iss".into(),
-                aud: "aud".into(),
-                iat: now - 7200,
-                exp: now - 3600,
-            },
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
-        assert_eq!(v.validate(&expired), Err(AuthError::Expired));
+        // A zero ttl is within the leeway; an enormous one does not overflow.
+        assert!(v.validate(&minter().mint("u", &[], Duration::ZERO)).is_ok());
+        assert!(v.validate(&minter().mint("u", &[], Duration::MAX)).is_ok());
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Ok("abc"));
+        assert_eq!(bearer_token(Some("bearer  abc ")), Ok("abc"));
+        assert_eq!(bearer_token(Some("BEARER abc")), Ok("abc"));
+        assert_eq!(bearer_token(None), Err(AuthError::Missing));
+        for bad in ["", "Bearer", "Bearer ", "Basic abc", "abc"] {
+            assert_eq!(
+                bearer_token(Some(bad)),
+                Err(AuthError::Malformed),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
     fn policy_decisions() {
-        let p = policy();
+        let p = policy().open_prefix("/open.Svc/");
         assert_eq!(p.required("/grpc.health.v1.Health/Check"), Decision::Open);
+        assert_eq!(
+            p.required("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Decision::Open
+        );
+        assert_eq!(
+            p.required("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            Decision::Open
+        );
+        assert_eq!(p.required("/open.Svc/Anything"), Decision::Open);
         assert!(matches!(p.required("/p.S/Get"), Decision::Scopes(s) if s == ["p.read"]));
         assert_eq!(p.required("/p.S/Unlisted"), Decision::Unknown);
+        assert_eq!(p.required(""), Decision::Unknown);
+        assert_eq!(
+            p.required("/grpc.health.v1.HealthX/Check"),
+            Decision::Unknown
+        );
+        let table: Vec<_> = p.methods().collect();
+        assert_eq!(table.len(), 3);
+        assert_eq!(table[0].0, "/p.S/Get", "sorted by path");
+        assert_eq!(p.services().into_iter().collect::<Vec<_>>(), ["p.S", "q.T"]);
     }
 
     #[test]
     fn authorize_maps_to_grpc_codes() {
         let (p, v) = (policy(), validator());
-        let minter = TokenMinter::hs256(SECRET, "iss", "aud");
-        let ttl = Duration::from_secs(60);
+        let code = |path: &str, header: Option<&str>| {
+            p.authorize(&v, path, header)
+                .err()
+                .map(|s| s.code())
+                .unwrap_or(tonic::Code::Ok)
+        };
+        assert_eq!(code("/p.S/Get", None), tonic::Code::Unauthenticated);
         assert_eq!(
-            p.authorize(&v, "/p.S/Get", None).unwrap_err().code(),
+            code("/p.S/Get", Some("Basic x")),
             tonic::Code::Unauthenticated
         );
         assert_eq!(
-            p.authorize(&v, "/p.S/Get", Some("Basic x"))
-                .unwrap_err()
-                .code(),
+            code("/p.S/Get", Some("Bearer x")),
             tonic::Code::Unauthenticated
         );
-        let weak = format!("Bearer {}", minter.mint("u", &["p.write"], ttl));
-        let err = p.authorize(&v, "/p.S/Get", Some(&weak)).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::PermissionDenied);
-        assert!(err.message().contains("p.read"));
-        let good = format!("Bearer {}", minter.mint("u", &["p.read"], ttl));
+        // Unknown methods: authentication first, then deny by default.
+        assert_eq!(code("/p.S/Nope", None), tonic::Code::Unauthenticated);
+        let good = format!("Bearer {}", minter().mint("u", &["p.read"], TTL));
         assert_eq!(
-            p.authorize(&v, "/p.S/Get", Some(&good))
-                .unwrap()
-                .unwrap()
-                .subject,
-            "u"
-        );
-        assert_eq!(
-            p.authorize(&v, "/p.S/Nope", Some(&good))
-                .unwrap_err()
-                .code(),
+            code("/p.S/Nope", Some(&good)),
             tonic::Code::PermissionDenied
         );
+        let weak = format!("Bearer {}", minter().mint("u", &["p.write"], TTL));
+        let err = p.authorize(&v, "/p.S/Merge", Some(&weak)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert!(err.message().contains("p.admin"), "{}", err.message());
+        assert!(!err.message().contains("p.write"), "{}", err.message());
+        let caller = p.authorize(&v, "/p.S/Get", Some(&good)).unwrap().unwrap();
+        assert_eq!(caller.subject, "u");
+        // A method needing no scope still needs a valid token.
+        assert_eq!(code("/q.T/Do", None), tonic::Code::Unauthenticated);
+        assert!(p.authorize(&v, "/q.T/Do", Some(&weak)).unwrap().is_some());
         assert!(
             p.authorize(&v, "/grpc.health.v1.Health/Check", None)
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// The layer over an inner service that reports the caller it saw.
+    fn layered() -> impl Service<
+        http::Request<()>,
+        Response = http::Response<String>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone {
+        let inner = tower::service_fn(|req: http::Request<()>| async move {
+            let who = req
+                .extensions()
+                .get::<Caller>()
+                .map(|c| c.subject.clone())
+                .unwrap_or_else(|| "<anonymous>".into());
+            Ok::<_, Infallible>(http::Response::new(who))
+        });
+        AuthLayer::new(Arc::new(validator()), Arc::new(policy())).layer(inner)
+    }
+
+    fn request(path: &str, authorization: Option<&[u8]>) -> http::Request<()> {
+        let mut req = http::Request::builder().uri(path).body(()).unwrap();
+        if let Some(a) = authorization {
+            req.headers_mut().insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_bytes(a).unwrap(),
+            );
+        }
+        req
+    }
+
+    async fn send(req: http::Request<()>) -> http::Response<String> {
+        layered().ready().await.unwrap().call(req).await.unwrap()
+    }
+
+    fn grpc_status(resp: &http::Response<String>) -> Option<(i32, String)> {
+        let h = resp.headers();
+        let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+        let message = h
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Some((code, message))
+    }
+
+    #[tokio::test]
+    async fn layer_refuses_without_a_token_as_unauthenticated() {
+        for auth in [
+            None,
+            Some(&b"Bearer nonsense"[..]),
+            Some(b"Bearer \xff\xfe"),
+        ] {
+            let resp = send(request("http://x/p.S/Get", auth)).await;
+            assert_eq!(resp.status(), http::StatusCode::OK, "trailers-only gRPC");
+            assert_eq!(
+                resp.headers().get("content-type").unwrap(),
+                "application/grpc"
+            );
+            assert_eq!(grpc_status(&resp).map(|s| s.0), Some(16), "{auth:?}");
+            assert!(resp.body().is_empty(), "inner service not called");
+        }
+    }
+
+    #[tokio::test]
+    async fn layer_names_the_missing_scope() {
+        let token = minter().mint("u", &["p.write"], TTL);
+        let resp = send(request(
+            "http://x/p.S/Get",
+            Some(format!("Bearer {token}").as_bytes()),
+        ))
+        .await;
+        let (code, message) = grpc_status(&resp).unwrap();
+        assert_eq!(code, 7);
+        assert!(message.contains("p.read"), "{message}");
+        assert!(resp.body().is_empty());
+    }
+
+    #[tokio::test]
+    async fn layer_passes_the_caller_to_the_inner_service() {
+        let token = minter().mint("alice", &["p.read"], TTL);
+        let resp = send(request(
+            "http://x/p.S/Get",
+            Some(format!("Bearer {token}").as_bytes()),
+        ))
+        .await;
+        assert_eq!(grpc_status(&resp), None);
+        assert_eq!(resp.body(), "alice");
+        // Open paths reach the inner service without a caller.
+        let resp = send(request("http://x/grpc.health.v1.Health/Check", None)).await;
+        assert_eq!(resp.body(), "<anonymous>");
+        // Unlisted paths are denied even with a valid token.
+        let resp = send(request(
+            "http://x/p.S/Secret",
+            Some(format!("Bearer {token}").as_bytes()),
+        ))
+        .await;
+        assert_eq!(grpc_status(&resp).map(|s| s.0), Some(7));
+    }
+
+    #[test]
+    fn caller_helper_reads_the_extension() {
+        let mut req = tonic::Request::new(());
+        assert_eq!(
+            caller(&req).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let c = Caller {
+            subject: "s".into(),
+            scopes: BTreeSet::from(["a".to_string()]),
+        };
+        req.extensions_mut().insert(c.clone());
+        assert_eq!(caller(&req).unwrap(), &c);
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let dbg = format!("{:?} {:?}", validator(), minter());
+        assert!(!dbg.contains("a-test-secret"), "{dbg}");
     }
 }

@@ -11,14 +11,14 @@ pub mod events;
 pub mod grpc;
 pub mod store;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use retention_auth::{AuthLayer, JwtValidator, ScopePolicy};
+use retention_auth::{AuthLayer, ScopePolicy};
 use retention_config::Settings;
+use retention_db::DbOptions;
 use retention_events::{ConsumerOptions, EventBus, Relay, RelayOptions};
 use retention_proto::interactions::interaction_service_server::InteractionServiceServer;
-use retention_server::{HealthHandle, ServeOptions};
+use retention_server::HealthHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -85,31 +85,18 @@ pub async fn run_with_bus(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     bus: EventBus,
 ) -> Result<(), RunError> {
-    let (health, health_service) = HealthHandle::new().await;
-    let db = retention_db::connect(&retention_db::DbOptions {
-        url: settings.database.url.clone(),
-        max_connections: settings.database.max_connections,
-        min_connections: settings.database.min_connections,
-        connect_timeout: Duration::from_millis(settings.database.connect_timeout_ms),
-        acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
-    })
-    .await?;
+    let health = HealthHandle::new().await;
+    let db = retention_db::connect(&DbOptions::from_settings(&settings.database)).await?;
     retention_db::migrate::<store::Migrator>(&db).await?;
 
     let stop = CancellationToken::new();
     let relay = Relay::new(
         db.clone(),
         bus.publisher(),
-        RelayOptions {
-            batch_size: settings.events.relay_batch_size as usize,
-            interval: Duration::from_millis(settings.events.relay_interval_ms),
-            source: SERVICE_NAME.into(),
-            ..RelayOptions::default()
-        },
+        RelayOptions::from_settings(&settings.events, SERVICE_NAME),
     );
-    let wakeup = relay.notifier();
+    let app = app::InteractionsApp::new(db.clone(), relay.notifier());
     let relay_task = relay.spawn(stop.clone());
-    let app = app::InteractionsApp::new(db.clone(), wakeup);
 
     let mut consumer = ConsumerOptions::new(
         settings.redis.namespace.clone(),
@@ -130,27 +117,18 @@ pub async fn run_with_bus(
     let svc = InteractionServiceServer::new(grpc::InteractionsService::new(app))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
-    let auth = AuthLayer::new(
-        Arc::new(JwtValidator::hs256(
-            settings.auth.jwt_secret.as_bytes(),
-            &settings.auth.issuer,
-            &settings.auth.audience,
-        )),
-        Arc::new(scope_policy()),
-    );
     let probe_db = db.clone();
-    retention_server::spawn_readiness_probe(health.clone(), Duration::from_secs(2), move || {
-        let db = probe_db.clone();
-        async move { retention_db::ping(&db).await }
-    });
-    health.mark_ready(&[GRPC_SERVICE]).await;
-    let result = retention_server::serve(
-        ServeOptions::from(&settings.server),
+    let result = retention_server::serve_ready(
+        &settings.server,
         listener,
         tonic::service::Routes::new(svc),
-        auth,
+        AuthLayer::from_settings(&settings.auth, scope_policy()),
         health,
-        health_service,
+        GRPC_SERVICE,
+        move || {
+            let db = probe_db.clone();
+            async move { retention_db::ping(&db).await }
+        },
         shutdown,
     )
     .await;

@@ -11,15 +11,13 @@ pub mod events;
 pub mod grpc;
 pub mod store;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use retention_auth::{AuthLayer, JwtValidator, ScopePolicy};
+use retention_auth::{AuthLayer, ScopePolicy};
 use retention_cache::{Cache, CacheConfig};
 use retention_config::Settings;
+use retention_db::DbOptions;
 use retention_events::{EventBus, Relay, RelayOptions};
 use retention_proto::profile::customer_profile_service_server::CustomerProfileServiceServer;
-use retention_server::{HealthHandle, ServeOptions};
+use retention_server::HealthHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -84,74 +82,36 @@ pub async fn run_with_bus(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     bus: EventBus,
 ) -> Result<(), RunError> {
-    let (health, health_service) = HealthHandle::new().await;
-    let db = retention_db::connect(&retention_db::DbOptions {
-        url: settings.database.url.clone(),
-        max_connections: settings.database.max_connections,
-        min_connections: settings.database.min_connections,
-        connect_timeout: Duration::from_millis(settings.database.connect_timeout_ms),
-        acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
-    })
-    .await?;
+    let health = HealthHandle::new().await;
+    let db = retention_db::connect(&DbOptions::from_settings(&settings.database)).await?;
     retention_db::migrate::<store::Migrator>(&db).await?;
-
-    let cache_config = CacheConfig {
-        redis_url: settings.redis_url().map(String::from),
-        namespace: if settings.redis.namespace.is_empty() {
-            "retention".into()
-        } else {
-            settings.redis.namespace.clone()
-        },
-        default_ttl: Duration::from_secs(settings.cache.ttl_secs),
-        connect_timeout: Duration::from_millis(settings.redis.connect_timeout_ms),
-        response_timeout: Duration::from_millis(settings.redis.response_timeout_ms),
-        local_capacity: settings.cache.local_capacity,
-    };
-    let cache = Cache::connect(cache_config).await;
+    let cache = Cache::connect(CacheConfig::from_settings(&settings)).await;
 
     let relay = Relay::new(
         db.clone(),
         bus.publisher(),
-        RelayOptions {
-            batch_size: settings.events.relay_batch_size as usize,
-            interval: Duration::from_millis(settings.events.relay_interval_ms),
-            source: SERVICE_NAME.into(),
-            ..RelayOptions::default()
-        },
+        RelayOptions::from_settings(&settings.events, SERVICE_NAME),
     );
-    let wakeup = relay.notifier();
+    let app = app::ProfileApp::new(db.clone(), cache, relay.notifier());
     let relay_stop = CancellationToken::new();
     let relay_task = relay.spawn(relay_stop.clone());
 
-    let app = app::ProfileApp::new(db.clone(), cache, wakeup);
     let max_bytes = settings.server.max_message_bytes;
     let svc = CustomerProfileServiceServer::new(grpc::ProfileService::new(app))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
-    let routes = tonic::service::Routes::new(svc);
-
-    let validator = JwtValidator::hs256(
-        settings.auth.jwt_secret.as_bytes(),
-        &settings.auth.issuer,
-        &settings.auth.audience,
-    );
-    let auth = AuthLayer::new(Arc::new(validator), Arc::new(scope_policy()));
-
     let probe_db = db.clone();
-    retention_server::spawn_readiness_probe(health.clone(), Duration::from_secs(2), move || {
-        let db = probe_db.clone();
-        async move { retention_db::ping(&db).await }
-    });
-    health.mark_ready(&[GRPC_SERVICE]).await;
-    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "profile service ready");
-
-    let result = retention_server::serve(
-        ServeOptions::from(&settings.server),
+    let result = retention_server::serve_ready(
+        &settings.server,
         listener,
-        routes,
-        auth,
+        tonic::service::Routes::new(svc),
+        AuthLayer::from_settings(&settings.auth, scope_policy()),
         health,
-        health_service,
+        GRPC_SERVICE,
+        move || {
+            let db = probe_db.clone();
+            async move { retention_db::ping(&db).await }
+        },
         shutdown,
     )
     .await;

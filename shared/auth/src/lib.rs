@@ -299,6 +299,18 @@ pub struct AuthLayer {
 }
 
 impl AuthLayer {
+    /// HS256 validation with the configured secret, issuer and audience.
+    pub fn from_settings(s: &retention_config::AuthSettings, policy: ScopePolicy) -> Self {
+        AuthLayer::new(
+            Arc::new(JwtValidator::hs256(
+                s.jwt_secret.as_bytes(),
+                &s.issuer,
+                &s.audience,
+            )),
+            Arc::new(policy),
+        )
+    }
+
     pub fn new(validator: Arc<JwtValidator>, policy: Arc<ScopePolicy>) -> Self {
         AuthLayer { validator, policy }
     }

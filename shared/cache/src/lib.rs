@@ -28,6 +28,25 @@ pub struct CacheConfig {
     pub local_capacity: usize,
 }
 
+impl CacheConfig {
+    /// Redis from `redis.url` (none: in-process only), keys under `redis.namespace`
+    /// or "retention".
+    pub fn from_settings(s: &retention_config::Settings) -> Self {
+        CacheConfig {
+            redis_url: s.redis_url().map(String::from),
+            namespace: if s.redis.namespace.is_empty() {
+                "retention".into()
+            } else {
+                s.redis.namespace.clone()
+            },
+            default_ttl: Duration::from_secs(s.cache.ttl_secs),
+            connect_timeout: Duration::from_millis(s.redis.connect_timeout_ms),
+            response_timeout: Duration::from_millis(s.redis.response_timeout_ms),
+            local_capacity: s.cache.local_capacity,
+        }
+    }
+}
+
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {

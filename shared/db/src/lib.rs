@@ -33,6 +33,16 @@ pub struct DbOptions {
 }
 
 impl DbOptions {
+    pub fn from_settings(s: &retention_config::DatabaseSettings) -> Self {
+        DbOptions {
+            url: s.url.clone(),
+            max_connections: s.max_connections,
+            min_connections: s.min_connections,
+            connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+            acquire_timeout: Duration::from_millis(s.acquire_timeout_ms),
+        }
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         DbOptions {
             url: url.into(),

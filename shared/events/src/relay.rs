@@ -181,6 +181,17 @@ pub struct RelayOptions {
     pub retain_processed: Option<Duration>,
 }
 
+impl RelayOptions {
+    pub fn from_settings(s: &retention_config::EventSettings, source: &str) -> Self {
+        RelayOptions {
+            batch_size: s.relay_batch_size as usize,
+            interval: Duration::from_millis(s.relay_interval_ms),
+            source: source.into(),
+            ..RelayOptions::default()
+        }
+    }
+}
+
 impl Default for RelayOptions {
     fn default() -> Self {
         RelayOptions {

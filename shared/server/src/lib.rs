@@ -328,6 +328,40 @@ fn reflection_builder(auth: &AuthLayer) -> tonic_reflection::server::Builder<'st
         .with_service_name(REFLECTION_V1ALPHA)
 }
 
+/// How every service ends its `run`: a readiness probe on `ready_check`, health
+/// SERVING for `grpc_service`, then [`serve`] until `shutdown`.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_ready<F, Fut>(
+    settings: &retention_config::ServerSettings,
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    auth: AuthLayer,
+    (health, health_service): (HealthHandle, HealthService),
+    grpc_service: &str,
+    ready_check: F,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    spawn_readiness_probe(health.clone(), Duration::from_secs(2), ready_check);
+    health.mark_ready(&[grpc_service]).await;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, service = grpc_service, "ready");
+    }
+    serve(
+        ServeOptions::from(settings),
+        listener,
+        routes,
+        auth,
+        health,
+        health_service,
+        shutdown,
+    )
+    .await
+}
+
 /// Serves `routes` plus health and reflection (v1 and v1alpha) until `shutdown`
 /// resolves. Then: every health name NOT_SERVING, keep serving for
 /// `opts.drain_delay`, stop accepting, and let in-flight calls finish for at most

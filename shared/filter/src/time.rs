@@ -1,7 +1,13 @@
-//! RFC 3339 timestamps for `timestamp("...")`, without a date crate.
+//! RFC 3339 timestamps for `timestamp("...")`, without a date crate (the filter
+//! crate stays dependency-free so every service can afford it).
 
+const DAY: i64 = 86_400;
+/// The largest UTC offset RFC 3339 can express, in seconds (23:59).
+const MAX_OFFSET: i64 = 23 * 3600 + 59 * 60;
+
+/// Days since 1970-01-01 in the proleptic Gregorian calendar (Howard Hinnant's
+/// algorithm, exact for every year a four-digit timestamp can name).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    // Howard Hinnant's algorithm: days since 1970-01-01 in the proleptic Gregorian calendar.
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -11,6 +17,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Inverse of [`days_from_civil`]; `z` may be any `i64` divided by a day, so the
+/// arithmetic cannot overflow.
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -32,74 +40,115 @@ fn days_in_month(y: i64, m: i64) -> i64 {
     }
 }
 
-fn num(s: &str) -> Option<i64> {
-    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+fn digits(s: &str, from: usize, n: usize) -> Option<i64> {
+    let part = s.get(from..from + n)?;
+    if part.bytes().all(|b| b.is_ascii_digit()) {
+        part.parse().ok()
+    } else {
+        None
+    }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` to unix seconds and nanos.
-pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
-    if !s.is_ascii() || s.len() < 20 {
-        return None;
+fn byte_is(s: &str, at: usize, allowed: &[u8]) -> bool {
+    s.as_bytes().get(at).is_some_and(|b| allowed.contains(b))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` to unix seconds and nanos. The error
+/// says what is wrong, because "invalid timestamp" alone sends users guessing.
+pub(crate) fn parse_rfc3339(s: &str) -> Result<(i64, u32), String> {
+    const SHAPE: &str = "expected the form YYYY-MM-DDTHH:MM:SSZ, optionally with \
+                         .fraction and a ±HH:MM offset instead of Z";
+    let (Some(y), true, Some(mo), true, Some(d), true, Some(h), true, Some(mi), true, Some(sec)) = (
+        digits(s, 0, 4),
+        byte_is(s, 4, b"-"),
+        digits(s, 5, 2),
+        byte_is(s, 7, b"-"),
+        digits(s, 8, 2),
+        byte_is(s, 10, b"Tt"),
+        digits(s, 11, 2),
+        byte_is(s, 13, b":"),
+        digits(s, 14, 2),
+        byte_is(s, 16, b":"),
+        digits(s, 17, 2),
+    ) else {
+        return Err(SHAPE.into());
+    };
+    if !(1..=12).contains(&mo) {
+        return Err(format!("month {mo:02} does not exist"));
     }
-    let b = s.as_bytes();
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
+    if d < 1 || d > days_in_month(y, mo) {
+        return Err(format!("day {d:02} does not exist in {y:04}-{mo:02}"));
     }
-    let (y, mo, d) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
-    let (h, mi, sec) = (num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?);
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59
-    {
-        return None;
+    if h > 23 || mi > 59 || sec > 59 {
+        return Err(format!("time {h:02}:{mi:02}:{sec:02} does not exist"));
     }
+    // Every byte up to here was ASCII, so slicing at 19 is on a char boundary.
     let mut rest = &s[19..];
     let mut nanos = 0u32;
     if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
-            return None;
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return Err("expected digits after the '.' in the seconds".into());
         }
-        nanos = frac[..digits].parse::<u32>().ok()? * 10u32.pow(9 - digits as u32);
-        rest = &frac[digits..];
+        if n > 9 {
+            return Err("fractional seconds finer than nanoseconds are not supported".into());
+        }
+        let value: u32 = frac[..n].parse().map_err(|_| SHAPE.to_string())?;
+        nanos = value * 10u32.pow(9 - n as u32);
+        rest = &frac[n..];
     }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && matches!(rest.as_bytes()[0], b'+' | b'-')
-            && rest.as_bytes()[3] == b':' =>
-        {
-            let (oh, om) = (num(&rest[1..3])?, num(&rest[4..6])?);
+    let offset = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (Some(oh), Some(om)) = (digits(rest, 1, 2), digits(rest, 4, 2)) else {
+                return Err(SHAPE.into());
+            };
             if oh > 23 || om > 59 {
-                return None;
+                return Err(format!("offset {oh:02}:{om:02} does not exist"));
             }
             let o = oh * 3600 + om * 60;
-            if rest.starts_with('-') { -o } else { o }
+            if *sign == b'-' { -o } else { o }
         }
-        _ => return None,
+        [] => return Err("missing the time zone: end with Z or an offset like +02:00".into()),
+        _ => return Err(SHAPE.into()),
     };
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    Some((secs, nanos))
+    let secs = days_from_civil(y, mo, d) * DAY + h * 3600 + mi * 60 + sec - offset;
+    Ok((secs, nanos))
 }
 
-pub fn format_rfc3339(seconds: i64, nanos: u32) -> String {
-    let days = seconds.div_euclid(86_400);
-    let rem = seconds.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let base = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-    if nanos == 0 {
-        format!("{base}Z")
+fn format_local(local: i64, nanos: u32, zone: &str) -> String {
+    let (y, m, d) = civil_from_days(local.div_euclid(DAY));
+    let rem = local.rem_euclid(DAY);
+    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let frac = if nanos == 0 {
+        String::new()
     } else {
-        format!("{base}.{nanos:09}Z")
+        format!(".{nanos:09}")
+    };
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac}{zone}")
+}
+
+fn year_of(local: i64) -> i64 {
+    civil_from_days(local.div_euclid(DAY)).0
+}
+
+/// Formats in UTC. Instants whose UTC year falls just outside 0000..=9999 (which
+/// `0000-01-01T00:00:00+01:00` parses to) are written with an offset that keeps the
+/// local year printable, so every parsed timestamp prints back to a parsable one.
+pub(crate) fn format_rfc3339(seconds: i64, nanos: u32) -> String {
+    let year = year_of(seconds);
+    if year < 0 {
+        let local = seconds.saturating_add(MAX_OFFSET);
+        if year_of(local) >= 0 {
+            return format_local(local, nanos, "+23:59");
+        }
+    } else if year > 9999 {
+        let local = seconds.saturating_sub(MAX_OFFSET);
+        if year_of(local) <= 9999 {
+            return format_local(local, nanos, "-23:59");
+        }
     }
+    format_local(seconds, nanos, "Z")
 }
 
 #[cfg(test)]
@@ -108,32 +157,69 @@ mod tests {
 
     #[test]
     fn known_instants() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok((0, 0)));
         assert_eq!(
             parse_rfc3339("2024-01-01T00:00:00Z"),
-            Some((1_704_067_200, 0))
+            Ok((1_704_067_200, 0))
         );
         assert_eq!(
             parse_rfc3339("2024-01-01T08:00:00+08:00"),
-            Some((1_704_067_200, 0))
+            Ok((1_704_067_200, 0))
         );
         assert_eq!(
-            parse_rfc3339("2024-02-29T00:00:00.5Z"),
-            Some((1_709_164_800, 500_000_000))
+            parse_rfc3339("2023-12-31T19:30:00-04:30"),
+            Ok((1_704_067_200, 0))
         );
-        for bad in [
-            "2023-02-29T00:00:00Z",
-            "2024-13-01T00:00:00Z",
-            "2024-01-01 00:00:00Z",
-            "2024-01-01T00:00:00",
-            "x",
+        assert_eq!(
+            parse_rfc3339("2024-02-29t00:00:00.5z"),
+            Ok((1_709_164_800, 500_000_000))
+        );
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59.000000001Z"), Ok((-1, 1)));
+    }
+
+    #[test]
+    fn invalid_dates_are_explained() {
+        for (bad, why) in [
+            ("2023-02-29T00:00:00Z", "day 29 does not exist in 2023-02"),
+            ("1900-02-29T00:00:00Z", "day 29 does not exist"),
+            ("2024-04-31T00:00:00Z", "day 31 does not exist"),
+            ("2024-13-01T00:00:00Z", "month 13"),
+            ("2024-00-01T00:00:00Z", "month 00"),
+            ("2024-01-01T24:00:00Z", "time 24:00:00"),
+            ("2024-01-01T23:59:60Z", "time 23:59:60"),
+            ("2024-01-01T00:00:00+24:00", "offset 24:00"),
+            ("2024-01-01T00:00:00", "missing the time zone"),
+            ("2024-01-01T00:00:00.Z", "digits after the '.'"),
+            ("2024-01-01T00:00:00.1234567891Z", "finer than nanoseconds"),
+            ("2024-01-01 00:00:00Z", "expected the form"),
+            ("2024-1-01T00:00:00Z", "expected the form"),
+            ("+024-01-01T00:00:00Z", "expected the form"),
+            ("2024-01-01T00:00:00+0100", "expected the form"),
+            ("2024-01-01T00:00:00Zjunk", "expected the form"),
+            ("2024-01-01T00:00:0é", "expected the form"),
+            ("x", "expected the form"),
+            ("", "expected the form"),
         ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+            let err = parse_rfc3339(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn formats_back_to_the_same_instant() {
         assert_eq!(format_rfc3339(1_704_067_200, 0), "2024-01-01T00:00:00Z");
-        assert_eq!(
-            parse_rfc3339(&format_rfc3339(-86_401, 7)),
-            Some((-86_401, 7))
-        );
+        assert_eq!(format_rfc3339(-1, 1), "1969-12-31T23:59:59.000000001Z");
+        for (s, n) in [(-86_401, 7), (0, 999_999_999), (253_402_300_799, 0)] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(s, n)), Ok((s, n)));
+        }
+        // Parsable inputs whose UTC instant lies outside years 0000..=9999.
+        for src in ["0000-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"] {
+            let (s, n) = parse_rfc3339(src).unwrap();
+            let text = format_rfc3339(s, n);
+            assert_eq!(parse_rfc3339(&text), Ok((s, n)), "{src} -> {text}");
+        }
+        // Unprintable instants still format (without panicking).
+        assert!(!format_rfc3339(i64::MAX, u32::MAX).is_empty());
+        assert!(!format_rfc3339(i64::MIN, 0).is_empty());
     }
 }

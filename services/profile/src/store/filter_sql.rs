@@ -77,14 +77,22 @@ fn compare(t: SimpleExpr, op: CmpOp, v: &Literal) -> SimpleExpr {
         };
     }
     let v = literal(v);
-    match op {
-        CmpOp::Eq => t.eq(v),
-        CmpOp::Ne => t.ne(v),
-        CmpOp::Lt => t.lt(v),
-        CmpOp::Le => t.lte(v),
-        CmpOp::Gt => t.gt(v),
-        CmpOp::Ge => t.gte(v),
-    }
+    let cmp = match op {
+        CmpOp::Eq => t.clone().eq(v),
+        CmpOp::Ne => t.clone().ne(v),
+        CmpOp::Lt => t.clone().lt(v),
+        CmpOp::Le => t.clone().lte(v),
+        CmpOp::Gt => t.clone().gt(v),
+        CmpOp::Ge => t.clone().gte(v),
+    };
+    present(t, cmp)
+}
+
+/// Two-valued logic, as `Expr::eval` has it: a missing value fails the predicate
+/// (FALSE, not SQL's UNKNOWN), so `!(x == 1)` matches rows where x is NULL in SQL
+/// and in segmentation's in-memory evaluation alike.
+fn present(t: SimpleExpr, predicate: SimpleExpr) -> SimpleExpr {
+    t.is_not_null().and(predicate)
 }
 
 /// `expr` must have passed `check` against the customer schema.
@@ -98,7 +106,7 @@ pub fn to_condition(expr: &F, backend: DbBackend) -> SimpleExpr {
             None => never(),
         },
         F::In { field, values } => match target(field, backend) {
-            Some(t) => t.is_in(values.iter().map(literal)),
+            Some(t) => present(t.clone(), t.is_in(values.iter().map(literal))),
             None => never(),
         },
         F::Contains { field, value } => match (field.0.as_slice(), value) {
@@ -119,7 +127,7 @@ pub fn to_condition(expr: &F, backend: DbBackend) -> SimpleExpr {
                     MatchKind::EndsWith => format!("%{p}"),
                     MatchKind::Contains => format!("%{p}%"),
                 };
-                t.like(LikeExpr::new(p).escape('\\'))
+                present(t.clone(), t.like(LikeExpr::new(p).escape('\\')))
             }
             None => never(),
         },

@@ -184,6 +184,17 @@ async fn list_filters_and_pages(backend: Backend) {
         .into_inner();
     assert_eq!(names(&wallet), business[5..].to_vec());
 
+    // A missing value fails a predicate (two-valued, like in-memory evaluation), so
+    // its negation matches the customer without firmographics.
+    let negated = app
+        .client
+        .list_customers(app.req(list("!(credit_rating == \"GOOD\")", 100, String::new())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(negated.customers.len(), 1);
+    assert_eq!(negated.customers[0].display_name, "Private Person");
+
     // Paging of 3: concurrent inserts land after the cursor, nothing repeats or is skipped.
     let mut seen = Vec::new();
     let mut token = String::new();

@@ -1,0 +1,3 @@
+//! Pure rules of the segmentation context: no I/O, unit-tested in place.
+
+pub mod models;

@@ -1,0 +1,262 @@
+//! BG/NBD (Fader, Hardie & Lee 2005, "Counting your customers the easy way"):
+//! while alive a customer buys as a Poisson process with rate λ ~ Gamma(r, α);
+//! after each purchase they drop out with probability p ~ Beta(a, b).
+
+use super::optimize::nelder_mead;
+use super::special::{hyp2f1, ln_gamma};
+use super::{FitError, History};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BgNbd {
+    pub r: f64,
+    pub alpha: f64,
+    pub a: f64,
+    pub b: f64,
+}
+
+/// Parameters with the maximised log-likelihood (summed over customers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BgNbdFit {
+    pub params: BgNbd,
+    pub log_likelihood: f64,
+}
+
+impl BgNbd {
+    /// ln L for one customer (equation 6 of the paper).
+    pub fn log_likelihood(&self, h: &History) -> f64 {
+        let BgNbd { r, alpha, a, b } = *self;
+        let x = h.x;
+        let a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
+        let a2 = ln_gamma(a + b) + ln_gamma(b + x) - ln_gamma(b) - ln_gamma(a + b + x);
+        let a3 = -(r + x) * (alpha + h.t).ln();
+        if x > 0.0 {
+            let a4 = a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + h.t_x).ln();
+            // ln(e^a3 + e^a4) without overflow.
+            let m = a3.max(a4);
+            a1 + a2 + m + ((a3 - m).exp() + (a4 - m).exp()).ln()
+        } else {
+            a1 + a2 + a3
+        }
+    }
+
+    /// P(alive | x, t_x, T) (equation 11).
+    pub fn p_alive(&self, h: &History) -> f64 {
+        if h.x == 0.0 {
+            return 1.0;
+        }
+        let BgNbd { r, alpha, a, b } = *self;
+        let ratio = ((alpha + h.t) / (alpha + h.t_x)).ln() * (r + h.x);
+        1.0 / (1.0 + (a / (b + h.x - 1.0)) * ratio.exp())
+    }
+
+    /// Expected purchases in the next `horizon` time units (equation 10).
+    pub fn expected_purchases(&self, h: &History, horizon: f64) -> f64 {
+        let BgNbd { r, alpha, a, b } = *self;
+        let (x, t) = (h.x, h.t);
+        let z = horizon / (alpha + t + horizon);
+        let lead = (a + b + x - 1.0) / (a - 1.0);
+        let body = 1.0
+            - ((alpha + t) / (alpha + t + horizon)).powf(r + x)
+                * hyp2f1(r + x, b + x, a + b + x - 1.0, z);
+        let denom = if x > 0.0 {
+            1.0 + (a / (b + x - 1.0)) * ((alpha + t) / (alpha + h.t_x)).powf(r + x)
+        } else {
+            1.0
+        };
+        lead * body / denom
+    }
+}
+
+fn validate(data: &[History]) -> Result<(), FitError> {
+    if data.is_empty() {
+        return Err(FitError::Empty);
+    }
+    for (row, h) in data.iter().enumerate() {
+        let ok =
+            h.x >= 0.0 && h.t_x >= 0.0 && h.t > 0.0 && h.t_x <= h.t && (h.x > 0.0 || h.t_x == 0.0);
+        if !(ok && h.x.is_finite() && h.t_x.is_finite() && h.t.is_finite()) {
+            return Err(FitError::Invalid {
+                row,
+                reason: format!("{h:?}: need x ≥ 0, 0 ≤ t_x ≤ T, T > 0, t_x = 0 when x = 0"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Maximum-likelihood fit over the whole population. Identical histories are
+/// grouped so the cost grows with distinct histories, not customers.
+pub fn fit(data: &[History]) -> Result<BgNbdFit, FitError> {
+    validate(data)?;
+    let mut groups: std::collections::HashMap<(u64, u64, u64), (History, f64)> = Default::default();
+    for h in data {
+        groups
+            .entry((h.x.to_bits(), h.t_x.to_bits(), h.t.to_bits()))
+            .or_insert((*h, 0.0))
+            .1 += 1.0;
+    }
+    let groups: Vec<(History, f64)> = groups.into_values().collect();
+    let neg_ll = |p: &[f64]| -> f64 {
+        let m = BgNbd {
+            r: p[0].exp(),
+            alpha: p[1].exp(),
+            a: p[2].exp(),
+            b: p[3].exp(),
+        };
+        let ll: f64 = groups.iter().map(|(h, n)| n * m.log_likelihood(h)).sum();
+        if ll.is_finite() { -ll } else { f64::MAX }
+    };
+    // Two rounds: restart from the first optimum to escape a collapsed simplex.
+    let (p, _) = nelder_mead(neg_ll, &[0.0; 4], 1.0, 20_000, 1e-14);
+    let (p, v) = nelder_mead(neg_ll, &p, 0.1, 20_000, 1e-15);
+    if !v.is_finite() || v == f64::MAX {
+        return Err(FitError::NoConvergence(
+            "log-likelihood is not finite".into(),
+        ));
+    }
+    Ok(BgNbdFit {
+        params: BgNbd {
+            r: p[0].exp(),
+            alpha: p[1].exp(),
+            a: p[2].exp(),
+            b: p[3].exp(),
+        },
+        log_likelihood: -v,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// CDNOW summary (x, t_x, T, mean spend) shipped with the tests.
+    pub fn cdnow() -> Vec<(History, f64)> {
+        include_str!("../../../tests/fixtures/cdnow_summary.csv")
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let f: Vec<f64> = line.split(',').map(|v| v.trim().parse().unwrap()).collect();
+                (
+                    History {
+                        x: f[1],
+                        t_x: f[2],
+                        t: f[3],
+                    },
+                    f[4],
+                )
+            })
+            .collect()
+    }
+
+    fn sig2(a: f64, b: f64) -> bool {
+        // Equal to 2 significant digits.
+        let scale = 10f64.powf(a.abs().log10().floor() - 1.0);
+        (a / scale).round() == (b / scale).round()
+    }
+
+    #[test]
+    fn reproduces_the_published_cdnow_fit() {
+        let data: Vec<History> = cdnow().into_iter().map(|(h, _)| h).collect();
+        assert_eq!(data.len(), 2357);
+        let fit = fit(&data).unwrap();
+        let p = fit.params;
+        for (got, want, name) in [
+            (p.r, 0.243, "r"),
+            (p.alpha, 4.414, "alpha"),
+            (p.a, 0.793, "a"),
+            (p.b, 2.426, "b"),
+        ] {
+            assert!(sig2(got, want), "{name} = {got}, published {want}");
+            assert!(
+                (got - want).abs() / want < 0.005,
+                "{name} = {got}, published {want}"
+            );
+        }
+        assert!(
+            (fit.log_likelihood - -9582.4).abs() < 0.5,
+            "LL {}",
+            fit.log_likelihood
+        );
+    }
+
+    fn published() -> BgNbd {
+        BgNbd {
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+        }
+    }
+
+    #[test]
+    fn p_alive_matches_the_closed_form() {
+        let m = published();
+        let h = History {
+            x: 2.0,
+            t_x: 30.43,
+            t: 38.86,
+        };
+        let by_hand = 1.0
+            / (1.0 + (0.793 / (2.426 + 1.0)) * ((4.414 + 38.86) / (4.414 + 30.43f64)).powf(2.243));
+        assert!((m.p_alive(&h) - by_hand).abs() < 1e-12);
+        assert_eq!(
+            m.p_alive(&History {
+                x: 0.0,
+                t_x: 0.0,
+                t: 38.86
+            }),
+            1.0,
+            "no repeat purchase: never dropped out"
+        );
+        // A long silence after frequent buying makes churn likely.
+        assert!(
+            m.p_alive(&History {
+                x: 10.0,
+                t_x: 5.0,
+                t: 38.86
+            }) < 0.05
+        );
+    }
+
+    #[test]
+    fn expected_purchases_match_the_paper() {
+        let m = published();
+        // FHL 2005: a customer with x = 2, t_x = 30.43, T = 38.86 is expected to
+        // make 1.226 purchases in the next 39 weeks.
+        let e = m.expected_purchases(
+            &History {
+                x: 2.0,
+                t_x: 30.43,
+                t: 38.86,
+            },
+            39.0,
+        );
+        assert!((e - 1.226).abs() < 0.002, "{e}");
+        // No purchases yet, zero horizon: nothing expected.
+        assert!(
+            m.expected_purchases(
+                &History {
+                    x: 0.0,
+                    t_x: 0.0,
+                    t: 38.86
+                },
+                0.0
+            )
+            .abs()
+                < 1e-12
+        );
+    }
+
+    #[test]
+    fn bad_histories_are_refused() {
+        assert_eq!(fit(&[]), Err(FitError::Empty));
+        assert!(matches!(
+            fit(&[History {
+                x: 1.0,
+                t_x: 5.0,
+                t: 3.0
+            }]),
+            Err(FitError::Invalid { row: 0, .. })
+        ));
+    }
+}

@@ -1,3 +1,4 @@
 //! Pure rules of the segmentation context: no I/O, unit-tested in place.
 
+pub mod classify;
 pub mod models;

@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "retention/profile/v1/events.proto",
         "retention/interactions/v1/interactions.proto",
         "retention/interactions/v1/events.proto",
+        "retention/segmentation/v1/segmentation.proto",
+        "retention/segmentation/v1/events.proto",
     ]
     .iter()
     .map(|p| root.join(p))

@@ -19,11 +19,17 @@ pub mod retention {
             tonic::include_proto!("retention.interactions.v1");
         }
     }
+    pub mod segmentation {
+        pub mod v1 {
+            tonic::include_proto!("retention.segmentation.v1");
+        }
+    }
 }
 
 pub use retention::common::v1 as common;
 pub use retention::interactions::v1 as interactions;
 pub use retention::profile::v1 as profile;
+pub use retention::segmentation::v1 as segmentation;
 
 /// Encoded `FileDescriptorSet` of all suite protos, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("retention_descriptor");

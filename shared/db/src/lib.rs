@@ -126,12 +126,18 @@ pub fn is_postgres(db: &impl ConnectionTrait) -> bool {
 pub fn is_unavailable(err: &DbErr) -> bool {
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(e) | DbErr::Query(e) => {
-            let msg = e.to_string();
-            msg.contains("connection") || msg.contains("Connection") || msg.contains("timed out")
-        }
+        DbErr::Exec(e) | DbErr::Query(e) => looks_unavailable(&e.to_string()),
+        // Errors that crossed a string boundary (e.g. a cache loader) keep the text.
+        DbErr::Custom(msg) => looks_unavailable(msg),
         _ => false,
     }
+}
+
+fn looks_unavailable(msg: &str) -> bool {
+    let msg = msg.to_ascii_lowercase();
+    ["connection", "timed out", "pool", "refused", "broken pipe"]
+        .iter()
+        .any(|m| msg.contains(m))
 }
 
 /// True when `err` is a unique-constraint violation on either backend.
@@ -154,6 +160,20 @@ mod tests {
         assert!(dir.join("nested").is_dir());
         std::fs::remove_dir_all(dir).ok();
         ensure_sqlite_dir("sqlite::memory:").unwrap();
+    }
+
+    #[test]
+    fn outages_are_told_from_bugs() {
+        assert!(is_unavailable(&DbErr::Custom(
+            "Connection refused (os error 111)".into()
+        )));
+        assert!(is_unavailable(&DbErr::Custom(
+            "pool timed out while waiting for an open connection".into()
+        )));
+        assert!(!is_unavailable(&DbErr::Custom(
+            "duplicate key value".into()
+        )));
+        assert!(!is_unavailable(&DbErr::RecordNotFound("x".into())));
     }
 
     #[tokio::test]

@@ -62,9 +62,25 @@ fn cursor(c: Option<String>) -> Option<(DateTime<Utc>, String)> {
     ))
 }
 
-fn next_token(kind: &str, query: &str, last: Option<(DateTime<Utc>, &str)>) -> String {
-    last.map(|(t, id)| encode_token(kind, query, &format!("{}|{id}", t.to_rfc3339())))
-        .unwrap_or_default()
+/// Splits rows fetched with `limit + 1` into the page and the token of the next one
+/// (empty when this is the last page); `key` is the (time, id) keyset cursor.
+fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: u64,
+    kind: &str,
+    query: &str,
+    key: impl Fn(&T) -> (DateTime<Utc>, &String),
+) -> (Vec<T>, String) {
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = match rows.last().filter(|_| more) {
+        Some(last) => {
+            let (t, id) = key(last);
+            encode_token(kind, query, &format!("{}|{id}", t.to_rfc3339()))
+        }
+        None => String::new(),
+    };
+    (rows, next)
 }
 
 fn required<T>(x: Option<T>, field: &str, v: &mut FieldViolations) -> Option<T> {
@@ -160,18 +176,10 @@ impl InteractionService for InteractionsService {
             &mut v,
         ));
         v.into_result()?;
-        let mut page = self.app.list_interactions(&q, before, limit + 1).await?;
-        let more = page.len() as u64 > limit;
-        page.truncate(limit as usize);
-        let next = if more {
-            next_token(
-                "interactions",
-                &query_key,
-                page.last().map(|i| (i.occur_time, i.id.as_str())),
-            )
-        } else {
-            String::new()
-        };
+        let rows = self.app.list_interactions(&q, before, limit + 1).await?;
+        let (page, next) = paginate(rows, limit, "interactions", &query_key, |i| {
+            (i.occur_time, &i.id)
+        });
         Ok(Response::new(pb::ListInteractionsResponse {
             interactions: page.iter().map(convert::interaction).collect(),
             next_page_token: next,
@@ -269,18 +277,10 @@ impl InteractionService for InteractionsService {
             &mut v,
         ));
         v.into_result()?;
-        let mut page = self.app.list_complaints(&q, before, limit + 1).await?;
-        let more = page.len() as u64 > limit;
-        page.truncate(limit as usize);
-        let next = if more {
-            next_token(
-                "complaints",
-                &query_key,
-                page.last().map(|c| (c.open_time, c.id.as_str())),
-            )
-        } else {
-            String::new()
-        };
+        let rows = self.app.list_complaints(&q, before, limit + 1).await?;
+        let (page, next) = paginate(rows, limit, "complaints", &query_key, |c| {
+            (c.open_time, &c.id)
+        });
         Ok(Response::new(pb::ListComplaintsResponse {
             complaints: page.iter().map(convert::complaint).collect(),
             next_page_token: next,

@@ -148,7 +148,11 @@ pub async fn list_customers<C: ConnectionTrait>(
         q = q.filter(customer::Column::Id.gt(after));
     }
     if let Some(f) = filter {
-        q = q.filter(filter_sql::to_condition(f, db.get_database_backend()));
+        q = q.filter(retention_db::filter_sql::to_condition(
+            f,
+            db.get_database_backend(),
+            &filter_sql::CustomerColumns,
+        ));
     }
     let rows = q
         .order_by_asc(customer::Column::Id)

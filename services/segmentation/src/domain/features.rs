@@ -2,13 +2,15 @@
 //! pure; exactly-once application is the consumer's job (inbox), so every method
 //! here assumes each event arrives once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::models::History;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Features {
     pub first_purchase: Option<DateTime<Utc>>,
     pub last_purchase: Option<DateTime<Utc>>,
@@ -28,6 +30,20 @@ pub struct Features {
     pub csat_count: u32,
     pub expectation_gap_sum: i64,
     pub expectation_gap_count: u32,
+    /// Spend per calendar month (`year * 12 + month0`), for the lifecycle trend.
+    pub monthly_spend: BTreeMap<i32, i64>,
+    /// Currency of the first purchase: amounts are summed as recorded.
+    pub currency: String,
+    /// Firmographics from profile (credit rating name, e.g. "GOOD").
+    pub credit_rating: Option<String>,
+    pub annual_revenue_minor: Option<i64>,
+    pub share_of_wallet: Option<f64>,
+    /// When the customer was created in profile (tenure).
+    pub customer_since: Option<DateTime<Utc>>,
+}
+
+fn month_index(t: DateTime<Utc>) -> i32 {
+    t.year() * 12 + t.month0() as i32
 }
 
 const DAY_SECONDS: f64 = 86_400.0;
@@ -53,6 +69,29 @@ impl Features {
         self.spend_minor += amount;
         self.margin_minor += margin;
         self.discount_minor += discount;
+        *self.monthly_spend.entry(month_index(at)).or_default() += amount;
+    }
+
+    /// Spend in the `periods` complete windows of `months_per_period` calendar
+    /// months before the month of `now`, oldest first. The running month is left
+    /// out: a half-month would read as a decline.
+    pub fn spend_by_period(
+        &self,
+        now: DateTime<Utc>,
+        periods: u32,
+        months_per_period: u32,
+    ) -> Vec<f64> {
+        let width = months_per_period.max(1) as i32;
+        let end = month_index(now);
+        (0..periods as i32)
+            .rev()
+            .map(|k| {
+                let hi = end - k * width;
+                self.monthly_spend
+                    .range(hi - width..hi)
+                    .fold(0.0, |acc, (_, v)| acc + *v as f64)
+            })
+            .collect()
     }
 
     pub fn record_complaint_opened(&mut self) {
@@ -112,6 +151,20 @@ impl Features {
         self.csat_count += other.csat_count;
         self.expectation_gap_sum += other.expectation_gap_sum;
         self.expectation_gap_count += other.expectation_gap_count;
+        for (m, v) in &other.monthly_spend {
+            *self.monthly_spend.entry(*m).or_default() += v;
+        }
+        if self.currency.is_empty() {
+            self.currency.clone_from(&other.currency);
+        }
+        // The survivor's own firmographics win; the merged record fills gaps.
+        self.credit_rating = self.credit_rating.take().or(other.credit_rating.clone());
+        self.annual_revenue_minor = self.annual_revenue_minor.or(other.annual_revenue_minor);
+        self.share_of_wallet = self.share_of_wallet.or(other.share_of_wallet);
+        self.customer_since = match (self.customer_since, other.customer_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Purchases after the first (the models count repeats).
@@ -229,6 +282,35 @@ mod tests {
         assert!(
             Features::default().history(day(1), 7.0).is_none(),
             "no purchase, no history"
+        );
+    }
+
+    #[test]
+    fn spend_by_period_uses_complete_months_before_now() {
+        let mut f = Features::default();
+        let at = |m: u32, d: u32| Utc.with_ymd_and_hms(2026, m, d, 12, 0, 0).unwrap();
+        f.record_purchase(at(1, 31), 100, 0, 0, "");
+        f.record_purchase(at(2, 1), 200, 0, 0, "");
+        f.record_purchase(at(3, 15), 400, 0, 0, "");
+        f.record_purchase(at(4, 2), 800, 0, 0, "running month");
+        // Now in April: periods of two months are [Dec, Jan] and [Feb, Mar].
+        assert_eq!(f.spend_by_period(at(4, 20), 2, 2), vec![100.0, 600.0]);
+        assert_eq!(
+            f.spend_by_period(at(4, 20), 1, 0),
+            vec![400.0],
+            "width 0 is 1"
+        );
+        let mut g = Features::default();
+        g.record_purchase(at(3, 1), 50, 0, 0, "");
+        g.annual_revenue_minor = Some(7);
+        f.annual_revenue_minor = None;
+        f.credit_rating = Some("GOOD".into());
+        f.absorb(&g);
+        assert_eq!(f.spend_by_period(at(4, 20), 1, 1), vec![450.0]);
+        assert_eq!(
+            (f.credit_rating.as_deref(), f.annual_revenue_minor),
+            (Some("GOOD"), Some(7)),
+            "the survivor's facts win, gaps are filled"
         );
     }
 }

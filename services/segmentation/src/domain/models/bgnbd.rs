@@ -6,7 +6,7 @@ use super::optimize::nelder_mead;
 use super::special::{hyp2f1, ln_gamma};
 use super::{FitError, History};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BgNbd {
     pub r: f64,
     pub alpha: f64,

@@ -6,7 +6,7 @@ use super::FitError;
 use super::optimize::nelder_mead;
 use super::special::ln_gamma;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GammaGamma {
     pub p: f64,
     pub q: f64,

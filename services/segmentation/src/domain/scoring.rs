@@ -1,0 +1,761 @@
+//! From features to an insight. A full scoring run *calibrates* over the whole
+//! population (model fits, quintile and profit-rank cut-offs); every customer is
+//! then scored against that calibration, and so is each customer rescored between
+//! runs, so an incremental score and a full run's score of the same features agree.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::classify::*;
+use super::features::Features;
+use super::models::bgnbd::{self, BgNbd};
+use super::models::gamma_gamma::{self, GammaGamma};
+use super::models::{FitError, History};
+use super::value::*;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoringConfig {
+    /// Model time unit in days (7: weeks, as in the CDNOW study).
+    pub unit_days: f64,
+    /// Horizon of `expected_purchases`, in model units.
+    pub horizon_units: f64,
+    pub clv: ClvConfig,
+    pub risk: RiskConfig,
+    pub pyramid: PyramidConfig,
+    pub tiers: TierConfig,
+    pub lifecycle: LifecycleConfig,
+    pub matrix: MatrixConfig,
+    pub partner_min_purchases: u32,
+    pub partner_min_referrals: u32,
+    /// Repeat purchases from which a customer counts as loyal in the order model.
+    pub loyal_min_repeats: u32,
+    /// Quarters of spend the lifecycle trend looks at.
+    pub trend_quarters: u32,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig {
+            unit_days: 7.0,
+            horizon_units: 52.0,
+            clv: ClvConfig::default(),
+            risk: RiskConfig::default(),
+            pyramid: PyramidConfig::default(),
+            tiers: TierConfig::default(),
+            lifecycle: LifecycleConfig::default(),
+            matrix: MatrixConfig::default(),
+            partner_min_purchases: 10,
+            partner_min_referrals: 3,
+            loyal_min_repeats: 2,
+            trend_quarters: 4,
+        }
+    }
+}
+
+/// Quintile cut-offs: the least value that earns each score from 2 to 5 (None when
+/// no one in the population earned it). Derived from [`quintiles`], so scoring the
+/// calibration population against them gives exactly its quintile scores.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cuts(pub [Option<f64>; 4]);
+
+impl Cuts {
+    /// Higher values score higher.
+    pub fn from_population(values: &[f64]) -> Cuts {
+        let scores = quintiles(values, true);
+        let mut cuts = [None; 4];
+        for (v, s) in values.iter().zip(&scores) {
+            for (k, cut) in cuts.iter_mut().enumerate() {
+                if usize::from(*s) >= k + 2 && cut.is_none_or(|c: f64| *v < c) {
+                    *cut = Some(*v);
+                }
+            }
+        }
+        Cuts(cuts)
+    }
+
+    pub fn score(&self, v: f64) -> u8 {
+        1 + self.0.iter().filter(|c| c.is_some_and(|c| v >= c)).count() as u8
+    }
+}
+
+/// The least profit whose rank share (customers strictly more profitable, over the
+/// population) is below `share`; None when nobody qualifies.
+fn rank_cut(sorted_desc: &[i64], share: f64) -> Option<i64> {
+    let n = sorted_desc.len() as f64;
+    let mut cut = None;
+    let mut i = 0;
+    while i < sorted_desc.len() {
+        if (i as f64) / n >= share {
+            break;
+        }
+        cut = Some(sorted_desc[i]);
+        let v = sorted_desc[i];
+        while i < sorted_desc.len() && sorted_desc[i] == v {
+            i += 1;
+        }
+    }
+    cut
+}
+
+/// What one customer contributes to a calibration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibrationRow {
+    pub history: History,
+    pub days_since_last: f64,
+    pub purchases: u32,
+    pub spend_minor: i64,
+    pub margin_minor: i64,
+    pub mean_repeat_margin: Option<f64>,
+}
+
+impl CalibrationRow {
+    /// None for a customer without purchases (not part of the population fits).
+    pub fn of(f: &Features, now: DateTime<Utc>, unit_days: f64) -> Option<CalibrationRow> {
+        let h = f.history(now, unit_days)?;
+        // Whole days: identical histories group in the fit, and sub-day noise
+        // carries no information at a weekly time unit.
+        let day = 1.0 / unit_days;
+        let round = |v: f64| (v / day).round() * day;
+        let mut history = History {
+            x: h.x,
+            t_x: round(h.t_x),
+            t: round(h.t),
+        };
+        history.t = history.t.max(history.t_x).max(day);
+        Some(CalibrationRow {
+            history,
+            days_since_last: days_between(f.last_purchase?, now),
+            purchases: f.purchases,
+            spend_minor: f.spend_minor,
+            margin_minor: f.margin_minor,
+            mean_repeat_margin: f.mean_repeat_margin(),
+        })
+    }
+}
+
+fn days_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+    ((b - a).num_seconds() as f64 / 86_400.0).max(0.0)
+}
+
+/// Population results a scoring run produces and incremental rescoring reuses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub scoring_run: String,
+    pub bg_nbd: BgNbd,
+    pub bg_nbd_log_likelihood: f64,
+    pub gamma_gamma: GammaGamma,
+    pub gamma_gamma_log_likelihood: f64,
+    pub customers: u64,
+    pub fit_millis: u64,
+    pub fit_time: DateTime<Utc>,
+    /// Recency is scored on minus the days since the last purchase.
+    pub recency: Cuts,
+    pub frequency: Cuts,
+    pub monetary: Cuts,
+    pub platinum_min: Option<i64>,
+    pub gold_min: Option<i64>,
+    pub key_min: Option<i64>,
+    pub suitable_min: Option<i64>,
+    /// Margin at each percentile 0..=100, for the key-account matrix.
+    pub margin_percentiles: Vec<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    #[error("no customer has a purchase yet: nothing to fit")]
+    NoPurchases,
+    #[error("the BG/NBD fit failed: {0}")]
+    BgNbd(FitError),
+    #[error("the Gamma-Gamma fit needs customers with repeat purchases and positive margin: {0}")]
+    GammaGamma(FitError),
+}
+
+pub fn calibrate(
+    rows: &[CalibrationRow],
+    cfg: &ScoringConfig,
+    scoring_run: &str,
+    now: DateTime<Utc>,
+) -> Result<Calibration, CalibrationError> {
+    if rows.is_empty() {
+        return Err(CalibrationError::NoPurchases);
+    }
+    let started = std::time::Instant::now();
+    let histories: Vec<History> = rows.iter().map(|r| r.history).collect();
+    let bg = bgnbd::fit(&histories).map_err(CalibrationError::BgNbd)?;
+    let spends: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| {
+            r.mean_repeat_margin
+                .filter(|m| *m > 0.0)
+                .map(|m| (r.history.x, m))
+        })
+        .collect();
+    let gg = gamma_gamma::fit(&spends).map_err(CalibrationError::GammaGamma)?;
+    let fit_millis = started.elapsed().as_millis() as u64;
+
+    let recency: Vec<f64> = rows.iter().map(|r| -r.days_since_last).collect();
+    let frequency: Vec<f64> = rows.iter().map(|r| f64::from(r.purchases)).collect();
+    let monetary: Vec<f64> = rows.iter().map(|r| r.spend_minor as f64).collect();
+    let mut margins: Vec<i64> = rows.iter().map(|r| r.margin_minor).collect();
+    margins.sort_unstable_by(|a, b| b.cmp(a));
+    let above_lead = |cut: Option<i64>| cut.filter(|c| *c > cfg.pyramid.lead_max_profit);
+    let last = margins.len() - 1;
+    let margin_percentiles = (0..=100)
+        .map(|p| margins[last - (last * p + 50) / 100])
+        .collect();
+    Ok(Calibration {
+        scoring_run: scoring_run.to_string(),
+        bg_nbd: bg.params,
+        bg_nbd_log_likelihood: bg.log_likelihood,
+        gamma_gamma: gg.params,
+        gamma_gamma_log_likelihood: gg.log_likelihood,
+        customers: rows.len() as u64,
+        fit_millis,
+        fit_time: now,
+        recency: Cuts::from_population(&recency),
+        frequency: Cuts::from_population(&frequency),
+        monetary: Cuts::from_population(&monetary),
+        platinum_min: above_lead(rank_cut(&margins, cfg.pyramid.platinum_share)),
+        gold_min: above_lead(rank_cut(
+            &margins,
+            cfg.pyramid.platinum_share + cfg.pyramid.gold_share,
+        )),
+        key_min: rank_cut(&margins, cfg.tiers.key_share),
+        suitable_min: rank_cut(&margins, cfg.tiers.key_share + cfg.tiers.suitable_share),
+        margin_percentiles,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub field: String,
+    pub reason: String,
+    pub inputs: BTreeMap<String, String>,
+}
+
+fn explain(field: &str, reason: String, inputs: &[(&str, String)]) -> Explanation {
+    Explanation {
+        field: field.into(),
+        reason,
+        inputs: inputs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rfm {
+    pub recency: u8,
+    pub frequency: u8,
+    pub monetary: u8,
+    pub segment: RfmSegment,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OrderModel {
+    pub order_type: u8,
+    pub loyalty_size_rank: u8,
+    pub loyalty_credit_rank: u8,
+    pub size_tier: SizeTier,
+    pub wallet_stability: WalletStability,
+}
+
+/// Everything the models concluded about one customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Insight {
+    pub customer_id: String,
+    /// None before the first purchase.
+    pub rfm: Option<Rfm>,
+    pub value_tier: ValueTier,
+    pub management_tier: ManagementTier,
+    pub lifecycle_stage: LifecycleStage,
+    pub loyalty_stage: LoyaltyStage,
+    pub order_model: OrderModel,
+    pub account_quadrant: AccountQuadrant,
+    pub p_alive: f64,
+    pub expected_purchases: f64,
+    pub churn_probability: f64,
+    pub churn_risk: ChurnRisk,
+    pub predicted_clv_minor: i64,
+    pub historical_margin_minor: i64,
+    pub currency: String,
+    pub purchases: u32,
+    pub complaints_open: u32,
+    pub complaints_breached: u32,
+    pub mean_csat: Option<f64>,
+    pub explanations: Vec<Explanation>,
+    pub score_time: DateTime<Utc>,
+    pub scoring_run: String,
+}
+
+fn f2(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+fn credit_is_high(rating: Option<&str>) -> bool {
+    matches!(rating, Some("BEST" | "GOOD"))
+}
+
+fn size_weight(s: SizeTier) -> f64 {
+    match s {
+        SizeTier::Large => 1.0,
+        SizeTier::Medium => 2.0 / 3.0,
+        SizeTier::Small => 1.0 / 3.0,
+        SizeTier::Sporadic => 0.0,
+    }
+}
+
+fn ladder_weight(s: LoyaltyStage) -> f64 {
+    LoyaltyStage::ALL.iter().position(|x| *x == s).unwrap_or(0) as f64
+        / (LoyaltyStage::ALL.len() - 1) as f64
+}
+
+/// Share of the calibration population at or below `margin`.
+fn margin_percentile(cal: &Calibration, margin: i64) -> f64 {
+    let below = cal
+        .margin_percentiles
+        .iter()
+        .filter(|p| **p <= margin)
+        .count();
+    (below as f64 / cal.margin_percentiles.len().max(1) as f64).clamp(0.0, 1.0)
+}
+
+pub fn score(
+    customer_id: &str,
+    f: &Features,
+    now: DateTime<Utc>,
+    cal: &Calibration,
+    cfg: &ScoringConfig,
+) -> Insight {
+    let mut why = Vec::new();
+    let margin = f.margin_minor;
+    let days_since_last = f.last_purchase.map(|t| days_between(t, now));
+
+    // RFM against the calibration's quintile cut-offs.
+    let rfm = days_since_last.map(|days| {
+        let (r, fr, m) = (
+            cal.recency.score(-days),
+            cal.frequency.score(f64::from(f.purchases)),
+            cal.monetary.score(f.spend_minor as f64),
+        );
+        let segment = rfm_segment(r, fr);
+        why.push(explain(
+            "rfm",
+            format!("R{r} F{fr} M{m}: {segment}"),
+            &[
+                ("days_since_last", f2(days)),
+                ("purchases", f.purchases.to_string()),
+                ("spend_minor", f.spend_minor.to_string()),
+            ],
+        ));
+        Rfm {
+            recency: r,
+            frequency: fr,
+            monetary: m,
+            segment,
+        }
+    });
+
+    // Pyramid and management tier by profit rank (the run's cut-offs).
+    let value_tier = if margin <= cfg.pyramid.lead_max_profit {
+        ValueTier::Lead
+    } else if cal.platinum_min.is_some_and(|c| margin >= c) {
+        ValueTier::Platinum
+    } else if cal.gold_min.is_some_and(|c| margin >= c) {
+        ValueTier::Gold
+    } else {
+        ValueTier::Iron
+    };
+    why.push(explain(
+        "value_tier",
+        format!("lifetime margin {margin} against the pyramid cut-offs: {value_tier}"),
+        &[
+            ("historical_margin_minor", margin.to_string()),
+            ("platinum_min", format!("{:?}", cal.platinum_min)),
+            ("gold_min", format!("{:?}", cal.gold_min)),
+            ("lead_max_profit", cfg.pyramid.lead_max_profit.to_string()),
+        ],
+    ));
+    let management_tier = if f.purchases <= cfg.tiers.one_off_max_purchases {
+        ManagementTier::OneOff
+    } else if cal.key_min.is_some_and(|c| margin >= c) {
+        ManagementTier::Key
+    } else if cal.suitable_min.is_some_and(|c| margin >= c) {
+        ManagementTier::Suitable
+    } else {
+        ManagementTier::Ordinary
+    };
+    why.push(explain(
+        "management_tier",
+        format!(
+            "{} purchases, margin rank against the tier cut-offs: {management_tier}",
+            f.purchases
+        ),
+        &[
+            ("purchases", f.purchases.to_string()),
+            ("key_min", format!("{:?}", cal.key_min)),
+            ("suitable_min", format!("{:?}", cal.suitable_min)),
+        ],
+    ));
+
+    // Lifecycle: silence against the customer's own rhythm, then the spend trend.
+    let periods = f.spend_by_period(now, cfg.trend_quarters, 3);
+    let trend = spend_trend(&periods);
+    let interval = f.usual_interval_days();
+    let lifecycle_stage = lifecycle_stage(
+        f.purchases,
+        days_since_last.unwrap_or(0.0),
+        interval,
+        &periods,
+        &cfg.lifecycle,
+    );
+    let silence = match (days_since_last, interval) {
+        (Some(d), Some(i)) if i > 0.0 => format!("silent for {:.1} usual intervals", d / i),
+        _ => "no usual interval yet".to_string(),
+    };
+    why.push(explain(
+        "lifecycle_stage",
+        format!("{silence}, spend trend {trend:+.2} per quarter: {lifecycle_stage}"),
+        &[
+            ("purchases", f.purchases.to_string()),
+            (
+                "days_since_last",
+                days_since_last.map(f2).unwrap_or_default(),
+            ),
+            ("usual_interval_days", interval.map(f2).unwrap_or_default()),
+            ("quarterly_spend_minor", format!("{periods:?}")),
+        ],
+    ));
+
+    let loyalty_stage = loyalty_stage(
+        f.purchases,
+        f.referrals_given,
+        cfg.partner_min_purchases,
+        cfg.partner_min_referrals,
+    );
+    why.push(explain(
+        "loyalty_stage",
+        format!(
+            "{} purchases and {} referrals given: {loyalty_stage}",
+            f.purchases, f.referrals_given
+        ),
+        &[
+            ("purchases", f.purchases.to_string()),
+            ("referrals_given", f.referrals_given.to_string()),
+        ],
+    ));
+
+    // Order model: size from the customer's revenue, else their annualised spend.
+    let tenure_years = f
+        .first_purchase
+        .map(|t| (days_between(t, now) / 365.25).max(1.0))
+        .unwrap_or(1.0);
+    let (revenue, revenue_source) = match f.annual_revenue_minor {
+        Some(r) => (r as f64 / 100.0, "annual revenue"),
+        None => (
+            f.spend_minor as f64 / 100.0 / tenure_years,
+            "annualised spend (revenue unknown)",
+        ),
+    };
+    let size = size_tier(revenue);
+    let wallet = f.share_of_wallet.unwrap_or(0.5);
+    let stability = wallet_stability(wallet);
+    let inputs = OrderInputs {
+        high_credit: credit_is_high(f.credit_rating.as_deref()),
+        big: matches!(size, SizeTier::Large | SizeTier::Medium),
+        loyal: f.repeat_purchases() >= cfg.loyal_min_repeats
+            && matches!(
+                stability,
+                WalletStability::Stable | WalletStability::BasicallyStable
+            ),
+    };
+    let order_model = OrderModel {
+        order_type: order_type(inputs),
+        loyalty_size_rank: loyalty_size_rank(inputs),
+        loyalty_credit_rank: loyalty_credit_rank(inputs),
+        size_tier: size,
+        wallet_stability: stability,
+    };
+    why.push(explain(
+        "order_model",
+        format!(
+            "credit {}, size {size} by {revenue_source}, {}: type {}",
+            if inputs.high_credit { "high" } else { "low" },
+            if inputs.loyal { "loyal" } else { "not loyal" },
+            order_model.order_type
+        ),
+        &[
+            ("credit_rating", f.credit_rating.clone().unwrap_or_default()),
+            ("revenue", f2(revenue)),
+            (
+                "share_of_wallet",
+                f.share_of_wallet.map(f2).unwrap_or("unknown (0.50)".into()),
+            ),
+            ("repeat_purchases", f.repeat_purchases().to_string()),
+        ],
+    ));
+
+    let matrix = MatrixInputs {
+        profit: margin_percentile(cal, margin),
+        growth: ((trend + 1.0) / 2.0).clamp(0.0, 1.0),
+        size: size_weight(size),
+        share_of_wallet: wallet,
+        loyalty: ladder_weight(loyalty_stage),
+    };
+    let account_quadrant = account_quadrant(&matrix, &cfg.matrix);
+    why.push(explain(
+        "account_quadrant",
+        format!("weighted attractiveness and relative strength: {account_quadrant}"),
+        &[
+            ("profit_percentile", f2(matrix.profit)),
+            ("growth", f2(matrix.growth)),
+            ("size", f2(matrix.size)),
+            ("share_of_wallet", f2(matrix.share_of_wallet)),
+            ("loyalty", f2(matrix.loyalty)),
+        ],
+    ));
+
+    // BG/NBD and Gamma-Gamma. A customer without purchases is, in the model, a new
+    // customer at time zero: alive, with the population's expected purchases.
+    let h = f.history(now, cfg.unit_days).unwrap_or(History {
+        x: 0.0,
+        t_x: 0.0,
+        t: 0.0,
+    });
+    let p_alive = cal.bg_nbd.p_alive(&h).clamp(0.0, 1.0);
+    let expected_purchases = cal
+        .bg_nbd
+        .expected_purchases(&h, cfg.horizon_units)
+        .max(0.0);
+    let churn_risk = churn_risk(p_alive, f.complaints_open, f.complaints_breached, &cfg.risk);
+    why.push(explain(
+        "churn_risk",
+        format!(
+            "P(alive) {p_alive:.3}, {} open and {} breached complaints: {churn_risk}",
+            f.complaints_open, f.complaints_breached
+        ),
+        &[
+            ("x", f2(h.x)),
+            ("t_x", f2(h.t_x)),
+            ("T", f2(h.t)),
+            ("open_complaints", f.complaints_open.to_string()),
+            ("breached_complaints", f.complaints_breached.to_string()),
+        ],
+    ));
+    let own_mean = f.mean_repeat_margin();
+    let per_transaction = match own_mean {
+        Some(m) if m > 0.0 => cal.gamma_gamma.expected_spend(h.x, m),
+        // A loss-making customer: the spend model (positive values) does not apply.
+        Some(m) => m,
+        None => cal.gamma_gamma.expected_spend(0.0, 0.0),
+    };
+    let clv = discounted_clv(&cal.bg_nbd, &h, per_transaction, &cfg.clv);
+    let predicted_clv_minor = if clv.is_finite() {
+        clv.round() as i64
+    } else {
+        0
+    };
+    why.push(explain(
+        "predicted_clv",
+        format!(
+            "expected margin {per_transaction:.0} per purchase over {} months at {:.0}% a year",
+            cfg.clv.horizon_months,
+            cfg.clv.annual_discount * 100.0
+        ),
+        &[
+            ("mean_repeat_margin", own_mean.map(f2).unwrap_or_default()),
+            ("expected_purchases", f2(expected_purchases)),
+        ],
+    ));
+
+    Insight {
+        customer_id: customer_id.to_string(),
+        rfm,
+        value_tier,
+        management_tier,
+        lifecycle_stage,
+        loyalty_stage,
+        order_model,
+        account_quadrant,
+        p_alive,
+        expected_purchases,
+        churn_probability: 1.0 - p_alive,
+        churn_risk,
+        predicted_clv_minor,
+        historical_margin_minor: margin,
+        currency: f.currency.clone(),
+        purchases: f.purchases,
+        complaints_open: f.complaints_open,
+        complaints_breached: f.complaints_breached,
+        mean_csat: f.mean_csat(),
+        explanations: why,
+        score_time: now,
+        scoring_run: cal.scoring_run.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn cuts_reproduce_population_quintiles_and_score_new_values() {
+        let values: Vec<f64> = (1..=10).map(f64::from).collect();
+        let cuts = Cuts::from_population(&values);
+        let expected = quintiles(&values, true);
+        for (v, q) in values.iter().zip(expected) {
+            assert_eq!(cuts.score(*v), q, "value {v}");
+        }
+        assert_eq!(cuts.score(0.0), 1);
+        assert_eq!(cuts.score(100.0), 5);
+        assert_eq!(
+            cuts.score(8.5),
+            cuts.score(8.0),
+            "between cuts: the lower score"
+        );
+        let flat = Cuts::from_population(&[3.0; 4]);
+        assert_eq!(flat.score(3.0), quintiles(&[3.0; 4], true)[0]);
+    }
+
+    #[test]
+    fn rank_cut_is_the_least_profit_inside_the_share() {
+        // 10 customers; top 20% = ranks 0 and 1.
+        let desc = [100, 90, 90, 50, 40, 30, 20, 10, 5, 0];
+        assert_eq!(rank_cut(&desc, 0.2), Some(90), "ties share the better rank");
+        assert_eq!(rank_cut(&desc, 0.1), Some(100));
+        assert_eq!(rank_cut(&desc, 0.0), None);
+        assert_eq!(rank_cut(&[7, 7, 7], 0.05), Some(7), "a tie at the top");
+    }
+
+    fn population() -> Vec<(String, Features)> {
+        // 60 customers with varied rhythms and margins, generated deterministically.
+        (0..60)
+            .map(|i| {
+                let mut f = Features::default();
+                let n = 1 + i % 7;
+                let gap = 5 + (i * 13) % 40;
+                for k in 0..n {
+                    let at = t0() + Duration::days((i % 11) as i64 + (k * gap) as i64);
+                    let amount = 1_000 + 250 * ((i * 7 + k) % 9) as i64;
+                    f.record_purchase(at, amount, amount / 3, 0, "tea");
+                }
+                (format!("c{i}"), f)
+            })
+            .collect()
+    }
+
+    fn calibrated(now: DateTime<Utc>) -> (Vec<(String, Features)>, Calibration) {
+        let pop = population();
+        let rows: Vec<CalibrationRow> = pop
+            .iter()
+            .filter_map(|(_, f)| CalibrationRow::of(f, now, 7.0))
+            .collect();
+        let cal = calibrate(&rows, &ScoringConfig::default(), "run-1", now).unwrap();
+        (pop, cal)
+    }
+
+    #[test]
+    fn calibration_scores_the_population_by_profit_rank() {
+        let now = t0() + Duration::days(400);
+        let (pop, cal) = calibrated(now);
+        let cfg = ScoringConfig::default();
+        let insights: Vec<Insight> = pop
+            .iter()
+            .map(|(id, f)| score(id, f, now, &cal, &cfg))
+            .collect();
+        let margins: Vec<i64> = pop.iter().map(|(_, f)| f.margin_minor).collect();
+        let expected = value_tiers(&margins, &cfg.pyramid);
+        let got: Vec<ValueTier> = insights.iter().map(|i| i.value_tier).collect();
+        assert_eq!(
+            got, expected,
+            "the cut-offs reproduce the rank-based pyramid"
+        );
+        let purchases: Vec<u32> = pop.iter().map(|(_, f)| f.purchases).collect();
+        let tiers = management_tiers(&margins, &purchases, &cfg.tiers);
+        let got: Vec<ManagementTier> = insights.iter().map(|i| i.management_tier).collect();
+        assert_eq!(got, tiers);
+        for i in &insights {
+            assert!((0.0..=1.0).contains(&i.p_alive));
+            assert!((i.churn_probability + i.p_alive - 1.0).abs() < 1e-12);
+            assert!(i.expected_purchases >= 0.0);
+            assert_eq!(i.scoring_run, "run-1");
+            for field in [
+                "rfm",
+                "value_tier",
+                "lifecycle_stage",
+                "churn_risk",
+                "predicted_clv",
+            ] {
+                assert!(
+                    i.explanations.iter().any(|e| e.field == field),
+                    "{field} is explained"
+                );
+            }
+        }
+        assert_eq!(cal.customers, 60);
+        assert_eq!(cal.margin_percentiles.len(), 101);
+        assert!(cal.margin_percentiles.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn a_customer_without_purchases_is_a_prospect_alive_by_definition() {
+        let now = t0() + Duration::days(400);
+        let (_, cal) = calibrated(now);
+        let i = score(
+            "new",
+            &Features::default(),
+            now,
+            &cal,
+            &ScoringConfig::default(),
+        );
+        assert_eq!(i.rfm, None);
+        assert_eq!(i.loyalty_stage, LoyaltyStage::Prospect);
+        assert_eq!(i.value_tier, ValueTier::Lead);
+        assert_eq!(i.p_alive, 1.0);
+        assert!(i.expected_purchases > 0.0, "the population's expectation");
+        assert_eq!(i.churn_risk, ChurnRisk::Low);
+    }
+
+    #[test]
+    fn silence_and_complaints_raise_churn_risk() {
+        let now = t0() + Duration::days(400);
+        let (_, cal) = calibrated(now);
+        let cfg = ScoringConfig::default();
+        let mut f = Features::default();
+        for k in 0..6 {
+            f.record_purchase(t0() + Duration::days(399 - 7 * k), 2_000, 700, 0, "tea");
+        }
+        let active = score("a", &f, now, &cal, &cfg);
+        let level = |r: ChurnRisk| ChurnRisk::ALL.iter().position(|x| *x == r).unwrap();
+        assert!(level(active.churn_risk) <= 1, "{active:?}");
+        f.record_complaint_opened();
+        f.record_sla_breach();
+        let upset = score("a", &f, now, &cal, &cfg);
+        assert_eq!(
+            level(upset.churn_risk),
+            level(active.churn_risk) + 2,
+            "an open and a breached complaint each raise the level"
+        );
+        let later = score("a", &f, now + Duration::days(300), &cal, &cfg);
+        assert!(later.p_alive < active.p_alive);
+        assert_eq!(later.lifecycle_stage, LifecycleStage::Terminated);
+        assert_eq!(later.churn_risk, ChurnRisk::Critical);
+    }
+
+    #[test]
+    fn an_empty_population_cannot_be_calibrated() {
+        assert!(matches!(
+            calibrate(&[], &ScoringConfig::default(), "r", t0()),
+            Err(CalibrationError::NoPurchases)
+        ));
+    }
+}

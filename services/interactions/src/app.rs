@@ -81,10 +81,7 @@ impl InteractionsApp {
     }
 
     async fn replay(&self, method: &str, request_id: &str) -> AppResult<Option<String>> {
-        if request_id.is_empty() {
-            return Ok(None);
-        }
-        Ok(retention_db::idempotency::find(&self.db, &format!("{method}:{request_id}")).await?)
+        Ok(retention_db::idempotency::replay(&self.db, method, request_id).await?)
     }
 
     /// Records the request id in `txn`; false if a concurrent retry committed first.
@@ -95,13 +92,7 @@ impl InteractionsApp {
         request_id: &str,
         id: &str,
     ) -> AppResult<bool> {
-        if request_id.is_empty() {
-            return Ok(true);
-        }
-        Ok(
-            retention_db::idempotency::save(txn, &format!("{method}:{request_id}"), id, now())
-                .await?,
-        )
+        Ok(retention_db::idempotency::remember(txn, method, request_id, id, now()).await?)
     }
 
     pub async fn log_interaction(

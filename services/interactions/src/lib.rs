@@ -98,17 +98,16 @@ pub async fn run_with_bus(
     let app = app::InteractionsApp::new(db.clone(), relay.notifier());
     let relay_task = relay.spawn(stop.clone());
 
-    let mut consumer = ConsumerOptions::new(
-        settings.redis.namespace.clone(),
-        events::PROFILE_STREAM,
-        events::CONSUMER,
-        format!("{}-{}", SERVICE_NAME, uuid::Uuid::new_v4().simple()),
-    );
-    consumer.claim_idle = Duration::from_millis(settings.events.claim_idle_ms);
-    consumer.max_deliveries = settings.events.max_deliveries;
+    let consumer =
+        |stream: &str| ConsumerOptions::from_settings(&settings, stream, events::CONSUMER);
     let consumer_task = bus.spawn_consumer(
-        consumer,
+        consumer(events::PROFILE_STREAM),
         events::ProfileEventsHandler::new(db.clone()),
+        stop.clone(),
+    );
+    let tiers_task = bus.spawn_consumer(
+        consumer(events::SEGMENTATION_STREAM),
+        events::SegmentationEventsHandler::new(db.clone()),
         stop.clone(),
     );
     let sweeper = spawn_sweeper(app.clone(), stop.clone());
@@ -133,7 +132,7 @@ pub async fn run_with_bus(
     )
     .await;
     stop.cancel();
-    let _ = tokio::join!(relay_task, consumer_task, sweeper);
+    let _ = tokio::join!(relay_task, consumer_task, tiers_task, sweeper);
     let _ = db.close().await;
     Ok(result?)
 }

@@ -119,10 +119,7 @@ impl ProfileApp {
 
     /// Replays the first result of a request id, if there was one.
     async fn replay(&self, method: &str, request_id: &str) -> AppResult<Option<String>> {
-        if request_id.is_empty() {
-            return Ok(None);
-        }
-        Ok(retention_db::idempotency::find(&self.db, &format!("{method}:{request_id}")).await?)
+        Ok(retention_db::idempotency::replay(&self.db, method, request_id).await?)
     }
 
     async fn remember(
@@ -133,13 +130,7 @@ impl ProfileApp {
         resource: &str,
         now: DateTime<Utc>,
     ) -> AppResult<bool> {
-        if request_id.is_empty() {
-            return Ok(true);
-        }
-        Ok(
-            retention_db::idempotency::save(txn, &format!("{method}:{request_id}"), resource, now)
-                .await?,
-        )
+        Ok(retention_db::idempotency::remember(txn, method, request_id, resource, now).await?)
     }
 
     pub async fn create_customer(

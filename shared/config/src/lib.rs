@@ -30,6 +30,118 @@ pub struct Settings {
     pub events: EventSettings,
     pub auth: AuthSettings,
     pub telemetry: TelemetrySettings,
+    /// Segmentation's model and classification settings (other services ignore it).
+    #[serde(default)]
+    pub scoring: ScoringSettings,
+}
+
+/// Cut-offs, weights and horizons of segmentation's models (DOMAIN §3-§5): the seed
+/// documents' numbers are the defaults, never hard-wired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScoringSettings {
+    /// Minutes between scheduled full scoring runs; 0 runs only on RunScoring.
+    pub interval_minutes: u64,
+    /// Horizon of the expected-purchases figure, in weeks.
+    pub horizon_weeks: f64,
+    /// Discount rate per year and horizon of the predicted CLV.
+    pub annual_discount: f64,
+    pub clv_horizon_months: u32,
+    /// Value pyramid: shares of customers by margin rank; margin at or below
+    /// `lead_max_margin_minor` is lead.
+    pub platinum_share: f64,
+    pub gold_share: f64,
+    pub lead_max_margin_minor: i64,
+    /// Management tiers by margin rank; at most `one_off_max_purchases` is one-off.
+    pub key_share: f64,
+    pub suitable_share: f64,
+    pub one_off_max_purchases: u32,
+    /// P(alive) at or above: low risk, then medium, then high; below: critical.
+    pub low_risk_min_p_alive: f64,
+    pub medium_risk_min_p_alive: f64,
+    pub high_risk_min_p_alive: f64,
+    /// Key-account matrix weights (attractiveness: profit, growth, size; relative
+    /// strength: share of wallet, loyalty) and the high/low threshold.
+    pub matrix_profit_weight: f64,
+    pub matrix_growth_weight: f64,
+    pub matrix_size_weight: f64,
+    pub matrix_wallet_weight: f64,
+    pub matrix_loyalty_weight: f64,
+    pub matrix_threshold: f64,
+}
+
+impl Default for ScoringSettings {
+    fn default() -> Self {
+        ScoringSettings {
+            interval_minutes: 24 * 60,
+            horizon_weeks: 52.0,
+            annual_discount: 0.10,
+            clv_horizon_months: 36,
+            platinum_share: 0.05,
+            gold_share: 0.15,
+            lead_max_margin_minor: 0,
+            key_share: 0.05,
+            suitable_share: 0.15,
+            one_off_max_purchases: 1,
+            low_risk_min_p_alive: 0.7,
+            medium_risk_min_p_alive: 0.4,
+            high_risk_min_p_alive: 0.2,
+            matrix_profit_weight: 0.5,
+            matrix_growth_weight: 0.25,
+            matrix_size_weight: 0.25,
+            matrix_wallet_weight: 0.6,
+            matrix_loyalty_weight: 0.4,
+            matrix_threshold: 0.5,
+        }
+    }
+}
+
+impl ScoringSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let share = |v: f64| (0.0..=1.0).contains(&v);
+        let checks = [
+            (
+                share(self.platinum_share)
+                    && share(self.gold_share)
+                    && self.platinum_share + self.gold_share <= 1.0,
+                "scoring.platinum_share and gold_share must be shares summing to at most 1",
+            ),
+            (
+                share(self.key_share)
+                    && share(self.suitable_share)
+                    && self.key_share + self.suitable_share <= 1.0,
+                "scoring.key_share and suitable_share must be shares summing to at most 1",
+            ),
+            (
+                self.low_risk_min_p_alive >= self.medium_risk_min_p_alive
+                    && self.medium_risk_min_p_alive >= self.high_risk_min_p_alive
+                    && share(self.low_risk_min_p_alive)
+                    && share(self.high_risk_min_p_alive),
+                "scoring risk thresholds must be probabilities, low >= medium >= high",
+            ),
+            (
+                self.annual_discount >= 0.0 && self.horizon_weeks > 0.0,
+                "scoring.annual_discount must be >= 0 and horizon_weeks > 0",
+            ),
+            (
+                [
+                    self.matrix_profit_weight,
+                    self.matrix_growth_weight,
+                    self.matrix_size_weight,
+                    self.matrix_wallet_weight,
+                    self.matrix_loyalty_weight,
+                    self.matrix_threshold,
+                ]
+                .into_iter()
+                .all(share),
+                "scoring matrix weights and threshold must be in 0..=1",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(ConfigError::Invalid((*msg).into())),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,6 +319,7 @@ impl Settings {
                 log_filter: "info,sqlx=warn,sea_orm=warn,h2=warn,tower=warn".into(),
                 log_format: "compact".into(),
             },
+            scoring: ScoringSettings::default(),
         }
     }
 
@@ -233,7 +346,7 @@ impl Settings {
         if self.database.url.is_empty() {
             return Err(ConfigError::Invalid("database.url is empty".into()));
         }
-        Ok(())
+        self.scoring.validate()
     }
 
     pub fn listen_addr(&self) -> String {
@@ -312,6 +425,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.server.request_timeout(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn scoring_cut_offs_are_configurable_and_checked() {
+        let s = Settings::load_from(
+            "segmentation",
+            50053,
+            None,
+            env(&[
+                ("RETENTION_SCORING__PLATINUM_SHARE", "0.1"),
+                ("RETENTION_SCORING__INTERVAL_MINUTES", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.scoring.platinum_share, 0.1);
+        assert_eq!(s.scoring.interval_minutes, 0);
+        assert_eq!(s.scoring.gold_share, 0.15, "the rest keeps its defaults");
+        let err = Settings::load_from(
+            "segmentation",
+            50053,
+            None,
+            env(&[("RETENTION_SCORING__GOLD_SHARE", "0.99")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("gold_share"), "{err}");
     }
 
     #[test]

@@ -51,6 +51,35 @@ impl MigrationTrait for IdempotencyMigration {
     }
 }
 
+/// For a method's `request_id` (AIP-155): the resource an earlier call with the
+/// same id produced, if it committed. An empty id never matches.
+pub async fn replay<C: ConnectionTrait>(
+    db: &C,
+    method: &str,
+    request_id: &str,
+) -> Result<Option<String>, DbErr> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    find(db, &format!("{method}:{request_id}")).await
+}
+
+/// Records `resource` for the method's `request_id` inside the caller's
+/// transaction; false when a concurrent call with the same id committed first
+/// (the caller then drops its transaction and replays). Empty ids are not kept.
+pub async fn remember<C: ConnectionTrait>(
+    db: &C,
+    method: &str,
+    request_id: &str,
+    resource: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    if request_id.is_empty() {
+        return Ok(true);
+    }
+    save(db, &format!("{method}:{request_id}"), resource, now).await
+}
+
 /// The resource a call with this key produced, if it committed.
 pub async fn find<C: ConnectionTrait>(db: &C, key: &str) -> Result<Option<String>, DbErr> {
     let q = Query::select()

@@ -4,6 +4,8 @@
 //! Services keep one error enum per layer and convert it to `Status` in one place
 //! using these builders.
 
+pub mod names;
+
 use std::time::Duration;
 
 use tonic::{Code, Status};

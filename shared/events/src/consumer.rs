@@ -65,6 +65,20 @@ impl ConsumerOptions {
         }
     }
 
+    /// A service replica's consumer of `stream` in the group `group`, with the
+    /// claim and dead-letter limits from the configuration and a unique consumer name.
+    pub fn from_settings(settings: &retention_config::Settings, stream: &str, group: &str) -> Self {
+        let mut c = ConsumerOptions::new(
+            settings.redis.namespace.clone(),
+            stream,
+            group,
+            format!("{group}-{}", uuid::Uuid::new_v4().simple()),
+        );
+        c.claim_idle = Duration::from_millis(settings.events.claim_idle_ms);
+        c.max_deliveries = settings.events.max_deliveries;
+        c
+    }
+
     /// How often pending entries are scanned for claiming.
     fn claim_interval(&self) -> Duration {
         (self.claim_idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(30))

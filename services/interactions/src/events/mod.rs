@@ -10,6 +10,7 @@ use retention_events::{
 };
 use retention_proto::interactions as pb;
 use retention_proto::profile as profile_pb;
+use retention_proto::segmentation as segmentation_pb;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 
 use crate::domain::*;
@@ -19,6 +20,7 @@ use crate::store::repo;
 pub const STREAM: &str = "retention.interactions.events";
 pub const SOURCE: &str = "interactions";
 pub const PROFILE_STREAM: &str = "retention.profile.events";
+pub const SEGMENTATION_STREAM: &str = "retention.segmentation.events";
 /// Consumer group name of this service on other services' streams.
 pub const CONSUMER: &str = "interactions";
 
@@ -158,6 +160,59 @@ impl ProfileEventsHandler {
 }
 
 impl EventHandler for ProfileEventsHandler {
+    fn handle<'a>(
+        &'a self,
+        envelope: &'a EventEnvelope,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(self.apply(envelope))
+    }
+}
+
+/// Keeps the `customer_tiers` read model (SLA targets per tier) current from
+/// segmentation's CustomerScored and ChurnRiskChanged, which both carry the
+/// management tier.
+pub struct SegmentationEventsHandler {
+    pub db: DatabaseConnection,
+}
+
+fn tier_from(t: i32) -> Option<CustomerTier> {
+    use segmentation_pb::ManagementTier as M;
+    match M::try_from(t).ok()? {
+        M::Key => Some(CustomerTier::Key),
+        M::Suitable => Some(CustomerTier::Suitable),
+        M::Ordinary => Some(CustomerTier::Ordinary),
+        M::OneOff => Some(CustomerTier::OneOff),
+        M::Unspecified => None,
+    }
+}
+
+impl SegmentationEventsHandler {
+    pub fn new(db: DatabaseConnection) -> Arc<Self> {
+        Arc::new(SegmentationEventsHandler { db })
+    }
+
+    async fn apply(&self, env: &EventEnvelope) -> Result<(), HandlerError> {
+        let scored = decode_payload::<segmentation_pb::CustomerScoredEvent>(env)?
+            .map(|e| (e.customer_id, e.management_tier));
+        let risk = decode_payload::<segmentation_pb::ChurnRiskChangedEvent>(env)?
+            .map(|e| (e.customer_id, e.management_tier));
+        let Some((customer_id, tier)) = scored.or(risk) else {
+            return Ok(());
+        };
+        let Some(tier) = tier_from(tier) else {
+            return Ok(());
+        };
+        let txn = self.db.begin().await?;
+        if !first_delivery(&txn, CONSUMER, &env.event_id).await? {
+            return Ok(());
+        }
+        repo::set_tier(&txn, &customer_id, tier, now()).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+impl EventHandler for SegmentationEventsHandler {
     fn handle<'a>(
         &'a self,
         envelope: &'a EventEnvelope,

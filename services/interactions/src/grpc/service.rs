@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;
+use retention_errors::names::{check_request_id, name_arg};
 use retention_proto::interactions as pb;
 use retention_proto::interactions::interaction_service_server::InteractionService;
 use retention_server::paging::{decode_token, encode_token, page_size};
@@ -20,36 +21,6 @@ impl InteractionsService {
     pub fn new(app: InteractionsApp) -> Self {
         InteractionsService { app }
     }
-}
-
-/// The UUID inside "<collection>/{uuid}".
-fn parse_name(name: &str, collection: &str) -> Option<String> {
-    let id = name.strip_prefix(collection)?.strip_prefix('/')?;
-    uuid::Uuid::parse_str(id)
-        .ok()
-        .filter(|u| u.hyphenated().to_string() == id)
-        .map(|_| id.to_string())
-}
-
-fn name_arg(name: &str, collection: &str, field: &str, v: &mut FieldViolations) -> String {
-    parse_name(name, collection).unwrap_or_else(|| {
-        v.add(
-            field,
-            format!("must be \"{collection}/{{uuid}}\", got {name:?}"),
-        );
-        String::new()
-    })
-}
-
-fn check_request_id(v: &mut FieldViolations, id: &str) {
-    v.check(
-        id.len() <= 128
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-        "request_id",
-        "must be at most 128 characters of letters, digits, '-' and '_'",
-    );
 }
 
 fn cursor(c: Option<String>) -> Option<(DateTime<Utc>, String)> {

@@ -19,20 +19,6 @@ impl MigratorTrait for Migrator {
 #[derive(DeriveMigrationName)]
 struct CreateInteractionTables;
 
-async fn index(
-    m: &SchemaManager<'_>,
-    name: &str,
-    table: &str,
-    cols: &[&'static str],
-) -> Result<(), DbErr> {
-    let mut idx = Index::create();
-    idx.name(name).table(Alias::new(table)).if_not_exists();
-    for c in cols {
-        idx.col(Alias::new(*c));
-    }
-    m.create_index(idx.to_owned()).await
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for CreateInteractionTables {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
@@ -53,7 +39,7 @@ impl MigrationTrait for CreateInteractionTables {
                 .to_owned(),
         )
         .await?;
-        index(
+        retention_db::create_index(
             m,
             "idx_interactions_customer_time",
             "interactions",
@@ -95,21 +81,22 @@ impl MigrationTrait for CreateInteractionTables {
                 .to_owned(),
         )
         .await?;
-        index(
+        retention_db::create_index(
             m,
             "idx_complaints_customer",
             "complaints",
             &["customer_id", "open_time"],
         )
         .await?;
-        index(
+        retention_db::create_index(
             m,
             "idx_complaints_state_due",
             "complaints",
             &["state", "first_response_due"],
         )
         .await?;
-        index(m, "idx_complaints_open_time", "complaints", &["open_time"]).await?;
+        retention_db::create_index(m, "idx_complaints_open_time", "complaints", &["open_time"])
+            .await?;
         m.create_table(
             Table::create()
                 .table("sla_policies")
@@ -137,7 +124,7 @@ impl MigrationTrait for CreateInteractionTables {
                 .to_owned(),
         )
         .await?;
-        index(m, "idx_surveys_time", "surveys", &["occur_time"]).await?;
+        retention_db::create_index(m, "idx_surveys_time", "surveys", &["occur_time"]).await?;
         m.create_table(
             Table::create()
                 .table("customer_tiers")

@@ -157,3 +157,56 @@ async fn events_on_the_profile_stream_are_consumed() {
     let _: () = conn.del(&stream).await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn segmentation_tiers_feed_the_sla_read_model() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let who = customer();
+    let id = who.trim_start_matches("customers/").to_string();
+    let ordinary = app.open(&who, pb::Severity::Medium).await;
+    assert_eq!(ordinary.customer_tier, pb::CustomerTier::Ordinary as i32);
+
+    let stream = retention_events::stream_key(
+        &app.inner.settings.redis.namespace,
+        "retention.segmentation.events",
+    );
+    let scored = envelope(&retention_proto::segmentation::CustomerScoredEvent {
+        customer_id: id.clone(),
+        management_tier: retention_proto::segmentation::ManagementTier::Key as i32,
+        ..Default::default()
+    });
+    let client = redis::Client::open(app.inner.settings.redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let bytes = prost::Message::encode_to_vec(&scored);
+    let _: String = conn
+        .xadd(
+            &stream,
+            "*",
+            &[
+                ("id", scored.event_id.as_bytes()),
+                ("type", scored.event_type.as_bytes()),
+                ("envelope", bytes.as_slice()),
+            ],
+        )
+        .await
+        .unwrap();
+    let sql =
+        format!("SELECT COUNT(*) FROM customer_tiers WHERE customer_id = '{id}' AND tier = 'KEY'");
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = app.count(&sql).await;
+        if stored == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored, 1, "CustomerScored from segmentation set the tier");
+    let key = app.open(&who, pb::Severity::Medium).await;
+    assert_eq!(key.customer_tier, pb::CustomerTier::Key as i32);
+    let due = |c: &pb::Complaint| secs(&c.resolution_due_time) - secs(&c.open_time);
+    assert!(
+        due(&key) < due(&ordinary),
+        "key accounts get tighter SLA targets"
+    );
+    app.stop().await;
+}

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use retention_auth::Caller;
 use retention_errors::FieldViolations;
+use retention_errors::names::check_request_id;
 use retention_proto::profile as pb;
 use retention_proto::profile::customer_profile_service_server::CustomerProfileService;
 use tokio_stream::StreamExt;
@@ -54,17 +55,6 @@ fn customer_id(name: &str, field: &str) -> Result<String, Status> {
             format!("must be \"customers/{{uuid}}\", got {name:?}"),
         )])
     })
-}
-
-fn check_request_id(v: &mut FieldViolations, id: &str) {
-    v.check(
-        id.len() <= 128
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-        "request_id",
-        "must be at most 128 characters of letters, digits, '-' and '_' (a UUID is ideal)",
-    );
 }
 
 #[tonic::async_trait]

@@ -2,17 +2,22 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test services fmt-check clippy proto-lint nextest node-tools help
+.PHONY: run test bench services fmt-check clippy proto-lint nextest node-tools help
 
 help:
 	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
 	@echo "make test        format, lint, proto lint and the whole test suite (needs PostgreSQL + Redis)"
 	@echo "make proto-lint  buf lint over proto/"
+	@echo "make bench       benchmarks (release build, PostgreSQL); results go in BENCHMARKS.md"
 
 run:
 	$(CARGO) run -p retention-suite --bin retention
 
 test: services fmt-check proto-lint clippy nextest
+
+# Not part of `make test`: a release build and minutes of work per benchmark.
+bench: services
+	$(CARGO) bench -p retention-segmentation --bench scoring_run
 
 # Start the local PostgreSQL and Redis if they are installed but stopped.
 services:

@@ -21,6 +21,10 @@ async fn main() -> anyhow::Result<()> {
         retention_interactions::SERVICE_NAME,
         retention_interactions::DEFAULT_PORT,
     )?;
+    let segmentation = Settings::load(
+        retention_segmentation::SERVICE_NAME,
+        retention_segmentation::DEFAULT_PORT,
+    )?;
     let _telemetry = retention_telemetry::init(&retention_telemetry::TelemetryOptions {
         service_name: "retention-suite".into(),
         otlp_endpoint: Some(profile.telemetry.otlp_endpoint.clone()),
@@ -52,10 +56,15 @@ async fn main() -> anyhow::Result<()> {
     };
     let profile_listener = bind(&profile).await?;
     let interactions_listener = bind(&interactions).await?;
-    print_banner(&profile, &interactions);
+    let segmentation_listener = bind(&segmentation).await?;
+    print_banner(&profile, &interactions, &segmentation);
 
-    let (p_bus, i_bus) = (bus_for(&profile)?, bus_for(&interactions)?);
-    let (p_stop, i_stop) = (stop.clone(), stop.clone());
+    let (p_bus, i_bus, s_bus) = (
+        bus_for(&profile)?,
+        bus_for(&interactions)?,
+        bus_for(&segmentation)?,
+    );
+    let (p_stop, i_stop, s_stop) = (stop.clone(), stop.clone(), stop.clone());
     let p = tokio::spawn(retention_profile::run_with_bus(
         profile,
         profile_listener,
@@ -68,20 +77,28 @@ async fn main() -> anyhow::Result<()> {
         async move { i_stop.cancelled().await },
         i_bus,
     ));
-    let (p, i) = tokio::join!(p, i);
+    let s = tokio::spawn(retention_segmentation::run_with_bus(
+        segmentation,
+        segmentation_listener,
+        async move { s_stop.cancelled().await },
+        s_bus,
+    ));
+    let (p, i, s) = tokio::join!(p, i, s);
     p??;
     i??;
+    s??;
     Ok(())
 }
 
-fn print_banner(profile: &Settings, interactions: &Settings) {
+fn print_banner(profile: &Settings, interactions: &Settings, segmentation: &Settings) {
     let dev = profile.auth.allow_dev_secret
         && profile.auth.jwt_secret == retention_config::DEV_JWT_SECRET;
     let p = profile.listen_addr();
     let i = interactions.listen_addr();
+    let s = segmentation.listen_addr();
     println!(
-        "\nretention suite (embedded mode)\n  profile       {p}  ({})\n  interactions  {i}  ({})\n",
-        profile.database.url, interactions.database.url
+        "\nretention suite (embedded mode)\n  profile       {p}  ({})\n  interactions  {i}  ({})\n  segmentation  {s}  ({})\n",
+        profile.database.url, interactions.database.url, segmentation.database.url
     );
     if !dev {
         return;
@@ -100,6 +117,9 @@ fn print_banner(profile: &Settings, interactions: &Settings) {
             "pii.read",
             "interactions.read",
             "interactions.write",
+            "segmentation.read",
+            "segmentation.write",
+            "segmentation.admin",
         ],
         Duration::from_secs(12 * 3600),
     );

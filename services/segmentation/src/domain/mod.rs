@@ -2,5 +2,9 @@
 
 pub mod classify;
 pub mod features;
+pub mod filter;
 pub mod models;
+pub mod portfolio;
+pub mod scoring;
+pub mod segments;
 pub mod value;

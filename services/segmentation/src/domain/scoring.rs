@@ -54,6 +54,45 @@ impl Default for ScoringConfig {
     }
 }
 
+impl ScoringConfig {
+    /// The configured cut-offs and weights (`scoring.*`, see retention-config).
+    pub fn from_settings(s: &retention_config::ScoringSettings) -> ScoringConfig {
+        let d = ScoringConfig::default();
+        ScoringConfig {
+            horizon_units: s.horizon_weeks * 7.0 / d.unit_days,
+            clv: ClvConfig {
+                annual_discount: s.annual_discount,
+                horizon_months: s.clv_horizon_months,
+                ..d.clv
+            },
+            risk: RiskConfig {
+                low_min_p_alive: s.low_risk_min_p_alive,
+                medium_min_p_alive: s.medium_risk_min_p_alive,
+                high_min_p_alive: s.high_risk_min_p_alive,
+            },
+            pyramid: PyramidConfig {
+                platinum_share: s.platinum_share,
+                gold_share: s.gold_share,
+                lead_max_profit: s.lead_max_margin_minor,
+            },
+            tiers: TierConfig {
+                key_share: s.key_share,
+                suitable_share: s.suitable_share,
+                one_off_max_purchases: s.one_off_max_purchases,
+            },
+            matrix: MatrixConfig {
+                profit_weight: s.matrix_profit_weight,
+                growth_weight: s.matrix_growth_weight,
+                size_weight: s.matrix_size_weight,
+                wallet_weight: s.matrix_wallet_weight,
+                loyalty_weight: s.matrix_loyalty_weight,
+                threshold: s.matrix_threshold,
+            },
+            ..d
+        }
+    }
+}
+
 /// Quintile cut-offs: the least value that earns each score from 2 to 5 (None when
 /// no one in the population earned it). Derived from [`quintiles`], so scoring the
 /// calibration population against them gives exactly its quintile scores.
@@ -624,6 +663,12 @@ mod tests {
         );
         let flat = Cuts::from_population(&[3.0; 4]);
         assert_eq!(flat.score(3.0), quintiles(&[3.0; 4], true)[0]);
+    }
+
+    #[test]
+    fn default_settings_give_the_default_config() {
+        let from = ScoringConfig::from_settings(&retention_config::ScoringSettings::default());
+        assert_eq!(from, ScoringConfig::default());
     }
 
     #[test]

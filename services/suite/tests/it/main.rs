@@ -125,3 +125,140 @@ async fn an_erasure_in_profile_reaches_interactions_over_the_in_process_bus() {
     profile.stop().await.unwrap();
     interactions.stop().await.unwrap();
 }
+
+fn embedded<F, Fut>(
+    name: &'static str,
+    bus: &EventBus,
+    run: F,
+) -> impl std::future::Future<Output = anyhow::Result<TestService>>
+where
+    F: FnOnce(
+            retention_config::Settings,
+            tokio::net::TcpListener,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+            EventBus,
+        ) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let bus = bus.clone();
+    TestService::spawn(
+        name,
+        Backend::Sqlite,
+        false,
+        |_| {},
+        move |s, l, stop| {
+            run(
+                s,
+                l,
+                Box::pin(async move {
+                    let _ = stop.await;
+                }),
+                bus,
+            )
+        },
+    )
+}
+
+#[tokio::test]
+async fn purchases_and_complaints_reach_segmentations_feature_store() {
+    let bus = EventBus::in_process();
+    let profile = embedded("profile", &bus, |s, l, stop, b| async move {
+        Ok(retention_profile::run_with_bus(s, l, stop, b).await?)
+    })
+    .await
+    .unwrap();
+    let interactions = embedded("interactions", &bus, |s, l, stop, b| async move {
+        Ok(retention_interactions::run_with_bus(s, l, stop, b).await?)
+    })
+    .await
+    .unwrap();
+    let segmentation = embedded("segmentation", &bus, |s, l, stop, b| async move {
+        Ok(retention_segmentation::run_with_bus(s, l, stop, b).await?)
+    })
+    .await
+    .unwrap();
+    let scopes = ["profile.write", "interactions.write"];
+    let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
+    let mut ic = InteractionServiceClient::new(interactions.channel.clone());
+    let customer = pc
+        .create_customer(profile.req(
+            ppb::CreateCustomerRequest {
+                customer: Some(ppb::Customer {
+                    kind: ppb::CustomerKind::Individual as i32,
+                    display_name: "Han Meimei".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            &scopes,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    for order in ["o-1", "o-2"] {
+        pc.record_purchase(profile.req(
+            ppb::RecordPurchaseRequest {
+                purchase: Some(ppb::Purchase {
+                    customer: customer.name.clone(),
+                    order_id: order.into(),
+                    occur_time: Some(prost_types::Timestamp {
+                        seconds: chrono_free_now() - 86_400,
+                        nanos: 0,
+                    }),
+                    amount: Some(retention_proto::common::Money {
+                        currency_code: "CNY".into(),
+                        minor_units: 12_000,
+                    }),
+                    ..Default::default()
+                }),
+            },
+            &scopes,
+        ))
+        .await
+        .unwrap();
+    }
+    ic.open_complaint(interactions.req(
+        ipb::OpenComplaintRequest {
+            complaint: Some(ipb::Complaint {
+                customer: customer.name.clone(),
+                category: ipb::ComplaintCategory::Delivery as i32,
+                severity: ipb::Severity::High as i32,
+                subject: "late".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        },
+        &scopes,
+    ))
+    .await
+    .unwrap();
+
+    let id = customer.name.trim_start_matches("customers/");
+    let sql = format!(
+        "SELECT COUNT(*) FROM features WHERE customer_id = '{id}' \
+         AND data LIKE '%\"purchases\":2,%' AND data LIKE '%\"complaints_open\":1,%'"
+    );
+    let mut folded = 0;
+    for _ in 0..200 {
+        folded = segmentation.count(&sql).await.unwrap();
+        if folded == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        folded, 1,
+        "both streams reached segmentation's feature store"
+    );
+    profile.stop().await.unwrap();
+    interactions.stop().await.unwrap();
+    segmentation.stop().await.unwrap();
+}
+
+fn chrono_free_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,217 @@
+//! Domain <-> proto mapping of segmentation resources.
+
+use chrono::{DateTime, Utc};
+use retention_proto::common::Money;
+use retention_proto::segmentation as pb;
+
+use crate::app::PortfolioReport;
+use crate::domain::classify::*;
+use crate::domain::portfolio::LevelShare;
+use crate::domain::scoring::{Calibration, Insight};
+use crate::domain::segments::{RunState, ScoringRun, Segment};
+use crate::domain::value::ChurnRisk;
+
+pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn value_tier(t: ValueTier) -> pb::ValueTier {
+    match t {
+        ValueTier::Platinum => pb::ValueTier::Platinum,
+        ValueTier::Gold => pb::ValueTier::Gold,
+        ValueTier::Iron => pb::ValueTier::Iron,
+        ValueTier::Lead => pb::ValueTier::Lead,
+    }
+}
+
+pub fn management_tier(t: ManagementTier) -> pb::ManagementTier {
+    match t {
+        ManagementTier::Key => pb::ManagementTier::Key,
+        ManagementTier::Suitable => pb::ManagementTier::Suitable,
+        ManagementTier::Ordinary => pb::ManagementTier::Ordinary,
+        ManagementTier::OneOff => pb::ManagementTier::OneOff,
+    }
+}
+
+pub fn lifecycle(s: LifecycleStage) -> pb::LifecycleStage {
+    match s {
+        LifecycleStage::Exploration => pb::LifecycleStage::Exploration,
+        LifecycleStage::Growth => pb::LifecycleStage::Growth,
+        LifecycleStage::Stability => pb::LifecycleStage::Stability,
+        LifecycleStage::Decline => pb::LifecycleStage::Decline,
+        LifecycleStage::Terminated => pb::LifecycleStage::Terminated,
+    }
+}
+
+pub fn loyalty(s: LoyaltyStage) -> pb::LoyaltyStage {
+    match s {
+        LoyaltyStage::Prospect => pb::LoyaltyStage::Prospect,
+        LoyaltyStage::Customer => pb::LoyaltyStage::Customer,
+        LoyaltyStage::Client => pb::LoyaltyStage::Client,
+        LoyaltyStage::Advocate => pb::LoyaltyStage::Advocate,
+        LoyaltyStage::Partner => pb::LoyaltyStage::Partner,
+    }
+}
+
+pub fn quadrant(q: AccountQuadrant) -> pb::AccountQuadrant {
+    match q {
+        AccountQuadrant::Key => pb::AccountQuadrant::Key,
+        AccountQuadrant::KeyDevelopment => pb::AccountQuadrant::KeyDevelopment,
+        AccountQuadrant::Maintenance => pb::AccountQuadrant::Maintenance,
+        AccountQuadrant::Opportunistic => pb::AccountQuadrant::Opportunistic,
+    }
+}
+
+pub fn churn_risk(r: ChurnRisk) -> pb::ChurnRisk {
+    match r {
+        ChurnRisk::Low => pb::ChurnRisk::Low,
+        ChurnRisk::Medium => pb::ChurnRisk::Medium,
+        ChurnRisk::High => pb::ChurnRisk::High,
+        ChurnRisk::Critical => pb::ChurnRisk::Critical,
+    }
+}
+
+fn money(minor_units: i64, currency: &str) -> Money {
+    Money {
+        currency_code: currency.to_string(),
+        minor_units,
+    }
+}
+
+pub fn insight(i: &Insight) -> pb::CustomerInsight {
+    pb::CustomerInsight {
+        name: format!("insights/{}", i.customer_id),
+        customer: format!("customers/{}", i.customer_id),
+        rfm: i.rfm.map(|r| pb::RfmScores {
+            recency: r.recency.into(),
+            frequency: r.frequency.into(),
+            monetary: r.monetary.into(),
+            segment: r.segment.as_str().into(),
+        }),
+        value_tier: value_tier(i.value_tier).into(),
+        management_tier: management_tier(i.management_tier).into(),
+        lifecycle_stage: lifecycle(i.lifecycle_stage).into(),
+        loyalty_stage: loyalty(i.loyalty_stage).into(),
+        order_model: Some(pb::CustomerOrderModel {
+            order_type: i.order_model.order_type.into(),
+            loyalty_size_rank: i.order_model.loyalty_size_rank.into(),
+            loyalty_credit_rank: i.order_model.loyalty_credit_rank.into(),
+            size_tier: i.order_model.size_tier.as_str().into(),
+            wallet_stability: i.order_model.wallet_stability.as_str().into(),
+        }),
+        account_quadrant: quadrant(i.account_quadrant).into(),
+        p_alive: i.p_alive,
+        expected_purchases: i.expected_purchases,
+        churn_probability: i.churn_probability,
+        churn_risk: churn_risk(i.churn_risk).into(),
+        predicted_clv: Some(money(i.predicted_clv_minor, &i.currency)),
+        historical_margin: Some(money(i.historical_margin_minor, &i.currency)),
+        explanations: i
+            .explanations
+            .iter()
+            .map(|e| pb::Explanation {
+                field: e.field.clone(),
+                reason: e.reason.clone(),
+                inputs: e.inputs.clone().into_iter().collect(),
+            })
+            .collect(),
+        score_time: Some(ts(i.score_time)),
+        scoring_run: format!("scoringRuns/{}", i.scoring_run),
+    }
+}
+
+pub fn segment(s: &Segment, member_count: u64) -> pb::Segment {
+    pb::Segment {
+        name: s.name(),
+        display_name: s.display_name.clone(),
+        description: s.description.clone(),
+        filter: s.filter.clone(),
+        member_count: member_count as i64,
+        create_time: Some(ts(s.create_time)),
+        update_time: Some(ts(s.update_time)),
+        etag: s.etag(),
+    }
+}
+
+pub fn run(r: &ScoringRun) -> pb::ScoringRun {
+    pb::ScoringRun {
+        name: r.name(),
+        state: match r.state {
+            RunState::Pending => pb::ScoringRunState::Pending,
+            RunState::Running => pb::ScoringRunState::Running,
+            RunState::Succeeded => pb::ScoringRunState::Succeeded,
+            RunState::Failed => pb::ScoringRunState::Failed,
+        }
+        .into(),
+        percent_complete: r.percent_complete,
+        stage: r.stage.clone(),
+        customers_scored: r.customers_scored,
+        create_time: Some(ts(r.create_time)),
+        end_time: r.end_time.map(ts),
+        error: r.error.clone(),
+    }
+}
+
+pub fn parameters(c: &Calibration) -> pb::ModelParameters {
+    pb::ModelParameters {
+        bg_nbd: Some(pb::BgNbdParameters {
+            r: c.bg_nbd.r,
+            alpha: c.bg_nbd.alpha,
+            a: c.bg_nbd.a,
+            b: c.bg_nbd.b,
+        }),
+        bg_nbd_log_likelihood: c.bg_nbd_log_likelihood,
+        gamma_gamma: Some(pb::GammaGammaParameters {
+            p: c.gamma_gamma.p,
+            q: c.gamma_gamma.q,
+            gamma: c.gamma_gamma.gamma,
+        }),
+        gamma_gamma_log_likelihood: c.gamma_gamma_log_likelihood,
+        customers: c.customers as i64,
+        fit_millis: c.fit_millis as i64,
+        fit_time: Some(ts(c.fit_time)),
+        scoring_run: format!("scoringRuns/{}", c.scoring_run),
+    }
+}
+
+fn shares(rows: &[LevelShare]) -> Vec<pb::LevelShare> {
+    rows.iter()
+        .map(|l| pb::LevelShare {
+            level: l.level.clone(),
+            customers: l.customers as i64,
+            profit_share: l.profit_share,
+        })
+        .collect()
+}
+
+pub fn report(r: &PortfolioReport) -> pb::PortfolioReport {
+    pb::PortfolioReport {
+        value_tiers: shares(&r.value_tiers),
+        management_tiers: shares(&r.management_tiers),
+        lifecycle_stages: shares(&r.lifecycle_stages),
+        churn_risks: shares(&r.churn_risks),
+        pareto_share: r.pareto_share,
+        rates: r
+            .rates
+            .iter()
+            .map(|p| pb::PeriodRate {
+                period_start: Some(ts(p.period_start)),
+                churn_rate: p.churn_rate,
+                retention_rate: p.retention_rate,
+            })
+            .collect(),
+        cohorts: r
+            .cohorts
+            .iter()
+            .map(|c| pb::CohortRow {
+                cohort_start: Some(ts(c.cohort_start)),
+                size: c.size as i64,
+                retained: c.retained.clone(),
+            })
+            .collect(),
+        report_time: Some(ts(r.report_time)),
+    }
+}

@@ -1,0 +1,7 @@
+//! gRPC transport: validation and proto <-> domain mapping.
+
+pub mod convert;
+pub mod error;
+pub mod service;
+
+pub use service::SegmentationGrpc;

@@ -1,0 +1,292 @@
+//! `SegmentationService` over the application layer.
+
+use retention_errors::FieldViolations;
+use retention_errors::names::{check_request_id, name_arg};
+use retention_proto::segmentation as pb;
+use retention_proto::segmentation::segmentation_service_server::SegmentationService;
+use retention_server::paging::{decode_token, encode_token, page_size};
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::app::SegmentationApp;
+use crate::domain::filter::{insight_schema, parse_order_by};
+use crate::domain::segments::validate_segment;
+use crate::store::repo::{OrderValue, order_value};
+
+pub struct SegmentationGrpc {
+    app: SegmentationApp,
+}
+
+impl SegmentationGrpc {
+    pub fn new(app: SegmentationApp) -> Self {
+        SegmentationGrpc { app }
+    }
+}
+
+/// "insights/{id}" or "customers/{id}" -> the customer id.
+fn customer_of(name: &str, v: &mut FieldViolations) -> String {
+    let collection = if name.starts_with("customers/") {
+        "customers"
+    } else {
+        "insights"
+    };
+    name_arg(name, collection, "name", v)
+}
+
+/// Cuts `rows` fetched with `limit + 1` to the page; returns the next cursor.
+fn split_page<T>(
+    mut rows: Vec<T>,
+    limit: u64,
+    cursor: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = rows.last().filter(|_| more).map(cursor);
+    (rows, next)
+}
+
+#[tonic::async_trait]
+impl SegmentationService for SegmentationGrpc {
+    async fn get_customer_insight(
+        &self,
+        req: Request<pb::GetCustomerInsightRequest>,
+    ) -> Result<Response<pb::CustomerInsight>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = customer_of(&r.name, &mut v);
+        v.into_result()?;
+        let i = self.app.get_insight(&id).await?;
+        Ok(Response::new(convert::insight(&i)))
+    }
+
+    async fn list_customer_insights(
+        &self,
+        req: Request<pb::ListCustomerInsightsRequest>,
+    ) -> Result<Response<pb::ListCustomerInsightsResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let limit = page_size(r.page_size, &mut v);
+        let filter = match retention_filter::parse_and_check(&r.filter, &insight_schema()) {
+            Ok(f) => f,
+            Err(e) => {
+                v.add("filter", e.to_string());
+                None
+            }
+        };
+        let order = match parse_order_by(&r.order_by) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                v.add("order_by", e);
+                None
+            }
+        };
+        let query = format!("{}\u{1f}{}", r.filter, r.order_by);
+        let after = decode_token(&r.page_token, "insights", &query, &mut v).and_then(|c| {
+            let parsed = serde_json::from_str::<(OrderValue, String)>(&c).ok();
+            if parsed.is_none() {
+                v.add("page_token", "is not a valid page token");
+            }
+            parsed
+        });
+        v.into_result()?;
+        let order = order.expect("validated");
+        let rows = self
+            .app
+            .list_insights(filter.as_ref(), order, after, limit + 1)
+            .await?;
+        let (rows, next) = split_page(rows, limit, |last| {
+            serde_json::to_string(&(order_value(last, order.field), &last.customer_id))
+                .unwrap_or_default()
+        });
+        Ok(Response::new(pb::ListCustomerInsightsResponse {
+            insights: rows.iter().map(convert::insight).collect(),
+            next_page_token: next
+                .map(|c| encode_token("insights", &query, &c))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn create_segment(
+        &self,
+        req: Request<pb::CreateSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let Some(s) = r.segment else {
+            v.add("segment", "is required");
+            return Err(v.into_status());
+        };
+        validate_segment(
+            &s.display_name,
+            &s.description,
+            &s.filter,
+            "segment.",
+            &mut v,
+        );
+        v.into_result()?;
+        let (s, n) = self
+            .app
+            .create_segment(s.display_name, s.description, s.filter, &r.request_id)
+            .await?;
+        Ok(Response::new(convert::segment(&s, n)))
+    }
+
+    async fn get_segment(
+        &self,
+        req: Request<pb::GetSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let mut v = FieldViolations::new();
+        let id = name_arg(&req.get_ref().name, "segments", "name", &mut v);
+        v.into_result()?;
+        let (s, n) = self.app.get_segment(&id).await?;
+        Ok(Response::new(convert::segment(&s, n)))
+    }
+
+    async fn update_segment(
+        &self,
+        req: Request<pb::UpdateSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let Some(s) = r.segment else {
+            v.add("segment", "is required");
+            return Err(v.into_status());
+        };
+        let id = name_arg(&s.name, "segments", "segment.name", &mut v);
+        // An empty mask means every mutable field (AIP-134).
+        let paths: Vec<String> = match r.update_mask {
+            Some(m) if !m.paths.is_empty() => m.paths,
+            _ => vec!["display_name".into(), "description".into(), "filter".into()],
+        };
+        let (mut display_name, mut description, mut filter) = (None, None, None);
+        for p in &paths {
+            match p.as_str() {
+                "display_name" => display_name = Some(s.display_name.clone()),
+                "description" => description = Some(s.description.clone()),
+                "filter" => filter = Some(s.filter.clone()),
+                other => v.add(
+                    "update_mask",
+                    format!("cannot update {other:?}; one of display_name, description, filter"),
+                ),
+            }
+        }
+        v.into_result()?;
+        let (s, n) = self
+            .app
+            .update_segment(&id, &s.etag, display_name, description, filter)
+            .await?;
+        Ok(Response::new(convert::segment(&s, n)))
+    }
+
+    async fn delete_segment(
+        &self,
+        req: Request<pb::DeleteSegmentRequest>,
+    ) -> Result<Response<pb::DeleteSegmentResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.name, "segments", "name", &mut v);
+        v.into_result()?;
+        self.app.delete_segment(&id, &r.etag).await?;
+        Ok(Response::new(pb::DeleteSegmentResponse {}))
+    }
+
+    async fn list_segments(
+        &self,
+        req: Request<pb::ListSegmentsRequest>,
+    ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let limit = page_size(r.page_size, &mut v);
+        let after = decode_token(&r.page_token, "segments", "", &mut v);
+        v.into_result()?;
+        let rows = self.app.list_segments(after.as_deref(), limit + 1).await?;
+        let (rows, next) = split_page(rows, limit, |(s, _)| s.id.clone());
+        Ok(Response::new(pb::ListSegmentsResponse {
+            segments: rows.iter().map(|(s, n)| convert::segment(s, *n)).collect(),
+            next_page_token: next
+                .map(|c| encode_token("segments", "", &c))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn list_segment_members(
+        &self,
+        req: Request<pb::ListSegmentMembersRequest>,
+    ) -> Result<Response<pb::ListSegmentMembersResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.segment, "segments", "segment", &mut v);
+        let limit = page_size(r.page_size, &mut v);
+        let after = decode_token(&r.page_token, "members", &id, &mut v);
+        v.into_result()?;
+        let rows = self
+            .app
+            .list_members(&id, after.as_deref(), limit + 1)
+            .await?;
+        let (rows, next) = split_page(rows, limit, |i| i.customer_id.clone());
+        Ok(Response::new(pb::ListSegmentMembersResponse {
+            members: rows.iter().map(convert::insight).collect(),
+            next_page_token: next
+                .map(|c| encode_token("members", &id, &c))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn run_scoring(
+        &self,
+        req: Request<pb::RunScoringRequest>,
+    ) -> Result<Response<pb::ScoringRun>, Status> {
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &req.get_ref().request_id);
+        v.into_result()?;
+        let run = self.app.start_run(&req.get_ref().request_id).await?;
+        Ok(Response::new(convert::run(&run)))
+    }
+
+    async fn get_scoring_run(
+        &self,
+        req: Request<pb::GetScoringRunRequest>,
+    ) -> Result<Response<pb::ScoringRun>, Status> {
+        let mut v = FieldViolations::new();
+        let id = name_arg(&req.get_ref().name, "scoringRuns", "name", &mut v);
+        v.into_result()?;
+        let run = self.app.get_run(&id).await?;
+        Ok(Response::new(convert::run(&run)))
+    }
+
+    async fn get_model_parameters(
+        &self,
+        _req: Request<pb::GetModelParametersRequest>,
+    ) -> Result<Response<pb::ModelParameters>, Status> {
+        let c = self.app.latest_calibration().await?;
+        Ok(Response::new(convert::parameters(&c)))
+    }
+
+    async fn get_portfolio_report(
+        &self,
+        req: Request<pb::GetPortfolioReportRequest>,
+    ) -> Result<Response<pb::PortfolioReport>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        v.check(
+            (0..=366).contains(&r.period_days),
+            "period_days",
+            "must be between 1 and 366 (0: 30)",
+        );
+        v.check(
+            (0..=60).contains(&r.periods),
+            "periods",
+            "must be between 1 and 60 (0: 12)",
+        );
+        v.into_result()?;
+        let period_days = if r.period_days == 0 {
+            30
+        } else {
+            r.period_days as u32
+        };
+        let periods = if r.periods == 0 { 12 } else { r.periods as u32 };
+        let report = self.app.portfolio_report(period_days, periods).await?;
+        Ok(Response::new(convert::report(&report)))
+    }
+}

@@ -1,0 +1,276 @@
+//! spawn_app for the segmentation service, and a feeder that publishes upstream
+//! events onto the Redis streams the running service consumes.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use redis::AsyncCommands;
+use retention_proto::common::{EventEnvelope, Money};
+use retention_proto::interactions as ipb;
+use retention_proto::profile as ppb;
+use retention_proto::segmentation as pb;
+use retention_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
+use retention_testkit::{Backend, TestService};
+use tonic::Request;
+use tonic::transport::Channel;
+
+pub const ALL_SCOPES: &[&str] = &[
+    "segmentation.read",
+    "segmentation.write",
+    "segmentation.admin",
+];
+
+pub struct TestApp {
+    pub client: SegmentationServiceClient<Channel>,
+    pub inner: TestService,
+    redis: redis::aio::MultiplexedConnection,
+    /// Upstream events published so far (each consumed exactly once).
+    pub published: i64,
+}
+
+pub fn envelope<M: prost::Name>(msg: &M) -> EventEnvelope {
+    EventEnvelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: M::full_name(),
+        payload: Some(retention_proto::pack_any(msg)),
+        ..Default::default()
+    }
+}
+
+pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+fn money(minor_units: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: "CNY".into(),
+        minor_units,
+    })
+}
+
+/// Day 0 of the synthetic histories: 420 days before today, so the histories
+/// (up to day 400) reach into the present and the models see live customers.
+pub fn epoch() -> DateTime<Utc> {
+    let today = Utc::now().date_naive();
+    Utc.from_utc_datetime(&today.and_hms_opt(0, 0, 0).unwrap()) - Duration::days(420)
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let inner = TestService::spawn(
+            "segmentation",
+            backend,
+            true,
+            |_| {},
+            |settings, listener, stop| {
+                retention_segmentation::run(settings, listener, async move {
+                    let _ = stop.await;
+                })
+            },
+        )
+        .await
+        .expect("spawn segmentation");
+        let client = redis::Client::open(inner.settings.redis.url.as_str()).unwrap();
+        let redis = client.get_multiplexed_async_connection().await.unwrap();
+        TestApp {
+            client: SegmentationServiceClient::new(inner.channel.clone()),
+            inner,
+            redis,
+            published: 0,
+        }
+    }
+
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        self.inner.req(msg, ALL_SCOPES)
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.inner.count(sql).await.expect("count")
+    }
+
+    /// Publishes `env` on `stream` as another service's relay would.
+    pub async fn publish(&mut self, stream: &str, env: &EventEnvelope) {
+        let key = retention_events::stream_key(&self.inner.settings.redis.namespace, stream);
+        let bytes = prost::Message::encode_to_vec(env);
+        let _: String = self
+            .redis
+            .xadd(
+                &key,
+                "*",
+                &[
+                    ("id", env.event_id.as_bytes()),
+                    ("type", env.event_type.as_bytes()),
+                    ("envelope", bytes.as_slice()),
+                ],
+            )
+            .await
+            .unwrap();
+        self.published += 1;
+    }
+
+    pub async fn profile_event<M: prost::Name>(&mut self, msg: &M) {
+        self.publish("retention.profile.events", &envelope(msg))
+            .await;
+    }
+
+    pub async fn interactions_event<M: prost::Name>(&mut self, msg: &M) {
+        self.publish("retention.interactions.events", &envelope(msg))
+            .await;
+    }
+
+    pub async fn purchase(&mut self, customer: &str, day: i64, amount: i64, margin: i64) {
+        self.profile_event(&ppb::PurchaseRecordedEvent {
+            customer_id: customer.into(),
+            purchase_id: new_id(),
+            order_id: new_id(),
+            occur_time: Some(ts(epoch() + Duration::days(day))),
+            amount: money(amount),
+            gross_margin: money(margin),
+            discount: money(0),
+            product_category: "tea".into(),
+            channel: "store".into(),
+        })
+        .await;
+    }
+
+    pub async fn complaint_opened(&mut self, customer: &str) {
+        self.interactions_event(&ipb::ComplaintOpenedEvent {
+            complaint_id: new_id(),
+            customer_id: customer.into(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    pub async fn complaint_resolved(&mut self, customer: &str) {
+        self.interactions_event(&ipb::ComplaintResolvedEvent {
+            complaint_id: new_id(),
+            customer_id: customer.into(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// Waits until every published upstream event is in the inbox.
+    pub async fn settle(&self) {
+        let sql = "SELECT COUNT(*) FROM processed_events WHERE consumer = 'segmentation'";
+        let mut seen = 0;
+        for _ in 0..1200 {
+            seen = self.count(sql).await;
+            if seen >= self.published {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("only {seen} of {} events consumed", self.published);
+    }
+
+    /// `n` customers with deterministic, varied histories between day 0 and
+    /// `until`: different rhythms, spends and drop-out days. Returns their ids.
+    pub async fn population(&mut self, n: usize, until: i64) -> Vec<String> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = new_id();
+            let purchases = 1 + (i * 7) % 9;
+            let gap = 4 + ((i * 13) % 30) as i64;
+            // Every third customer is still buying (their last purchase is recent);
+            // the others stop at some point.
+            let active = i % 3 == 0;
+            let start = if active {
+                (until - (purchases as i64 - 1) * gap - (i % 5) as i64).max(0)
+            } else {
+                ((i * 17) % 60) as i64
+            };
+            let drop_out = if active {
+                until
+            } else {
+                start + ((i * 29) % (until as usize)) as i64
+            };
+            for k in 0..purchases as i64 {
+                let day = start + k * gap;
+                if day > until || (k > 0 && day > drop_out) {
+                    break;
+                }
+                let amount = 2_000 + 500 * ((i as i64 * 3 + k) % 11);
+                self.purchase(&id, day, amount, amount * (20 + (i as i64 % 15)) / 100)
+                    .await;
+            }
+            ids.push(id);
+        }
+        self.settle().await;
+        ids
+    }
+
+    /// Starts a run and polls it to the end.
+    pub async fn run_scoring(&mut self) -> pb::ScoringRun {
+        let req = self.req(pb::RunScoringRequest {
+            request_id: new_id(),
+        });
+        let run = self.client.run_scoring(req).await.unwrap().into_inner();
+        self.wait_run(&run.name).await
+    }
+
+    pub async fn wait_run(&mut self, name: &str) -> pb::ScoringRun {
+        for _ in 0..1200 {
+            let req = self.req(pb::GetScoringRunRequest { name: name.into() });
+            let run = self.client.get_scoring_run(req).await.unwrap().into_inner();
+            if run.state == pb::ScoringRunState::Succeeded as i32
+                || run.state == pb::ScoringRunState::Failed as i32
+            {
+                return run;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("scoring run {name} never ended");
+    }
+
+    pub async fn insight(&mut self, customer: &str) -> Result<pb::CustomerInsight, tonic::Status> {
+        let req = self.req(pb::GetCustomerInsightRequest {
+            name: format!("customers/{customer}"),
+        });
+        self.client
+            .get_customer_insight(req)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Published segmentation events of one type, decoded, in outbox order.
+    pub async fn outbox<M: prost::Name + Default>(&self) -> Vec<M> {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = self.inner.database().await.unwrap();
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!(
+                    "SELECT envelope FROM outbox_events WHERE event_type = '{}' ORDER BY seq",
+                    M::full_name()
+                ),
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                let bytes: Vec<u8> = r.try_get_by_index(0).unwrap();
+                let env: EventEnvelope = prost::Message::decode(bytes.as_slice()).unwrap();
+                let any = env.payload.unwrap();
+                prost::Message::decode(any.value.as_slice()).unwrap()
+            })
+            .collect()
+    }
+
+    pub async fn stop(self) {
+        self.inner.stop().await.expect("clean shutdown");
+    }
+}
+
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    retention_errors::field_violations(status)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect()
+}

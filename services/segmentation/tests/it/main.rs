@@ -1,0 +1,6 @@
+//! Service tests of the segmentation service on real PostgreSQL / Redis and SQLite.
+
+mod harness;
+mod scoring;
+mod segments;
+mod validation;

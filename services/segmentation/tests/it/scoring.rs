@@ -1,0 +1,190 @@
+//! Events -> feature store -> scoring run -> insights, model parameters, listing
+//! with filter and order, the cache, and the portfolio report.
+
+use std::collections::HashSet;
+
+use redis::AsyncCommands;
+use retention_proto::segmentation as pb;
+use retention_testkit::{Backend, on_both_backends};
+
+use crate::harness::*;
+
+on_both_backends!(scoring_run_end_to_end, scoring_run_end_to_end_on);
+
+async fn scoring_run_end_to_end_on(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let ids = app.population(120, 400).await;
+
+    let before = app.insight(&ids[0]).await.unwrap_err();
+    assert_eq!(
+        before.code(),
+        tonic::Code::FailedPrecondition,
+        "known but not scored before the first run"
+    );
+    let unknown = app.insight(&new_id()).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let run = app.run_scoring().await;
+    assert_eq!(run.state, pb::ScoringRunState::Succeeded as i32, "{run:?}");
+    assert_eq!(run.percent_complete, 100);
+    assert_eq!(run.customers_scored, 120);
+
+    let req = app.req(pb::GetModelParametersRequest {});
+    let params = app
+        .client
+        .get_model_parameters(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(params.customers, 120, "every customer has a purchase");
+    assert_eq!(params.scoring_run, run.name);
+    let bg = params.bg_nbd.unwrap();
+    for v in [bg.r, bg.alpha, bg.a, bg.b] {
+        assert!(v.is_finite() && v > 0.0, "{bg:?}");
+    }
+    assert!(params.bg_nbd_log_likelihood < 0.0);
+    let gg = params.gamma_gamma.unwrap();
+    assert!(gg.p > 0.0 && gg.q > 0.0 && gg.gamma > 0.0, "{gg:?}");
+
+    let i = app.insight(&ids[3]).await.unwrap();
+    assert_eq!(i.customer, format!("customers/{}", ids[3]));
+    assert_eq!(i.scoring_run, run.name);
+    assert!((i.p_alive + i.churn_probability - 1.0).abs() < 1e-9);
+    assert_ne!(i.value_tier, pb::ValueTier::Unspecified as i32);
+    assert_ne!(i.lifecycle_stage, pb::LifecycleStage::Unspecified as i32);
+    assert!(i.rfm.as_ref().is_some_and(|r| (1..=5).contains(&r.recency)));
+    let explained: HashSet<&str> = i.explanations.iter().map(|e| e.field.as_str()).collect();
+    for field in [
+        "rfm",
+        "value_tier",
+        "lifecycle_stage",
+        "churn_risk",
+        "predicted_clv",
+    ] {
+        assert!(
+            explained.contains(field),
+            "{field} explained: {explained:?}"
+        );
+    }
+    let rows = app.count("SELECT COUNT(*) FROM insights").await;
+    assert_eq!(rows, 120);
+
+    // Filtered, ordered by predicted CLV, paged: every match once, in order.
+    let filter = "churn_probability < 0.5 && purchases >= 2".to_string();
+    let expected = app
+        .count("SELECT COUNT(*) FROM insights WHERE churn_probability < 0.5 AND purchases >= 2")
+        .await;
+    assert!(expected > 5, "the fixture has enough matches ({expected})");
+    let mut token = String::new();
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    loop {
+        let req = app.req(pb::ListCustomerInsightsRequest {
+            page_size: 7,
+            page_token: token.clone(),
+            filter: filter.clone(),
+            order_by: "predicted_clv desc".into(),
+        });
+        let page = app
+            .client
+            .list_customer_insights(req)
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.insights.len() <= 7);
+        seen.extend(page.insights.iter().map(|i| {
+            (
+                i.predicted_clv.as_ref().unwrap().minor_units,
+                i.customer.clone(),
+            )
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len() as i64, expected);
+    let distinct: HashSet<&String> = seen.iter().map(|(_, c)| c).collect();
+    assert_eq!(distinct.len(), seen.len(), "no customer twice across pages");
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1)),
+        "predicted CLV descending, ties by id"
+    );
+
+    // Portfolio report over the scored population.
+    let req = app.req(pb::GetPortfolioReportRequest {
+        period_days: 30,
+        periods: 6,
+    });
+    let report = app
+        .client
+        .get_portfolio_report(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let total: i64 = report.value_tiers.iter().map(|l| l.customers).sum();
+    assert_eq!(total, 120);
+    assert_eq!(report.value_tiers.len(), 4, "every pyramid level listed");
+    let share: f64 = report.lifecycle_stages.iter().map(|l| l.profit_share).sum();
+    assert!((share - 1.0).abs() < 1e-6, "profit shares add up: {share}");
+    assert!(report.pareto_share > 0.2 && report.pareto_share <= 1.0);
+    assert_eq!(report.rates.len(), 6);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn insights_are_cached_and_invalidated_on_rescoring() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let ids = app.population(60, 300).await;
+    app.run_scoring().await;
+    let who = ids[5].clone();
+    let first = app.insight(&who).await.unwrap();
+    let key = format!("{}:insight:{who}", app.inner.settings.redis.namespace);
+    let client = redis::Client::open(app.inner.settings.redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let cached: bool = conn.exists(&key).await.unwrap();
+    assert!(cached, "the read filled the Redis cache");
+
+    app.purchase(&who, 299, 9_000, 4_000).await;
+    app.settle().await;
+    let cached: bool = conn.exists(&key).await.unwrap();
+    assert!(!cached, "rescoring invalidated the entry");
+    let second = app.insight(&who).await.unwrap();
+    assert_ne!(
+        first.historical_margin.unwrap().minor_units,
+        second.historical_margin.unwrap().minor_units,
+        "the new purchase is in the served insight"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_event_changes_nothing() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let who = new_id();
+    let env = envelope(&retention_proto::profile::PurchaseRecordedEvent {
+        customer_id: who.clone(),
+        purchase_id: new_id(),
+        occur_time: Some(ts(epoch())),
+        ..Default::default()
+    });
+    app.publish("retention.profile.events", &env).await;
+    app.publish("retention.profile.events", &env).await;
+    app.published -= 1; // one inbox row for two deliveries
+    app.settle().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM purchases WHERE customer_id = '{who}'"
+        ))
+        .await,
+        1
+    );
+    let data = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM features WHERE customer_id = '{who}' AND data LIKE '%\"purchases\":1,%'"
+        ))
+        .await;
+    assert_eq!(data, 1, "folded once");
+    app.stop().await;
+}

@@ -70,17 +70,19 @@ fn simulate(rng: &mut Rng, start: DateTime<Utc>, t_weeks: f64) -> Features {
     let spend = |rng: &mut Rng| 1_000 + (rng.uniform() * 4_000.0) as i64;
     let first = spend(rng);
     f.record_purchase(week(0.0), first, first / 4, 0, "tea");
+    // Dropout can only follow a repeat purchase (the likelihood of x = 0 is
+    // e^(-λT), with no p): wait, buy, then maybe drop out.
     let mut now = 0.0;
     loop {
-        if rng.uniform() < p {
-            break; // dropped out after the last purchase
-        }
         now += -rng.uniform().ln() / lambda.max(1e-12);
         if now > t_weeks {
             break;
         }
         let amount = spend(rng);
         f.record_purchase(week(now), amount, amount / 4, 0, "tea");
+        if rng.uniform() < p {
+            break;
+        }
     }
     f.currency = "CNY".into();
     f

@@ -166,6 +166,13 @@ impl SegmentationApp {
                 survivor_id,
                 merged_id,
             } => {
+                // Both rows locked in id order, as a scoring page locks them, so a
+                // merge and a concurrent run cannot deadlock.
+                let mut pair = [survivor_id, merged_id];
+                pair.sort();
+                for id in pair {
+                    repo::lock_features(&txn, id, at).await?;
+                }
                 let merged = repo::find_features(&txn, merged_id).await?;
                 repo::repoint_purchases(&txn, merged_id, survivor_id).await?;
                 for s in repo::delete_customer(&txn, merged_id).await? {
@@ -601,13 +608,6 @@ impl SegmentationApp {
         repo::save_calibration(&self.db, &cal).await?;
         self.progress(run, "scoring", 30).await?;
 
-        let segments: Arc<Vec<CompiledSegment>> = Arc::new(
-            repo::all_segments(&self.db)
-                .await?
-                .iter()
-                .filter_map(CompiledSegment::compile)
-                .collect(),
-        );
         let cal = Arc::new(cal);
         let mut after: Option<String> = None;
         let mut scored: u64 = 0;
@@ -617,12 +617,18 @@ impl SegmentationApp {
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
+            // Per page, so segments created or deleted during the run are followed.
+            let segments: Vec<CompiledSegment> = repo::all_segments(&txn)
+                .await?
+                .iter()
+                .filter_map(CompiledSegment::compile)
+                .collect();
             let mut prev = repo::insights_of(&txn, &ids).await?;
             let mut current: HashMap<String, BTreeSet<String>> = HashMap::new();
             for (s, c) in repo::memberships_of(&txn, &ids).await? {
                 current.entry(c).or_default().insert(s);
             }
-            let (cfg, cal2, segs) = (self.cfg.clone(), cal.clone(), segments.clone());
+            let (cfg, cal2, segs) = (self.cfg.clone(), cal.clone(), segments);
             let scored_page = tokio::task::spawn_blocking(move || {
                 let empty = BTreeSet::new();
                 page.iter()

@@ -44,6 +44,9 @@ pub struct ScoringSettings {
     pub interval_minutes: u64,
     /// Horizon of the expected-purchases figure, in weeks.
     pub horizon_weeks: f64,
+    /// Most customers the BG/NBD and Gamma-Gamma fits use (a systematic sample
+    /// beyond that); cut-offs and scores always cover everyone.
+    pub fit_sample: usize,
     /// Discount rate per year and horizon of the predicted CLV.
     pub annual_discount: f64,
     pub clv_horizon_months: u32,
@@ -75,6 +78,7 @@ impl Default for ScoringSettings {
         ScoringSettings {
             interval_minutes: 24 * 60,
             horizon_weeks: 52.0,
+            fit_sample: 250_000,
             annual_discount: 0.10,
             clv_horizon_months: 36,
             platinum_share: 0.05,

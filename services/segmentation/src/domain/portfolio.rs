@@ -16,8 +16,15 @@ pub struct LevelShare {
 }
 
 /// Customers and profit share per level; every level in `levels` is listed (also
-/// when empty), in that order. Rows with a level not listed are ignored. A
-/// portfolio without positive net margin has all shares 0.
+/// when empty), in that order. Rows with a level not listed are ignored (in the
+/// counts and in the total). A portfolio without positive net margin has all
+/// shares 0.
+///
+/// Why net rather than positive margins only: the point of the "lead" level
+/// (DOMAIN §4) is that it destroys profit, which a positive-only total would show
+/// as a share of 0; and net shares add up to 1, which the report promises. The
+/// price: when losses are large a profitable level's share can exceed 1.
+/// `classify::pareto_share` is a different figure (top 20% of positive profit).
 pub fn level_shares<'a>(
     levels: &[&str],
     rows: impl IntoIterator<Item = (&'a str, i64)>,
@@ -67,7 +74,13 @@ pub struct CohortRow {
 /// Accumulates purchase activity per period. Periods are `period_days` long and
 /// end at `now`: period 0 (counting back) is (now - d, now], period 1 is
 /// (now - 2d, now - d], ... so an instant on a boundary belongs to the earlier
-/// period, and `now` itself to the last.
+/// period, and `now` itself to the last. A period's reported start is its
+/// (exclusive) lower bound. One extra period before the window is tracked so the
+/// first period of the window has a retention rate too.
+///
+/// Memory is O(periods²) (the cohort triangle), independent of the number of
+/// customers; the caller bounds `periods` (the gRPC layer allows 1..=60).
+/// `period_days` 0 counts as 1; no input panics.
 #[derive(Debug, Clone)]
 pub struct PeriodActivity {
     now: DateTime<Utc>,
@@ -81,6 +94,9 @@ pub struct PeriodActivity {
     /// cohort f active j periods after it.
     cohort_size: Vec<u64>,
     cohort_kept: Vec<Vec<u64>>,
+    /// Scratch: periods the current customer is active in (reused, so adding a
+    /// customer does not allocate).
+    seen: Vec<bool>,
 }
 
 impl PeriodActivity {
@@ -94,6 +110,7 @@ impl PeriodActivity {
             kept: vec![0; periods],
             cohort_size: vec![0; periods],
             cohort_kept: (0..periods).map(|f| vec![0; f + 1]).collect(),
+            seen: vec![false; periods + 1],
         }
     }
 
@@ -108,9 +125,11 @@ impl PeriodActivity {
         Some((gap / len) as usize)
     }
 
-    /// One customer's purchase times (any order).
+    /// One customer's purchase times (any order; purchases after `now` are
+    /// ignored). A customer without purchases in the window changes nothing.
     pub fn add_customer(&mut self, purchases: &[DateTime<Utc>]) {
-        let mut in_period = vec![false; self.periods + 1];
+        let mut in_period = std::mem::take(&mut self.seen);
+        in_period.fill(false);
         let mut first: Option<DateTime<Utc>> = None;
         for &t in purchases {
             if t > self.now {
@@ -142,10 +161,17 @@ impl PeriodActivity {
                 }
             }
         }
+        self.seen = in_period;
     }
 
+    /// Start of period `back`; saturates at the earliest representable instant
+    /// for windows reaching beyond it (e.g. absurd `period_days`).
     fn start_of(&self, back: usize) -> DateTime<Utc> {
-        self.now - self.period * (back as i32 + 1)
+        i32::try_from(back + 1)
+            .ok()
+            .and_then(|n| self.period.checked_mul(n))
+            .and_then(|span| self.now.checked_sub_signed(span))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// Retention and churn per period, oldest first.
@@ -239,6 +265,27 @@ mod tests {
     }
 
     #[test]
+    fn level_shares_without_rows_or_margin() {
+        let levels = ["KEY", "ORDINARY"];
+        let empty = level_shares(&levels, std::iter::empty());
+        assert_eq!(empty.len(), 2);
+        assert!(
+            empty
+                .iter()
+                .all(|l| l.customers == 0 && l.profit_share == 0.0)
+        );
+        let zero = level_shares(&levels, [("KEY", 0), ("ORDINARY", 0)]);
+        assert_eq!(zero[0].customers, 1);
+        assert_eq!(zero[0].profit_share, 0.0, "total 0: no division");
+        // Large losses: net 100 - 60 = 40, so KEY holds 250% and ORDINARY -150%.
+        let lossy = level_shares(&levels, [("KEY", 100), ("ORDINARY", -60)]);
+        assert!((lossy[0].profit_share - 2.5).abs() < 1e-12);
+        assert!((lossy[1].profit_share + 1.5).abs() < 1e-12);
+        let extreme = level_shares(&levels, [("KEY", i64::MAX), ("KEY", i64::MAX)]);
+        assert_eq!(extreme[0].profit_share, 1.0, "no overflow");
+    }
+
+    #[test]
     fn rates_follow_the_previous_periods_customers() {
         // 30-day periods, 3 in the window plus the one before it (back 3).
         // back:        3   2   1   0
@@ -295,6 +342,58 @@ mod tests {
     }
 
     #[test]
+    fn boundaries_are_exact_to_the_nanosecond() {
+        let tick = Duration::nanoseconds(1);
+        let mut p = PeriodActivity::new(now(), 30, 1);
+        // Just inside back 0, and just outside it (in back 1, the extra period).
+        p.add_customer(&[ago(30) + tick]);
+        p.add_customer(&[ago(30) - tick]);
+        let r = p.rates();
+        assert_eq!(r[0].period_start, ago(30));
+        assert_eq!(r[0].retention_rate, 0.0, "nobody in both periods");
+        assert_eq!(r[0].churn_rate, 1.0, "the one in back 1 did not return");
+        assert_eq!(p.cohorts()[0].size, 1, "only the first is a window cohort");
+    }
+
+    #[test]
+    fn customers_without_purchases_in_the_window_change_nothing() {
+        let mut p = PeriodActivity::new(now(), 30, 2);
+        p.add_customer(&[]);
+        p.add_customer(&[ago(400), ago(365)]); // before the extra period (back 2)
+        p.add_customer(&[now() + Duration::seconds(1)]); // only in the future
+        let silent = p.clone();
+        assert!(
+            silent
+                .rates()
+                .iter()
+                .all(|r| (r.retention_rate, r.churn_rate) == (0.0, 0.0)),
+            "nobody active before: both rates 0"
+        );
+        assert!(silent.cohorts().iter().all(|c| c.size == 0));
+        assert_eq!(silent.cohorts()[0].retained, vec![0.0], "empty cohort: 0");
+        // They do not dilute the real figures either: one customer, back 1 -> 0.
+        p.add_customer(&[ago(35), ago(3)]);
+        let r = p.rates();
+        assert_eq!((r[1].retention_rate, r[1].churn_rate), (1.0, 0.0));
+        assert_eq!(p.cohorts()[0].size, 1);
+        assert_eq!(p.cohorts()[0].retained, vec![1.0]);
+    }
+
+    #[test]
+    fn purchase_order_does_not_matter() {
+        let mut sorted = PeriodActivity::new(now(), 30, 3);
+        let mut shuffled = PeriodActivity::new(now(), 30, 3);
+        sorted.add_customer(&[ago(200), ago(70), ago(10)]);
+        shuffled.add_customer(&[ago(10), ago(200), ago(70)]);
+        assert_eq!(sorted.rates(), shuffled.rates());
+        assert_eq!(sorted.cohorts(), shuffled.cohorts());
+        assert!(
+            shuffled.cohorts().iter().all(|c| c.size == 0),
+            "first is ago(200)"
+        );
+    }
+
+    #[test]
     fn degenerate_inputs_do_not_panic() {
         let mut p = PeriodActivity::new(now(), 0, 2);
         p.add_customer(&[]);
@@ -307,5 +406,25 @@ mod tests {
         );
         let empty = PeriodActivity::new(now(), 30, 0);
         assert!(empty.rates().is_empty() && empty.cohorts().is_empty());
+        // A window reaching before the earliest representable instant saturates.
+        let mut far = PeriodActivity::new(now(), 3_000_000, 60);
+        far.add_customer(&[DateTime::<Utc>::MIN_UTC, ago(1), DateTime::<Utc>::MAX_UTC]);
+        let r = far.rates();
+        assert_eq!(r.len(), 60);
+        assert_eq!(r[0].period_start, DateTime::<Utc>::MIN_UTC);
+        assert_eq!(r[59].period_start, ago(3_000_000));
+        assert_eq!(far.cohorts().len(), 60);
+        // So does one whose span overflows the duration type itself.
+        let mut huge = PeriodActivity::new(now(), u32::MAX, 60);
+        huge.add_customer(&[ago(1)]);
+        assert!(
+            huge.rates()
+                .iter()
+                .all(|r| r.period_start == DateTime::<Utc>::MIN_UTC)
+        );
+        assert_eq!(huge.cohorts()[59].size, 1);
+        let mut early = PeriodActivity::new(DateTime::<Utc>::MIN_UTC, 1, 3);
+        early.add_customer(&[DateTime::<Utc>::MIN_UTC]);
+        assert_eq!(early.rates()[2].period_start, DateTime::<Utc>::MIN_UTC);
     }
 }

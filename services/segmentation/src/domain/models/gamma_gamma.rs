@@ -52,13 +52,32 @@ pub fn fit(data: &[(f64, f64)]) -> Result<GammaGammaFit, FitError> {
             });
         }
     }
+    // Per customer, ln m and x ln x never change; the gamma-function terms depend
+    // on x alone. Both are taken out of the optimiser's loop.
+    let mut xs: Vec<f64> = Vec::new();
+    let mut x_index: std::collections::HashMap<u64, usize> = Default::default();
+    let rows: Vec<(usize, f64, f64, f64, f64)> = data
+        .iter()
+        .map(|&(x, m)| {
+            let xi = *x_index.entry(x.to_bits()).or_insert_with(|| {
+                xs.push(x);
+                xs.len() - 1
+            });
+            (xi, x, m, m.ln(), x * x.ln())
+        })
+        .collect();
     let neg_ll = |v: &[f64]| -> f64 {
-        let m = GammaGamma {
-            p: v[0].exp(),
-            q: v[1].exp(),
-            gamma: v[2].exp(),
-        };
-        let ll: f64 = data.iter().map(|(x, s)| m.log_likelihood(*x, *s)).sum();
+        let (p, q, gamma) = (v[0].exp(), v[1].exp(), v[2].exp());
+        let per_x: Vec<f64> = xs
+            .iter()
+            .map(|&x| ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * gamma.ln())
+            .collect();
+        let ll: f64 = rows
+            .iter()
+            .map(|&(xi, x, m, ln_m, x_ln_x)| {
+                per_x[xi] + (p * x - 1.0) * ln_m + p * x_ln_x - (p * x + q) * (gamma + m * x).ln()
+            })
+            .sum();
         if ll.is_finite() { -ll } else { f64::MAX }
     };
     let (v, _) = nelder_mead(neg_ll, &[0.0; 3], 1.0, 20_000, 1e-14);

@@ -1,0 +1,6 @@
+//! Pure rules of the win-back context: no I/O, unit-tested in place.
+
+pub mod campaign;
+pub mod churn;
+pub mod results;
+pub mod targeting;

@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "retention/interactions/v1/events.proto",
         "retention/segmentation/v1/segmentation.proto",
         "retention/segmentation/v1/events.proto",
+        "retention/winback/v1/winback.proto",
+        "retention/winback/v1/events.proto",
     ]
     .iter()
     .map(|p| root.join(p))

@@ -24,12 +24,18 @@ pub mod retention {
             tonic::include_proto!("retention.segmentation.v1");
         }
     }
+    pub mod winback {
+        pub mod v1 {
+            tonic::include_proto!("retention.winback.v1");
+        }
+    }
 }
 
 pub use retention::common::v1 as common;
 pub use retention::interactions::v1 as interactions;
 pub use retention::profile::v1 as profile;
 pub use retention::segmentation::v1 as segmentation;
+pub use retention::winback::v1 as winback;
 
 /// Encoded `FileDescriptorSet` of all suite protos, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("retention_descriptor");

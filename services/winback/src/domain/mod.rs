@@ -2,5 +2,6 @@
 
 pub mod campaign;
 pub mod churn;
+pub mod playbook;
 pub mod results;
 pub mod targeting;

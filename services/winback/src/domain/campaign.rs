@@ -82,6 +82,87 @@ pub fn transition(
     Ok(to)
 }
 
+/// The settings of a campaign as submitted (CreateCampaign).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignSpec {
+    pub display_name: String,
+    pub kind: Option<CampaignKind>,
+    pub strategy: Option<Strategy>,
+    pub offer: Option<OfferKind>,
+    pub offer_cost_minor: i64,
+    pub currency: String,
+    pub channel: String,
+    /// Exactly one of a segment id and an insight filter.
+    pub target_segment: Option<String>,
+    pub target_filter: Option<String>,
+    pub budget_minor: i64,
+    pub max_cost_share_of_value: f64,
+    pub holdout_share: f64,
+    pub win_window_days: i32,
+    pub cool_down_days: i32,
+}
+
+pub const MAX_HOLDOUT_SHARE: f64 = 0.5;
+
+/// Field violations of a spec, named under `prefix` (e.g. "campaign.").
+pub fn validate(c: &CampaignSpec, prefix: &str, v: &mut retention_errors::FieldViolations) {
+    let f = |name: &str| format!("{prefix}{name}");
+    v.check(
+        !c.display_name.trim().is_empty(),
+        f("display_name"),
+        "is required",
+    );
+    v.check(
+        c.kind.is_some(),
+        f("kind"),
+        "is required: WINBACK or RETENTION",
+    );
+    v.check(c.strategy.is_some(), f("strategy"), "is required");
+    v.check(c.offer.is_some(), f("offer.kind"), "is required");
+    v.check(
+        c.offer_cost_minor >= 0,
+        f("offer.cost"),
+        "must not be negative",
+    );
+    v.check(
+        c.currency.len() == 3 && c.currency.chars().all(|ch| ch.is_ascii_uppercase()),
+        f("offer.cost.currency_code"),
+        "must be an ISO 4217 code such as \"CNY\"",
+    );
+    v.check(!c.channel.trim().is_empty(), f("channel"), "is required");
+    v.check(
+        c.target_segment.is_some() != c.target_filter.is_some(),
+        f("target_segment"),
+        "exactly one of target_segment and target_filter is required",
+    );
+    if let Some(filter) = &c.target_filter
+        && let Err(e) = retention_filter::parse(filter)
+    {
+        v.add(f("target_filter"), e.to_string());
+    }
+    v.check(c.budget_minor > 0, f("budget"), "must be positive");
+    v.check(
+        c.max_cost_share_of_value > 0.0 && c.max_cost_share_of_value <= 1.0,
+        f("max_cost_share_of_value"),
+        "must be in (0, 1]: an offer never costs more than the customer is worth",
+    );
+    v.check(
+        (0.0..=MAX_HOLDOUT_SHARE).contains(&c.holdout_share),
+        f("holdout_share"),
+        format!("must be between 0 and {MAX_HOLDOUT_SHARE}"),
+    );
+    v.check(
+        (1..=365).contains(&c.win_window_days),
+        f("win_window_days"),
+        "must be between 1 and 365",
+    );
+    v.check(
+        (0..=365).contains(&c.cool_down_days),
+        f("cool_down_days"),
+        "must be between 0 and 365",
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -121,6 +202,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn spec() -> CampaignSpec {
+        CampaignSpec {
+            display_name: "Win back lapsed gold customers".into(),
+            kind: Some(CampaignKind::Winback),
+            strategy: Some(super::Strategy::RelationshipInvestment),
+            offer: Some(OfferKind::PersonalOutreach),
+            offer_cost_minor: 2_000,
+            currency: "CNY".into(),
+            channel: "PHONE".into(),
+            target_segment: Some("0190a5e2-7c1d-7000-8000-000000000001".into()),
+            target_filter: None,
+            budget_minor: 1_000_000,
+            max_cost_share_of_value: 0.1,
+            holdout_share: 0.2,
+            win_window_days: 30,
+            cool_down_days: 14,
+        }
+    }
+
+    fn violations(c: &CampaignSpec) -> Vec<String> {
+        let mut v = retention_errors::FieldViolations::new();
+        validate(c, "campaign.", &mut v);
+        v.iter().map(|(f, _)| f.to_string()).collect()
+    }
+
+    #[test]
+    fn a_complete_spec_is_valid_and_each_bad_field_is_named() {
+        assert!(violations(&spec()).is_empty());
+        let both = CampaignSpec {
+            target_filter: Some("p_alive < 0.3".into()),
+            ..spec()
+        };
+        assert_eq!(violations(&both), vec!["campaign.target_segment"]);
+        let bad = CampaignSpec {
+            display_name: " ".into(),
+            kind: None,
+            offer_cost_minor: -1,
+            currency: "cny".into(),
+            target_segment: None,
+            target_filter: Some("p_alive <".into()),
+            budget_minor: 0,
+            max_cost_share_of_value: 1.5,
+            holdout_share: 0.6,
+            win_window_days: 0,
+            cool_down_days: -1,
+            ..spec()
+        };
+        assert_eq!(
+            violations(&bad),
+            vec![
+                "campaign.display_name",
+                "campaign.kind",
+                "campaign.offer.cost",
+                "campaign.offer.cost.currency_code",
+                "campaign.target_filter",
+                "campaign.budget",
+                "campaign.max_cost_share_of_value",
+                "campaign.holdout_share",
+                "campaign.win_window_days",
+                "campaign.cool_down_days",
+            ]
+        );
     }
 
     fn action() -> impl proptest::strategy::Strategy<Value = CampaignAction> {

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use retention_cache::Cache;
@@ -53,7 +52,6 @@ pub type AppResult<T> = Result<T, AppError>;
 
 /// Customers scored per transaction in a full run.
 const RUN_PAGE: u64 = 1000;
-const CACHE_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Clone)]
 pub struct SegmentationApp {
@@ -252,7 +250,8 @@ impl SegmentationApp {
             .cache
             .get_or_load(
                 &cache_key(customer_id),
-                Some(CACHE_TTL),
+                // The configured default (`cache.ttl_secs`).
+                None,
                 move || async move {
                     let found = repo::find_insight(&db, &id)
                         .await

@@ -154,8 +154,15 @@ impl SegmentationApp {
         }
         let mut evs = Vec::new();
         let mut touched = vec![change.customer_id().to_string()];
+        // An erased customer stays forgotten, whatever arrives late about them.
+        if !matches!(change, Change::Erased { .. })
+            && repo::is_erased(&txn, change.customer_id()).await?
+        {
+            return Ok(txn.commit().await?);
+        }
         match &change {
             Change::Erased { customer_id } => {
+                repo::mark_erased(&txn, customer_id, at).await?;
                 for s in repo::delete_customer(&txn, customer_id).await? {
                     evs.push(events::membership_changed(&s, customer_id, false, at));
                 }

@@ -150,3 +150,17 @@ pub mod calibration {
 
     no_relations!();
 }
+
+pub mod erased {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "erased_customers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub customer_id: String,
+        pub erase_time: ChronoDateTimeUtc,
+    }
+
+    no_relations!();
+}

@@ -12,7 +12,9 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect,
 };
 
-use super::entities::{calibration, feature, insight, member, purchase, scoring_run, segment};
+use super::entities::{
+    calibration, erased, feature, insight, member, purchase, scoring_run, segment,
+};
 use crate::domain::features::Features;
 use crate::domain::filter::{OrderBy, OrderField, insight_schema};
 use crate::domain::scoring::{Calibration, Insight};
@@ -144,6 +146,32 @@ pub async fn delete_customer<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(segments)
+}
+
+pub async fn mark_erased<C: ConnectionTrait>(
+    db: &C,
+    customer_id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    erased::Entity::insert(erased::ActiveModel {
+        customer_id: Set(customer_id.to_string()),
+        erase_time: Set(at),
+    })
+    .on_conflict(
+        OnConflict::column(erased::Column::CustomerId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn is_erased<C: ConnectionTrait>(db: &C, customer_id: &str) -> Result<bool, DbErr> {
+    Ok(erased::Entity::find_by_id(customer_id.to_string())
+        .one(db)
+        .await?
+        .is_some())
 }
 
 // ---- purchases -----------------------------------------------------------------

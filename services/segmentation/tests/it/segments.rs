@@ -208,6 +208,18 @@ async fn merge_folds_features_and_erase_forgets_the_customer() {
             "{table} forgets the erased customer"
         );
     }
+    // Late news about the erased customer does not bring them back.
+    app.complaint_opened(&survivor).await;
+    app.purchase(&survivor, 300, 1_000, 300).await;
+    app.settle().await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM features WHERE customer_id = '{survivor}'"
+        ))
+        .await,
+        0,
+        "events after the erasure are ignored"
+    );
     let exits: Vec<String> = app
         .outbox::<pb::SegmentMembershipChangedEvent>()
         .await

@@ -13,41 +13,14 @@ use retention_testkit::{Backend, TestService};
 #[tokio::test]
 async fn an_erasure_in_profile_reaches_interactions_over_the_in_process_bus() {
     let bus = EventBus::in_process();
-    let (pb_bus, ib_bus) = (bus.clone(), bus.clone());
-    let profile = TestService::spawn(
-        "profile",
-        Backend::Sqlite,
-        false,
-        |_| {},
-        move |s, l, stop| {
-            retention_profile::run_with_bus(
-                s,
-                l,
-                async move {
-                    let _ = stop.await;
-                },
-                pb_bus,
-            )
-        },
-    )
+    let profile = embedded("profile", &bus, |s, l, stop, b| async move {
+        Ok(retention_profile::run_with_bus(s, l, stop, b).await?)
+    })
     .await
     .unwrap();
-    let interactions = TestService::spawn(
-        "interactions",
-        Backend::Sqlite,
-        false,
-        |_| {},
-        move |s, l, stop| {
-            retention_interactions::run_with_bus(
-                s,
-                l,
-                async move {
-                    let _ = stop.await;
-                },
-                ib_bus,
-            )
-        },
-    )
+    let interactions = embedded("interactions", &bus, |s, l, stop, b| async move {
+        Ok(retention_interactions::run_with_bus(s, l, stop, b).await?)
+    })
     .await
     .unwrap();
     let scopes = [
@@ -126,6 +99,7 @@ async fn an_erasure_in_profile_reaches_interactions_over_the_in_process_bus() {
     interactions.stop().await.unwrap();
 }
 
+/// Spawns one service in embedded mode (SQLite, no Redis) on the shared bus.
 fn embedded<F, Fut>(
     name: &'static str,
     bus: &EventBus,

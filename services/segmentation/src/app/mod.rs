@@ -3,7 +3,7 @@
 //! consumed events, with the inbox record that makes it exactly-once; the cache is
 //! invalidated after the commit.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -14,12 +14,14 @@ use retention_events::{EventsError, OutboxEvent, first_delivery};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::Notify;
 
+mod report;
+mod runs;
+
+pub use report::PortfolioReport;
+
 use crate::domain::features::Features;
 use crate::domain::filter::OrderBy;
-use crate::domain::portfolio::{CohortRow, LevelShare, PeriodActivity, PeriodRate, level_shares};
-use crate::domain::scoring::{
-    Calibration, CalibrationRow, Insight, ScoringConfig, calibrate, score,
-};
+use crate::domain::scoring::{Insight, ScoringConfig, score};
 use crate::domain::segments::*;
 use crate::events::{self, Change};
 use crate::store::repo::{self, OrderValue};
@@ -110,6 +112,21 @@ fn scoring_events(
         evs.push(events::customer_scored(new));
     }
     evs
+}
+
+/// The segment, locked for `txn`, if `etag` (when given) is still current.
+async fn load_checked(txn: &DatabaseTransaction, id: &str, etag: &str) -> AppResult<Segment> {
+    let s = repo::load_segment(txn, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("segments/{id}")))?;
+    if !etag.is_empty() && etag != s.etag() {
+        return Err(AppError::EtagMismatch {
+            name: s.name(),
+            sent: etag.into(),
+            current: s.etag(),
+        });
+    }
+    Ok(s)
 }
 
 impl SegmentationApp {
@@ -407,16 +424,7 @@ impl SegmentationApp {
         filter: Option<String>,
     ) -> AppResult<(Segment, u64)> {
         let txn = self.db.begin().await?;
-        let mut s = repo::load_segment(&txn, id)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("segments/{id}")))?;
-        if !etag.is_empty() && etag != s.etag() {
-            return Err(AppError::EtagMismatch {
-                name: s.name(),
-                sent: etag.into(),
-                current: s.etag(),
-            });
-        }
+        let mut s = load_checked(&txn, id, etag).await?;
         let filter_changed = filter.as_ref().is_some_and(|f| *f != s.filter);
         if let Some(d) = display_name {
             s.display_name = d;
@@ -462,16 +470,7 @@ impl SegmentationApp {
     /// Deletes the segment; its members leave it (published).
     pub async fn delete_segment(&self, id: &str, etag: &str) -> AppResult<()> {
         let txn = self.db.begin().await?;
-        let s = repo::load_segment(&txn, id)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("segments/{id}")))?;
-        if !etag.is_empty() && etag != s.etag() {
-            return Err(AppError::EtagMismatch {
-                name: s.name(),
-                sent: etag.into(),
-                current: s.etag(),
-            });
-        }
+        load_checked(&txn, id, etag).await?;
         let at = now();
         let mut members: Vec<String> = repo::members_of(&txn, id).await?.into_iter().collect();
         members.sort();
@@ -509,259 +508,4 @@ impl SegmentationApp {
         let mut found = repo::insights_of(&self.db, &ids).await?;
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
-
-    // ---- scoring runs --------------------------------------------------------------
-
-    /// Fails runs a previous process left unfinished; call once at start-up.
-    pub async fn recover_runs(&self) -> AppResult<u64> {
-        Ok(repo::fail_unfinished_runs(&self.db, now()).await?)
-    }
-
-    /// Starts a full recompute in the background and returns the run to poll.
-    pub async fn start_run(&self, request_id: &str) -> AppResult<ScoringRun> {
-        if let Some(id) = self.replay("RunScoring", request_id).await? {
-            return self.get_run(&id).await;
-        }
-        let gate = self
-            .run_gate
-            .clone()
-            .try_lock_owned()
-            .map_err(|_| AppError::RunInProgress("a scoring run".into()))?;
-        if let Some(active) = repo::active_run(&self.db).await? {
-            return Err(AppError::RunInProgress(active.name()));
-        }
-        let run = ScoringRun {
-            id: new_id(),
-            state: RunState::Pending,
-            percent_complete: 0,
-            stage: "pending".into(),
-            customers_scored: 0,
-            create_time: now(),
-            end_time: None,
-            error: String::new(),
-        };
-        let txn = self.db.begin().await?;
-        if !self
-            .remember(&txn, "RunScoring", request_id, &run.id)
-            .await?
-        {
-            drop(txn);
-            drop(gate);
-            return Box::pin(self.start_run(request_id)).await;
-        }
-        repo::insert_run(&txn, &run).await?;
-        txn.commit().await?;
-        let app = self.clone();
-        let started = run.clone();
-        tokio::spawn(async move {
-            let _gate = gate;
-            let mut run = started;
-            if let Err(e) = app.execute_run(&mut run).await {
-                tracing::warn!(run = %run.id, error = %e, "scoring run failed");
-                run.state = RunState::Failed;
-                run.error = e.to_string();
-                run.end_time = Some(now());
-                if let Err(e) = repo::save_run(&app.db, &run).await {
-                    tracing::error!(run = %run.id, error = %e, "could not record the failed run");
-                }
-            }
-        });
-        Ok(run)
-    }
-
-    pub async fn get_run(&self, id: &str) -> AppResult<ScoringRun> {
-        repo::load_run(&self.db, id)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("scoringRuns/{id}")))
-    }
-
-    pub async fn latest_calibration(&self) -> AppResult<Calibration> {
-        repo::latest_calibration(&self.db)
-            .await?
-            .ok_or(AppError::NotFitted)
-    }
-
-    async fn progress(&self, run: &mut ScoringRun, stage: &str, percent: i32) -> AppResult<()> {
-        run.state = RunState::Running;
-        run.stage = stage.into();
-        run.percent_complete = percent;
-        Ok(repo::save_run(&self.db, run).await?)
-    }
-
-    /// Fit over the whole population, then score every customer page by page.
-    async fn execute_run(&self, run: &mut ScoringRun) -> Result<(), RunFailure> {
-        let at = now();
-        self.progress(run, "fitting", 0).await?;
-        let total = repo::count_features(&self.db).await?.max(1);
-        let mut rows = Vec::new();
-        let mut after: Option<String> = None;
-        let unit_days = self.cfg.unit_days;
-        loop {
-            let page = repo::page_features(&self.db, after.as_deref(), 5 * RUN_PAGE, false).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            rows.extend(
-                page.iter()
-                    .filter_map(|(_, f)| CalibrationRow::of(f, at, unit_days)),
-            );
-        }
-        let cfg = self.cfg.clone();
-        let run_id = run.id.clone();
-        let cal = tokio::task::spawn_blocking(move || calibrate(&rows, &cfg, &run_id, at))
-            .await
-            .map_err(|e| RunFailure::Other(format!("fit task: {e}")))?
-            .map_err(|e| RunFailure::Other(e.to_string()))?;
-        repo::save_calibration(&self.db, &cal).await?;
-        self.progress(run, "scoring", 30).await?;
-
-        let cal = Arc::new(cal);
-        let mut after: Option<String> = None;
-        let mut scored: u64 = 0;
-        loop {
-            let txn = self.db.begin().await?;
-            let page = repo::page_features(&txn, after.as_deref(), RUN_PAGE, true).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
-            // Per page, so segments created or deleted during the run are followed.
-            let segments: Vec<CompiledSegment> = repo::all_segments(&txn)
-                .await?
-                .iter()
-                .filter_map(CompiledSegment::compile)
-                .collect();
-            let mut prev = repo::insights_of(&txn, &ids).await?;
-            let mut current: HashMap<String, BTreeSet<String>> = HashMap::new();
-            for (s, c) in repo::memberships_of(&txn, &ids).await? {
-                current.entry(c).or_default().insert(s);
-            }
-            let (cfg, cal2, segs) = (self.cfg.clone(), cal.clone(), segments);
-            let scored_page = tokio::task::spawn_blocking(move || {
-                let empty = BTreeSet::new();
-                page.iter()
-                    .map(|(id, f)| {
-                        let new = score(id, f, at, &cal2, &cfg);
-                        let (entered, left) =
-                            membership_changes(&segs, &new, current.get(id).unwrap_or(&empty));
-                        (new, entered, left)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| RunFailure::Other(format!("scoring task: {e}")))?;
-            let mut evs = Vec::new();
-            let (mut add, mut remove) = (Vec::new(), Vec::new());
-            let mut insights = Vec::with_capacity(scored_page.len());
-            for (new, entered, left) in scored_page {
-                let p = prev.remove(&new.customer_id);
-                evs.extend(scoring_events(p.as_ref(), &new, &entered, &left, at));
-                add.extend(entered.into_iter().map(|s| (s, new.customer_id.clone())));
-                remove.extend(left.into_iter().map(|s| (s, new.customer_id.clone())));
-                insights.push(new);
-            }
-            repo::upsert_insights(&txn, &insights).await?;
-            repo::add_members(&txn, &add, at).await?;
-            repo::remove_members(&txn, &remove).await?;
-            self.commit(txn, evs).await?;
-            self.invalidate(&ids).await;
-            scored += ids.len() as u64;
-            run.customers_scored = scored as i64;
-            let percent = 30 + (70 * scored / total).min(69) as i32;
-            self.progress(run, "scoring", percent).await?;
-        }
-        run.state = RunState::Succeeded;
-        run.stage = "done".into();
-        run.percent_complete = 100;
-        run.end_time = Some(now());
-        repo::save_run(&self.db, run).await?;
-        tracing::info!(run = %run.id, customers = scored, "scoring run finished");
-        Ok(())
-    }
-}
-
-/// The portfolio figures of GetPortfolioReport.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PortfolioReport {
-    pub value_tiers: Vec<LevelShare>,
-    pub management_tiers: Vec<LevelShare>,
-    pub lifecycle_stages: Vec<LevelShare>,
-    pub churn_risks: Vec<LevelShare>,
-    pub pareto_share: f64,
-    pub rates: Vec<PeriodRate>,
-    pub cohorts: Vec<CohortRow>,
-    pub report_time: DateTime<Utc>,
-}
-
-impl SegmentationApp {
-    /// Streams the insights and the purchase ledger once each; memory grows with
-    /// the number of customers only for the Pareto margins (8 bytes each).
-    pub async fn portfolio_report(
-        &self,
-        period_days: u32,
-        periods: u32,
-    ) -> AppResult<PortfolioReport> {
-        use crate::domain::classify::{LifecycleStage, ManagementTier, ValueTier, pareto_share};
-        use crate::domain::value::ChurnRisk;
-        let at = now();
-        let mut rows = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = repo::report_rows(&self.db, after.as_deref(), 5 * RUN_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.0.clone());
-            rows.extend(page);
-        }
-        let names = |all: Vec<String>| all;
-        let shares = |levels: Vec<String>, pick: fn(&repo::ReportRow) -> &str| {
-            let refs: Vec<&str> = levels.iter().map(String::as_str).collect();
-            level_shares(&refs, rows.iter().map(|r| (pick(r), r.5)))
-        };
-        let margins: Vec<i64> = rows.iter().map(|r| r.5).collect();
-
-        let mut activity = PeriodActivity::new(at, period_days, periods);
-        let mut after: Option<String> = None;
-        const ROWS: u64 = 10 * RUN_PAGE;
-        loop {
-            let mut page = repo::purchase_times(&self.db, after.as_deref(), ROWS).await?;
-            let Some((last_customer, _)) = page.last().cloned() else {
-                break;
-            };
-            // A full page may end inside a customer: leave that one to the next page.
-            if page.len() as u64 == ROWS {
-                page.retain(|(c, _)| *c != last_customer);
-                if page.is_empty() {
-                    // One customer with more purchases than a page: read them alone.
-                    let times = repo::purchase_times_of(&self.db, &last_customer).await?;
-                    activity.add_customer(&times);
-                    after = Some(last_customer);
-                    continue;
-                }
-            }
-            for group in page.chunk_by(|a, b| a.0 == b.0) {
-                let times: Vec<DateTime<Utc>> = group.iter().map(|(_, t)| *t).collect();
-                activity.add_customer(&times);
-            }
-            after = page.last().map(|(c, _)| c.clone());
-        }
-        Ok(PortfolioReport {
-            value_tiers: shares(names(ValueTier::names()), |r| &r.1),
-            management_tiers: shares(names(ManagementTier::names()), |r| &r.2),
-            lifecycle_stages: shares(names(LifecycleStage::names()), |r| &r.3),
-            churn_risks: shares(names(ChurnRisk::names()), |r| &r.4),
-            pareto_share: pareto_share(&margins),
-            rates: activity.rates(),
-            cohorts: activity.cohorts(),
-            report_time: at,
-        })
-    }
-}
-
-/// Why a run failed; recorded on the run resource.
-#[derive(Debug, thiserror::Error)]
-enum RunFailure {
-    #[error(transparent)]
-    App(#[from] AppError),
-    #[error("database: {0}")]
-    Db(#[from] DbErr),
-    #[error("{0}")]
-    Other(String),
 }

@@ -33,6 +33,35 @@ pub struct Settings {
     /// Segmentation's model and classification settings (other services ignore it).
     #[serde(default)]
     pub scoring: ScoringSettings,
+    /// Win-back's peers and schedules (other services ignore it).
+    #[serde(default)]
+    pub winback: WinbackSettings,
+}
+
+/// How the win-back service reaches segmentation and runs its schedules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WinbackSettings {
+    /// gRPC endpoint of the segmentation service (targets and insights).
+    pub segmentation_endpoint: String,
+    /// Budget of one call to segmentation when the caller's own deadline is longer.
+    pub call_timeout_ms: u64,
+    /// Most candidates a launch reads from segmentation; a larger target is refused
+    /// rather than silently cut.
+    pub max_candidates: usize,
+    /// Seconds between checks for scheduled campaigns that are due.
+    pub schedule_check_secs: u64,
+}
+
+impl Default for WinbackSettings {
+    fn default() -> Self {
+        WinbackSettings {
+            segmentation_endpoint: "http://127.0.0.1:50053".into(),
+            call_timeout_ms: 5_000,
+            max_candidates: 200_000,
+            schedule_check_secs: 30,
+        }
+    }
 }
 
 /// Cut-offs, weights and horizons of segmentation's models (DOMAIN §3-§5): the seed
@@ -324,6 +353,7 @@ impl Settings {
                 log_format: "compact".into(),
             },
             scoring: ScoringSettings::default(),
+            winback: WinbackSettings::default(),
         }
     }
 
@@ -349,6 +379,11 @@ impl Settings {
         }
         if self.database.url.is_empty() {
             return Err(ConfigError::Invalid("database.url is empty".into()));
+        }
+        if self.winback.call_timeout_ms == 0 || self.winback.max_candidates == 0 {
+            return Err(ConfigError::Invalid(
+                "winback.call_timeout_ms and winback.max_candidates must be positive".into(),
+            ));
         }
         self.scoring.validate()
     }

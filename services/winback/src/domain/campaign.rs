@@ -129,7 +129,14 @@ pub fn validate(c: &CampaignSpec, prefix: &str, v: &mut retention_errors::FieldV
         f("offer.cost.currency_code"),
         "must be an ISO 4217 code such as \"CNY\"",
     );
-    v.check(!c.channel.trim().is_empty(), f("channel"), "is required");
+    v.check(
+        super::records::ContactChannel::parse(&c.channel).is_some(),
+        f("channel"),
+        format!(
+            "must be one of {}",
+            super::records::ContactChannel::names().join(", ")
+        ),
+    );
     v.check(
         c.target_segment.is_some() != c.target_filter.is_some(),
         f("target_segment"),

@@ -4,5 +4,6 @@ pub mod attribution;
 pub mod campaign;
 pub mod churn;
 pub mod playbook;
+pub mod records;
 pub mod results;
 pub mod targeting;

@@ -47,11 +47,10 @@ pub struct TargetingRules {
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Arm {
-    Treated,
-    Control,
-}
+domain_enum!(
+    /// Offered the campaign, or kept back as the control group.
+    Arm { Treated = "TREATED", Control = "CONTROL" }
+);
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Selection {

@@ -1,0 +1,283 @@
+//! Launching: the target is read from segmentation first (outside any transaction),
+//! then exclusions, the holdout split and the budget are applied and the targets,
+//! the state change and every OfferDispatched event commit together. A launch
+//! therefore either happens completely or not at all.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use retention_domain::now;
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+
+use super::{AppError, AppResult, WinbackApp, campaign_name, concurrent, step};
+use crate::clients::TargetInsight;
+use crate::domain::campaign::{CampaignAction, CampaignState};
+use crate::domain::records::{Campaign, Target};
+use crate::domain::targeting::{Arm, Candidate, Selection, TargetingRules, select};
+use crate::events;
+use crate::store::repo;
+
+impl WinbackApp {
+    /// LaunchCampaign. A draft whose schedule lies ahead becomes SCHEDULED (the
+    /// scheduler launches it when due); a draft or a due scheduled campaign starts
+    /// RUNNING with its targets; a paused one resumes.
+    pub async fn launch(
+        &self,
+        id: &str,
+        etag: &str,
+        budget: Option<Duration>,
+    ) -> AppResult<Campaign> {
+        let c = self.get_campaign(id).await?;
+        if !etag.is_empty() && etag != c.etag() {
+            return Err(AppError::EtagMismatch {
+                name: campaign_name(id),
+                sent: etag.into(),
+                current: c.etag(),
+            });
+        }
+        match c.state {
+            CampaignState::Paused => return self.act(id, CampaignAction::Resume, etag).await,
+            CampaignState::Draft if c.schedule_time.is_some_and(|t| t > now()) => {
+                return self.act(id, CampaignAction::Schedule, etag).await;
+            }
+            CampaignState::Draft | CampaignState::Scheduled => {}
+            from => {
+                return Err(AppError::Illegal {
+                    name: campaign_name(id),
+                    source: crate::domain::campaign::IllegalTransition {
+                        from,
+                        action: CampaignAction::Launch,
+                    },
+                });
+            }
+        }
+        let insights = self
+            .segmentation
+            .candidates(
+                c.target_segment.as_deref(),
+                c.target_filter.as_deref(),
+                budget,
+            )
+            .await
+            .map_err(|source| AppError::Peer {
+                name: campaign_name(id),
+                source,
+            })?;
+        self.launch_with(&c, insights).await
+    }
+
+    async fn launch_with(
+        &self,
+        seen: &Campaign,
+        insights: Vec<TargetInsight>,
+    ) -> AppResult<Campaign> {
+        let at = now();
+        let txn = self.db.begin().await?;
+        let mut c = repo::load_campaign(&txn, &seen.id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(campaign_name(&seen.id)))?;
+        if c.version != seen.version {
+            return Err(concurrent(&c.id, seen.version));
+        }
+        let expected = c.version;
+        step(&mut c, CampaignAction::Launch, at)?;
+        let mut seen_ids = HashSet::new();
+        let insights: Vec<TargetInsight> = insights
+            .into_iter()
+            .filter(|i| seen_ids.insert(i.customer_id.clone()))
+            .collect();
+        let sel = self.select_targets(&txn, &c, &insights, at).await?;
+        let targets = build_targets(&c, &sel, &insights, at);
+        c.committed_minor += sel.committed_minor;
+        repo::insert_targets(&txn, &targets).await?;
+        repo::insert_exclusions(&txn, &c.id, &sel.excluded).await?;
+        if !repo::update_campaign(&txn, &c, expected).await? {
+            return Err(concurrent(&c.id, expected));
+        }
+        let treated = targets.iter().filter(|t| t.arm == Arm::Treated).count() as i64;
+        let mut evs = vec![events::campaign_launched(
+            &c,
+            treated,
+            targets.len() as i64 - treated,
+        )];
+        evs.extend(
+            targets
+                .iter()
+                .filter(|t| t.arm == Arm::Treated)
+                .map(|t| events::offer_dispatched(&c, t)),
+        );
+        self.commit(txn, evs).await?;
+        tracing::info!(
+            campaign = %c.id,
+            candidates = insights.len(),
+            treated,
+            control = targets.len() as i64 - treated,
+            excluded = sel.excluded.len(),
+            "campaign launched"
+        );
+        Ok(c)
+    }
+
+    /// Exclusions from this service's records, then the selection within what is
+    /// left of the budget.
+    async fn select_targets(
+        &self,
+        txn: &DatabaseTransaction,
+        c: &Campaign,
+        insights: &[TargetInsight],
+        at: DateTime<Utc>,
+    ) -> AppResult<Selection> {
+        let ids: Vec<String> = insights.iter().map(|i| i.customer_id.clone()).collect();
+        let churn = repo::churn_types(txn, &ids).await?;
+        let opted_out = repo::opted_out(txn, &ids, c.channel).await?;
+        let since = at - chrono::Duration::days(i64::from(c.cool_down_days));
+        let (in_live, contacted) = repo::busy_customers(txn, &c.id, &ids, since).await?;
+        let candidates: Vec<Candidate> = insights
+            .iter()
+            .map(|i| Candidate {
+                customer_id: i.customer_id.clone(),
+                predicted_clv_minor: i.predicted_clv_minor,
+                churn_type: churn.get(&i.customer_id).copied(),
+                channel_allowed: !opted_out.contains(&i.customer_id),
+                recently_contacted: contacted.contains(&i.customer_id),
+                in_live_campaign: in_live.contains(&i.customer_id),
+            })
+            .collect();
+        Ok(select(
+            &candidates,
+            &TargetingRules {
+                offer_cost_minor: c.offer_cost_minor,
+                budget_minor: (c.budget_minor - c.committed_minor).max(0),
+                max_cost_share_of_value: c.max_cost_share_of_value,
+                holdout_share: c.holdout_share,
+                seed: c.seed as u64,
+            },
+        ))
+    }
+
+    /// A customer entered `segment_id`: running triggered campaigns on that segment
+    /// enrol it (treated or control, exclusions and budget as at launch). The
+    /// event's inbox entry commits with the enrolment, so a redelivery changes
+    /// nothing; a segmentation failure leaves the event to be delivered again.
+    pub async fn segment_entered(
+        &self,
+        event_id: &str,
+        consumer: &str,
+        segment_id: &str,
+        customer_id: &str,
+    ) -> AppResult<usize> {
+        let campaigns: Vec<Campaign> =
+            repo::campaigns_in_state(&self.db, &[CampaignState::Running])
+                .await?
+                .into_iter()
+                .filter(|c| c.triggered && c.target_segment.as_deref() == Some(segment_id))
+                .collect();
+        let insight = if campaigns.is_empty() {
+            None
+        } else {
+            self.segmentation
+                .insight(customer_id, None)
+                .await
+                .map_err(|source| AppError::Peer {
+                    name: format!("customers/{customer_id}"),
+                    source,
+                })?
+        };
+        let at = now();
+        let txn = self.db.begin().await?;
+        if !retention_events::first_delivery(&txn, consumer, event_id).await? {
+            return Ok(0);
+        }
+        let mut enrolled = 0;
+        let mut evs = Vec::new();
+        for seen in campaigns {
+            let Some(insight) = insight.clone() else {
+                break;
+            };
+            let Some(mut c) = repo::load_campaign(&txn, &seen.id).await? else {
+                continue;
+            };
+            if c.state != CampaignState::Running
+                || repo::find_target(&txn, &c.id, customer_id).await?.is_some()
+            {
+                continue;
+            }
+            let expected = c.version;
+            let insights = [insight];
+            let sel = self.select_targets(&txn, &c, &insights, at).await?;
+            let targets = build_targets(&c, &sel, &insights, at);
+            c.committed_minor += sel.committed_minor;
+            c.version += 1;
+            c.update_time = at;
+            repo::insert_targets(&txn, &targets).await?;
+            repo::insert_exclusions(&txn, &c.id, &sel.excluded).await?;
+            if !repo::update_campaign(&txn, &c, expected).await? {
+                return Err(concurrent(&c.id, expected));
+            }
+            enrolled += targets.len();
+            evs.extend(
+                targets
+                    .iter()
+                    .filter(|t| t.arm == Arm::Treated)
+                    .map(|t| events::offer_dispatched(&c, t)),
+            );
+        }
+        self.commit(txn, evs).await?;
+        Ok(enrolled)
+    }
+
+    /// Launches scheduled campaigns whose time has come; returns how many started.
+    /// One that cannot start now (segmentation down) stays scheduled for the next
+    /// check.
+    pub async fn launch_due(&self, at: DateTime<Utc>) -> AppResult<usize> {
+        let mut started = 0;
+        for c in repo::campaigns_in_state(&self.db, &[CampaignState::Scheduled]).await? {
+            if c.schedule_time.is_none_or(|t| t > at) {
+                continue;
+            }
+            match self.launch(&c.id, "", None).await {
+                Ok(_) => started += 1,
+                Err(e) => tracing::warn!(campaign = %c.id, error = %e, "scheduled launch deferred"),
+            }
+        }
+        Ok(started)
+    }
+}
+
+fn build_targets(
+    c: &Campaign,
+    sel: &Selection,
+    insights: &[TargetInsight],
+    at: DateTime<Utc>,
+) -> Vec<Target> {
+    let by_id: HashMap<&str, &TargetInsight> = insights
+        .iter()
+        .map(|i| (i.customer_id.as_str(), i))
+        .collect();
+    let deadline = at + chrono::Duration::days(i64::from(c.win_window_days));
+    sel.targets
+        .iter()
+        .map(|(customer, arm)| {
+            let i = by_id.get(customer.as_str());
+            Target {
+                campaign_id: c.id.clone(),
+                customer_id: customer.clone(),
+                arm: *arm,
+                predicted_clv_minor: i.map_or(0, |i| i.predicted_clv_minor),
+                currency: i
+                    .map(|i| i.currency.clone())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| c.currency.clone()),
+                window_start: at,
+                win_deadline: deadline,
+                dispatch_time: (*arm == Arm::Treated).then_some(at),
+                last_outcome: None,
+                outcome_time: None,
+                won_back_time: None,
+                recovered_margin_minor: 0,
+                repeat_purchases: 0,
+            }
+        })
+        .collect()
+}

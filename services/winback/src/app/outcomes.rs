@@ -1,0 +1,300 @@
+//! What campaigns achieve: contact outcomes, won-back attribution from purchases,
+//! results against the holdout, the comparison across strategies, and the playbook
+//! for one customer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::TransactionTrait;
+
+use super::{AppError, AppResult, WinbackApp, campaign_name};
+use crate::domain::attribution::TargetWindow;
+use crate::domain::campaign::{CampaignKind, Strategy};
+use crate::domain::playbook::{Action, Situation, recommend};
+use crate::domain::records::{Campaign, ContactOutcome, Target};
+use crate::domain::results::{ArmOutcome, Uplift, economics, uplift};
+use crate::domain::targeting::Arm;
+use crate::events;
+use crate::store::repo::{self, ArmRow};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArmResults {
+    pub targets: i64,
+    pub contacted: i64,
+    pub won_back: i64,
+    pub win_back_rate: f64,
+    pub recovered_margin_minor: i64,
+    pub mean_days_to_win_back: f64,
+    pub repeat_rate: f64,
+}
+
+impl ArmResults {
+    fn from_row(r: &ArmRow) -> ArmResults {
+        let days = &r.days_to_win;
+        ArmResults {
+            targets: r.targets,
+            contacted: r.contacted,
+            won_back: r.won_back,
+            win_back_rate: ratio(r.won_back, r.targets),
+            recovered_margin_minor: r.recovered_margin_minor,
+            mean_days_to_win_back: if days.is_empty() {
+                0.0
+            } else {
+                days.iter().sum::<f64>() / days.len() as f64
+            },
+            repeat_rate: ratio(r.repeaters, r.won_back),
+        }
+    }
+
+    fn outcome(&self) -> ArmOutcome {
+        ArmOutcome {
+            targets: self.targets.max(0) as u64,
+            won_back: self.won_back.max(0) as u64,
+            recovered_margin_minor: self.recovered_margin_minor,
+        }
+    }
+}
+
+fn ratio(a: i64, b: i64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignResults {
+    pub campaign: Campaign,
+    pub treated: ArmResults,
+    pub control: ArmResults,
+    /// None without both arms: no control group, no proof.
+    pub uplift: Option<Uplift>,
+    pub spend_minor: i64,
+    pub incremental_margin_minor: i64,
+    pub roi: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategyOutcome {
+    pub strategy: Strategy,
+    pub campaigns: i64,
+    pub currency: String,
+    pub treated: ArmResults,
+    pub control: ArmResults,
+    pub uplift: Option<Uplift>,
+    pub spend_minor: i64,
+    pub incremental_margin_minor: i64,
+    pub roi: Option<f64>,
+}
+
+/// Pools rows of several campaigns into one (counts and money add; the means are
+/// recomputed from the pooled wins).
+fn pool(rows: &[ArmRow]) -> ArmRow {
+    let mut out = ArmRow::default();
+    for r in rows {
+        out.targets += r.targets;
+        out.contacted += r.contacted;
+        out.won_back += r.won_back;
+        out.recovered_margin_minor += r.recovered_margin_minor;
+        out.repeaters += r.repeaters;
+        out.days_to_win.extend_from_slice(&r.days_to_win);
+    }
+    out
+}
+
+impl WinbackApp {
+    /// RecordContactOutcome on a treated target (the control group is never
+    /// contacted). The latest outcome by occurrence time is kept.
+    pub async fn record_outcome(
+        &self,
+        campaign_id: &str,
+        customer_id: &str,
+        outcome: ContactOutcome,
+        at: DateTime<Utc>,
+    ) -> AppResult<Target> {
+        let name = format!("{}/targets/{customer_id}", campaign_name(campaign_id));
+        let txn = self.db.begin().await?;
+        let mut t = repo::find_target(&txn, campaign_id, customer_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(name.clone()))?;
+        if t.arm == Arm::Control {
+            return Err(AppError::Precondition {
+                name,
+                reason: "a control-group target receives no offer and cannot be contacted".into(),
+            });
+        }
+        if t.outcome_time.is_none_or(|prev| at >= prev) {
+            t.last_outcome = Some(outcome);
+            t.outcome_time = Some(at);
+            repo::update_target(&txn, &t).await?;
+        }
+        txn.commit().await?;
+        Ok(t)
+    }
+
+    pub async fn target(&self, campaign_id: &str, customer_id: &str) -> AppResult<Target> {
+        repo::find_target(&self.db, campaign_id, customer_id)
+            .await?
+            .ok_or_else(|| {
+                AppError::NotFound(format!(
+                    "{}/targets/{customer_id}",
+                    campaign_name(campaign_id)
+                ))
+            })
+    }
+
+    pub async fn list_targets(
+        &self,
+        campaign_id: &str,
+        after: Option<String>,
+        limit: u64,
+    ) -> AppResult<Vec<Target>> {
+        self.get_campaign(campaign_id).await?;
+        Ok(repo::list_targets(&self.db, campaign_id, after, limit).await?)
+    }
+
+    /// A purchase by `customer_id` at `at`: the first purchase inside a target's
+    /// win window wins it back (treated and control alike, CustomerWonBack); later
+    /// purchases of a won-back target count as repeats. Applied once per event.
+    pub async fn purchase_recorded(
+        &self,
+        event_id: &str,
+        consumer: &str,
+        customer_id: &str,
+        at: DateTime<Utc>,
+        margin_minor: i64,
+    ) -> AppResult<usize> {
+        let txn = self.db.begin().await?;
+        if !retention_events::first_delivery(&txn, consumer, event_id).await? {
+            return Ok(0);
+        }
+        let mut evs = Vec::new();
+        for mut t in repo::targets_of_customer(&txn, customer_id, at).await? {
+            let window = TargetWindow {
+                arm: t.arm,
+                start: t.window_start,
+                win_window_days: (t.win_deadline - t.window_start).num_days().max(0) as u32,
+                won_back_time: t.won_back_time,
+            };
+            if window.wins(at) {
+                t.won_back_time = Some(at);
+                t.recovered_margin_minor = margin_minor;
+                evs.push(events::customer_won_back(&t));
+            } else if t.won_back_time.is_some_and(|w| at > w) {
+                t.repeat_purchases += 1;
+            } else {
+                continue;
+            }
+            repo::update_target(&txn, &t).await?;
+        }
+        let won = evs.len();
+        self.commit(txn, evs).await?;
+        Ok(won)
+    }
+
+    pub async fn results(&self, campaign_id: &str) -> AppResult<CampaignResults> {
+        let campaign = self.get_campaign(campaign_id).await?;
+        let rows = repo::arm_rows(&self.db, campaign_id).await?;
+        let arm = |a| rows.get(&a).map(ArmResults::from_row).unwrap_or_default();
+        let (treated, control) = (arm(Arm::Treated), arm(Arm::Control));
+        let e = economics(
+            &treated.outcome(),
+            &control.outcome(),
+            campaign.committed_minor,
+        );
+        Ok(CampaignResults {
+            uplift: uplift(&treated.outcome(), &control.outcome()),
+            spend_minor: campaign.committed_minor,
+            incremental_margin_minor: e.incremental_margin_minor.round() as i64,
+            roi: e.roi,
+            campaign,
+            treated,
+            control,
+        })
+    }
+
+    /// Launched campaigns pooled per strategy, best uplift first.
+    pub async fn compare_strategies(
+        &self,
+        kind: Option<CampaignKind>,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> AppResult<Vec<StrategyOutcome>> {
+        let mut by_strategy: BTreeMap<&'static str, (Strategy, Vec<Campaign>)> = BTreeMap::new();
+        for c in repo::launched_campaigns(&self.db, kind, start, end).await? {
+            by_strategy
+                .entry(c.strategy.as_str())
+                .or_insert_with(|| (c.strategy, Vec::new()))
+                .1
+                .push(c);
+        }
+        let mut out = Vec::new();
+        for (_, (strategy, campaigns)) in by_strategy {
+            let (mut treated, mut control) = (Vec::new(), Vec::new());
+            for c in &campaigns {
+                let mut rows = repo::arm_rows(&self.db, &c.id).await?;
+                treated.extend(rows.remove(&Arm::Treated));
+                control.extend(rows.remove(&Arm::Control));
+            }
+            let treated = ArmResults::from_row(&pool(&treated));
+            let control = ArmResults::from_row(&pool(&control));
+            let spend: i64 = campaigns.iter().map(|c| c.committed_minor).sum();
+            let e = economics(&treated.outcome(), &control.outcome(), spend);
+            out.push(StrategyOutcome {
+                strategy,
+                campaigns: campaigns.len() as i64,
+                currency: campaigns
+                    .first()
+                    .map(|c| c.currency.clone())
+                    .unwrap_or_default(),
+                uplift: uplift(&treated.outcome(), &control.outcome()),
+                spend_minor: spend,
+                incremental_margin_minor: e.incremental_margin_minor.round() as i64,
+                roi: e.roi,
+                treated,
+                control,
+            });
+        }
+        out.sort_by(|a, b| {
+            let u = |s: &StrategyOutcome| s.uplift.map_or(f64::NEG_INFINITY, |u| u.estimate);
+            u(b).total_cmp(&u(a))
+        });
+        Ok(out)
+    }
+
+    /// The playbook for one customer: its stage, value tier and risk from
+    /// segmentation, its complaints and churn type from this service's records.
+    pub async fn recommend(
+        &self,
+        customer_id: &str,
+        budget: Option<Duration>,
+    ) -> AppResult<Vec<Action>> {
+        let insight = self
+            .segmentation
+            .insight(customer_id, budget)
+            .await
+            .map_err(|source| AppError::Peer {
+                name: format!("customers/{customer_id}"),
+                source,
+            })?;
+        let (unresolved, _, _) = repo::complaint_counts(&self.db, customer_id).await?;
+        let churn_type = repo::churn_types(&self.db, &[customer_id.to_string()])
+            .await?
+            .remove(customer_id);
+        let situation = Situation {
+            lifecycle_stage: insight
+                .as_ref()
+                .map(|i| i.lifecycle_stage.clone())
+                .unwrap_or_default(),
+            value_tier: insight
+                .as_ref()
+                .map(|i| i.value_tier.clone())
+                .unwrap_or_default(),
+            churn_risk: insight
+                .as_ref()
+                .map(|i| i.churn_risk.clone())
+                .unwrap_or_default(),
+            open_complaints: unresolved,
+            churn_type,
+        };
+        Ok(recommend(&situation))
+    }
+}

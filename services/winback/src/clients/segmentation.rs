@@ -1,0 +1,288 @@
+//! The segmentation service as win-back sees it: campaign targets (a segment's
+//! members or an insight filter) and one customer's insight.
+
+use std::time::Duration;
+
+use retention_auth::TokenMinter;
+use retention_proto::segmentation as pb;
+use retention_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// What win-back needs of a customer's insight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetInsight {
+    pub customer_id: String,
+    pub predicted_clv_minor: i64,
+    pub currency: String,
+    /// Names as segmentation publishes them ("DECLINE", "GOLD", "HIGH").
+    pub lifecycle_stage: String,
+    pub value_tier: String,
+    pub churn_risk: String,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PeerError {
+    #[error("the segmentation service is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the segmentation service did not answer within the deadline")]
+    DeadlineExceeded,
+    #[error("segmentation refused {field}: {description}")]
+    Invalid { field: String, description: String },
+    #[error("{0} does not exist in segmentation")]
+    NotFound(String),
+    #[error("the target holds more than {0} customers")]
+    TooManyCandidates(usize),
+    #[error("the segmentation service failed: {0}")]
+    Failed(String),
+}
+
+impl PeerError {
+    fn from_status(s: Status, what: &str) -> PeerError {
+        match s.code() {
+            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                PeerError::Unavailable(s.message().to_string())
+            }
+            Code::DeadlineExceeded => PeerError::DeadlineExceeded,
+            Code::NotFound => PeerError::NotFound(what.to_string()),
+            Code::InvalidArgument => {
+                let v = retention_errors::field_violations(&s);
+                let (field, description) = v
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| ("target".into(), s.message().to_string()));
+                PeerError::Invalid { field, description }
+            }
+            _ => PeerError::Failed(format!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SegmentationClient {
+    client: SegmentationServiceClient<Channel>,
+    minter: std::sync::Arc<TokenMinter>,
+    call_timeout: Duration,
+    max_candidates: usize,
+}
+
+const PAGE: i32 = 1000;
+const SUBJECT: &str = "service:winback";
+const SCOPES: &[&str] = &["segmentation.read"];
+
+impl SegmentationClient {
+    /// Connects lazily: the service starts (and answers what needs no peer) while
+    /// segmentation is still coming up.
+    pub fn from_settings(s: &retention_config::Settings) -> Result<Self, PeerError> {
+        let endpoint = Endpoint::from_shared(s.winback.segmentation_endpoint.clone())
+            .map_err(|e| PeerError::Failed(format!("bad segmentation endpoint: {e}")))?
+            .connect_timeout(Duration::from_millis(s.winback.call_timeout_ms.min(2_000)))
+            .tcp_nodelay(true);
+        Ok(SegmentationClient {
+            client: SegmentationServiceClient::new(endpoint.connect_lazy()),
+            minter: std::sync::Arc::new(TokenMinter::hs256(
+                s.auth.jwt_secret.as_bytes(),
+                &s.auth.issuer,
+                &s.auth.audience,
+            )),
+            call_timeout: Duration::from_millis(s.winback.call_timeout_ms),
+            max_candidates: s.winback.max_candidates,
+        })
+    }
+
+    /// A request bounded by `deadline` (and the configured cap), traced and signed.
+    fn request<T>(&self, msg: T, deadline: Instant) -> Result<Request<T>, PeerError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(PeerError::DeadlineExceeded);
+        }
+        let mut req = Request::new(msg);
+        req.set_timeout(left.min(self.call_timeout));
+        let token = self.minter.mint(SUBJECT, SCOPES, Duration::from_secs(300));
+        if let Ok(v) = format!("Bearer {token}").parse() {
+            req.metadata_mut().insert("authorization", v);
+        }
+        retention_telemetry::inject_current(req.metadata_mut());
+        Ok(req)
+    }
+
+    fn deadline(&self, budget: Option<Duration>) -> Instant {
+        Instant::now() + budget.unwrap_or(self.call_timeout)
+    }
+
+    /// One customer's insight; None when segmentation has not scored it.
+    pub async fn insight(
+        &self,
+        customer_id: &str,
+        budget: Option<Duration>,
+    ) -> Result<Option<TargetInsight>, PeerError> {
+        let name = format!("customers/{customer_id}");
+        let req = self.request(
+            pb::GetCustomerInsightRequest { name: name.clone() },
+            self.deadline(budget.map(|b| b.min(self.call_timeout))),
+        )?;
+        match self.client.clone().get_customer_insight(req).await {
+            Ok(r) => Ok(Some(target_insight(r.into_inner()))),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(PeerError::from_status(s, &name)),
+        }
+    }
+
+    /// Everyone the target selects, read page by page within `budget`. Either the
+    /// whole target or an error: a launch never works on part of it.
+    pub async fn candidates(
+        &self,
+        segment: Option<&str>,
+        filter: Option<&str>,
+        budget: Option<Duration>,
+    ) -> Result<Vec<TargetInsight>, PeerError> {
+        let deadline = self.deadline(budget);
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let (page, next) = match segment {
+                Some(id) => {
+                    let name = format!("segments/{id}");
+                    let req = self.request(
+                        pb::ListSegmentMembersRequest {
+                            segment: name.clone(),
+                            page_size: PAGE,
+                            page_token: token.clone(),
+                        },
+                        deadline,
+                    )?;
+                    let r = self
+                        .client
+                        .clone()
+                        .list_segment_members(req)
+                        .await
+                        .map_err(|s| PeerError::from_status(s, &name))?
+                        .into_inner();
+                    (r.members, r.next_page_token)
+                }
+                None => {
+                    let req = self.request(
+                        pb::ListCustomerInsightsRequest {
+                            page_size: PAGE,
+                            page_token: token.clone(),
+                            filter: filter.unwrap_or_default().to_string(),
+                            order_by: String::new(),
+                        },
+                        deadline,
+                    )?;
+                    let r = self
+                        .client
+                        .clone()
+                        .list_customer_insights(req)
+                        .await
+                        .map_err(|s| PeerError::from_status(s, "the target filter"))?
+                        .into_inner();
+                    (r.insights, r.next_page_token)
+                }
+            };
+            out.extend(page.into_iter().map(target_insight));
+            if out.len() > self.max_candidates {
+                return Err(PeerError::TooManyCandidates(self.max_candidates));
+            }
+            if next.is_empty() {
+                return Ok(out);
+            }
+            token = next;
+        }
+    }
+}
+
+fn enum_name(full: &str, prefix: &str) -> String {
+    full.strip_prefix(prefix).unwrap_or(full).to_string()
+}
+
+fn target_insight(i: pb::CustomerInsight) -> TargetInsight {
+    let clv = i.predicted_clv.unwrap_or_default();
+    TargetInsight {
+        customer_id: i
+            .customer
+            .strip_prefix("customers/")
+            .unwrap_or(&i.customer)
+            .to_string(),
+        predicted_clv_minor: clv.minor_units,
+        currency: clv.currency_code,
+        lifecycle_stage: enum_name(
+            pb::LifecycleStage::try_from(i.lifecycle_stage)
+                .unwrap_or_default()
+                .as_str_name(),
+            "LIFECYCLE_STAGE_",
+        ),
+        value_tier: enum_name(
+            pb::ValueTier::try_from(i.value_tier)
+                .unwrap_or_default()
+                .as_str_name(),
+            "VALUE_TIER_",
+        ),
+        churn_risk: enum_name(
+            pb::ChurnRisk::try_from(i.churn_risk)
+                .unwrap_or_default()
+                .as_str_name(),
+            "CHURN_RISK_",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_become_peer_errors_callers_can_act_on() {
+        let e = |s: Status| PeerError::from_status(s, "segments/x");
+        assert_eq!(
+            e(Status::unavailable("connection refused")),
+            PeerError::Unavailable("connection refused".into())
+        );
+        assert_eq!(
+            e(Status::deadline_exceeded("slow")),
+            PeerError::DeadlineExceeded
+        );
+        assert_eq!(
+            e(Status::not_found("nope")),
+            PeerError::NotFound("segments/x".into())
+        );
+        let bad = retention_errors::invalid_argument([("filter", "unknown field foo")]);
+        assert_eq!(
+            e(bad),
+            PeerError::Invalid {
+                field: "filter".into(),
+                description: "unknown field foo".into()
+            }
+        );
+        assert!(matches!(e(Status::internal("boom")), PeerError::Failed(_)));
+    }
+
+    #[test]
+    fn insights_keep_the_enum_names_the_playbook_reads() {
+        let i = target_insight(pb::CustomerInsight {
+            customer: "customers/c1".into(),
+            lifecycle_stage: pb::LifecycleStage::Decline as i32,
+            value_tier: pb::ValueTier::Gold as i32,
+            churn_risk: pb::ChurnRisk::High as i32,
+            predicted_clv: Some(retention_proto::common::Money {
+                currency_code: "CNY".into(),
+                minor_units: 12_345,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(i.customer_id, "c1");
+        assert_eq!(
+            (
+                i.lifecycle_stage.as_str(),
+                i.value_tier.as_str(),
+                i.churn_risk.as_str()
+            ),
+            ("DECLINE", "GOLD", "HIGH")
+        );
+        assert_eq!(
+            (i.predicted_clv_minor, i.currency.as_str()),
+            (12_345, "CNY")
+        );
+    }
+}

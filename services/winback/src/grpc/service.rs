@@ -1,0 +1,576 @@
+//! `WinbackService` over the application layer: validation with field details,
+//! then one use case per method.
+
+use chrono::{DateTime, Utc};
+use retention_errors::FieldViolations;
+use retention_errors::names::{check_request_id, name_arg, parse_name};
+use retention_filter::{FieldType, Schema};
+use retention_proto::winback as pb;
+use retention_proto::winback::winback_service_server::WinbackService;
+use retention_server::paging::{decode_token, encode_token, page_size};
+use retention_server::remaining_budget;
+use sea_orm::sea_query::SimpleExpr;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::app::{NewCampaign, WinbackApp};
+use crate::domain::campaign::{
+    CampaignAction, CampaignKind, CampaignSpec, CampaignState, OfferKind, Strategy, validate,
+};
+use crate::domain::churn::{ChurnSignals, ChurnType, ReasonCode};
+use crate::domain::records::{ChurnRecord, ContactChannel, Money};
+use crate::store::repo::{self, CAMPAIGN_FILTER_FIELDS};
+
+pub struct WinbackGrpc {
+    app: WinbackApp,
+}
+
+impl WinbackGrpc {
+    pub fn new(app: WinbackApp) -> Self {
+        WinbackGrpc { app }
+    }
+
+    fn backend(&self) -> sea_orm::DbBackend {
+        sea_orm::ConnectionTrait::get_database_backend(&self.app.db)
+    }
+}
+
+const MAX_EVIDENCE: usize = 10_000;
+const MAX_TEXT: usize = 500;
+/// Clocks differ between callers: a churn or outcome this far ahead is accepted.
+const CLOCK_SKEW_SECS: i64 = 300;
+
+const CHURN_FILTER_FIELDS: &[&str] = &["customer_id", "churn_type", "churn_time", "create_time"];
+
+fn churn_schema() -> Schema {
+    Schema::new()
+        .field("customer_id", FieldType::String)
+        .field("churn_type", FieldType::Enum(ChurnType::names()))
+        .field("churn_time", FieldType::Timestamp)
+        .field("create_time", FieldType::Timestamp)
+}
+
+fn campaign_schema() -> Schema {
+    Schema::new()
+        .field("display_name", FieldType::String)
+        .field("kind", FieldType::Enum(CampaignKind::names()))
+        .field("strategy", FieldType::Enum(Strategy::names()))
+        .field("offer_kind", FieldType::Enum(OfferKind::names()))
+        .field("channel", FieldType::Enum(ContactChannel::names()))
+        .field("state", FieldType::Enum(CampaignState::names()))
+        .field("triggered", FieldType::Bool)
+        .field("create_time", FieldType::Timestamp)
+        .field("launch_time", FieldType::Timestamp)
+}
+
+/// A checked filter as a SQL condition; violations are recorded under `filter`.
+fn filter_arg(
+    src: &str,
+    schema: &Schema,
+    cols: &'static [&'static str],
+    backend: sea_orm::DbBackend,
+    v: &mut FieldViolations,
+) -> Option<SimpleExpr> {
+    match retention_filter::parse_and_check(src, schema) {
+        Ok(f) => f.map(|f| repo::condition(&f, backend, cols)),
+        Err(e) => {
+            v.add("filter", e.to_string());
+            None
+        }
+    }
+}
+
+/// A keyset cursor "rfc3339|id" of newest-first listings.
+fn time_cursor(c: Option<String>, v: &mut FieldViolations) -> Option<(DateTime<Utc>, String)> {
+    let c = c?;
+    let parsed = c.split_once('|').and_then(|(t, id)| {
+        DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| (t.with_timezone(&Utc), id.to_string()))
+    });
+    if parsed.is_none() {
+        v.add("page_token", "is not a valid page token");
+    }
+    parsed
+}
+
+fn time_token(kind: &str, query: &str, t: DateTime<Utc>, id: &str) -> String {
+    encode_token(
+        kind,
+        query,
+        &format!(
+            "{}|{id}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
+    )
+}
+
+fn customer_arg(name: &str, field: &str, v: &mut FieldViolations) -> String {
+    name_arg(name, "customers", field, v)
+}
+
+fn time_arg(
+    t: Option<&prost_types::Timestamp>,
+    field: &str,
+    v: &mut FieldViolations,
+) -> Option<DateTime<Utc>> {
+    let t = t?;
+    let parsed = convert::from_ts(t);
+    if parsed.is_none() {
+        v.add(field, "is not a valid timestamp");
+    }
+    parsed
+}
+
+fn not_future(t: DateTime<Utc>, field: &str, v: &mut FieldViolations) {
+    v.check(
+        t <= Utc::now() + chrono::Duration::seconds(CLOCK_SKEW_SECS),
+        field,
+        "must not be in the future",
+    );
+}
+
+/// The spec of a submitted campaign, validated, with what the spec does not hold.
+fn new_campaign(c: pb::Campaign, v: &mut FieldViolations) -> Option<NewCampaign> {
+    let offer = c.offer.clone().unwrap_or_default();
+    let cost = offer.cost.clone().unwrap_or_default();
+    let budget = c.budget.clone().unwrap_or_default();
+    let target_segment = (!c.target_segment.is_empty())
+        .then(|| name_arg(&c.target_segment, "segments", "campaign.target_segment", v));
+    let spec = CampaignSpec {
+        display_name: c.display_name.clone(),
+        kind: convert::kind_from(c.kind),
+        strategy: convert::strategy_from(c.strategy),
+        offer: convert::offer_kind_from(offer.kind),
+        offer_cost_minor: cost.minor_units,
+        currency: cost.currency_code.clone(),
+        channel: c.channel.clone(),
+        target_segment,
+        target_filter: (!c.target_filter.is_empty()).then(|| c.target_filter.clone()),
+        budget_minor: budget.minor_units,
+        max_cost_share_of_value: c.max_cost_share_of_value,
+        holdout_share: c.holdout_share,
+        win_window_days: c.win_window_days,
+        cool_down_days: c.cool_down_days,
+    };
+    validate(&spec, "campaign.", v);
+    v.check(
+        c.display_name.chars().count() <= MAX_TEXT,
+        "campaign.display_name",
+        format!("must be at most {MAX_TEXT} characters"),
+    );
+    v.check(
+        offer.description.chars().count() <= MAX_TEXT,
+        "campaign.offer.description",
+        format!("must be at most {MAX_TEXT} characters"),
+    );
+    v.check(
+        budget.currency_code == cost.currency_code,
+        "campaign.budget.currency_code",
+        "must be the offer cost's currency",
+    );
+    v.check(
+        !c.triggered || spec.target_segment.is_some(),
+        "campaign.triggered",
+        "a triggered campaign enrols customers entering a segment: set target_segment",
+    );
+    let schedule_time = time_arg(c.schedule_time.as_ref(), "campaign.schedule_time", v);
+    let channel = ContactChannel::parse(&c.channel);
+    if !v.is_empty() {
+        return None;
+    }
+    Some(NewCampaign {
+        spec,
+        offer_description: offer.description,
+        channel: channel?,
+        seed: (c.seed != 0).then_some(c.seed),
+        schedule_time,
+        triggered: c.triggered,
+    })
+}
+
+#[tonic::async_trait]
+impl WinbackService for WinbackGrpc {
+    async fn record_churn(
+        &self,
+        req: Request<pb::RecordChurnRequest>,
+    ) -> Result<Response<pb::ChurnRecord>, Status> {
+        let budget = remaining_budget(&req);
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let Some(c) = r.churn_record else {
+            v.add("churn_record", "is required");
+            return Err(v.into_status());
+        };
+        let customer_id = customer_arg(&c.customer, "churn_record.customer", &mut v);
+        let churn_type = convert::churn_type_from(c.churn_type);
+        v.check(
+            churn_type.is_some(),
+            "churn_record.churn_type",
+            "is required: NATURAL, COMPETITIVE, FAULT, NON_MALICIOUS, RETALIATORY or MALICIOUS",
+        );
+        let mut reason_codes: Vec<ReasonCode> = Vec::new();
+        for (i, code) in c.reason_codes.iter().enumerate() {
+            match convert::reason_from(*code) {
+                Some(rc) if !reason_codes.contains(&rc) => reason_codes.push(rc),
+                Some(_) => {}
+                None => v.add(
+                    format!("churn_record.reason_codes[{i}]"),
+                    "is not a known reason code",
+                ),
+            }
+        }
+        v.check(
+            c.evidence.chars().count() <= MAX_EVIDENCE,
+            "churn_record.evidence",
+            format!("must be at most {MAX_EVIDENCE} characters"),
+        );
+        let churn_time = time_arg(c.churn_time.as_ref(), "churn_record.churn_time", &mut v)
+            .unwrap_or_else(retention_domain::now);
+        not_future(churn_time, "churn_record.churn_time", &mut v);
+        let value_at_churn = c.value_at_churn.map(|m| {
+            v.check(
+                m.currency_code.len() == 3
+                    && m.currency_code.chars().all(|ch| ch.is_ascii_uppercase()),
+                "churn_record.value_at_churn.currency_code",
+                "must be an ISO 4217 code such as \"CNY\"",
+            );
+            Money {
+                currency: m.currency_code,
+                minor_units: m.minor_units,
+            }
+        });
+        v.into_result()?;
+        let record = ChurnRecord {
+            id: String::new(),
+            customer_id,
+            churn_type: churn_type.expect("validated"),
+            reason_codes,
+            evidence: c.evidence,
+            churn_time,
+            value_at_churn,
+            create_time: churn_time,
+        };
+        let r = self.app.record_churn(record, &r.request_id, budget).await?;
+        Ok(Response::new(convert::churn_record(&r)))
+    }
+
+    async fn get_churn_record(
+        &self,
+        req: Request<pb::GetChurnRecordRequest>,
+    ) -> Result<Response<pb::ChurnRecord>, Status> {
+        let mut v = FieldViolations::new();
+        let id = name_arg(&req.get_ref().name, "churnRecords", "name", &mut v);
+        v.into_result()?;
+        Ok(Response::new(convert::churn_record(
+            &self.app.get_churn(&id).await?,
+        )))
+    }
+
+    async fn list_churn_records(
+        &self,
+        req: Request<pb::ListChurnRecordsRequest>,
+    ) -> Result<Response<pb::ListChurnRecordsResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let limit = page_size(r.page_size, &mut v);
+        let filter = filter_arg(
+            &r.filter,
+            &churn_schema(),
+            CHURN_FILTER_FIELDS,
+            self.backend(),
+            &mut v,
+        );
+        let cursor = decode_token(&r.page_token, "churnRecords", &r.filter, &mut v);
+        let before = time_cursor(cursor, &mut v);
+        v.into_result()?;
+        let mut rows = self.app.list_churn(filter, before, limit + 1).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next = match rows.last() {
+            Some(last) if more => time_token("churnRecords", &r.filter, last.churn_time, &last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListChurnRecordsResponse {
+            churn_records: rows.iter().map(convert::churn_record).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn classify_churn(
+        &self,
+        req: Request<pb::ClassifyChurnRequest>,
+    ) -> Result<Response<pb::ChurnClassification>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let customer_id = customer_arg(&r.customer, "customer", &mut v);
+        let s = r.signals.unwrap_or_default();
+        for (field, n) in [
+            ("signals.unresolved_complaints", s.unresolved_complaints),
+            ("signals.breached_complaints", s.breached_complaints),
+            ("signals.escalated_complaints", s.escalated_complaints),
+        ] {
+            v.check(n >= 0, field, "must not be negative");
+        }
+        v.check(
+            s.competitor_mentioned.chars().count() <= MAX_TEXT,
+            "signals.competitor_mentioned",
+            format!("must be at most {MAX_TEXT} characters"),
+        );
+        v.into_result()?;
+        let signals = ChurnSignals {
+            unresolved_complaints: s.unresolved_complaints.max(0) as u32,
+            breached_complaints: s.breached_complaints.max(0) as u32,
+            escalated_complaints: s.escalated_complaints.max(0) as u32,
+            payment_failed: s.payment_failed,
+            fraud_suspected: s.fraud_suspected,
+            credit_default: s.credit_default,
+            competitor_mentioned: (!s.competitor_mentioned.trim().is_empty())
+                .then(|| s.competitor_mentioned.trim().to_string()),
+            moved_or_no_need: s.moved_or_no_need,
+        };
+        let c = self.app.classify_churn(&customer_id, signals).await?;
+        Ok(Response::new(pb::ChurnClassification {
+            churn_type: convert::churn_type(c.churn_type).into(),
+            reason_codes: c
+                .reason_codes
+                .iter()
+                .map(|r| convert::reason(*r).into())
+                .collect(),
+            reasons: c.reasons,
+            countermeasure: c.churn_type.countermeasure().into(),
+            targetable: c.churn_type.targetable(),
+        }))
+    }
+
+    async fn create_campaign(
+        &self,
+        req: Request<pb::CreateCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let Some(c) = r.campaign else {
+            v.add("campaign", "is required");
+            return Err(v.into_status());
+        };
+        let n = new_campaign(c, &mut v);
+        v.into_result()?;
+        let Some(n) = n else {
+            return Err(Status::invalid_argument("campaign is invalid"));
+        };
+        let c = self.app.create_campaign(n, &r.request_id).await?;
+        Ok(Response::new(convert::campaign(&c)))
+    }
+
+    async fn get_campaign(
+        &self,
+        req: Request<pb::GetCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let mut v = FieldViolations::new();
+        let id = name_arg(&req.get_ref().name, "campaigns", "name", &mut v);
+        v.into_result()?;
+        Ok(Response::new(convert::campaign(
+            &self.app.get_campaign(&id).await?,
+        )))
+    }
+
+    async fn list_campaigns(
+        &self,
+        req: Request<pb::ListCampaignsRequest>,
+    ) -> Result<Response<pb::ListCampaignsResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let limit = page_size(r.page_size, &mut v);
+        let filter = filter_arg(
+            &r.filter,
+            &campaign_schema(),
+            CAMPAIGN_FILTER_FIELDS,
+            self.backend(),
+            &mut v,
+        );
+        let cursor = decode_token(&r.page_token, "campaigns", &r.filter, &mut v);
+        let before = time_cursor(cursor, &mut v);
+        v.into_result()?;
+        let mut rows = self.app.list_campaigns(filter, before, limit + 1).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next = match rows.last() {
+            Some(last) if more => time_token("campaigns", &r.filter, last.create_time, &last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListCampaignsResponse {
+            campaigns: rows.iter().map(convert::campaign).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn launch_campaign(
+        &self,
+        req: Request<pb::LaunchCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let budget = remaining_budget(&req);
+        let mut v = FieldViolations::new();
+        let id = name_arg(&req.get_ref().name, "campaigns", "name", &mut v);
+        v.into_result()?;
+        let c = self.app.launch(&id, &req.get_ref().etag, budget).await?;
+        Ok(Response::new(convert::campaign(&c)))
+    }
+
+    async fn pause_campaign(
+        &self,
+        req: Request<pb::PauseCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let r = req.into_inner();
+        self.act(&r.name, &r.etag, CampaignAction::Pause).await
+    }
+
+    async fn complete_campaign(
+        &self,
+        req: Request<pb::CompleteCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let r = req.into_inner();
+        self.act(&r.name, &r.etag, CampaignAction::Complete).await
+    }
+
+    async fn cancel_campaign(
+        &self,
+        req: Request<pb::CancelCampaignRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let r = req.into_inner();
+        self.act(&r.name, &r.etag, CampaignAction::Cancel).await
+    }
+
+    async fn list_campaign_targets(
+        &self,
+        req: Request<pb::ListCampaignTargetsRequest>,
+    ) -> Result<Response<pb::ListCampaignTargetsResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.campaign, "campaigns", "campaign", &mut v);
+        let limit = page_size(r.page_size, &mut v);
+        let after = decode_token(&r.page_token, "targets", &r.campaign, &mut v);
+        v.into_result()?;
+        let mut rows = self.app.list_targets(&id, after, limit + 1).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next = match rows.last() {
+            Some(last) if more => encode_token("targets", &r.campaign, &last.customer_id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListCampaignTargetsResponse {
+            targets: rows.iter().map(convert::target).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn record_contact_outcome(
+        &self,
+        req: Request<pb::RecordContactOutcomeRequest>,
+    ) -> Result<Response<pb::CampaignTarget>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let (campaign, customer) = match r.target.split_once("/targets/") {
+            Some((c, t)) => (
+                name_arg(c, "campaigns", "target", &mut v),
+                parse_name(&format!("customers/{t}"), "customers").unwrap_or_else(|| {
+                    v.add("target", "must be \"campaigns/{uuid}/targets/{uuid}\"");
+                    String::new()
+                }),
+            ),
+            None => {
+                v.add("target", "must be \"campaigns/{uuid}/targets/{uuid}\"");
+                (String::new(), String::new())
+            }
+        };
+        let outcome = convert::outcome_from(r.outcome);
+        v.check(
+            outcome.is_some(),
+            "outcome",
+            "is required: CONTACTED, RESPONDED, DECLINED or OFFER_REDEEMED",
+        );
+        let at = time_arg(r.occur_time.as_ref(), "occur_time", &mut v)
+            .unwrap_or_else(retention_domain::now);
+        not_future(at, "occur_time", &mut v);
+        v.into_result()?;
+        let t = self
+            .app
+            .record_outcome(&campaign, &customer, outcome.expect("validated"), at)
+            .await?;
+        Ok(Response::new(convert::target(&t)))
+    }
+
+    async fn get_campaign_results(
+        &self,
+        req: Request<pb::GetCampaignResultsRequest>,
+    ) -> Result<Response<pb::CampaignResults>, Status> {
+        let mut v = FieldViolations::new();
+        let id = name_arg(&req.get_ref().name, "campaigns", "name", &mut v);
+        v.into_result()?;
+        Ok(Response::new(convert::results(
+            &self.app.results(&id).await?,
+        )))
+    }
+
+    async fn compare_strategies(
+        &self,
+        req: Request<pb::CompareStrategiesRequest>,
+    ) -> Result<Response<pb::CompareStrategiesResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let kind = convert::kind_from(r.kind);
+        v.check(
+            r.kind == 0 || kind.is_some(),
+            "kind",
+            "must be WINBACK, RETENTION or unspecified",
+        );
+        let start = time_arg(r.start_time.as_ref(), "start_time", &mut v);
+        let end = time_arg(r.end_time.as_ref(), "end_time", &mut v);
+        if let (Some(s), Some(e)) = (start, end) {
+            v.check(s < e, "end_time", "must be after start_time");
+        }
+        v.into_result()?;
+        let rows = self.app.compare_strategies(kind, start, end).await?;
+        Ok(Response::new(pb::CompareStrategiesResponse {
+            strategies: rows.iter().map(convert::strategy_outcome).collect(),
+        }))
+    }
+
+    async fn recommend_retention_actions(
+        &self,
+        req: Request<pb::RecommendRetentionActionsRequest>,
+    ) -> Result<Response<pb::RecommendRetentionActionsResponse>, Status> {
+        let budget = remaining_budget(&req);
+        let mut v = FieldViolations::new();
+        let customer_id = customer_arg(&req.get_ref().customer, "customer", &mut v);
+        v.into_result()?;
+        let actions = self.app.recommend(&customer_id, budget).await?;
+        Ok(Response::new(pb::RecommendRetentionActionsResponse {
+            actions: actions
+                .into_iter()
+                .map(|a| pb::RetentionAction {
+                    action: a.action.into(),
+                    reason: a.reason,
+                    strategy: convert::strategy(a.strategy).into(),
+                })
+                .collect(),
+        }))
+    }
+}
+
+impl WinbackGrpc {
+    async fn act(
+        &self,
+        name: &str,
+        etag: &str,
+        action: CampaignAction,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        let mut v = FieldViolations::new();
+        let id = name_arg(name, "campaigns", "name", &mut v);
+        v.into_result()?;
+        let c = self.app.act(&id, action, etag).await?;
+        Ok(Response::new(convert::campaign(&c)))
+    }
+}

@@ -1,0 +1,193 @@
+//! Schema of the win-back database (sea-query builders: PostgreSQL and SQLite).
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(retention_events::EventsMigration),
+            Box::new(retention_db::idempotency::IdempotencyMigration),
+            Box::new(CreateWinbackTables),
+        ]
+    }
+}
+
+#[derive(DeriveMigrationName)]
+struct CreateWinbackTables;
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateWinbackTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("churn_records")
+                .if_not_exists()
+                .col(string_len("id", 36).primary_key())
+                .col(string_len("customer_id", 36))
+                .col(string_len("churn_type", 16))
+                // Comma-separated reason codes, in the order given.
+                .col(string("reason_codes"))
+                .col(text("evidence"))
+                .col(timestamp_with_time_zone("churn_time"))
+                .col(big_integer_null("value_minor"))
+                .col(string_len_null("value_currency", 3))
+                .col(timestamp_with_time_zone("create_time"))
+                .to_owned(),
+        )
+        .await?;
+        retention_db::create_index(
+            m,
+            "idx_churn_records_customer",
+            "churn_records",
+            &["customer_id", "churn_time"],
+        )
+        .await?;
+        retention_db::create_index(
+            m,
+            "idx_churn_records_time",
+            "churn_records",
+            &["churn_time", "id"],
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("campaigns")
+                .if_not_exists()
+                .col(string_len("id", 36).primary_key())
+                .col(string("display_name"))
+                .col(string_len("kind", 16))
+                .col(string_len("strategy", 32))
+                .col(string_len("offer_kind", 32))
+                .col(text("offer_description"))
+                .col(big_integer("offer_cost_minor"))
+                .col(string_len("currency", 3))
+                .col(string_len("channel", 16))
+                .col(string_len_null("target_segment", 36))
+                .col(text_null("target_filter"))
+                .col(big_integer("budget_minor"))
+                .col(double("max_cost_share_of_value"))
+                .col(double("holdout_share"))
+                .col(big_integer("seed"))
+                .col(integer("win_window_days"))
+                .col(integer("cool_down_days"))
+                .col(timestamp_with_time_zone_null("schedule_time"))
+                .col(boolean("triggered"))
+                .col(string_len("state", 16))
+                // Offer cost committed to treated targets so far (the budget's use).
+                .col(big_integer("committed_minor"))
+                .col(timestamp_with_time_zone("create_time"))
+                .col(timestamp_with_time_zone_null("launch_time"))
+                .col(timestamp_with_time_zone_null("end_time"))
+                .col(timestamp_with_time_zone("update_time"))
+                .col(big_integer("version"))
+                .to_owned(),
+        )
+        .await?;
+        retention_db::create_index(
+            m,
+            "idx_campaigns_create",
+            "campaigns",
+            &["create_time", "id"],
+        )
+        .await?;
+        retention_db::create_index(
+            m,
+            "idx_campaigns_state",
+            "campaigns",
+            &["state", "schedule_time"],
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("campaign_targets")
+                .if_not_exists()
+                .col(string_len("campaign_id", 36))
+                .col(string_len("customer_id", 36))
+                .col(string_len("arm", 16))
+                .col(big_integer("predicted_clv_minor"))
+                .col(string_len("currency", 3))
+                // The win window: opened by the dispatch (treated) or the enrolment
+                // (control), closed at the deadline.
+                .col(timestamp_with_time_zone("window_start"))
+                .col(timestamp_with_time_zone("win_deadline"))
+                .col(timestamp_with_time_zone_null("dispatch_time"))
+                .col(string_len_null("last_outcome", 16))
+                .col(timestamp_with_time_zone_null("outcome_time"))
+                .col(timestamp_with_time_zone_null("won_back_time"))
+                .col(big_integer("recovered_margin_minor"))
+                .col(integer("repeat_purchases"))
+                .primary_key(Index::create().col("campaign_id").col("customer_id"))
+                .to_owned(),
+        )
+        .await?;
+        retention_db::create_index(
+            m,
+            "idx_targets_customer",
+            "campaign_targets",
+            &["customer_id", "win_deadline"],
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("campaign_exclusions")
+                .if_not_exists()
+                .col(string_len("campaign_id", 36))
+                .col(string_len("customer_id", 36))
+                .col(string_len("reason", 32))
+                .primary_key(Index::create().col("campaign_id").col("customer_id"))
+                .to_owned(),
+        )
+        .await?;
+        // Read models of other services' facts, kept from their events.
+        m.create_table(
+            Table::create()
+                .table("consents")
+                .if_not_exists()
+                .col(string_len("customer_id", 36))
+                .col(string_len("channel", 16))
+                .col(boolean("granted"))
+                .primary_key(Index::create().col("customer_id").col("channel"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("complaint_signals")
+                .if_not_exists()
+                .col(string_len("complaint_id", 36).primary_key())
+                .col(string_len("customer_id", 36))
+                .col(boolean("unresolved"))
+                .col(boolean("breached"))
+                .col(boolean("escalated"))
+                .col(timestamp_with_time_zone("update_time"))
+                .to_owned(),
+        )
+        .await?;
+        retention_db::create_index(
+            m,
+            "idx_complaint_signals_customer",
+            "complaint_signals",
+            &["customer_id"],
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            "complaint_signals",
+            "consents",
+            "campaign_exclusions",
+            "campaign_targets",
+            "campaigns",
+            "churn_records",
+        ] {
+            m.drop_table(Table::drop().table(Alias::new(t)).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,518 @@
+//! Campaigns: validation, idempotent creates, etags, scopes, the state machine
+//! through the API, launching with exclusions, budget and holdout, triggered
+//! enrolment, and launches that fail cleanly when segmentation cannot answer.
+
+use retention_proto::profile as ppb;
+use retention_proto::segmentation as spb;
+use retention_proto::winback as pb;
+use retention_testkit::Backend;
+use tonic::Code;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn bad_campaigns_are_refused_with_every_field_named() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let mut c = TestApp::campaign(&new_id());
+    c.display_name = " ".into();
+    c.kind = 0;
+    c.channel = "PIGEON".into();
+    c.holdout_share = 0.7;
+    c.max_cost_share_of_value = 0.0;
+    c.win_window_days = 0;
+    c.budget = Some(retention_proto::common::Money {
+        currency_code: "USD".into(),
+        minor_units: 0,
+    });
+    c.target_filter = "churn_probability > 0.5".into();
+    c.triggered = true;
+    c.target_segment = String::new();
+    let req = app.req(pb::CreateCampaignRequest {
+        campaign: Some(c),
+        request_id: "not valid!".into(),
+    });
+    let err = app.client.create_campaign(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields = violated_fields(&err);
+    for f in [
+        "request_id",
+        "campaign.display_name",
+        "campaign.kind",
+        "campaign.channel",
+        "campaign.holdout_share",
+        "campaign.max_cost_share_of_value",
+        "campaign.win_window_days",
+        "campaign.budget",
+        "campaign.budget.currency_code",
+        "campaign.triggered",
+    ] {
+        assert!(
+            fields.contains(&f.to_string()),
+            "{f} missing from {fields:?}"
+        );
+    }
+    // Both a segment and a filter: exactly one is allowed.
+    let mut both = TestApp::campaign(&new_id());
+    both.target_filter = "churn_probability > 0.5".into();
+    let req = app.req(pb::CreateCampaignRequest {
+        campaign: Some(both),
+        request_id: new_id(),
+    });
+    let err = app.client.create_campaign(req).await.unwrap_err();
+    assert_eq!(violated_fields(&err), vec!["campaign.target_segment"]);
+    assert_eq!(app.count("SELECT COUNT(*) FROM campaigns").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn creates_are_idempotent_and_etags_guard_changes() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let (segment, _) = app.segment(&[100_000]);
+    let request_id = new_id();
+    let mut first = None;
+    for _ in 0..2 {
+        let req = app.req(pb::CreateCampaignRequest {
+            campaign: Some(TestApp::campaign(&segment)),
+            request_id: request_id.clone(),
+        });
+        let c = app.client.create_campaign(req).await.unwrap().into_inner();
+        assert_eq!(c.state, pb::CampaignState::Draft as i32);
+        assert_eq!(first.get_or_insert_with(|| c.clone()).name, c.name);
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM campaigns").await, 1);
+    let c = first.unwrap();
+    let req = app.req(pb::LaunchCampaignRequest {
+        name: c.name.clone(),
+        etag: "\"99\"".into(),
+    });
+    let err = app.client.launch_campaign(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted);
+    let req = app.req(pb::LaunchCampaignRequest {
+        name: c.name.clone(),
+        etag: c.etag.clone(),
+    });
+    let launched = app.client.launch_campaign(req).await.unwrap().into_inner();
+    assert_eq!(launched.state, pb::CampaignState::Running as i32);
+    assert_ne!(launched.etag, c.etag);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn launching_needs_the_admin_scope_and_reading_needs_read() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let (segment, _) = app.segment(&[100_000]);
+    let c = app.create(TestApp::campaign(&segment)).await;
+    let req = app.inner.req(
+        pb::LaunchCampaignRequest {
+            name: c.name.clone(),
+            etag: String::new(),
+        },
+        &["winback.read", "winback.write"],
+    );
+    let err = app.client.launch_campaign(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let req = app.inner.req(
+        pb::GetCampaignRequest {
+            name: c.name.clone(),
+        },
+        &["winback.write"],
+    );
+    assert_eq!(
+        app.client.get_campaign(req).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        app.get(&c.name).await.state,
+        pb::CampaignState::Draft as i32
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM campaign_targets").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_illegal_transition_is_refused_through_the_api() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let (segment, _) = app.segment(&[100_000]);
+    let name = app.create(TestApp::campaign(&segment)).await.name;
+    type Call = fn(
+        &mut TestApp,
+        String,
+    ) -> futures::future::BoxFuture<'_, Result<pb::Campaign, tonic::Status>>;
+    let pause: Call = |a, n| {
+        Box::pin(async move {
+            let r = a.req(pb::PauseCampaignRequest {
+                name: n,
+                etag: String::new(),
+            });
+            a.client.pause_campaign(r).await.map(|r| r.into_inner())
+        })
+    };
+    let complete: Call = |a, n| {
+        Box::pin(async move {
+            let r = a.req(pb::CompleteCampaignRequest {
+                name: n,
+                etag: String::new(),
+            });
+            a.client.complete_campaign(r).await.map(|r| r.into_inner())
+        })
+    };
+    let cancel: Call = |a, n| {
+        Box::pin(async move {
+            let r = a.req(pb::CancelCampaignRequest {
+                name: n,
+                etag: String::new(),
+            });
+            a.client.cancel_campaign(r).await.map(|r| r.into_inner())
+        })
+    };
+    let launch: Call = |a, n| Box::pin(async move { a.launch(&n).await });
+    let refused = |r: Result<pb::Campaign, tonic::Status>| {
+        let e = r.expect_err("an illegal transition was accepted");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    };
+    // DRAFT: pause and complete are illegal.
+    refused(pause(&mut app, name.clone()).await);
+    refused(complete(&mut app, name.clone()).await);
+    assert_eq!(app.get(&name).await.state, pb::CampaignState::Draft as i32);
+    // RUNNING: launch again is illegal; PAUSED: pause again is illegal.
+    launch(&mut app, name.clone()).await.unwrap();
+    refused(launch(&mut app, name.clone()).await);
+    pause(&mut app, name.clone()).await.unwrap();
+    refused(pause(&mut app, name.clone()).await);
+    // LaunchCampaign on a paused campaign resumes it.
+    assert_eq!(
+        launch(&mut app, name.clone()).await.unwrap().state,
+        pb::CampaignState::Running as i32
+    );
+    let done = complete(&mut app, name.clone()).await.unwrap();
+    assert_eq!(done.state, pb::CampaignState::Completed as i32);
+    assert!(done.end_time.is_some());
+    // COMPLETED is final: nothing moves it.
+    for call in [pause, complete, cancel, launch] {
+        refused(call(&mut app, name.clone()).await);
+    }
+    // CANCELLED is final too.
+    let other = app.create(TestApp::campaign(&segment)).await.name;
+    cancel(&mut app, other.clone()).await.unwrap();
+    for call in [pause, complete, cancel, launch] {
+        refused(call(&mut app, other.clone()).await);
+    }
+    assert_eq!(
+        app.get(&other).await.state,
+        pb::CampaignState::Cancelled as i32
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn exclusions_and_the_budget_are_honoured_at_launch() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let clvs = [
+        500_000, 400_000, 300_000, 4_000, 200_000, 190_000, 180_000, 170_000, 160_000, 150_000,
+    ];
+    let (segment, ids) = app.segment(&clvs);
+    // ids[0] churned maliciously, ids[1] withdrew e-mail consent, ids[2] is in
+    // another running campaign, ids[3] is worth too little for a 1,000 offer at 20%.
+    let req = app.req(pb::RecordChurnRequest {
+        churn_record: Some(pb::ChurnRecord {
+            customer: format!("customers/{}", ids[0]),
+            churn_type: pb::ChurnType::Malicious as i32,
+            reason_codes: vec![pb::ReasonCode::EthicalProblems as i32],
+            evidence: "chargeback fraud".into(),
+            ..Default::default()
+        }),
+        request_id: new_id(),
+    });
+    app.client.record_churn(req).await.unwrap();
+    app.publish(
+        "retention.profile.events",
+        &ppb::ConsentChangedEvent {
+            customer_id: ids[1].clone(),
+            channel: ppb::ContactChannel::Email as i32,
+            status: ppb::ConsentStatus::Withdrawn as i32,
+        },
+    )
+    .await;
+    app.settle().await;
+    let other_segment = new_id();
+    app.seg.with(|s| {
+        s.segments
+            .insert(other_segment.clone(), vec![ids[2].clone()])
+    });
+    let other = app.create(TestApp::campaign(&other_segment)).await;
+    app.launch(&other.name).await.unwrap();
+
+    let mut spec = TestApp::campaign(&segment);
+    spec.budget = money(3_500);
+    let c = app.create(spec).await;
+    let launched = app.launch(&c.name).await.unwrap();
+    assert_eq!(launched.state, pb::CampaignState::Running as i32);
+
+    let targets = app.targets(&c.name).await;
+    let mut treated: Vec<&String> = targets.keys().collect();
+    treated.sort_by_key(|id| ids.iter().position(|i| i == *id));
+    // The budget buys three offers: the three most valuable eligible customers.
+    assert_eq!(treated, vec![&ids[4], &ids[5], &ids[6]]);
+    assert!(targets.values().all(|t| t.arm == pb::Arm::Treated as i32));
+    let excluded = app.exclusions(&c.name).await;
+    let reason = |i: usize| excluded.get(&ids[i]).map(String::as_str);
+    assert_eq!(reason(0), Some("MALICIOUS_CHURN"));
+    assert_eq!(reason(1), Some("OPTED_OUT"));
+    assert_eq!(reason(2), Some("IN_LIVE_CAMPAIGN"));
+    assert_eq!(reason(3), Some("OVER_VALUE_SHARE"));
+    for i in 7..10 {
+        assert_eq!(reason(i), Some("OVER_BUDGET"));
+    }
+    let offers: Vec<pb::OfferDispatchedEvent> = app.outbox().await;
+    let mine: Vec<_> = offers
+        .iter()
+        .filter(|o| c.name.ends_with(&o.campaign_id))
+        .collect();
+    assert_eq!(mine.len(), 3);
+    for o in &mine {
+        let sent = o.dispatch_time.unwrap().seconds;
+        assert_eq!(o.win_deadline.unwrap().seconds - sent, 30 * 86_400);
+        assert_eq!(o.channel, "EMAIL");
+    }
+    let results = app.results(&c.name).await;
+    assert_eq!(results.spend.unwrap().minor_units, 3_000);
+    let launches: Vec<pb::CampaignLaunchedEvent> = app.outbox().await;
+    let last = launches.last().unwrap();
+    assert_eq!((last.treated, last.control), (3, 0));
+    // The call to segmentation carried a deadline and a service token.
+    let (timeout, auth) = app
+        .seg
+        .with(|s| (s.last_timeout.clone(), s.last_authorization.clone()));
+    assert!(
+        timeout.is_some(),
+        "no grpc-timeout on the call to segmentation"
+    );
+    assert!(auth.is_some_and(|a| a.starts_with("Bearer ")));
+
+    // A cool-down: the other campaign contacted ids[2] just now.
+    let req = app.req(pb::CompleteCampaignRequest {
+        name: other.name.clone(),
+        etag: String::new(),
+    });
+    app.client.complete_campaign(req).await.unwrap();
+    let mut again = TestApp::campaign(&other_segment);
+    again.cool_down_days = 14;
+    let again = app.create(again).await;
+    app.launch(&again.name).await.unwrap();
+    assert!(app.targets(&again.name).await.is_empty());
+    assert_eq!(
+        app.exclusions(&again.name)
+            .await
+            .get(&ids[2])
+            .map(String::as_str),
+        Some("COOL_DOWN")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_holdout_split_is_deterministic_and_near_its_share() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let n = 400;
+    let (segment, _) = app.segment(&vec![1_000_000; n]);
+    let share = 0.3;
+    let arms = |t: &std::collections::HashMap<String, pb::CampaignTarget>| {
+        let mut v: Vec<(String, i32)> = t.iter().map(|(k, t)| (k.clone(), t.arm)).collect();
+        v.sort();
+        v
+    };
+    let mut split = Vec::new();
+    for seed in [7, 7, 8] {
+        let mut spec = TestApp::campaign(&segment);
+        spec.holdout_share = share;
+        spec.seed = seed;
+        let c = app.create(spec).await;
+        app.launch(&c.name).await.unwrap();
+        split.push(arms(&app.targets(&c.name).await));
+        // Completed, so the next campaign may take the same customers.
+        let req = app.req(pb::CompleteCampaignRequest {
+            name: c.name.clone(),
+            etag: String::new(),
+        });
+        app.client.complete_campaign(req).await.unwrap();
+    }
+    assert_eq!(split[0].len(), n);
+    assert_eq!(split[0], split[1], "same seed, different split");
+    assert_ne!(split[0], split[2], "another seed gave the same split");
+    let control = split[0]
+        .iter()
+        .filter(|(_, a)| *a == pb::Arm::Control as i32)
+        .count() as f64;
+    let sd = (share * (1.0 - share) / n as f64).sqrt();
+    let observed = control / n as f64;
+    assert!(
+        (observed - share).abs() < 4.0 * sd,
+        "control share {observed} too far from {share}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_launch_without_segmentation_fails_cleanly_and_leaves_nothing_behind() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let (segment, _) = app.segment(&vec![100_000; 1_500]);
+    let c = app.create(TestApp::campaign(&segment)).await;
+
+    app.seg.with(|s| s.down = true);
+    let err = app.launch(&c.name).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("nothing was changed"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        app.get(&c.name).await.state,
+        pb::CampaignState::Draft as i32
+    );
+    assert_eq!(app.launch_traces().await, (0, 0, 0));
+
+    // Up again, but it fails on the second of two pages: still nothing launched.
+    app.seg.with(|s| {
+        s.down = false;
+        s.pages_served = 0;
+        s.fail_page = Some(1);
+    });
+    let err = app.launch(&c.name).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        app.get(&c.name).await.state,
+        pb::CampaignState::Draft as i32
+    );
+    assert_eq!(app.launch_traces().await, (0, 0, 0));
+
+    // A target segmentation does not know, and a filter it refuses.
+    let mut unknown = TestApp::campaign(&new_id());
+    unknown.display_name = "unknown segment".into();
+    let unknown = app.create(unknown).await;
+    let err = app.launch(&unknown.name).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let mut bad = TestApp::campaign(&segment);
+    bad.target_segment = String::new();
+    bad.target_filter = "no_such_field > 1".into();
+    let bad = app.create(bad).await;
+    let err = app.launch(&bad.name).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&err), vec!["campaign.target_filter"]);
+    assert_eq!(app.launch_traces().await, (0, 0, 0));
+
+    // Once segmentation answers, the same draft launches completely.
+    app.seg.with(|s| s.fail_page = None);
+    app.launch(&c.name).await.unwrap();
+    // All 1,500 read: the budget buys 1,000 offers, the rest are over budget.
+    let (targets, excluded, _) = app.launch_traces().await;
+    assert_eq!((targets, excluded), (1_000, 500));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_segmentation_nobody_serves_gives_unavailable_not_a_hang() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let mut app = TestApp::spawn_with(Backend::Sqlite, closed, Fake::default(), None).await;
+    let c = app.create(TestApp::campaign(&new_id())).await;
+    let started = std::time::Instant::now();
+    let err = app.launch(&c.name).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(
+        app.get(&c.name).await.state,
+        pb::CampaignState::Draft as i32
+    );
+    assert_eq!(app.launch_traces().await, (0, 0, 0));
+    // Reads that need no peer keep working.
+    let req = app.req(pb::ListCampaignsRequest {
+        filter: "state == \"DRAFT\"".into(),
+        ..Default::default()
+    });
+    let list = app.client.list_campaigns(req).await.unwrap().into_inner();
+    assert_eq!(list.campaigns.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn triggered_campaigns_enrol_customers_entering_their_segment_once() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let (segment, ids) = app.segment(&[100_000]);
+    // A plain campaign on the same segment takes the first member at its launch.
+    let plain = app.create(TestApp::campaign(&segment)).await;
+    app.launch(&plain.name).await.unwrap();
+    let mut spec = TestApp::campaign(&segment);
+    spec.triggered = true;
+    let triggered = app.create(spec).await;
+    app.launch(&triggered.name).await.unwrap();
+    assert!(app.targets(&triggered.name).await.is_empty());
+
+    let newcomer = new_id();
+    app.seg.with(|s| {
+        s.insights
+            .insert(newcomer.clone(), insight(&newcomer, 80_000))
+    });
+    let env = app
+        .publish(
+            "retention.segmentation.events",
+            &spb::SegmentMembershipChangedEvent {
+                segment_id: segment.clone(),
+                customer_id: newcomer.clone(),
+                entered: true,
+                change_time: None,
+            },
+        )
+        .await;
+    app.settle().await;
+    // Redelivered: no second enrolment, no second offer.
+    app.publish_envelope("retention.segmentation.events", &env)
+        .await;
+    app.published -= 1;
+    app.settle().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let targets = app.targets(&triggered.name).await;
+    assert_eq!(targets.keys().collect::<Vec<_>>(), vec![&newcomer]);
+    let offers: Vec<pb::OfferDispatchedEvent> = app.outbox().await;
+    assert_eq!(
+        offers.iter().filter(|o| o.customer_id == newcomer).count(),
+        1
+    );
+    assert_eq!(
+        app.results(&triggered.name)
+            .await
+            .spend
+            .unwrap()
+            .minor_units,
+        1_000
+    );
+    // Only triggered campaigns enrol newcomers.
+    let plain_targets = app.targets(&plain.name).await;
+    assert_eq!(plain_targets.keys().collect::<Vec<_>>(), vec![&ids[0]]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_scheduled_campaign_launches_itself_when_due() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let (segment, _) = app.segment(&[100_000, 90_000]);
+    let mut spec = TestApp::campaign(&segment);
+    spec.schedule_time = Some(ts(chrono::Utc::now() + chrono::Duration::seconds(2)));
+    let c = app.create(spec).await;
+    let scheduled = app.launch(&c.name).await.unwrap();
+    assert_eq!(scheduled.state, pb::CampaignState::Scheduled as i32);
+    assert!(app.targets(&c.name).await.is_empty());
+    let mut state = scheduled.state;
+    for _ in 0..100 {
+        state = app.get(&c.name).await.state;
+        if state == pb::CampaignState::Running as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, pb::CampaignState::Running as i32);
+    assert_eq!(app.targets(&c.name).await.len(), 2);
+    app.stop().await;
+}

@@ -39,11 +39,11 @@ proto-lint: node-tools
 
 # Published v1 contracts never break: compare with the contract as last accepted
 # (the commit in proto/BREAKING_BASE). A deliberate break goes through an issue and
-# moves the base. winback.v1 is excluded until its service lands (issue #5).
+# moves the base.
 proto-breaking: node-tools
 	@base=$$(cat proto/BREAKING_BASE); \
 	if git cat-file -e "$$base^{commit}" 2>/dev/null; then \
-		npx --no-install buf breaking --against ".git#ref=$$base" --exclude-path proto/retention/winback; \
+		npx --no-install buf breaking --against ".git#ref=$$base"; \
 	else \
 		echo "proto-breaking: base $$base is not in this clone's history (shallow?); check skipped"; \
 	fi

@@ -1,4 +1,4 @@
-//! `retention`: all services in one process for trying the suite on a fresh
+//! `retention`: all four services in one process for trying the suite on a fresh
 //! machine. Each service keeps its own configuration (`RETENTION_*`, config files)
 //! and database; without Redis they share one in-process event bus, so events flow
 //! between them exactly as through Redis Streams.
@@ -25,6 +25,12 @@ async fn main() -> anyhow::Result<()> {
         retention_segmentation::SERVICE_NAME,
         retention_segmentation::DEFAULT_PORT,
     )?;
+    let mut winback = Settings::load(
+        retention_winback::SERVICE_NAME,
+        retention_winback::DEFAULT_PORT,
+    )?;
+    // In one process the peer is the segmentation started here.
+    winback.winback.segmentation_endpoint = format!("http://{}", segmentation.listen_addr());
     let _telemetry = retention_telemetry::init(&retention_telemetry::TelemetryOptions {
         service_name: "retention-suite".into(),
         otlp_endpoint: Some(profile.telemetry.otlp_endpoint.clone()),
@@ -57,14 +63,16 @@ async fn main() -> anyhow::Result<()> {
     let profile_listener = bind(&profile).await?;
     let interactions_listener = bind(&interactions).await?;
     let segmentation_listener = bind(&segmentation).await?;
-    print_banner(&profile, &interactions, &segmentation);
+    let winback_listener = bind(&winback).await?;
+    print_banner(&profile, &interactions, &segmentation, &winback);
 
-    let (p_bus, i_bus, s_bus) = (
+    let (p_bus, i_bus, s_bus, w_bus) = (
         bus_for(&profile)?,
         bus_for(&interactions)?,
         bus_for(&segmentation)?,
+        bus_for(&winback)?,
     );
-    let (p_stop, i_stop, s_stop) = (stop.clone(), stop.clone(), stop.clone());
+    let (p_stop, i_stop, s_stop, w_stop) = (stop.clone(), stop.clone(), stop.clone(), stop.clone());
     let p = tokio::spawn(retention_profile::run_with_bus(
         profile,
         profile_listener,
@@ -83,22 +91,38 @@ async fn main() -> anyhow::Result<()> {
         async move { s_stop.cancelled().await },
         s_bus,
     ));
-    let (p, i, s) = tokio::join!(p, i, s);
+    let w = tokio::spawn(retention_winback::run_with_bus(
+        winback,
+        winback_listener,
+        async move { w_stop.cancelled().await },
+        w_bus,
+    ));
+    let (p, i, s, w) = tokio::join!(p, i, s, w);
     p??;
     i??;
     s??;
+    w??;
     Ok(())
 }
 
-fn print_banner(profile: &Settings, interactions: &Settings, segmentation: &Settings) {
+fn print_banner(
+    profile: &Settings,
+    interactions: &Settings,
+    segmentation: &Settings,
+    winback: &Settings,
+) {
     let dev = profile.auth.allow_dev_secret
         && profile.auth.jwt_secret == retention_config::DEV_JWT_SECRET;
     let p = profile.listen_addr();
     let i = interactions.listen_addr();
     let s = segmentation.listen_addr();
+    let w = winback.listen_addr();
     println!(
-        "\nretention suite (embedded mode)\n  profile       {p}  ({})\n  interactions  {i}  ({})\n  segmentation  {s}  ({})\n",
-        profile.database.url, interactions.database.url, segmentation.database.url
+        "\nretention suite (embedded mode)\n  profile       {p}  ({})\n  interactions  {i}  ({})\n  segmentation  {s}  ({})\n  winback       {w}  ({})\n",
+        profile.database.url,
+        interactions.database.url,
+        segmentation.database.url,
+        winback.database.url
     );
     if !dev {
         return;
@@ -120,6 +144,9 @@ fn print_banner(profile: &Settings, interactions: &Settings, segmentation: &Sett
             "segmentation.read",
             "segmentation.write",
             "segmentation.admin",
+            "winback.read",
+            "winback.write",
+            "winback.admin",
         ],
         Duration::from_secs(12 * 3600),
     );

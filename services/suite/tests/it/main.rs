@@ -10,6 +10,8 @@ use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
 use retention_testkit::{Backend, TestService};
 
+mod winback;
+
 #[tokio::test]
 async fn an_erasure_in_profile_reaches_interactions_over_the_in_process_bus() {
     let bus = EventBus::in_process();
@@ -116,23 +118,38 @@ where
         + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    embedded_with(name, bus, |_| {}, run)
+}
+
+/// As [`embedded`], with the settings adjusted first.
+fn embedded_with<F, Fut>(
+    name: &'static str,
+    bus: &EventBus,
+    tweak: impl FnOnce(&mut retention_config::Settings),
+    run: F,
+) -> impl std::future::Future<Output = anyhow::Result<TestService>>
+where
+    F: FnOnce(
+            retention_config::Settings,
+            tokio::net::TcpListener,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+            EventBus,
+        ) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let bus = bus.clone();
-    TestService::spawn(
-        name,
-        Backend::Sqlite,
-        false,
-        |_| {},
-        move |s, l, stop| {
-            run(
-                s,
-                l,
-                Box::pin(async move {
-                    let _ = stop.await;
-                }),
-                bus,
-            )
-        },
-    )
+    TestService::spawn(name, Backend::Sqlite, false, tweak, move |s, l, stop| {
+        run(
+            s,
+            l,
+            Box::pin(async move {
+                let _ = stop.await;
+            }),
+            bus,
+        )
+    })
 }
 
 #[tokio::test]

@@ -1,0 +1,258 @@
+//! Win-back against the real segmentation service in embedded mode: profile's
+//! purchases are scored, a segment selects the customers, a campaign launched on
+//! it reads the members over gRPC, and a later purchase wins a customer back.
+
+use std::time::Duration;
+
+use retention_events::EventBus;
+use retention_proto::common::Money;
+use retention_proto::profile as ppb;
+use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
+use retention_proto::segmentation as spb;
+use retention_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
+use retention_proto::winback as wpb;
+use retention_proto::winback::winback_service_client::WinbackServiceClient;
+
+use super::{chrono_free_now, embedded, embedded_with};
+
+fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+fn cny(minor_units: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: "CNY".into(),
+        minor_units,
+    })
+}
+
+#[tokio::test]
+async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
+    let bus = EventBus::in_process();
+    let profile = embedded("profile", &bus, |s, l, stop, b| async move {
+        Ok(retention_profile::run_with_bus(s, l, stop, b).await?)
+    })
+    .await
+    .unwrap();
+    let segmentation = embedded("segmentation", &bus, |s, l, stop, b| async move {
+        Ok(retention_segmentation::run_with_bus(s, l, stop, b).await?)
+    })
+    .await
+    .unwrap();
+    let seg_endpoint = format!("http://{}", segmentation.service.as_ref().unwrap().addr);
+    let winback = embedded_with(
+        "winback",
+        &bus,
+        move |s| s.winback.segmentation_endpoint = seg_endpoint,
+        |s, l, stop, b| async move { Ok(retention_winback::run_with_bus(s, l, stop, b).await?) },
+    )
+    .await
+    .unwrap();
+    let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
+    let mut sc = SegmentationServiceClient::new(segmentation.channel.clone());
+    let mut wc = WinbackServiceClient::new(winback.channel.clone());
+    let p_scopes = ["profile.write"];
+    let s_scopes = [
+        "segmentation.read",
+        "segmentation.write",
+        "segmentation.admin",
+    ];
+    let w_scopes = ["winback.read", "winback.write", "winback.admin"];
+
+    let now = chrono_free_now();
+    let mut customers = Vec::new();
+    for (i, name) in ["Li Lei", "Han Meimei", "Wei Hua"].iter().enumerate() {
+        let c = pc
+            .create_customer(profile.req(
+                ppb::CreateCustomerRequest {
+                    customer: Some(ppb::Customer {
+                        kind: ppb::CustomerKind::Individual as i32,
+                        display_name: (*name).into(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+                &p_scopes,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        for k in 0..3 {
+            pc.record_purchase(profile.req(
+                ppb::RecordPurchaseRequest {
+                    purchase: Some(ppb::Purchase {
+                        customer: c.name.clone(),
+                        order_id: format!("o-{i}-{k}"),
+                        occur_time: at(now - 86_400 * (200 - 40 * k - i as i64)),
+                        amount: cny(20_000),
+                        gross_margin: cny(6_000),
+                        ..Default::default()
+                    }),
+                },
+                &p_scopes,
+            ))
+            .await
+            .unwrap();
+        }
+        customers.push(c.name);
+    }
+    // Nine purchases folded into segmentation's features, then a full scoring run.
+    let folded = "SELECT COALESCE(SUM(CASE WHEN data LIKE '%\"purchases\":3,%' THEN 1 ELSE 0 END), 0) FROM features";
+    for _ in 0..200 {
+        if segmentation.count(folded).await.unwrap() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(segmentation.count(folded).await.unwrap(), 3);
+    let run = sc
+        .run_scoring(segmentation.req(
+            spb::RunScoringRequest {
+                request_id: String::new(),
+            },
+            &s_scopes,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut state = 0;
+    for _ in 0..400 {
+        state = sc
+            .get_scoring_run(segmentation.req(
+                spb::GetScoringRunRequest {
+                    name: run.name.clone(),
+                },
+                &s_scopes,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .state;
+        if state == spb::ScoringRunState::Succeeded as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, spb::ScoringRunState::Succeeded as i32);
+    let segment = sc
+        .create_segment(segmentation.req(
+            spb::CreateSegmentRequest {
+                segment: Some(spb::Segment {
+                    display_name: "Repeat buyers".into(),
+                    filter: "purchases >= 3".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            &s_scopes,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(segment.member_count, 3);
+
+    let campaign = wc
+        .create_campaign(winback.req(
+            wpb::CreateCampaignRequest {
+                campaign: Some(wpb::Campaign {
+                    display_name: "Thank-you call".into(),
+                    kind: wpb::CampaignKind::Retention as i32,
+                    strategy: wpb::Strategy::RelationshipInvestment as i32,
+                    offer: Some(wpb::Offer {
+                        kind: wpb::OfferKind::PersonalOutreach as i32,
+                        description: "a call from the owner".into(),
+                        cost: cny(0),
+                    }),
+                    channel: "PHONE".into(),
+                    target_segment: segment.name.clone(),
+                    budget: cny(100_000),
+                    max_cost_share_of_value: 0.2,
+                    win_window_days: 30,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            &w_scopes,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let launched = wc
+        .launch_campaign(winback.req(
+            wpb::LaunchCampaignRequest {
+                name: campaign.name.clone(),
+                etag: campaign.etag.clone(),
+            },
+            &w_scopes,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(launched.state, wpb::CampaignState::Running as i32);
+    let targets = wc
+        .list_campaign_targets(winback.req(
+            wpb::ListCampaignTargetsRequest {
+                campaign: campaign.name.clone(),
+                ..Default::default()
+            },
+            &w_scopes,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .targets;
+    let mut got: Vec<&str> = targets.iter().map(|t| t.customer.as_str()).collect();
+    got.sort();
+    let mut want: Vec<&str> = customers.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the campaign reached every member of the segment"
+    );
+
+    // A purchase after the launch wins the first customer back.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    pc.record_purchase(profile.req(
+        ppb::RecordPurchaseRequest {
+            purchase: Some(ppb::Purchase {
+                customer: customers[0].clone(),
+                order_id: "o-back".into(),
+                occur_time: at(chrono_free_now()),
+                amount: cny(30_000),
+                gross_margin: cny(9_000),
+                ..Default::default()
+            }),
+        },
+        &p_scopes,
+    ))
+    .await
+    .unwrap();
+    let mut won = 0;
+    for _ in 0..200 {
+        let r = wc
+            .get_campaign_results(winback.req(
+                wpb::GetCampaignResultsRequest {
+                    name: campaign.name.clone(),
+                },
+                &w_scopes,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let treated = r.treated.unwrap();
+        won = treated.won_back;
+        if won == 1 {
+            assert_eq!(
+                treated.recovered_margin.unwrap().minor_units,
+                9_000,
+                "the winning purchase's margin is recovered"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(won, 1);
+    profile.stop().await.unwrap();
+    segmentation.stop().await.unwrap();
+    winback.stop().await.unwrap();
+}

@@ -387,3 +387,96 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// An envelope around `msg` with a fresh event id, as another service's outbox
+/// would write it.
+pub fn envelope<M: prost::Name>(msg: &M) -> retention_proto::common::EventEnvelope {
+    retention_proto::common::EventEnvelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: M::full_name(),
+        payload: Some(retention_proto::pack_any(msg)),
+        ..Default::default()
+    }
+}
+
+/// Publishes events onto the Redis streams a service under test consumes, exactly
+/// as another service's relay would (same stream key, same entry fields).
+pub struct StreamFeeder {
+    redis: redis::aio::MultiplexedConnection,
+    namespace: String,
+    /// Entries published so far.
+    pub published: i64,
+}
+
+impl StreamFeeder {
+    pub async fn connect(settings: &Settings) -> anyhow::Result<StreamFeeder> {
+        let client = redis::Client::open(settings.redis.url.as_str())?;
+        Ok(StreamFeeder {
+            redis: client.get_multiplexed_async_connection().await?,
+            namespace: settings.redis.namespace.clone(),
+            published: 0,
+        })
+    }
+
+    pub async fn publish_envelope(
+        &mut self,
+        stream: &str,
+        env: &retention_proto::common::EventEnvelope,
+    ) -> anyhow::Result<()> {
+        use redis::AsyncCommands;
+        let key = retention_events::stream_key(&self.namespace, stream);
+        let bytes = prost::Message::encode_to_vec(env);
+        let _: String = self
+            .redis
+            .xadd(
+                &key,
+                "*",
+                &[
+                    ("id", env.event_id.as_bytes()),
+                    ("type", env.event_type.as_bytes()),
+                    ("envelope", bytes.as_slice()),
+                ],
+            )
+            .await?;
+        self.published += 1;
+        Ok(())
+    }
+
+    /// Publishes `msg` in a new envelope and returns the envelope (to redeliver it).
+    pub async fn publish<M: prost::Name>(
+        &mut self,
+        stream: &str,
+        msg: &M,
+    ) -> anyhow::Result<retention_proto::common::EventEnvelope> {
+        let env = envelope(msg);
+        self.publish_envelope(stream, &env).await?;
+        Ok(env)
+    }
+}
+
+impl TestService {
+    /// The payloads of the service's outbox events of type `M`, in outbox order.
+    pub async fn outbox<M: prost::Name + Default>(&self) -> anyhow::Result<Vec<M>> {
+        let db = self.database().await?;
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                format!(
+                    "SELECT envelope FROM outbox_events WHERE event_type = '{}' ORDER BY seq",
+                    M::full_name()
+                ),
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let bytes: Vec<u8> = r.try_get_by_index(0)?;
+                let env: retention_proto::common::EventEnvelope =
+                    prost::Message::decode(bytes.as_slice())?;
+                let payload = env
+                    .payload
+                    .ok_or_else(|| anyhow::anyhow!("an outbox event without a payload"))?;
+                Ok(prost::Message::decode(payload.value.as_slice())?)
+            })
+            .collect()
+    }
+}

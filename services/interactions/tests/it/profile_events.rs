@@ -1,7 +1,6 @@
 //! Profile's CustomerMerged and CustomerErased, applied idempotently: directly
 //! through the handler (twice, same result) and end to end from the Redis stream.
 
-use redis::AsyncCommands;
 use retention_events::EventHandler;
 use retention_proto::common::EventEnvelope;
 use retention_proto::interactions as pb;
@@ -117,27 +116,15 @@ async fn events_on_the_profile_stream_are_consumed() {
     let who = customer();
     let id = who.trim_start_matches("customers/").to_string();
     log(&mut app, &who, "complained loudly about the manager").await;
-    let stream = retention_events::stream_key(
-        &app.inner.settings.redis.namespace,
-        "retention.profile.events",
-    );
     let erase = envelope(&profile_pb::CustomerErasedEvent {
         customer_id: id.clone(),
         erase_time: None,
     });
-    let client = redis::Client::open(app.inner.settings.redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let bytes = prost::Message::encode_to_vec(&erase);
-    let _: String = conn
-        .xadd(
-            &stream,
-            "*",
-            &[
-                ("id", erase.event_id.as_bytes()),
-                ("type", erase.event_type.as_bytes()),
-                ("envelope", bytes.as_slice()),
-            ],
-        )
+    let mut feeder = retention_testkit::StreamFeeder::connect(&app.inner.settings)
+        .await
+        .unwrap();
+    feeder
+        .publish_envelope("retention.profile.events", &erase)
         .await
         .unwrap();
     let sql =
@@ -154,7 +141,6 @@ async fn events_on_the_profile_stream_are_consumed() {
         redacted, 1,
         "the running service consumed CustomerErased from Redis"
     );
-    let _: () = conn.del(&stream).await.unwrap();
     app.stop().await;
 }
 
@@ -166,28 +152,16 @@ async fn segmentation_tiers_feed_the_sla_read_model() {
     let ordinary = app.open(&who, pb::Severity::Medium).await;
     assert_eq!(ordinary.customer_tier, pb::CustomerTier::Ordinary as i32);
 
-    let stream = retention_events::stream_key(
-        &app.inner.settings.redis.namespace,
-        "retention.segmentation.events",
-    );
     let scored = envelope(&retention_proto::segmentation::CustomerScoredEvent {
         customer_id: id.clone(),
         management_tier: retention_proto::segmentation::ManagementTier::Key as i32,
         ..Default::default()
     });
-    let client = redis::Client::open(app.inner.settings.redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let bytes = prost::Message::encode_to_vec(&scored);
-    let _: String = conn
-        .xadd(
-            &stream,
-            "*",
-            &[
-                ("id", scored.event_id.as_bytes()),
-                ("type", scored.event_type.as_bytes()),
-                ("envelope", bytes.as_slice()),
-            ],
-        )
+    let mut feeder = retention_testkit::StreamFeeder::connect(&app.inner.settings)
+        .await
+        .unwrap();
+    feeder
+        .publish_envelope("retention.segmentation.events", &scored)
         .await
         .unwrap();
     let sql =

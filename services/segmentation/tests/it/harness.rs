@@ -2,13 +2,12 @@
 //! events onto the Redis streams the running service consumes.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use redis::AsyncCommands;
 use retention_proto::common::{EventEnvelope, Money};
 use retention_proto::interactions as ipb;
 use retention_proto::profile as ppb;
 use retention_proto::segmentation as pb;
 use retention_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
-use retention_testkit::{Backend, TestService};
+use retention_testkit::{Backend, StreamFeeder, TestService};
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -21,19 +20,11 @@ pub const ALL_SCOPES: &[&str] = &[
 pub struct TestApp {
     pub client: SegmentationServiceClient<Channel>,
     pub inner: TestService,
-    redis: redis::aio::MultiplexedConnection,
-    /// Upstream events published so far (each consumed exactly once).
-    pub published: i64,
+    /// Publishes upstream events; counts them (each consumed exactly once).
+    pub feeder: StreamFeeder,
 }
 
-pub fn envelope<M: prost::Name>(msg: &M) -> EventEnvelope {
-    EventEnvelope {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        event_type: M::full_name(),
-        payload: Some(retention_proto::pack_any(msg)),
-        ..Default::default()
-    }
-}
+pub use retention_testkit::envelope;
 
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -75,13 +66,11 @@ impl TestApp {
         )
         .await
         .expect("spawn segmentation");
-        let client = redis::Client::open(inner.settings.redis.url.as_str()).unwrap();
-        let redis = client.get_multiplexed_async_connection().await.unwrap();
+        let feeder = StreamFeeder::connect(&inner.settings).await.unwrap();
         TestApp {
             client: SegmentationServiceClient::new(inner.channel.clone()),
             inner,
-            redis,
-            published: 0,
+            feeder,
         }
     }
 
@@ -95,22 +84,7 @@ impl TestApp {
 
     /// Publishes `env` on `stream` as another service's relay would.
     pub async fn publish(&mut self, stream: &str, env: &EventEnvelope) {
-        let key = retention_events::stream_key(&self.inner.settings.redis.namespace, stream);
-        let bytes = prost::Message::encode_to_vec(env);
-        let _: String = self
-            .redis
-            .xadd(
-                &key,
-                "*",
-                &[
-                    ("id", env.event_id.as_bytes()),
-                    ("type", env.event_type.as_bytes()),
-                    ("envelope", bytes.as_slice()),
-                ],
-            )
-            .await
-            .unwrap();
-        self.published += 1;
+        self.feeder.publish_envelope(stream, env).await.unwrap();
     }
 
     pub async fn profile_event<M: prost::Name>(&mut self, msg: &M) {
@@ -162,12 +136,12 @@ impl TestApp {
         let mut seen = 0;
         for _ in 0..1200 {
             seen = self.count(sql).await;
-            if seen >= self.published {
+            if seen >= self.feeder.published {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("only {seen} of {} events consumed", self.published);
+        panic!("only {seen} of {} events consumed", self.feeder.published);
     }
 
     /// `n` customers with deterministic, varied histories between day 0 and
@@ -241,26 +215,7 @@ impl TestApp {
 
     /// Published segmentation events of one type, decoded, in outbox order.
     pub async fn outbox<M: prost::Name + Default>(&self) -> Vec<M> {
-        use sea_orm::{ConnectionTrait, Statement};
-        let db = self.inner.database().await.unwrap();
-        let rows = db
-            .query_all_raw(Statement::from_string(
-                db.get_database_backend(),
-                format!(
-                    "SELECT envelope FROM outbox_events WHERE event_type = '{}' ORDER BY seq",
-                    M::full_name()
-                ),
-            ))
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| {
-                let bytes: Vec<u8> = r.try_get_by_index(0).unwrap();
-                let env: EventEnvelope = prost::Message::decode(bytes.as_slice()).unwrap();
-                let any = env.payload.unwrap();
-                prost::Message::decode(any.value.as_slice()).unwrap()
-            })
-            .collect()
+        self.inner.outbox().await.unwrap()
     }
 
     pub async fn stop(self) {

@@ -170,7 +170,7 @@ async fn a_redelivered_event_changes_nothing() {
     });
     app.publish("retention.profile.events", &env).await;
     app.publish("retention.profile.events", &env).await;
-    app.published -= 1; // one inbox row for two deliveries
+    app.feeder.published -= 1; // one inbox row for two deliveries
     app.settle().await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(

@@ -467,9 +467,7 @@ async fn triggered_campaigns_enrol_customers_entering_their_segment_once() {
         .await;
     app.settle().await;
     // Redelivered: no second enrolment, no second offer.
-    app.publish_envelope("retention.segmentation.events", &env)
-        .await;
-    app.published -= 1;
+    app.redeliver("retention.segmentation.events", &env).await;
     app.settle().await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use redis::AsyncCommands;
 use retention_proto::common::{EventEnvelope, Money};
 use retention_proto::profile as ppb;
 use retention_proto::segmentation as spb;
@@ -14,7 +13,7 @@ use retention_proto::segmentation::segmentation_service_server::{
 };
 use retention_proto::winback as pb;
 use retention_proto::winback::winback_service_client::WinbackServiceClient;
-use retention_testkit::{Backend, SpawnedService, TestService};
+use retention_testkit::{Backend, SpawnedService, StreamFeeder, TestService};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -244,9 +243,8 @@ pub struct TestApp {
     pub inner: TestService,
     pub seg: Fake,
     _seg_server: Option<SpawnedService>,
-    redis: redis::aio::MultiplexedConnection,
     /// Upstream events published so far (each consumed exactly once).
-    pub published: i64,
+    pub feeder: StreamFeeder,
 }
 
 impl TestApp {
@@ -295,15 +293,13 @@ impl TestApp {
         )
         .await
         .expect("spawn winback");
-        let client = redis::Client::open(inner.settings.redis.url.as_str()).unwrap();
-        let redis = client.get_multiplexed_async_connection().await.unwrap();
+        let feeder = StreamFeeder::connect(&inner.settings).await.unwrap();
         TestApp {
             client: WinbackServiceClient::new(inner.channel.clone()),
             inner,
             seg,
             _seg_server: seg_server,
-            redis,
-            published: 0,
+            feeder,
         }
     }
 
@@ -410,35 +406,14 @@ impl TestApp {
             .into_inner()
     }
 
-    /// Publishes `msg` on `stream` as another service's relay would.
     pub async fn publish<M: prost::Name>(&mut self, stream: &str, msg: &M) -> EventEnvelope {
-        let env = EventEnvelope {
-            event_id: new_id(),
-            event_type: M::full_name(),
-            payload: Some(retention_proto::pack_any(msg)),
-            ..Default::default()
-        };
-        self.publish_envelope(stream, &env).await;
-        env
+        self.feeder.publish(stream, msg).await.unwrap()
     }
 
-    pub async fn publish_envelope(&mut self, stream: &str, env: &EventEnvelope) {
-        let key = retention_events::stream_key(&self.inner.settings.redis.namespace, stream);
-        let bytes = prost::Message::encode_to_vec(env);
-        let _: String = self
-            .redis
-            .xadd(
-                &key,
-                "*",
-                &[
-                    ("id", env.event_id.as_bytes()),
-                    ("type", env.event_type.as_bytes()),
-                    ("envelope", bytes.as_slice()),
-                ],
-            )
-            .await
-            .unwrap();
-        self.published += 1;
+    /// Delivers `env` again (the consumer must not apply it twice).
+    pub async fn redeliver(&mut self, stream: &str, env: &EventEnvelope) {
+        self.feeder.publish_envelope(stream, env).await.unwrap();
+        self.feeder.published -= 1;
     }
 
     pub async fn purchase(
@@ -469,35 +444,17 @@ impl TestApp {
         let mut seen = 0;
         for _ in 0..600 {
             seen = self.count(sql).await;
-            if seen >= self.published {
+            if seen >= self.feeder.published {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("only {seen} of {} events consumed", self.published);
+        panic!("only {seen} of {} events consumed", self.feeder.published);
     }
 
     /// Published win-back events of one type, decoded, in outbox order.
     pub async fn outbox<M: prost::Name + Default>(&self) -> Vec<M> {
-        use sea_orm::{ConnectionTrait, Statement};
-        let db = self.inner.database().await.unwrap();
-        let rows = db
-            .query_all_raw(Statement::from_string(
-                db.get_database_backend(),
-                format!(
-                    "SELECT envelope FROM outbox_events WHERE event_type = '{}' ORDER BY seq",
-                    M::full_name()
-                ),
-            ))
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| {
-                let bytes: Vec<u8> = r.try_get_by_index(0).unwrap();
-                let env: EventEnvelope = prost::Message::decode(bytes.as_slice()).unwrap();
-                prost::Message::decode(env.payload.unwrap().value.as_slice()).unwrap()
-            })
-            .collect()
+        self.inner.outbox().await.unwrap()
     }
 
     pub async fn stop(self) {

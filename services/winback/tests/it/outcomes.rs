@@ -73,8 +73,7 @@ async fn purchases_inside_the_window_win_customers_back_and_outside_do_not() {
         .await;
     app.settle().await;
     // The first purchase delivered again changes nothing.
-    app.publish_envelope("retention.profile.events", &won).await;
-    app.published -= 1;
+    app.redeliver("retention.profile.events", &won).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let targets = app.targets(&name).await;

@@ -212,6 +212,9 @@ impl WinbackApp {
             c.update_time = at;
             repo::insert_targets(&txn, &targets).await?;
             repo::insert_exclusions(&txn, &c.id, &sel.excluded).await?;
+            if !targets.is_empty() {
+                repo::clear_exclusion(&txn, &c.id, customer_id).await?;
+            }
             if !repo::update_campaign(&txn, &c, expected).await? {
                 return Err(concurrent(&c.id, expected));
             }

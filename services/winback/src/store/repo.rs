@@ -412,17 +412,19 @@ pub async fn insert_exclusions<C: ConnectionTrait>(
     Ok(())
 }
 
-pub async fn exclusions_of<C: ConnectionTrait>(
+/// A customer once excluded and now enrolled (it re-entered a triggered
+/// campaign's segment) is no longer excluded.
+pub async fn clear_exclusion<C: ConnectionTrait>(
     db: &C,
     campaign_id: &str,
-) -> Result<BTreeMap<String, Exclusion>, DbErr> {
-    exclusion::Entity::find()
+    customer_id: &str,
+) -> Result<(), DbErr> {
+    exclusion::Entity::delete_many()
         .filter(exclusion::Column::CampaignId.eq(campaign_id))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| Ok((m.customer_id, parse(&m.reason, Exclusion::parse)?)))
-        .collect()
+        .filter(exclusion::Column::CustomerId.eq(customer_id))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 pub async fn find_target<C: ConnectionTrait>(

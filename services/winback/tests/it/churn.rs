@@ -219,16 +219,18 @@ async fn classify_churn_reads_each_signal() {
     let c = classify(&mut app, &angry, none.clone()).await;
     assert_eq!(c.churn_type, pb::ChurnType::Retaliatory as i32);
 
-    // Resolved, yet the breach and escalation remain part of the history.
+    // A complaint opened and resolved leaves no fault signal.
     let calm = new_id();
     let calm_complaint = new_id();
-    for e in [ipb::ComplaintOpenedEvent {
-        complaint_id: calm_complaint.clone(),
-        customer_id: calm.clone(),
-        ..Default::default()
-    }] {
-        app.publish("retention.interactions.events", &e).await;
-    }
+    app.publish(
+        "retention.interactions.events",
+        &ipb::ComplaintOpenedEvent {
+            complaint_id: calm_complaint.clone(),
+            customer_id: calm.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
     app.publish(
         "retention.interactions.events",
         &ipb::ComplaintResolvedEvent {

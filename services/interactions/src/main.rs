@@ -1,4 +1,4 @@
-//! `retention-interactions`: configuration, telemetry, serve until SIGTERM.
+//! `retention-interactions`: configuration, telemetry, serve until SIGTERM (`migrate`: apply the migrations and exit).
 
 use anyhow::Context;
 use retention_config::Settings;
@@ -13,6 +13,13 @@ async fn main() -> anyhow::Result<()> {
         log_filter: settings.telemetry.log_filter.clone(),
         log_format: settings.telemetry.log_format.clone(),
     })?;
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        retention_db::migrate_only::<retention_interactions::store::Migrator>(&settings.database)
+            .await
+            .context("applying migrations")?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen_addr())
         .await
         .with_context(|| format!("binding {}", settings.listen_addr()))?;

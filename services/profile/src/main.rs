@@ -1,5 +1,5 @@
 //! `retention-profile`: loads configuration, installs telemetry, serves until
-//! SIGTERM. All logic lives in the library.
+//! SIGTERM (`migrate`: apply the migrations and exit). All logic lives in the library.
 
 use anyhow::Context;
 use retention_config::Settings;
@@ -14,6 +14,13 @@ async fn main() -> anyhow::Result<()> {
         log_filter: settings.telemetry.log_filter.clone(),
         log_format: settings.telemetry.log_format.clone(),
     })?;
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        retention_db::migrate_only::<retention_profile::store::Migrator>(&settings.database)
+            .await
+            .context("applying migrations")?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen_addr())
         .await
         .with_context(|| format!("binding {}", settings.listen_addr()))?;

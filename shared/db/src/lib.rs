@@ -129,6 +129,19 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), Db
     M::up(db, None).await.map_err(DbError::Migrate)
 }
 
+/// `<service binary> migrate`: connects, applies the pending migrations and
+/// closes. A Kubernetes init container runs it before a replica serves, so the
+/// schema is in place before any traffic (replicas also migrate at start, which
+/// is then a no-op).
+pub async fn migrate_only<M: MigratorTrait>(
+    s: &retention_config::DatabaseSettings,
+) -> Result<(), DbError> {
+    let db = connect(&DbOptions::from_settings(s)).await?;
+    migrate::<M>(&db).await?;
+    let _ = db.close().await;
+    Ok(())
+}
+
 /// Cheap liveness query for readiness probes.
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.ping().await.is_ok()

@@ -5,4 +5,5 @@
 mod campaigns;
 mod churn;
 mod harness;
+mod migrate;
 mod outcomes;

@@ -2,18 +2,19 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test bench services fmt-check clippy proto-lint proto-breaking nextest node-tools help
+.PHONY: run test bench services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
 
 help:
 	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
 	@echo "make test        format, lint, proto lint and the whole test suite (needs PostgreSQL + Redis)"
 	@echo "make proto-lint  buf lint over proto/ (proto-breaking: buf breaking against proto/BREAKING_BASE)"
 	@echo "make bench       benchmarks (release build, PostgreSQL); results go in BENCHMARKS.md"
+	@echo "make deploy-check  build the Kubernetes overlays, validate them and scan manifests and Dockerfile"
 
 run:
 	$(CARGO) run -p retention-suite --bin retention
 
-test: services fmt-check proto-lint proto-breaking clippy nextest
+test: services fmt-check proto-lint proto-breaking deploy-check clippy nextest
 
 # Not part of `make test`: a release build and minutes of work per benchmark.
 bench: services
@@ -50,3 +51,28 @@ proto-breaking: node-tools
 
 nextest:
 	$(CARGO) nextest run --workspace --no-fail-fast
+
+# Deployment artefacts, checked offline: kustomize builds of both overlays (kubectl's
+# built-in kustomize), strict schema validation (PyPI kubernetes-validate), a
+# security scan of the manifests and the Dockerfile (PyPI checkov; any failed check
+# fails, skips carry their reason in place), and the compose file. The tools live
+# in a venv outside the clone, so CI installs them once.
+DEPLOY_VENV ?= $(HOME)/.cache/retention-deploy-venv
+K8S_VERSION ?= 1.30.0
+
+deploy-tools:
+	@if [ ! -x $(DEPLOY_VENV)/bin/checkov ] || [ ! -x $(DEPLOY_VENV)/bin/kubernetes-validate ]; then \
+		python3 -m venv $(DEPLOY_VENV) && \
+		$(DEPLOY_VENV)/bin/pip install -q kubernetes-validate==1.37.0 checkov==3.3.30; \
+	fi
+	@command -v kubectl >/dev/null || { echo "deploy-check needs kubectl (its built-in kustomize)"; exit 1; }
+
+deploy-check: deploy-tools
+	@mkdir -p target/deploy
+	@for o in dev prod; do \
+		kubectl kustomize deploy/k8s/overlays/$$o > target/deploy/$$o.yaml || exit 1; \
+	done
+	$(DEPLOY_VENV)/bin/kubernetes-validate --strict -k $(K8S_VERSION) --quiet target/deploy/dev.yaml target/deploy/prod.yaml
+	$(DEPLOY_VENV)/bin/checkov --framework kubernetes -f target/deploy/dev.yaml -f target/deploy/prod.yaml --compact --quiet --skip-download
+	$(DEPLOY_VENV)/bin/checkov --framework dockerfile -f deploy/Dockerfile --compact --quiet --skip-download
+	$(DEPLOY_VENV)/bin/python scripts/check_compose.py

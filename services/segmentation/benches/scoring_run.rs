@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use retention_cache::Cache;
+use retention_domain::sim::{CDNOW, Rng, purchase_weeks};
 use retention_segmentation::app::SegmentationApp;
 use retention_segmentation::domain::features::Features;
 use retention_segmentation::domain::scoring::ScoringConfig;
@@ -22,67 +23,13 @@ use retention_testkit::TestDb;
 use sea_orm::ActiveValue::Set;
 use sea_orm::EntityTrait;
 
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        ((self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-
-    /// Gamma(shape, 1), Marsaglia-Tsang (boosted for shape < 1).
-    fn gamma(&mut self, shape: f64) -> f64 {
-        if shape < 1.0 {
-            return self.gamma(shape + 1.0) * self.uniform().powf(1.0 / shape);
-        }
-        let d = shape - 1.0 / 3.0;
-        let c = 1.0 / (9.0 * d).sqrt();
-        loop {
-            let x = self.normal();
-            let v = (1.0 + c * x).powi(3);
-            if v > 0.0 && self.uniform().ln() < 0.5 * x * x + d - d * v + d * v.ln() {
-                return d * v;
-            }
-        }
-    }
-
-    fn beta(&mut self, a: f64, b: f64) -> f64 {
-        let x = self.gamma(a);
-        x / (x + self.gamma(b))
-    }
-}
-
 /// One simulated customer: first purchase at week 0, observed for `t` weeks.
 fn simulate(rng: &mut Rng, start: DateTime<Utc>, t_weeks: f64) -> Features {
-    let (r, alpha, a, b) = (0.243, 4.414, 0.793, 2.426);
-    let lambda = rng.gamma(r) / alpha;
-    let p = rng.beta(a, b);
     let week = |w: f64| start + TimeDelta::seconds((w * 7.0 * 86_400.0) as i64);
     let mut f = Features::default();
-    let spend = |rng: &mut Rng| 1_000 + (rng.uniform() * 4_000.0) as i64;
-    let first = spend(rng);
-    f.record_purchase(week(0.0), first, first / 4, 0, "tea");
-    // Dropout can only follow a repeat purchase (the likelihood of x = 0 is
-    // e^(-λT), with no p): wait, buy, then maybe drop out.
-    let mut now = 0.0;
-    loop {
-        now += -rng.uniform().ln() / lambda.max(1e-12);
-        if now > t_weeks {
-            break;
-        }
-        let amount = spend(rng);
-        f.record_purchase(week(now), amount, amount / 4, 0, "tea");
-        if rng.uniform() < p {
-            break;
-        }
+    for w in purchase_weeks(rng, &CDNOW, t_weeks) {
+        let amount = 1_000 + (rng.uniform() * 4_000.0) as i64;
+        f.record_purchase(week(w), amount, amount / 4, 0, "tea");
     }
     f.currency = "CNY".into();
     f
@@ -111,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Ceiling: bulk-write n feature rows.
     let now = retention_domain::now();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0);
     let write_started = Instant::now();
     let mut rows = Vec::with_capacity(1000);
     for i in 0..n {

@@ -2,6 +2,8 @@
 
 pub use serde;
 
+pub mod sim;
+
 /// A closed domain vocabulary stored and filtered by its upper-case names, so the
 /// database and filter expressions read like the domain (`LifecycleStage::Decline`
 /// is stored as "DECLINE").

@@ -2,10 +2,11 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test bench services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
+.PHONY: run demo test bench services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
 
 help:
 	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
+	@echo "make demo        start the suite, load a synthetic population and run the retention loop (retention-cli demo)"
 	@echo "make test        format, lint, proto lint and the whole test suite (needs PostgreSQL + Redis)"
 	@echo "make proto-lint  buf lint over proto/ (proto-breaking: buf breaking against proto/BREAKING_BASE)"
 	@echo "make bench       benchmarks (release build, PostgreSQL); results go in BENCHMARKS.md"
@@ -13,6 +14,15 @@ help:
 
 run:
 	$(CARGO) run -p retention-suite --bin retention
+
+# The suite in the background on fresh embedded databases (target/demo), then
+# `retention-cli demo` against it; the suite stops when the demo ends.
+demo:
+	$(CARGO) build -p retention-suite --bins
+	@rm -rf target/demo && mkdir -p target/demo
+	@(cd target/demo && exec ../debug/retention > retention.log 2>&1) & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
+	target/debug/retention-cli demo
 
 test: services fmt-check proto-lint proto-breaking deploy-check clippy nextest
 

@@ -134,20 +134,7 @@ fn print_banner(
     )
     .mint(
         "dev-user",
-        &[
-            "profile.read",
-            "profile.write",
-            "profile.admin",
-            "pii.read",
-            "interactions.read",
-            "interactions.write",
-            "segmentation.read",
-            "segmentation.write",
-            "segmentation.admin",
-            "winback.read",
-            "winback.write",
-            "winback.admin",
-        ],
+        retention_suite::cli::client::SCOPES,
         Duration::from_secs(12 * 3600),
     );
     println!(

@@ -10,6 +10,7 @@ use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
 use retention_testkit::{Backend, TestService};
 
+mod cli;
 mod winback;
 
 #[tokio::test]
@@ -150,6 +151,40 @@ where
             bus,
         )
     })
+}
+
+/// The four services in embedded mode on one bus, win-back pointed at this
+/// segmentation: (profile, interactions, segmentation, winback).
+async fn four_services(bus: &EventBus) -> [TestService; 4] {
+    let profile = embedded("profile", bus, |s, l, stop, b| async move {
+        Ok(retention_profile::run_with_bus(s, l, stop, b).await?)
+    })
+    .await
+    .unwrap();
+    let interactions = embedded("interactions", bus, |s, l, stop, b| async move {
+        Ok(retention_interactions::run_with_bus(s, l, stop, b).await?)
+    })
+    .await
+    .unwrap();
+    let segmentation = embedded("segmentation", bus, |s, l, stop, b| async move {
+        Ok(retention_segmentation::run_with_bus(s, l, stop, b).await?)
+    })
+    .await
+    .unwrap();
+    let seg_url = url(&segmentation);
+    let winback = embedded_with(
+        "winback",
+        bus,
+        move |s| s.winback.segmentation_endpoint = seg_url,
+        |s, l, stop, b| async move { Ok(retention_winback::run_with_bus(s, l, stop, b).await?) },
+    )
+    .await
+    .unwrap();
+    [profile, interactions, segmentation, winback]
+}
+
+fn url(t: &TestService) -> String {
+    format!("http://{}", t.service.as_ref().expect("running").addr)
 }
 
 #[tokio::test]

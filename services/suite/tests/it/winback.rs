@@ -13,7 +13,7 @@ use retention_proto::segmentation::segmentation_service_client::SegmentationServ
 use retention_proto::winback as wpb;
 use retention_proto::winback::winback_service_client::WinbackServiceClient;
 
-use super::{chrono_free_now, embedded, embedded_with};
+use super::{chrono_free_now, four_services};
 
 fn at(seconds: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds, nanos: 0 })
@@ -29,25 +29,7 @@ fn cny(minor_units: i64) -> Option<Money> {
 #[tokio::test]
 async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
     let bus = EventBus::in_process();
-    let profile = embedded("profile", &bus, |s, l, stop, b| async move {
-        Ok(retention_profile::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
-    let segmentation = embedded("segmentation", &bus, |s, l, stop, b| async move {
-        Ok(retention_segmentation::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
-    let seg_endpoint = format!("http://{}", segmentation.service.as_ref().unwrap().addr);
-    let winback = embedded_with(
-        "winback",
-        &bus,
-        move |s| s.winback.segmentation_endpoint = seg_endpoint,
-        |s, l, stop, b| async move { Ok(retention_winback::run_with_bus(s, l, stop, b).await?) },
-    )
-    .await
-    .unwrap();
+    let [profile, interactions, segmentation, winback] = four_services(&bus).await;
     let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
     let mut sc = SegmentationServiceClient::new(segmentation.channel.clone());
     let mut wc = WinbackServiceClient::new(winback.channel.clone());
@@ -252,7 +234,7 @@ async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(won, 1);
-    profile.stop().await.unwrap();
-    segmentation.stop().await.unwrap();
-    winback.stop().await.unwrap();
+    for s in [profile, interactions, segmentation, winback] {
+        s.stop().await.unwrap();
+    }
 }

@@ -1,0 +1,310 @@
+//! `retention-cli`: load data, score, inspect customers and segments, run campaigns
+//! and read their results, against a running suite (`make run` by default).
+
+use clap::{Args, Parser, Subcommand};
+use retention_proto::segmentation as spb;
+use retention_suite::cli::Clients;
+use retention_suite::cli::client::Endpoints;
+use retention_suite::cli::demo::{self, CampaignPlan};
+use retention_suite::cli::show::table;
+use retention_suite::cli::synth::{self, SynthOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "retention-cli",
+    version,
+    about = "Try and operate the retention suite"
+)]
+struct Cli {
+    #[command(flatten)]
+    conn: Conn,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Conn {
+    #[arg(
+        long,
+        env = "RETENTION_PROFILE_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    profile: String,
+    #[arg(
+        long,
+        env = "RETENTION_INTERACTIONS_URL",
+        default_value = "http://127.0.0.1:50052",
+        global = true
+    )]
+    interactions: String,
+    #[arg(
+        long,
+        env = "RETENTION_SEGMENTATION_URL",
+        default_value = "http://127.0.0.1:50053",
+        global = true
+    )]
+    segmentation: String,
+    #[arg(
+        long,
+        env = "RETENTION_WINBACK_URL",
+        default_value = "http://127.0.0.1:50054",
+        global = true
+    )]
+    winback: String,
+    /// A bearer token; without one, a token is minted with the signing secret.
+    #[arg(long, env = "TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// The suite's JWT secret (the development secret of `make run` by default).
+    #[arg(long, env = "RETENTION_AUTH__JWT_SECRET", default_value = retention_config::DEV_JWT_SECRET, global = true, hide_env_values = true, hide_default_value = true)]
+    jwt_secret: String,
+    #[arg(
+        long,
+        env = "RETENTION_AUTH__ISSUER",
+        default_value = "retention-suite",
+        global = true
+    )]
+    issuer: String,
+    #[arg(
+        long,
+        env = "RETENTION_AUTH__AUDIENCE",
+        default_value = "retention-suite",
+        global = true
+    )]
+    audience: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load synthetic data, score, segment, run a campaign per strategy and compare.
+    Demo {
+        #[arg(long, default_value_t = 1000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Load customers and purchases.
+    #[command(subcommand)]
+    Load(Load),
+    /// Run a full scoring run and follow it.
+    Score,
+    /// The portfolio report: pyramid, lifecycle, risk, Pareto share.
+    Report,
+    /// One customer's insight with its explanations.
+    Insight {
+        /// "customers/{id}" or the id.
+        customer: String,
+    },
+    #[command(subcommand)]
+    Segment(Segment),
+    #[command(subcommand)]
+    Campaign(Campaign),
+}
+
+#[derive(Subcommand)]
+enum Load {
+    /// A synthetic population (BG/NBD purchases, complaints, surveys).
+    Synthetic {
+        #[arg(long, default_value_t = 300)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// customers.csv (`id,display_name[,email]`) and optionally purchases.csv
+    /// (`customer_id,order_id,occur_time,amount,gross_margin[,currency][,category]`).
+    Csv {
+        #[arg(long)]
+        customers: String,
+        #[arg(long)]
+        purchases: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Segment {
+    /// Create a segment from a filter over insight fields.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// e.g. 'churn_risk in ["HIGH", "CRITICAL"] && value_tier == "GOLD"'.
+        #[arg(long)]
+        filter: String,
+    },
+    /// A segment's members.
+    Members { segment: String },
+}
+
+#[derive(Subcommand)]
+enum Campaign {
+    /// Create a retention campaign on a segment (DRAFT).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// "segments/{id}".
+        #[arg(long)]
+        segment: String,
+        /// PRICE_PROMOTION, RELATIONSHIP_INVESTMENT, SERVICE_RECOVERY or STRUCTURAL_TIE.
+        #[arg(long, default_value = "RELATIONSHIP_INVESTMENT")]
+        strategy: String,
+        /// DISCOUNT, CREDIT, GIFT, PERSONAL_OUTREACH or UPGRADE.
+        #[arg(long, default_value = "PERSONAL_OUTREACH")]
+        offer: String,
+        /// Offer cost per treated customer, minor units.
+        #[arg(long, default_value_t = 2_000)]
+        offer_cost: i64,
+        #[arg(long, default_value_t = 1_000_000)]
+        budget: i64,
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f64,
+        #[arg(long, default_value = "EMAIL")]
+        channel: String,
+    },
+    /// Select targets and dispatch offers.
+    Launch { campaign: String },
+    /// Win-back rates, uplift, money.
+    Results { campaign: String },
+    /// Outcomes pooled per strategy.
+    Compare,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let c = &cli.conn;
+    let token = c
+        .token
+        .clone()
+        .unwrap_or_else(|| Clients::mint(&c.jwt_secret, &c.issuer, &c.audience));
+    let clients = Clients::connect(
+        &Endpoints {
+            profile: c.profile.clone(),
+            interactions: c.interactions.clone(),
+            segmentation: c.segmentation.clone(),
+            winback: c.winback.clone(),
+        },
+        token,
+    )
+    .await?;
+    let mut print = |s: &str| print!("{s}");
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Demo { customers, seed } => {
+            let o = SynthOptions {
+                customers,
+                seed,
+                quiet,
+                ..Default::default()
+            };
+            demo::demo(&clients, &o, &mut print).await?;
+        }
+        Command::Load(Load::Synthetic { customers, seed }) => {
+            let o = SynthOptions {
+                customers,
+                seed,
+                quiet,
+                ..Default::default()
+            };
+            let l = synth::load_synthetic(&clients, &o).await?;
+            println!(
+                "{} customers, {} purchases, {} complaints, {} surveys loaded",
+                l.customers.len(),
+                l.purchases,
+                l.complaints,
+                l.surveys
+            );
+        }
+        Command::Load(Load::Csv {
+            customers,
+            purchases,
+        }) => {
+            let l = synth::load_csv(&clients, &customers, purchases.as_deref(), quiet).await?;
+            println!(
+                "{} customers, {} purchases loaded",
+                l.customers.len(),
+                l.purchases
+            );
+        }
+        Command::Score => {
+            let run = demo::score(&clients, quiet).await?;
+            println!("{}: {} customers scored", run.name, run.customers_scored);
+        }
+        Command::Report => {
+            demo::report(&clients, &mut print).await?;
+        }
+        Command::Insight { customer } => {
+            let name = if customer.contains('/') {
+                customer
+            } else {
+                format!("customers/{customer}")
+            };
+            let i = clients
+                .segmentation
+                .clone()
+                .get_customer_insight(clients.req(spb::GetCustomerInsightRequest { name }))
+                .await?
+                .into_inner();
+            print!("{}", demo::insight_rows(std::slice::from_ref(&i)));
+            let rows: Vec<Vec<String>> = i
+                .explanations
+                .iter()
+                .map(|e| vec![e.field.clone(), e.reason.clone()])
+                .collect();
+            print!("\n{}", table(&["field", "why"], &rows));
+        }
+        Command::Segment(Segment::Create { name, filter }) => {
+            let s = demo::create_segment(&clients, &name, &filter).await?;
+            println!(
+                "{} \"{}\": {} members",
+                s.name, s.display_name, s.member_count
+            );
+        }
+        Command::Segment(Segment::Members { segment }) => {
+            print!(
+                "{}",
+                demo::insight_rows(&demo::segment_members(&clients, &segment).await?)
+            );
+        }
+        Command::Campaign(Campaign::Create {
+            name,
+            segment,
+            strategy,
+            offer,
+            offer_cost,
+            budget,
+            holdout,
+            channel,
+        }) => {
+            use retention_proto::winback as wpb;
+            let plan = CampaignPlan {
+                name,
+                segment,
+                strategy: wpb::Strategy::from_str_name(&format!("STRATEGY_{strategy}"))
+                    .ok_or_else(|| anyhow::anyhow!("unknown strategy {strategy}"))?,
+                offer: wpb::OfferKind::from_str_name(&format!("OFFER_KIND_{offer}"))
+                    .ok_or_else(|| anyhow::anyhow!("unknown offer {offer}"))?,
+                offer_cost,
+                budget,
+                holdout_share: holdout,
+                channel,
+            };
+            let c = demo::create_campaign(&clients, &plan).await?;
+            println!("{} created (DRAFT, etag {})", c.name, c.etag);
+        }
+        Command::Campaign(Campaign::Launch { campaign }) => {
+            let c = demo::launch(&clients, &campaign).await?;
+            let t = demo::targets(&clients, &c.name).await?;
+            println!("{} launched: {} targets", c.name, t.len());
+        }
+        Command::Campaign(Campaign::Results { campaign }) => {
+            let r = demo::results(&clients, &campaign).await?;
+            print!("{}", demo::results_table(&r));
+        }
+        Command::Campaign(Campaign::Compare) => {
+            demo::compare(&clients, &mut print).await?;
+        }
+    }
+    Ok(())
+}

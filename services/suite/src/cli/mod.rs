@@ -1,0 +1,10 @@
+//! `retention-cli`: the suite for operators and for trying it out. Every command is
+//! a few gRPC calls to the four services (the same ones other teams make), printed
+//! as readable tables.
+
+pub mod client;
+pub mod demo;
+pub mod show;
+pub mod synth;
+
+pub use client::Clients;

@@ -1,0 +1,134 @@
+//! `retention-cli demo` against the four services in embedded mode: a synthetic
+//! population is loaded, scored, segmented, targeted by one campaign per strategy,
+//! and the simulated responses show up in the results and the comparison.
+
+use retention_events::EventBus;
+use retention_proto::winback as wpb;
+use retention_suite::cli::client::{Clients, Endpoints};
+use retention_suite::cli::demo;
+use retention_suite::cli::synth::SynthOptions;
+
+use super::{four_services, url};
+
+#[tokio::test]
+async fn the_demo_runs_the_whole_retention_loop() {
+    let bus = EventBus::in_process();
+    let [profile, interactions, segmentation, winback] = four_services(&bus).await;
+    let auth = &profile.settings.auth;
+    let clients = Clients::connect(
+        &Endpoints {
+            profile: url(&profile),
+            interactions: url(&interactions),
+            segmentation: url(&segmentation),
+            winback: url(&winback),
+        },
+        Clients::mint(&auth.jwt_secret, &auth.issuer, &auth.audience),
+    )
+    .await
+    .unwrap();
+
+    let mut printed = String::new();
+    let summary = demo::demo(
+        &clients,
+        &SynthOptions {
+            customers: 400,
+            quiet: true,
+            ..Default::default()
+        },
+        &mut |s: &str| printed.push_str(s),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(summary.loaded.customers.len(), 400);
+    assert!(
+        summary.loaded.purchases > 400,
+        "every customer buys at least once"
+    );
+    assert!(summary.loaded.complaints > 0 && summary.loaded.surveys > 0);
+    assert_eq!(summary.scored, 400);
+    assert_eq!(summary.campaigns.len(), 2);
+    let arms = |r: &wpb::CampaignResults| {
+        (
+            r.treated.clone().unwrap_or_default(),
+            r.control.clone().unwrap_or_default(),
+        )
+    };
+    let mut won = 0;
+    for r in &summary.campaigns {
+        let (t, c) = arms(r);
+        assert!(t.targets > 0, "{} reached nobody", r.campaign);
+        won += t.won_back + c.won_back;
+    }
+    assert!(won > 0, "no simulated response was attributed");
+    let strategies: Vec<i32> = summary.strategies.iter().map(|s| s.strategy).collect();
+    assert_eq!(strategies.len(), 2);
+    assert!(strategies.contains(&(wpb::Strategy::PricePromotion as i32)));
+    assert!(strategies.contains(&(wpb::Strategy::RelationshipInvestment as i32)));
+    for heading in [
+        "Value pyramid",
+        "Segment \"Valuable customers at risk\"",
+        "Strategies compared",
+    ] {
+        assert!(
+            printed.contains(heading),
+            "{heading} missing from:\n{printed}"
+        );
+    }
+
+    // CSV files load too: quoted names, and purchases keyed by the file's own ids.
+    let dir = std::env::temp_dir().join(format!("retention-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let customers = dir.join("customers.csv");
+    let purchases = dir.join("purchases.csv");
+    std::fs::write(
+        &customers,
+        "id,display_name,email
+c1,\"Li, Lei\",li@example.com
+c2,Han Meimei,\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &purchases,
+        "customer_id,order_id,occur_time,amount,gross_margin,currency,category
+\
+         c1,o-1,2026-01-05T10:00:00Z,12000,3000,CNY,tea
+\
+         c1,o-2,2026-03-05T10:00:00Z,8000,2000,CNY,tea
+\
+         c2,o-3,2026-02-01T09:30:00+08:00,5000,1500,,teaware
+",
+    )
+    .unwrap();
+    let loaded = retention_suite::cli::synth::load_csv(
+        &clients,
+        customers.to_str().unwrap(),
+        Some(purchases.to_str().unwrap()),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!((loaded.customers.len(), loaded.purchases), (2, 3));
+    let bad = dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "customer_id,order_id,occur_time,amount,gross_margin
+c9,o,x,1,1
+",
+    )
+    .unwrap();
+    let err = retention_suite::cli::synth::load_csv(
+        &clients,
+        customers.to_str().unwrap(),
+        Some(bad.to_str().unwrap()),
+        true,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("row 2"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    for s in [profile, interactions, segmentation, winback] {
+        s.stop().await.unwrap();
+    }
+}

@@ -11,6 +11,7 @@ use retention_proto::profile::customer_profile_service_client::CustomerProfileSe
 use retention_testkit::{Backend, TestService};
 
 mod cli;
+mod e2e;
 mod winback;
 
 #[tokio::test]

@@ -267,3 +267,189 @@ async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_se
         "segmentation served win-back's GetCustomerInsight inside the workflow's trace"
     );
 }
+
+#[tokio::test]
+async fn malicious_churners_are_never_targeted_and_erased_customers_vanish_everywhere() {
+    let bus = EventBus::in_process();
+    let [profile, interactions, segmentation, winback] = four_services(&bus).await;
+    let auth = &profile.settings.auth;
+    let c = Clients::connect(
+        &Endpoints {
+            profile: url(&profile),
+            interactions: url(&interactions),
+            segmentation: url(&segmentation),
+            winback: url(&winback),
+        },
+        Clients::mint(&auth.jwt_secret, &auth.issuer, &auth.audience),
+    )
+    .await
+    .unwrap();
+    let now = chrono_free_now();
+    let mut customers = Vec::new();
+    let mut orders = Vec::new();
+    for i in 0..6 {
+        let name = synth::create_customer(&c, &format!("Customer {i}"))
+            .await
+            .unwrap();
+        for k in 0..3 {
+            orders.push(ppb::Purchase {
+                customer: name.clone(),
+                order_id: format!("e2e-{i}-{k}"),
+                occur_time: Some(prost_types::Timestamp {
+                    seconds: now - 86_400 * (10 + 30 * k as i64 + i as i64),
+                    nanos: 0,
+                }),
+                amount: synth::cny(30_000 + 5_000 * i as i64),
+                gross_margin: synth::cny(9_000 + 1_500 * i as i64),
+                ..Default::default()
+            });
+        }
+        customers.push(name);
+    }
+    synth::record_purchases(&c, orders, true).await.unwrap();
+    let folded = "SELECT COALESCE(SUM(CASE WHEN data LIKE '%\"purchases\":3,%' THEN 1 ELSE 0 END), 0) FROM features";
+    wait_for("the feature store", || async {
+        (segmentation.count(folded).await.ok()? == 6).then_some(())
+    })
+    .await;
+    demo::score(&c, true).await.unwrap();
+    let (malicious, erased) = (customers[0].clone(), customers[1].clone());
+    for (who, t) in [
+        (&malicious, wpb::ChurnType::Malicious),
+        (&erased, wpb::ChurnType::Fault),
+    ] {
+        c.winback
+            .clone()
+            .record_churn(c.req(wpb::RecordChurnRequest {
+                churn_record: Some(wpb::ChurnRecord {
+                    customer: who.clone(),
+                    churn_type: t as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            }))
+            .await
+            .unwrap();
+    }
+    c.interactions
+        .clone()
+        .open_complaint(c.req(ipb::OpenComplaintRequest {
+            complaint: Some(ipb::Complaint {
+                customer: erased.clone(),
+                category: ipb::ComplaintCategory::Billing as i32,
+                severity: ipb::Severity::Medium as i32,
+                subject: "charged twice for order 42".into(),
+                description: "my card number ends 4242".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap();
+
+    let segment = demo::create_segment(&c, "Everyone who bought", "purchases >= 1")
+        .await
+        .unwrap();
+    assert_eq!(segment.member_count, 6);
+    let campaign = demo::create_campaign(
+        &c,
+        &demo::CampaignPlan {
+            name: "Win them all back".into(),
+            segment: segment.name.clone(),
+            strategy: wpb::Strategy::PricePromotion,
+            offer: wpb::OfferKind::Discount,
+            offer_cost: 0,
+            budget: 100_000,
+            holdout_share: 0.0,
+            channel: "EMAIL".into(),
+        },
+    )
+    .await
+    .unwrap();
+    demo::launch(&c, &campaign.name).await.unwrap();
+    let targeted: Vec<String> = demo::targets(&c, &campaign.name)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.customer)
+        .collect();
+    assert_eq!(targeted.len(), 5);
+    assert!(
+        !targeted.contains(&malicious),
+        "a malicious churner was targeted"
+    );
+    assert!(targeted.contains(&erased));
+
+    // Erased in profile: every service lets go of the customer.
+    c.profile
+        .clone()
+        .erase_customer(c.req(ppb::EraseCustomerRequest {
+            name: erased.clone(),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap();
+    let gone = c
+        .profile
+        .clone()
+        .get_customer(c.req(ppb::GetCustomerRequest {
+            name: erased.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    wait_for("segmentation to forget the customer", || async {
+        let r = c
+            .segmentation
+            .clone()
+            .get_customer_insight(c.req(spb::GetCustomerInsightRequest {
+                name: erased.clone(),
+            }))
+            .await;
+        matches!(r, Err(s) if s.code() == tonic::Code::NotFound).then_some(())
+    })
+    .await;
+    let members = demo::segment_members(&c, &segment.name).await.unwrap();
+    assert!(members.iter().all(|m| m.customer != erased));
+    wait_for("win-back to forget the customer", || async {
+        let id = erased.trim_start_matches("customers/");
+        let churn = c
+            .winback
+            .clone()
+            .list_churn_records(c.req(wpb::ListChurnRecordsRequest {
+                filter: format!("customer_id == \"{id}\""),
+                ..Default::default()
+            }))
+            .await
+            .ok()?
+            .into_inner()
+            .churn_records;
+        let targets = demo::targets(&c, &campaign.name).await.ok()?;
+        (churn.is_empty() && targets.iter().all(|t| t.customer != erased) && targets.len() == 5)
+            .then_some(())
+    })
+    .await;
+    let complaints = wait_for("interactions to redact the complaint", || async {
+        let list = c
+            .interactions
+            .clone()
+            .list_complaints(c.req(ipb::ListComplaintsRequest {
+                customer: erased.clone(),
+                ..Default::default()
+            }))
+            .await
+            .ok()?
+            .into_inner()
+            .complaints;
+        list.iter()
+            .all(|x| x.description.is_empty())
+            .then_some(list)
+    })
+    .await;
+    for x in complaints {
+        assert!(!x.subject.contains("charged twice") && !x.description.contains("4242"));
+    }
+    for s in [profile, interactions, segmentation, winback] {
+        s.stop().await.unwrap();
+    }
+}

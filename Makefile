@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run demo test bench services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
+.PHONY: run demo docs docs-check test bench services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
 
 help:
 	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
@@ -10,6 +10,7 @@ help:
 	@echo "make test        format, lint, proto lint and the whole test suite (needs PostgreSQL + Redis)"
 	@echo "make proto-lint  buf lint over proto/ (proto-breaking: buf breaking against proto/BREAKING_BASE)"
 	@echo "make bench       benchmarks (release build, PostgreSQL); results go in BENCHMARKS.md"
+	@echo "make docs        regenerate the API reference (proto/retention/<ctx>/v1/README.md) from the protos"
 	@echo "make deploy-check  build the Kubernetes overlays, validate them and scan manifests and Dockerfile"
 
 run:
@@ -24,7 +25,7 @@ demo:
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
 	target/debug/retention-cli demo
 
-test: services fmt-check proto-lint proto-breaking deploy-check clippy nextest
+test: services fmt-check proto-lint proto-breaking docs-check deploy-check clippy nextest
 
 # Not part of `make test`: a release build and minutes of work per benchmark.
 bench: services
@@ -47,6 +48,21 @@ node-tools:
 
 proto-lint: node-tools
 	npx --no-install buf lint
+
+# The API reference of each package, generated from the protos and their comments
+# (buf build keeps the comments in the image). docs-check fails on a stale reference.
+docs: node-tools
+	@mkdir -p target/docs
+	@npx --no-install buf build -o target/docs/image.json
+	python3 scripts/gen_api_docs.py target/docs/image.json proto
+
+docs-check: node-tools
+	@rm -rf target/docs && mkdir -p target/docs/out
+	@npx --no-install buf build -o target/docs/image.json
+	@python3 scripts/gen_api_docs.py target/docs/image.json target/docs/out > /dev/null
+	@cd target/docs/out && for f in retention/*/v1/README.md; do \
+		cmp -s "$$f" "../../../proto/$$f" || { echo "docs-check: proto/$$f is stale; run make docs"; exit 1; }; \
+	done; echo "docs-check: API reference up to date"
 
 # Published v1 contracts never break: compare with the contract as last accepted
 # (the commit in proto/BREAKING_BASE). A deliberate break goes through an issue and

@@ -2,13 +2,13 @@
 //! account complains, segmentation moves it into the "at-risk key accounts"
 //! segment, a triggered retention campaign enrols it, a later purchase wins it
 //! back, and the campaign results show it. One trace id connects the spans of all
-//! four services (an in-memory OpenTelemetry exporter collects them).
+//! four services (an in-memory OpenTelemetry exporter collects them). The services
+//! run as in production: each on its own PostgreSQL database, events over Redis.
 
 use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use retention_events::EventBus;
 use retention_proto::interactions as ipb;
 use retention_proto::interactions::interaction_service_client::InteractionServiceClient;
 use retention_proto::profile as ppb;
@@ -22,7 +22,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 
-use super::{chrono_free_now, four_services, url};
+use super::{chrono_free_now, four_services_on_postgres_and_redis, url};
 
 fn install_exporter() -> (InMemorySpanExporter, SdkTracerProvider) {
     let exporter = InMemorySpanExporter::default();
@@ -75,8 +75,8 @@ where
 #[tokio::test]
 async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_services() {
     let (exporter, provider) = install_exporter();
-    let bus = EventBus::in_process();
-    let [profile, interactions, segmentation, winback] = four_services(&bus).await;
+    let [profile, interactions, segmentation, winback] =
+        four_services_on_postgres_and_redis().await;
     let auth = &profile.settings.auth;
     let c = Clients::connect(
         &Endpoints {
@@ -270,8 +270,8 @@ async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_se
 
 #[tokio::test]
 async fn malicious_churners_are_never_targeted_and_erased_customers_vanish_everywhere() {
-    let bus = EventBus::in_process();
-    let [profile, interactions, segmentation, winback] = four_services(&bus).await;
+    let [profile, interactions, segmentation, winback] =
+        four_services_on_postgres_and_redis().await;
     let auth = &profile.settings.auth;
     let c = Clients::connect(
         &Endpoints {

@@ -184,6 +184,71 @@ async fn four_services(bus: &EventBus) -> [TestService; 4] {
     [profile, interactions, segmentation, winback]
 }
 
+/// The four services as production runs them: separate instances, a PostgreSQL
+/// database each, events over Redis Streams in one shared namespace, win-back
+/// pointed at this segmentation: (profile, interactions, segmentation, winback).
+async fn four_services_on_postgres_and_redis() -> [TestService; 4] {
+    let ns = retention_testkit::unique_namespace();
+    let shared = |ns: String| move |s: &mut retention_config::Settings| s.redis.namespace = ns;
+    let profile = TestService::spawn(
+        "profile",
+        Backend::Postgres,
+        true,
+        shared(ns.clone()),
+        |s, l, stop| {
+            retention_profile::run(s, l, async move {
+                let _ = stop.await;
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let interactions = TestService::spawn(
+        "interactions",
+        Backend::Postgres,
+        true,
+        shared(ns.clone()),
+        |s, l, stop| {
+            retention_interactions::run(s, l, async move {
+                let _ = stop.await;
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let segmentation = TestService::spawn(
+        "segmentation",
+        Backend::Postgres,
+        true,
+        shared(ns.clone()),
+        |s, l, stop| {
+            retention_segmentation::run(s, l, async move {
+                let _ = stop.await;
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let seg_url = url(&segmentation);
+    let winback = TestService::spawn(
+        "winback",
+        Backend::Postgres,
+        true,
+        move |s| {
+            s.redis.namespace = ns;
+            s.winback.segmentation_endpoint = seg_url;
+        },
+        |s, l, stop| {
+            retention_winback::run(s, l, async move {
+                let _ = stop.await;
+            })
+        },
+    )
+    .await
+    .unwrap();
+    [profile, interactions, segmentation, winback]
+}
+
 fn url(t: &TestService) -> String {
     format!("http://{}", t.service.as_ref().expect("running").addr)
 }

@@ -2,6 +2,7 @@
 //! and opaque page tokens bound to the query they were issued for.
 
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;
 
 pub const MAX_PAGE_SIZE: i32 = 1000;
@@ -60,6 +61,33 @@ pub fn decode_token(
     }
 }
 
+/// Cuts `rows`, fetched with `limit + 1`, to the page; returns the cursor of the
+/// next page (None on the last one).
+pub fn split_page<T>(
+    mut rows: Vec<T>,
+    limit: u64,
+    cursor: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = rows.last().filter(|_| more).map(cursor);
+    (rows, next)
+}
+
+/// The keyset cursor of a newest-first listing: `"<rfc3339>|<id>"`.
+pub fn time_key(t: DateTime<Utc>, id: &str) -> String {
+    format!("{}|{id}", t.to_rfc3339())
+}
+
+/// The (time, id) inside a [`time_key`] cursor; None when it is not one.
+pub fn parse_time_key(c: &str) -> Option<(DateTime<Utc>, String)> {
+    let (t, id) = c.split_once('|')?;
+    Some((
+        DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc),
+        id.to_string(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +104,17 @@ mod tests {
         assert_eq!(decode_token(&t, "customers", "other", &mut v), None);
         assert_eq!(decode_token("%%%", "customers", "", &mut v), None);
         assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn pages_split_and_time_keys_round_trip() {
+        let (page, next) = split_page(vec![1, 2, 3], 2, |n| n.to_string());
+        assert_eq!((page, next.as_deref()), (vec![1, 2], Some("2")));
+        let (page, next) = split_page(vec![1, 2], 2, |n| n.to_string());
+        assert_eq!((page, next), (vec![1, 2], None));
+        let t = DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap();
+        assert_eq!(parse_time_key(&time_key(t, "a|b")), Some((t, "a|b".into())));
+        assert_eq!(parse_time_key("yesterday|x"), None);
     }
 
     #[test]

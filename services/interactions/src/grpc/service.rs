@@ -5,7 +5,9 @@ use retention_errors::FieldViolations;
 use retention_errors::names::{check_request_id, name_arg};
 use retention_proto::interactions as pb;
 use retention_proto::interactions::interaction_service_server::InteractionService;
-use retention_server::paging::{decode_token, encode_token, page_size};
+use retention_server::paging::{
+    decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
+};
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -23,35 +25,24 @@ impl InteractionsService {
     }
 }
 
-fn cursor(c: Option<String>) -> Option<(DateTime<Utc>, String)> {
-    let (t, id) = c?
-        .split_once('|')
-        .map(|(a, b)| (a.to_string(), b.to_string()))?;
-    Some((
-        DateTime::parse_from_rfc3339(&t).ok()?.with_timezone(&Utc),
-        id,
-    ))
-}
-
 /// Splits rows fetched with `limit + 1` into the page and the token of the next one
 /// (empty when this is the last page); `key` is the (time, id) keyset cursor.
 fn paginate<T>(
-    mut rows: Vec<T>,
+    rows: Vec<T>,
     limit: u64,
     kind: &str,
     query: &str,
     key: impl Fn(&T) -> (DateTime<Utc>, &String),
 ) -> (Vec<T>, String) {
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    let next = match rows.last().filter(|_| more) {
-        Some(last) => {
-            let (t, id) = key(last);
-            encode_token(kind, query, &format!("{}|{id}", t.to_rfc3339()))
-        }
-        None => String::new(),
-    };
-    (rows, next)
+    let (rows, next) = split_page(rows, limit, |last| {
+        let (t, id) = key(last);
+        time_key(t, id)
+    });
+    (
+        rows,
+        next.map(|c| encode_token(kind, query, &c))
+            .unwrap_or_default(),
+    )
 }
 
 fn required<T>(x: Option<T>, field: &str, v: &mut FieldViolations) -> Option<T> {
@@ -140,12 +131,8 @@ impl InteractionService for InteractionsService {
             "{}|{}|{}|{:?}|{:?}",
             r.customer, r.channel, r.purchase_phase, r.start_time, r.end_time
         );
-        let before = cursor(decode_token(
-            &r.page_token,
-            "interactions",
-            &query_key,
-            &mut v,
-        ));
+        let before = decode_token(&r.page_token, "interactions", &query_key, &mut v)
+            .and_then(|c| parse_time_key(&c));
         v.into_result()?;
         let rows = self.app.list_interactions(&q, before, limit + 1).await?;
         let (page, next) = paginate(rows, limit, "interactions", &query_key, |i| {
@@ -241,12 +228,8 @@ impl InteractionService for InteractionsService {
             "{}|{}|{}|{}",
             r.customer, r.state, r.category, r.breached_only
         );
-        let before = cursor(decode_token(
-            &r.page_token,
-            "complaints",
-            &query_key,
-            &mut v,
-        ));
+        let before = decode_token(&r.page_token, "complaints", &query_key, &mut v)
+            .and_then(|c| parse_time_key(&c));
         v.into_result()?;
         let rows = self.app.list_complaints(&q, before, limit + 1).await?;
         let (page, next) = paginate(rows, limit, "complaints", &query_key, |c| {

@@ -1,6 +1,5 @@
 //! `CustomerProfileService` over the application layer.
 
-use chrono::{DateTime, Utc};
 use retention_auth::Caller;
 use retention_errors::FieldViolations;
 use retention_errors::names::check_request_id;
@@ -9,7 +8,9 @@ use retention_proto::profile::customer_profile_service_server::CustomerProfileSe
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use retention_server::paging::{decode_token, encode_token, page_size};
+use retention_server::paging::{
+    decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
+};
 
 use super::convert;
 use crate::app::{AppError, ProfileApp};
@@ -384,28 +385,14 @@ impl CustomerProfileService for ProfileService {
         let mut v = FieldViolations::new();
         let limit = page_size(r.page_size, &mut v);
         let cursor = decode_token(&r.page_token, "purchases", &r.parent, &mut v);
-        let before = cursor.and_then(|c| {
-            let (t, id) = c.split_once('|')?;
-            let t = DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc);
-            Some((t, id.to_string()))
-        });
+        let before = cursor.and_then(|c| parse_time_key(&c));
         v.into_result()?;
         let id = customer_id(&r.parent, "parent")?;
-        let mut page = self.app.list_purchases(&id, before, limit + 1).await?;
-        let next = if page.len() as u64 > limit {
-            page.truncate(limit as usize);
-            page.last()
-                .map(|p| {
-                    encode_token(
-                        "purchases",
-                        &r.parent,
-                        &format!("{}|{}", p.occur_time.to_rfc3339(), p.id),
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let page = self.app.list_purchases(&id, before, limit + 1).await?;
+        let (page, next) = split_page(page, limit, |p| time_key(p.occur_time, &p.id));
+        let next = next
+            .map(|c| encode_token("purchases", &r.parent, &c))
+            .unwrap_or_default();
         Ok(Response::new(pb::ListPurchasesResponse {
             purchases: page.iter().map(convert::purchase).collect(),
             next_page_token: next,

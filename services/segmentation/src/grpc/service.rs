@@ -4,7 +4,7 @@ use retention_errors::FieldViolations;
 use retention_errors::names::{check_request_id, name_arg};
 use retention_proto::segmentation as pb;
 use retention_proto::segmentation::segmentation_service_server::SegmentationService;
-use retention_server::paging::{decode_token, encode_token, page_size};
+use retention_server::paging::{decode_token, encode_token, page_size, split_page};
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -31,18 +31,6 @@ fn customer_of(name: &str, v: &mut FieldViolations) -> String {
         "insights"
     };
     name_arg(name, collection, "name", v)
-}
-
-/// Cuts `rows` fetched with `limit + 1` to the page; returns the next cursor.
-fn split_page<T>(
-    mut rows: Vec<T>,
-    limit: u64,
-    cursor: impl Fn(&T) -> String,
-) -> (Vec<T>, Option<String>) {
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    let next = rows.last().filter(|_| more).map(cursor);
-    (rows, next)
 }
 
 #[tonic::async_trait]

@@ -22,6 +22,7 @@ pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
 pub fn from_ts(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
     u32::try_from(t.nanos)
         .ok()
+        .filter(|n| *n < 1_000_000_000)
         .and_then(|n| DateTime::from_timestamp(t.seconds, n))
 }
 

@@ -7,7 +7,9 @@ use retention_errors::names::{check_request_id, name_arg, parse_name};
 use retention_filter::{FieldType, Schema};
 use retention_proto::winback as pb;
 use retention_proto::winback::winback_service_server::WinbackService;
-use retention_server::paging::{decode_token, encode_token, page_size};
+use retention_server::paging::{
+    decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
+};
 use retention_server::remaining_budget;
 use sea_orm::sea_query::SimpleExpr;
 use tonic::{Request, Response, Status};
@@ -80,29 +82,21 @@ fn filter_arg(
     }
 }
 
-/// A keyset cursor "rfc3339|id" of newest-first listings.
+/// The keyset cursor of a newest-first listing; a token that decodes but holds no
+/// cursor is reported, not read as the first page.
 fn time_cursor(c: Option<String>, v: &mut FieldViolations) -> Option<(DateTime<Utc>, String)> {
     let c = c?;
-    let parsed = c.split_once('|').and_then(|(t, id)| {
-        DateTime::parse_from_rfc3339(t)
-            .ok()
-            .map(|t| (t.with_timezone(&Utc), id.to_string()))
-    });
+    let parsed = parse_time_key(&c);
     if parsed.is_none() {
         v.add("page_token", "is not a valid page token");
     }
     parsed
 }
 
-fn time_token(kind: &str, query: &str, t: DateTime<Utc>, id: &str) -> String {
-    encode_token(
-        kind,
-        query,
-        &format!(
-            "{}|{id}",
-            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        ),
-    )
+/// The page token after `next` (empty on the last page).
+fn token(kind: &str, query: &str, next: Option<String>) -> String {
+    next.map(|c| encode_token(kind, query, &c))
+        .unwrap_or_default()
 }
 
 fn customer_arg(name: &str, field: &str, v: &mut FieldViolations) -> String {
@@ -285,16 +279,11 @@ impl WinbackService for WinbackGrpc {
         let cursor = decode_token(&r.page_token, "churnRecords", &r.filter, &mut v);
         let before = time_cursor(cursor, &mut v);
         v.into_result()?;
-        let mut rows = self.app.list_churn(filter, before, limit + 1).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let next = match rows.last() {
-            Some(last) if more => time_token("churnRecords", &r.filter, last.churn_time, &last.id),
-            _ => String::new(),
-        };
+        let rows = self.app.list_churn(filter, before, limit + 1).await?;
+        let (rows, next) = split_page(rows, limit, |last| time_key(last.churn_time, &last.id));
         Ok(Response::new(pb::ListChurnRecordsResponse {
             churn_records: rows.iter().map(convert::churn_record).collect(),
-            next_page_token: next,
+            next_page_token: token("churnRecords", &r.filter, next),
         }))
     }
 
@@ -393,16 +382,11 @@ impl WinbackService for WinbackGrpc {
         let cursor = decode_token(&r.page_token, "campaigns", &r.filter, &mut v);
         let before = time_cursor(cursor, &mut v);
         v.into_result()?;
-        let mut rows = self.app.list_campaigns(filter, before, limit + 1).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let next = match rows.last() {
-            Some(last) if more => time_token("campaigns", &r.filter, last.create_time, &last.id),
-            _ => String::new(),
-        };
+        let rows = self.app.list_campaigns(filter, before, limit + 1).await?;
+        let (rows, next) = split_page(rows, limit, |last| time_key(last.create_time, &last.id));
         Ok(Response::new(pb::ListCampaignsResponse {
             campaigns: rows.iter().map(convert::campaign).collect(),
-            next_page_token: next,
+            next_page_token: token("campaigns", &r.filter, next),
         }))
     }
 
@@ -452,16 +436,11 @@ impl WinbackService for WinbackGrpc {
         let limit = page_size(r.page_size, &mut v);
         let after = decode_token(&r.page_token, "targets", &r.campaign, &mut v);
         v.into_result()?;
-        let mut rows = self.app.list_targets(&id, after, limit + 1).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let next = match rows.last() {
-            Some(last) if more => encode_token("targets", &r.campaign, &last.customer_id),
-            _ => String::new(),
-        };
+        let rows = self.app.list_targets(&id, after, limit + 1).await?;
+        let (rows, next) = split_page(rows, limit, |last| last.customer_id.clone());
         Ok(Response::new(pb::ListCampaignTargetsResponse {
             targets: rows.iter().map(convert::target).collect(),
-            next_page_token: next,
+            next_page_token: token("targets", &r.campaign, next),
         }))
     }
 

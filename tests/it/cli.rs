@@ -8,12 +8,12 @@ use retention_suite::cli::client::{Clients, Endpoints};
 use retention_suite::cli::demo;
 use retention_suite::cli::synth::SynthOptions;
 
-use super::{four_services, url};
+use super::{Mode, four_services, url};
 
 #[tokio::test]
 async fn the_demo_runs_the_whole_retention_loop() {
     let bus = EventBus::in_process();
-    let [profile, interactions, segmentation, winback] = four_services(&bus).await;
+    let [profile, interactions, segmentation, winback] = four_services(&Mode::Embedded(bus)).await;
     let auth = &profile.settings.auth;
     let clients = Clients::connect(
         &Endpoints {

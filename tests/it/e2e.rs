@@ -22,7 +22,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 
-use super::{chrono_free_now, four_services_on_postgres_and_redis, url};
+use super::{Mode, chrono_free_now, four_services, url};
 
 fn install_exporter() -> (InMemorySpanExporter, SdkTracerProvider) {
     let exporter = InMemorySpanExporter::default();
@@ -75,8 +75,7 @@ where
 #[tokio::test]
 async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_services() {
     let (exporter, provider) = install_exporter();
-    let [profile, interactions, segmentation, winback] =
-        four_services_on_postgres_and_redis().await;
+    let [profile, interactions, segmentation, winback] = four_services(&Mode::production()).await;
     let auth = &profile.settings.auth;
     let c = Clients::connect(
         &Endpoints {
@@ -270,8 +269,7 @@ async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_se
 
 #[tokio::test]
 async fn malicious_churners_are_never_targeted_and_erased_customers_vanish_everywhere() {
-    let [profile, interactions, segmentation, winback] =
-        four_services_on_postgres_and_redis().await;
+    let [profile, interactions, segmentation, winback] = four_services(&Mode::production()).await;
     let auth = &profile.settings.auth;
     let c = Clients::connect(
         &Endpoints {

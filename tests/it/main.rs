@@ -103,7 +103,72 @@ async fn an_erasure_in_profile_reaches_interactions_over_the_in_process_bus() {
     interactions.stop().await.unwrap();
 }
 
-/// Spawns one service in embedded mode (SQLite, no Redis) on the shared bus.
+/// How a test's services run: embedded (a SQLite file each, one in-process bus)
+/// or as in production (a PostgreSQL database each, Redis Streams in one
+/// namespace, so their events meet).
+#[derive(Clone)]
+enum Mode {
+    Embedded(EventBus),
+    Production { namespace: String },
+}
+
+impl Mode {
+    fn production() -> Mode {
+        Mode::Production {
+            namespace: retention_testkit::unique_namespace(),
+        }
+    }
+}
+
+/// Spawns one service in `mode`, with the settings adjusted by `tweak`; `run` is
+/// the service's `run_with_bus`.
+fn start<F, Fut>(
+    name: &'static str,
+    mode: Mode,
+    tweak: impl FnOnce(&mut retention_config::Settings),
+    run: F,
+) -> impl std::future::Future<Output = anyhow::Result<TestService>>
+where
+    F: FnOnce(
+            retention_config::Settings,
+            tokio::net::TcpListener,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+            EventBus,
+        ) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (backend, with_redis) = match mode {
+        Mode::Embedded(_) => (Backend::Sqlite, false),
+        Mode::Production { .. } => (Backend::Postgres, true),
+    };
+    let for_settings = mode.clone();
+    let for_run = mode;
+    TestService::spawn(
+        name,
+        backend,
+        with_redis,
+        move |s| {
+            if let Mode::Production { namespace } = for_settings {
+                s.redis.namespace = namespace;
+            }
+            tweak(s);
+        },
+        move |s, l, stop| async move {
+            let bus = match for_run {
+                Mode::Embedded(bus) => bus,
+                Mode::Production { .. } => EventBus::from_settings(&s)?,
+            };
+            let stop = Box::pin(async move {
+                let _ = stop.await;
+            });
+            run(s, l, stop, bus).await
+        },
+    )
+}
+
+/// Spawns one service in embedded mode on the shared bus.
 fn embedded<F, Fut>(
     name: &'static str,
     bus: &EventBus,
@@ -120,129 +185,48 @@ where
         + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    embedded_with(name, bus, |_| {}, run)
+    start(name, Mode::Embedded(bus.clone()), |_| {}, run)
 }
 
-/// As [`embedded`], with the settings adjusted first.
-fn embedded_with<F, Fut>(
-    name: &'static str,
-    bus: &EventBus,
-    tweak: impl FnOnce(&mut retention_config::Settings),
-    run: F,
-) -> impl std::future::Future<Output = anyhow::Result<TestService>>
-where
-    F: FnOnce(
-            retention_config::Settings,
-            tokio::net::TcpListener,
-            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-            EventBus,
-        ) -> Fut
-        + Send
-        + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let bus = bus.clone();
-    TestService::spawn(name, Backend::Sqlite, false, tweak, move |s, l, stop| {
-        run(
-            s,
-            l,
-            Box::pin(async move {
-                let _ = stop.await;
-            }),
-            bus,
+/// The four services in `mode`, win-back pointed at this segmentation:
+/// (profile, interactions, segmentation, winback).
+async fn four_services(mode: &Mode) -> [TestService; 4] {
+    let profile = start(
+        "profile",
+        mode.clone(),
+        |_| {},
+        |s, l, stop, b| async move { Ok(retention_profile::run_with_bus(s, l, stop, b).await?) },
+    )
+    .await
+    .unwrap();
+    let interactions =
+        start(
+            "interactions",
+            mode.clone(),
+            |_| {},
+            |s, l, stop, b| async move {
+                Ok(retention_interactions::run_with_bus(s, l, stop, b).await?)
+            },
         )
-    })
-}
-
-/// The four services in embedded mode on one bus, win-back pointed at this
-/// segmentation: (profile, interactions, segmentation, winback).
-async fn four_services(bus: &EventBus) -> [TestService; 4] {
-    let profile = embedded("profile", bus, |s, l, stop, b| async move {
-        Ok(retention_profile::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
-    let interactions = embedded("interactions", bus, |s, l, stop, b| async move {
-        Ok(retention_interactions::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
-    let segmentation = embedded("segmentation", bus, |s, l, stop, b| async move {
-        Ok(retention_segmentation::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
+        .await
+        .unwrap();
+    let segmentation =
+        start(
+            "segmentation",
+            mode.clone(),
+            |_| {},
+            |s, l, stop, b| async move {
+                Ok(retention_segmentation::run_with_bus(s, l, stop, b).await?)
+            },
+        )
+        .await
+        .unwrap();
     let seg_url = url(&segmentation);
-    let winback = embedded_with(
+    let winback = start(
         "winback",
-        bus,
+        mode.clone(),
         move |s| s.winback.segmentation_endpoint = seg_url,
         |s, l, stop, b| async move { Ok(retention_winback::run_with_bus(s, l, stop, b).await?) },
-    )
-    .await
-    .unwrap();
-    [profile, interactions, segmentation, winback]
-}
-
-/// The four services as production runs them: separate instances, a PostgreSQL
-/// database each, events over Redis Streams in one shared namespace, win-back
-/// pointed at this segmentation: (profile, interactions, segmentation, winback).
-async fn four_services_on_postgres_and_redis() -> [TestService; 4] {
-    let ns = retention_testkit::unique_namespace();
-    let shared = |ns: String| move |s: &mut retention_config::Settings| s.redis.namespace = ns;
-    let profile = TestService::spawn(
-        "profile",
-        Backend::Postgres,
-        true,
-        shared(ns.clone()),
-        |s, l, stop| {
-            retention_profile::run(s, l, async move {
-                let _ = stop.await;
-            })
-        },
-    )
-    .await
-    .unwrap();
-    let interactions = TestService::spawn(
-        "interactions",
-        Backend::Postgres,
-        true,
-        shared(ns.clone()),
-        |s, l, stop| {
-            retention_interactions::run(s, l, async move {
-                let _ = stop.await;
-            })
-        },
-    )
-    .await
-    .unwrap();
-    let segmentation = TestService::spawn(
-        "segmentation",
-        Backend::Postgres,
-        true,
-        shared(ns.clone()),
-        |s, l, stop| {
-            retention_segmentation::run(s, l, async move {
-                let _ = stop.await;
-            })
-        },
-    )
-    .await
-    .unwrap();
-    let seg_url = url(&segmentation);
-    let winback = TestService::spawn(
-        "winback",
-        Backend::Postgres,
-        true,
-        move |s| {
-            s.redis.namespace = ns;
-            s.winback.segmentation_endpoint = seg_url;
-        },
-        |s, l, stop| {
-            retention_winback::run(s, l, async move {
-                let _ = stop.await;
-            })
-        },
     )
     .await
     .unwrap();

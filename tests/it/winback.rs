@@ -13,7 +13,7 @@ use retention_proto::segmentation::segmentation_service_client::SegmentationServ
 use retention_proto::winback as wpb;
 use retention_proto::winback::winback_service_client::WinbackServiceClient;
 
-use super::{chrono_free_now, four_services};
+use super::{Mode, chrono_free_now, four_services};
 
 fn at(seconds: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds, nanos: 0 })
@@ -29,7 +29,7 @@ fn cny(minor_units: i64) -> Option<Money> {
 #[tokio::test]
 async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
     let bus = EventBus::in_process();
-    let [profile, interactions, segmentation, winback] = four_services(&bus).await;
+    let [profile, interactions, segmentation, winback] = four_services(&Mode::Embedded(bus)).await;
     let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
     let mut sc = SegmentationServiceClient::new(segmentation.channel.clone());
     let mut wc = WinbackServiceClient::new(winback.channel.clone());

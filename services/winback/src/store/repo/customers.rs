@@ -1,0 +1,215 @@
+//! What the service holds per customer from other services' events (consent,
+//! complaint signals), and profile's merges and erasures across every table.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+
+use super::CHUNK;
+use crate::domain::records::ContactChannel;
+use crate::store::entities::{churn_record, complaint_signal, consent, exclusion, target};
+
+pub async fn set_consent<C: ConnectionTrait>(
+    db: &C,
+    customer_id: &str,
+    channel: ContactChannel,
+    granted: bool,
+) -> Result<(), DbErr> {
+    consent::Entity::insert(consent::ActiveModel {
+        customer_id: Set(customer_id.into()),
+        channel: Set(channel.as_str().into()),
+        granted: Set(granted),
+    })
+    .on_conflict(
+        OnConflict::columns([consent::Column::CustomerId, consent::Column::Channel])
+            .update_column(consent::Column::Granted)
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Customers among `customers` who withdrew consent for `channel`.
+pub async fn opted_out<C: ConnectionTrait>(
+    db: &C,
+    customers: &[String],
+    channel: ContactChannel,
+) -> Result<HashSet<String>, DbErr> {
+    let mut out = HashSet::new();
+    for chunk in customers.chunks(CHUNK) {
+        let rows: Vec<String> = consent::Entity::find()
+            .select_only()
+            .column(consent::Column::CustomerId)
+            .filter(consent::Column::CustomerId.is_in(chunk.iter().cloned()))
+            .filter(consent::Column::Channel.eq(channel.as_str()))
+            .filter(consent::Column::Granted.eq(false))
+            .into_tuple()
+            .all(db)
+            .await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// What one complaint event says about the complaint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComplaintFact {
+    Opened,
+    Unresolved,
+    Resolved,
+    Escalated,
+    Breached,
+}
+
+pub async fn record_complaint<C: ConnectionTrait>(
+    db: &C,
+    complaint_id: &str,
+    customer_id: &str,
+    fact: ComplaintFact,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let mut row = complaint_signal::Entity::find_by_id(complaint_id.to_string())
+        .one(db)
+        .await?
+        .unwrap_or(complaint_signal::Model {
+            complaint_id: complaint_id.into(),
+            customer_id: customer_id.into(),
+            unresolved: true,
+            breached: false,
+            escalated: false,
+            update_time: at,
+        });
+    match fact {
+        ComplaintFact::Opened | ComplaintFact::Unresolved => row.unresolved = true,
+        ComplaintFact::Resolved => row.unresolved = false,
+        ComplaintFact::Escalated => row.escalated = true,
+        ComplaintFact::Breached => row.breached = true,
+    }
+    row.update_time = at;
+    complaint_signal::Entity::insert(complaint_signal::ActiveModel {
+        complaint_id: Set(row.complaint_id),
+        customer_id: Set(row.customer_id),
+        unresolved: Set(row.unresolved),
+        breached: Set(row.breached),
+        escalated: Set(row.escalated),
+        update_time: Set(row.update_time),
+    })
+    .on_conflict(
+        OnConflict::column(complaint_signal::Column::ComplaintId)
+            .update_columns([
+                complaint_signal::Column::Unresolved,
+                complaint_signal::Column::Breached,
+                complaint_signal::Column::Escalated,
+                complaint_signal::Column::UpdateTime,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// (unresolved, breached, escalated) complaint counts of a customer.
+pub async fn complaint_counts<C: ConnectionTrait>(
+    db: &C,
+    customer_id: &str,
+) -> Result<(u32, u32, u32), DbErr> {
+    let rows = complaint_signal::Entity::find()
+        .filter(complaint_signal::Column::CustomerId.eq(customer_id))
+        .all(db)
+        .await?;
+    let n = |f: fn(&complaint_signal::Model) -> bool| rows.iter().filter(|r| f(r)).count() as u32;
+    Ok((n(|r| r.unresolved), n(|r| r.breached), n(|r| r.escalated)))
+}
+
+/// Profile merged `merged` into `survivor`: its history becomes the survivor's.
+/// A campaign holding both keeps the survivor's target and drops the other.
+pub async fn merge_customer<C: ConnectionTrait>(
+    db: &C,
+    merged: &str,
+    survivor: &str,
+) -> Result<(), DbErr> {
+    churn_record::Entity::update_many()
+        .col_expr(churn_record::Column::CustomerId, Expr::val(survivor))
+        .filter(churn_record::Column::CustomerId.eq(merged))
+        .exec(db)
+        .await?;
+    complaint_signal::Entity::update_many()
+        .col_expr(complaint_signal::Column::CustomerId, Expr::val(survivor))
+        .filter(complaint_signal::Column::CustomerId.eq(merged))
+        .exec(db)
+        .await?;
+    consent::Entity::delete_many()
+        .filter(consent::Column::CustomerId.eq(merged))
+        .exec(db)
+        .await?;
+    let survivor_campaigns: HashSet<String> = target::Entity::find()
+        .select_only()
+        .column(target::Column::CampaignId)
+        .filter(target::Column::CustomerId.eq(survivor))
+        .into_tuple::<String>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    for t in target::Entity::find()
+        .filter(target::Column::CustomerId.eq(merged))
+        .all(db)
+        .await?
+    {
+        let q = target::Entity::update_many()
+            .filter(target::Column::CampaignId.eq(t.campaign_id.as_str()))
+            .filter(target::Column::CustomerId.eq(merged));
+        if survivor_campaigns.contains(&t.campaign_id) {
+            target::Entity::delete_many()
+                .filter(target::Column::CampaignId.eq(t.campaign_id.as_str()))
+                .filter(target::Column::CustomerId.eq(merged))
+                .exec(db)
+                .await?;
+        } else {
+            q.col_expr(target::Column::CustomerId, Expr::val(survivor))
+                .exec(db)
+                .await?;
+        }
+    }
+    exclusion::Entity::delete_many()
+        .filter(exclusion::Column::CustomerId.eq(merged))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Profile erased the customer: personal records go; campaign targets stay under
+/// an opaque pseudonym so campaign results keep their counts.
+pub async fn erase_customer<C: ConnectionTrait>(
+    db: &C,
+    customer_id: &str,
+    pseudonym: &str,
+) -> Result<(), DbErr> {
+    churn_record::Entity::delete_many()
+        .filter(churn_record::Column::CustomerId.eq(customer_id))
+        .exec(db)
+        .await?;
+    complaint_signal::Entity::delete_many()
+        .filter(complaint_signal::Column::CustomerId.eq(customer_id))
+        .exec(db)
+        .await?;
+    consent::Entity::delete_many()
+        .filter(consent::Column::CustomerId.eq(customer_id))
+        .exec(db)
+        .await?;
+    exclusion::Entity::delete_many()
+        .filter(exclusion::Column::CustomerId.eq(customer_id))
+        .exec(db)
+        .await?;
+    target::Entity::update_many()
+        .col_expr(target::Column::CustomerId, Expr::val(pseudonym))
+        .filter(target::Column::CustomerId.eq(customer_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

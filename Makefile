@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run demo docs docs-check test bench services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
+.PHONY: run demo docs docs-check test bench bench-tools services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
 
 help:
 	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
@@ -28,8 +28,21 @@ demo:
 test: services fmt-check proto-lint proto-breaking docs-check deploy-check clippy nextest
 
 # Not part of `make test`: a release build and minutes of work per benchmark.
-bench: services
-	$(CARGO) bench -p retention-segmentation --bench scoring_run
+# BENCH_ONLY=grpc,fit (and BENCH_CUSTOMERS=..., see `retention-bench --help`)
+# runs a part or a smaller population.
+bench: services bench-tools
+	$(CARGO) build --release -p retention-bench
+	BENCH_PYTHON=$(BENCH_VENV)/bin/python ./target/release/retention-bench
+
+# The Python `lifetimes` library the BG/NBD fit is compared with, pinned.
+BENCH_VENV ?= $(HOME)/.cache/retention-bench-venv
+bench-tools:
+	@if [ ! -x $(BENCH_VENV)/bin/python ] || ! $(BENCH_VENV)/bin/python -c "import lifetimes" 2>/dev/null; then \
+		python3 -m venv $(BENCH_VENV) && \
+		$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check lifetimes==0.11.3 numpy==1.26.4 \
+			scipy==1.11.4 pandas==1.5.3 autograd==1.7.0 dill==0.3.8 python-dateutil==2.9.0.post0 \
+			pytz==2024.1 six==1.16.0; \
+	fi
 
 # Start the local PostgreSQL and Redis if they are installed but stopped.
 services:

@@ -169,17 +169,10 @@ impl ProfileApp {
         let bytes = self
             .cache
             .get_or_load(&key, None, || async move {
-                let Some(canonical) = repo::resolve_id(&db, &owned)
-                    .await
-                    .map_err(|e| e.to_string())?
-                else {
-                    return Ok(None);
-                };
-                // Only canonical ids are cached, so a merge needs no alias invalidation.
-                if canonical != owned {
-                    return Ok(None);
-                }
-                let c = repo::load_customer(&db, &canonical)
+                // A customer row is canonical (merged-away ids have none, only an
+                // alias). Only canonical ids are cached, so a merge needs no alias
+                // invalidation; an alias is resolved below, uncached.
+                let c = repo::load_customer(&db, &owned)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(c.filter(|c| !c.erased)
@@ -385,44 +378,39 @@ impl ProfileApp {
         Ok(stored)
     }
 
-    /// One transaction for a batch of validated purchases.
+    /// One transaction for a batch of validated purchases: owners resolved and
+    /// rows inserted in bulk, so a message of 1,000 costs a handful of statements.
     pub async fn record_purchase_batch(
         &self,
         batch: Vec<(String, PurchaseInput)>,
     ) -> AppResult<(IngestCounts, Vec<(usize, AppError)>)> {
         let now = crate::domain::now();
         let txn = self.db.begin().await?;
-        let mut counts = IngestCounts::default();
+        let mut distinct: Vec<String> = batch.iter().map(|(c, _)| c.clone()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let owners = repo::live_owners(&txn, &distinct).await?;
         let mut failures = Vec::new();
-        let mut evs = Vec::new();
-        let mut owners: std::collections::HashMap<String, Option<String>> = Default::default();
+        let mut rows = Vec::with_capacity(batch.len());
         for (i, (customer_id, input)) in batch.into_iter().enumerate() {
-            let owner = match owners.get(&customer_id) {
-                Some(o) => o.clone(),
-                None => {
-                    let o = match self.live(&txn, &customer_id).await {
-                        Ok(c) => Some(c.id),
-                        Err(AppError::NotFound(_)) => None,
-                        Err(e) => return Err(e),
-                    };
-                    owners.insert(customer_id.clone(), o.clone());
-                    o
-                }
-            };
-            let Some(owner) = owner else {
+            let Some(owner) = owners.get(&customer_id) else {
                 failures.push((i, AppError::NotFound(customer_name(&customer_id))));
                 continue;
             };
-            let mut p = input.into_purchase(new_id(), &owner, now);
+            let mut p = input.into_purchase(new_id(), owner, now);
             p.origin_customer_id = customer_id;
-            let (stored, new) = repo::insert_purchase(&txn, &p).await?;
-            if new {
-                counts.recorded += 1;
-                evs.push(events::purchase_recorded(&stored));
-            } else {
-                counts.duplicates += 1;
-            }
+            rows.push(p);
         }
+        let inserted = repo::insert_purchases(&txn, &rows).await?;
+        let evs: Vec<_> = rows
+            .iter()
+            .filter(|p| inserted.contains(&p.id))
+            .map(events::purchase_recorded)
+            .collect();
+        let counts = IngestCounts {
+            recorded: evs.len() as i64,
+            duplicates: (rows.len() - evs.len()) as i64,
+        };
         self.commit(txn, evs).await?;
         Ok((counts, failures))
     }

@@ -68,7 +68,16 @@ const LEEWAY_SECS: u64 = 30;
 pub struct JwtValidator {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens already verified, with the second after which they are expired
+    /// (exp + leeway). A caller sends the same token on every call until it
+    /// expires; verifying it per call cost as much CPU as the Redis read of a
+    /// cache-hit GetCustomer (profile in BENCHMARKS.md).
+    verified: std::sync::Mutex<std::collections::HashMap<String, (Caller, i64)>>,
 }
+
+/// Verified tokens remembered at most; the map is emptied when full, which
+/// costs one re-verification per live token.
+const VERIFIED_CAPACITY: usize = 4_096;
 
 impl fmt::Debug for JwtValidator {
     // The key is a secret: never in logs.
@@ -92,11 +101,34 @@ impl JwtValidator {
         JwtValidator {
             key: DecodingKey::from_secret(secret),
             validation,
+            verified: Default::default(),
         }
     }
 
     /// Checks signature, expiry (with a small leeway), issuer and audience.
     pub fn validate(&self, token: &str) -> Result<Caller, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        match verified.get(token) {
+            Some((caller, until)) if now <= *until => return Ok(caller.clone()),
+            Some(_) => {
+                verified.remove(token);
+                return Err(AuthError::Expired);
+            }
+            None => {}
+        }
+        drop(verified);
+        let caller = self.verify(token)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), caller.clone());
+        Ok(caller.0)
+    }
+
+    /// The full check: signature, then the claims.
+    fn verify(&self, token: &str) -> Result<(Caller, i64), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -106,15 +138,22 @@ impl JwtValidator {
         if data.claims.sub.trim().is_empty() {
             return Err(AuthError::Invalid("empty subject".into()));
         }
-        Ok(Caller {
-            subject: data.claims.sub,
-            scopes: data
-                .claims
-                .scope
-                .split_whitespace()
-                .map(String::from)
-                .collect(),
-        })
+        let until = data
+            .claims
+            .exp
+            .saturating_add(self.validation.leeway as i64);
+        Ok((
+            Caller {
+                subject: data.claims.sub,
+                scopes: data
+                    .claims
+                    .scope
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect(),
+            },
+            until,
+        ))
     }
 }
 
@@ -506,6 +545,37 @@ mod tests {
         // A zero ttl is within the leeway; an enormous one does not overflow.
         assert!(v.validate(&minter().mint("u", &[], Duration::ZERO)).is_ok());
         assert!(v.validate(&minter().mint("u", &[], Duration::MAX)).is_ok());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_tampered_one_is_checked() {
+        let v = validator();
+        let t = minter().mint("u1", &["p.read"], TTL);
+        let first = v.validate(&t).unwrap();
+        assert_eq!(
+            v.validate(&t).unwrap(),
+            first,
+            "served from the verified map"
+        );
+        // One changed character is another key: verified in full, and refused.
+        let mut tampered = t.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(matches!(v.validate(&tampered), Err(AuthError::Invalid(_))));
+        // An entry past its expiry (plus leeway) is refused and forgotten.
+        let stale = encode(&claims(-5), SECRET, Algorithm::HS256);
+        v.verified
+            .lock()
+            .unwrap()
+            .insert(stale.clone(), (first.clone(), 0));
+        assert_eq!(v.validate(&stale), Err(AuthError::Expired));
+        assert!(!v.verified.lock().unwrap().contains_key(&stale));
+        // The map stays bounded.
+        for i in 0..VERIFIED_CAPACITY + 10 {
+            v.validate(&minter().mint(&format!("u{i}"), &[], TTL))
+                .unwrap();
+        }
+        assert!(v.verified.lock().unwrap().len() <= VERIFIED_CAPACITY);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Queries and writes of the profile database. Functions take any connection so
 //! the application layer decides the transaction boundaries.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query, UnionType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -57,25 +59,39 @@ pub async fn load_customer<C: ConnectionTrait>(
     let Some(row) = customer::Entity::find_by_id(id.to_string()).one(db).await? else {
         return Ok(None);
     };
-    let identities = identity::Entity::find()
-        .filter(identity::Column::CustomerId.eq(id))
-        .order_by_asc(identity::Column::Namespace)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|i| Identity {
-            namespace: i.namespace,
-            value: i.value,
-        })
-        .collect();
-    let merged = alias::Entity::find()
-        .filter(alias::Column::SurvivorId.eq(id))
-        .order_by_asc(alias::Column::AliasId)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|a| a.alias_id)
-        .collect();
+    // Identities and merged ids in one round trip: a cache miss costs two queries.
+    let links = Query::select()
+        .expr_as(Expr::val(true), Alias::new("is_identity"))
+        .column(identity::Column::Namespace)
+        .column(identity::Column::Value)
+        .from(identity::Entity)
+        .and_where(identity::Column::CustomerId.eq(id))
+        .union(
+            UnionType::All,
+            Query::select()
+                .expr(Expr::val(false))
+                .column(alias::Column::AliasId)
+                .expr(Expr::val(""))
+                .from(alias::Entity)
+                .and_where(alias::Column::SurvivorId.eq(id))
+                .to_owned(),
+        )
+        .to_owned();
+    let mut identities = Vec::new();
+    let mut merged = Vec::new();
+    for r in db.query_all(&links).await? {
+        let first: String = r.try_get_by_index(1)?;
+        if r.try_get_by_index::<bool>(0)? {
+            identities.push(Identity {
+                namespace: first,
+                value: r.try_get_by_index(2)?,
+            });
+        } else {
+            merged.push(first);
+        }
+    }
+    identities.sort_by(|a, b| (&a.namespace, &a.value).cmp(&(&b.namespace, &b.value)));
+    merged.sort();
     Ok(Some(customer_from_row(row, identities, merged)))
 }
 
@@ -254,6 +270,89 @@ pub async fn merge_into<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(moved)
+}
+
+/// The live canonical id of each of `ids` that names a customer, directly or
+/// through a merge alias; erased and unknown ids are absent. Three queries for
+/// any number of ids, where [`resolve_id`] takes one or two per id.
+pub async fn live_owners<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+) -> Result<HashMap<String, String>, StoreError> {
+    let mut out = HashMap::new();
+    let mut unresolved = Vec::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let rows: HashMap<String, bool> = customer::Entity::find()
+            .select_only()
+            .column(customer::Column::Id)
+            .column(customer::Column::Erased)
+            .filter(customer::Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .into_tuple::<(String, bool)>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+        for id in chunk {
+            match rows.get(id) {
+                Some(false) => {
+                    out.insert(id.clone(), id.clone());
+                }
+                Some(true) => {}
+                None => unresolved.push(id.as_str()),
+            }
+        }
+    }
+    for chunk in unresolved.chunks(IN_CHUNK) {
+        let aliases = alias::Entity::find()
+            .filter(alias::Column::AliasId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        let live: HashSet<String> = customer::Entity::find()
+            .select_only()
+            .column(customer::Column::Id)
+            .filter(customer::Column::Id.is_in(aliases.iter().map(|a| a.survivor_id.as_str())))
+            .filter(customer::Column::Erased.eq(false))
+            .into_tuple::<String>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+        for a in aliases {
+            if live.contains(&a.survivor_id) {
+                out.insert(a.alias_id, a.survivor_id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Ids per `IN (...)` list, well inside both backends' parameter limits.
+const IN_CHUNK: usize = 1_000;
+
+/// Inserts the purchases whose (origin customer, order id) pair is new, 500 rows
+/// per statement; returns the ids of those inserted. A pair repeated within
+/// `ps` is inserted once, as the first occurrence.
+pub async fn insert_purchases<C: ConnectionTrait>(
+    db: &C,
+    ps: &[Purchase],
+) -> Result<HashSet<String>, StoreError> {
+    let mut inserted = HashSet::with_capacity(ps.len());
+    // 12 columns: 500 rows stay below SQLite's parameter limit.
+    for chunk in ps.chunks(500) {
+        let keys = purchase::Entity::insert_many(chunk.iter().map(purchase_to_active))
+            .on_conflict(
+                OnConflict::columns([
+                    purchase::Column::OriginCustomerId,
+                    purchase::Column::OrderId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_with_returning_keys(db)
+            .await?;
+        inserted.extend(keys);
+    }
+    Ok(inserted)
 }
 
 /// Inserts unless the (origin customer, order id) pair exists; returns the stored

@@ -3,8 +3,8 @@
 //! on customers with at least one repeat purchase.
 
 use super::FitError;
-use super::optimize::nelder_mead;
-use super::special::ln_gamma;
+use super::optimize::{bfgs, nelder_mead};
+use super::special::{digamma, ln_gamma};
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GammaGamma {
@@ -80,8 +80,48 @@ pub fn fit(data: &[(f64, f64)]) -> Result<GammaGammaFit, FitError> {
             .sum();
         if ll.is_finite() { -ll } else { f64::MAX }
     };
-    let (v, _) = nelder_mead(neg_ll, &[0.0; 3], 1.0, 20_000, 1e-14);
-    let (v, best) = nelder_mead(neg_ll, &v, 0.1, 20_000, 1e-15);
+    // ln L per customer and its gradient in (ln p, ln q, ln γ). A scoring run's
+    // profile showed the derivative-free search taking 85 % of the run on a
+    // population with little spread in spend (q and γ drift off together, and
+    // Nelder-Mead crawls after them); BFGS stops in tens of steps.
+    let per = 1.0 / rows.len() as f64;
+    let neg_fg = |v: &[f64]| -> (f64, Vec<f64>) {
+        let (p, q, gamma) = (v[0].exp(), v[1].exp(), v[2].exp());
+        let (dq0, ln_g) = (digamma(q), gamma.ln());
+        let per_x: Vec<(f64, f64, f64)> = xs
+            .iter()
+            .map(|&x| {
+                let (a, b) = (digamma(p * x + q), digamma(p * x));
+                (
+                    ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * ln_g,
+                    x * (a - b),
+                    a - dq0 + ln_g,
+                )
+            })
+            .collect();
+        let (mut ll, mut g) = (0.0, [0.0; 3]);
+        for &(xi, x, m, ln_m, x_ln_x) in &rows {
+            let (c, dp, dq) = per_x[xi];
+            let ln_s = (gamma + m * x).ln();
+            ll += c + (p * x - 1.0) * ln_m + p * x_ln_x - (p * x + q) * ln_s;
+            g[0] += dp + x * ln_m + x_ln_x - x * ln_s;
+            g[1] += dq - ln_s;
+            g[2] += q / gamma - (p * x + q) / (gamma + m * x);
+        }
+        (
+            -ll * per,
+            vec![-g[0] * p * per, -g[1] * q * per, -g[2] * gamma * per],
+        )
+    };
+    let found = bfgs(neg_fg, &[0.0; 3], 1_000, 1e-15)
+        .filter(|(v, f)| f.is_finite() && v.iter().all(|x| x.is_finite() && x.abs() < 50.0));
+    let (v, best) = match found {
+        Some((v, f)) => (v, f / per),
+        None => {
+            let (v, _) = nelder_mead(neg_ll, &[0.0; 3], 1.0, 20_000, 1e-14);
+            nelder_mead(neg_ll, &v, 0.1, 20_000, 1e-15)
+        }
+    };
     if best == f64::MAX {
         return Err(FitError::NoConvergence(
             "log-likelihood is not finite".into(),
@@ -121,6 +161,19 @@ mod tests {
                 "{name} = {got}, published {want}"
             );
         }
+    }
+
+    #[test]
+    fn nearly_uniform_spend_still_fits_and_predicts_the_common_mean() {
+        // Spend barely varies between customers: q and γ grow without bound
+        // together; the fit must still stop, finite, with the right mean.
+        let data: Vec<(f64, f64)> = (0..5_000)
+            .map(|i| (1.0 + (i % 7) as f64, 30.0 + (i % 13) as f64 * 0.01))
+            .collect();
+        let f = fit(&data).unwrap();
+        assert!(f.log_likelihood.is_finite());
+        let spend = f.params.expected_spend(3.0, 30.06);
+        assert!((spend - 30.06).abs() < 0.5, "{spend} from {:?}", f.params);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Special functions the models need, implemented here to avoid a numerics
-//! dependency: ln Γ (Lanczos) and the Gauss hypergeometric ₂F₁ (series).
+//! dependency: ln Γ (Lanczos), its derivative ψ (digamma) and the Gauss
+//! hypergeometric ₂F₁ (series).
 
 /// ln Γ(x) for x > 0 (Lanczos g = 7, n = 9; ~15 significant digits).
 pub fn ln_gamma(x: f64) -> f64 {
@@ -28,6 +29,23 @@ pub fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
 }
 
+/// ψ(x) = d/dx ln Γ(x) for x > 0: the recurrence ψ(x) = ψ(x+1) − 1/x up to
+/// x ≥ 6, then the asymptotic series (error below 1e-13 there).
+pub fn digamma(x: f64) -> f64 {
+    let mut x = x;
+    let mut acc = 0.0;
+    while x < 6.0 {
+        acc -= 1.0 / x;
+        x += 1.0;
+    }
+    let inv = 1.0 / x;
+    let inv2 = inv * inv;
+    let series = inv2
+        * (1.0 / 12.0
+            - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 / 132.0))));
+    acc + x.ln() - 0.5 * inv - series
+}
+
 /// ₂F₁(a, b; c; z) for |z| < 1 by its power series.
 pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> f64 {
     let mut term = 1.0;
@@ -53,6 +71,22 @@ mod tests {
         assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-12);
         assert!((ln_gamma(0.5) - std::f64::consts::PI.sqrt().ln()).abs() < 1e-12);
         assert!((ln_gamma(100.5) - 361.435_540_467_777_6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn digamma_known_values_and_the_slope_of_ln_gamma() {
+        const EULER: f64 = 0.577_215_664_901_532_9;
+        assert!((digamma(1.0) + EULER).abs() < 1e-12);
+        assert!((digamma(0.5) + EULER + 2.0 * 2f64.ln()).abs() < 1e-12);
+        assert!((digamma(10.0) - 2.251_752_589_066_721).abs() < 1e-12);
+        for x in [0.05, 0.3, 1.7, 4.2, 25.0, 310.0] {
+            let h = 1e-5 * x;
+            let slope = (ln_gamma(x + h) - ln_gamma(x - h)) / (2.0 * h);
+            assert!(
+                (digamma(x) - slope).abs() < 1e-6 * (1.0 + slope.abs()),
+                "{x}"
+            );
+        }
     }
 
     #[test]

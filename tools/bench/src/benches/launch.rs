@@ -31,30 +31,7 @@ pub async fn run(candidates: usize) -> anyhow::Result<Vec<Row>> {
         ],
     );
     let mut seg = SegmentationServiceClient::new(segmentation.channel.clone());
-    let run = seg
-        .run_scoring(with_token(spb::RunScoringRequest::default(), &stoken))
-        .await?
-        .into_inner();
-    loop {
-        let r = seg
-            .get_scoring_run(with_token(
-                spb::GetScoringRunRequest {
-                    name: run.name.clone(),
-                },
-                &stoken,
-            ))
-            .await?
-            .into_inner();
-        if r.state == spb::ScoringRunState::Succeeded as i32 {
-            break;
-        }
-        anyhow::ensure!(
-            r.state != spb::ScoringRunState::Failed as i32,
-            "scoring run failed: {}",
-            r.error
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    super::run_scoring(&mut seg, &stoken).await?;
     let segment = seg
         .create_segment(with_token(
             spb::CreateSegmentRequest {

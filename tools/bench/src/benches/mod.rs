@@ -50,6 +50,41 @@ where
     .await
 }
 
+/// Starts a scoring run over gRPC and waits until it has succeeded.
+pub async fn run_scoring(
+    seg: &mut retention_proto::segmentation::segmentation_service_client::SegmentationServiceClient<
+        tonic::transport::Channel,
+    >,
+    token: &str,
+) -> anyhow::Result<()> {
+    use retention_proto::segmentation as spb;
+    use retention_testkit::with_token;
+    let run = seg
+        .run_scoring(with_token(spb::RunScoringRequest::default(), token))
+        .await?
+        .into_inner();
+    loop {
+        let r = seg
+            .get_scoring_run(with_token(
+                spb::GetScoringRunRequest {
+                    name: run.name.clone(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner();
+        if r.state == spb::ScoringRunState::Succeeded as i32 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            r.state != spb::ScoringRunState::Failed as i32,
+            "scoring run failed: {}",
+            r.error
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The address a load generator connects to.
 pub fn endpoint(s: &TestService) -> anyhow::Result<String> {
     s.service

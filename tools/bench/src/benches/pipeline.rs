@@ -12,7 +12,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
-use retention_proto::segmentation as spb;
 use retention_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
 use retention_testkit::{TestService, mint_token, unique_namespace, with_token};
 use sea_orm::{ConnectionTrait, Database, Statement};
@@ -58,30 +57,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<Vec<Row>> {
     )
     .await?;
     let mut seg = SegmentationServiceClient::new(segmentation.channel.clone());
-    let run = seg
-        .run_scoring(with_token(spb::RunScoringRequest::default(), &stoken))
-        .await?
-        .into_inner();
-    loop {
-        let r = seg
-            .get_scoring_run(with_token(
-                spb::GetScoringRunRequest {
-                    name: run.name.clone(),
-                },
-                &stoken,
-            ))
-            .await?
-            .into_inner();
-        if r.state == spb::ScoringRunState::Succeeded as i32 {
-            break;
-        }
-        anyhow::ensure!(
-            r.state != spb::ScoringRunState::Failed as i32,
-            "calibration run failed: {}",
-            r.error
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::run_scoring(&mut seg, &stoken).await?;
 
     // Sustained load: one purchase per call, due at a fixed rate.
     let load_start: DateTime<Utc> = Utc::now();

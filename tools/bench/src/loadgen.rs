@@ -209,15 +209,17 @@ mod tests {
         .await;
         assert_eq!(seen.load(Ordering::Relaxed), 500);
         assert_eq!((report.ok, report.errors), (495, 5));
-        assert!(report.first_error.unwrap().contains("down"));
+        assert!(report.first_error.as_deref().unwrap().contains("down"));
         assert!(report.p50() <= report.p99() && report.p99() <= report.p999());
         assert!(report.p999() >= Duration::from_micros(1000));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn an_open_loop_counts_latency_from_the_due_time() {
-        // One worker, 100 requests/s, each call takes 20 ms: the worker falls
-        // behind, and the lag shows up as latency.
+        // One worker, 100 requests/s, each call takes at least 20 ms: the worker
+        // falls behind, and the lag shows up as latency. Request k is due at
+        // 10k ms but cannot finish before 20(k+1) ms, so the last one waits at
+        // least 90 ms longer than the first, however slow the machine is.
         let report = run(&LoadSpec::count(10, 1).at_rate(100.0), |_, _| async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(())
@@ -225,11 +227,7 @@ mod tests {
         .await;
         assert_eq!(report.ok, 10);
         assert!(
-            report.quantile(1.0) >= Duration::from_millis(100),
-            "{report:?}"
-        );
-        assert!(
-            report.quantile(0.1) < Duration::from_millis(25),
+            report.quantile(1.0) >= report.quantile(0.0) + Duration::from_millis(85),
             "{report:?}"
         );
     }

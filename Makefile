@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run demo docs docs-check test bench bench-tools services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
+.PHONY: run demo docs docs-check test bench bench-smoke bench-tools services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
 
 help:
 	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
@@ -25,7 +25,12 @@ demo:
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
 	target/debug/retention-cli demo
 
-test: services fmt-check proto-lint proto-breaking docs-check deploy-check clippy nextest
+test: services fmt-check proto-lint proto-breaking docs-check deploy-check clippy nextest bench-smoke
+
+# Every benchmark at a tiny size on the debug build nextest made: fails unless
+# each ran and each target got a figure, so `make bench` works on a fresh clone.
+bench-smoke: services bench-tools
+	BENCH_PYTHON=$(BENCH_VENV)/bin/python $(CARGO) run -q -p retention-bench --bin retention-bench -- --smoke
 
 # Not part of `make test`: a release build and minutes of work per benchmark.
 # BENCH_ONLY=grpc,fit (and BENCH_CUSTOMERS=..., see `retention-bench --help`)

@@ -233,6 +233,9 @@ pub struct EventSettings {
     pub claim_idle_ms: u64,
     /// Deliveries after which a message goes to the dead-letter stream.
     pub max_deliveries: u64,
+    /// Events of different customers a consumer handles at once; one customer's
+    /// events are always handled in stream order.
+    pub consumer_concurrency: u64,
     /// Approximate cap on stream length (XADD MAXLEN ~).
     pub stream_max_len: u64,
 }
@@ -339,6 +342,7 @@ impl Settings {
                 relay_batch_size: 500,
                 claim_idle_ms: 30_000,
                 max_deliveries: 10,
+                consumer_concurrency: 8,
                 stream_max_len: 1_000_000,
             },
             auth: AuthSettings {

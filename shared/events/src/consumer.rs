@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use prost::Message;
 use redis::Value;
 use redis::aio::ConnectionManager;
@@ -42,6 +42,10 @@ pub struct ConsumerOptions {
     pub claim_idle: Duration,
     /// Deliveries after which a message goes to the dead-letter stream.
     pub max_deliveries: u64,
+    /// Entries of one read handled at once. Entries about the same customer
+    /// (the envelope's `customer_id`) are handled one after another, in stream
+    /// order, so a customer's events never race each other.
+    pub concurrency: usize,
 }
 
 impl ConsumerOptions {
@@ -62,6 +66,7 @@ impl ConsumerOptions {
             block: Duration::from_secs(2),
             claim_idle: Duration::from_secs(30),
             max_deliveries: 10,
+            concurrency: 1,
         }
     }
 
@@ -76,6 +81,7 @@ impl ConsumerOptions {
         );
         c.claim_idle = Duration::from_millis(settings.events.claim_idle_ms);
         c.max_deliveries = settings.events.max_deliveries;
+        c.concurrency = usize::try_from(settings.events.consumer_concurrency).unwrap_or(1);
         c
     }
 
@@ -114,6 +120,7 @@ impl RedisConsumer {
         let opts = ConsumerOptions {
             batch: opts.batch.max(1),
             max_deliveries: opts.max_deliveries.max(1),
+            concurrency: opts.concurrency.max(1),
             ..opts
         };
         RedisConsumer {
@@ -215,15 +222,14 @@ impl RedisConsumer {
             _ = shutdown.cancelled() => return Ok(()),
             r = read.query_async(&mut conn) => r?,
         };
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in key.ids {
-                if shutdown.is_cancelled() {
-                    return Ok(());
-                }
-                self.process(st, entry, 1).await?;
-            }
-        }
-        Ok(())
+        let entries = reply
+            .map(|r| r.keys)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|k| k.ids)
+            .map(|entry| (entry, 1))
+            .collect();
+        self.process(st, entries, shutdown).await
     }
 
     /// `XGROUP CREATE .. 0 MKSTREAM`: a new group starts at the beginning of the
@@ -271,12 +277,17 @@ impl RedisConsumer {
             }
             if !reply.claimed.is_empty() {
                 let counts = self.delivery_counts(st, &reply.claimed).await?;
-                for entry in reply.claimed {
-                    if shutdown.is_cancelled() {
-                        return Ok(());
-                    }
-                    let n = counts.get(&entry.id).copied().unwrap_or(1);
-                    self.process(st, entry, n).await?;
+                let entries = reply
+                    .claimed
+                    .into_iter()
+                    .map(|entry| {
+                        let n = counts.get(&entry.id).copied().unwrap_or(1);
+                        (entry, n)
+                    })
+                    .collect();
+                self.process(st, entries, shutdown).await?;
+                if shutdown.is_cancelled() {
+                    return Ok(());
                 }
             }
             if st.claim_cursor == "0-0" {
@@ -310,29 +321,86 @@ impl RedisConsumer {
             .collect())
     }
 
+    /// Handles a read's entries (each with its delivery count), then acknowledges
+    /// the handled ones with one `XACK`. Entries left unhandled at shutdown, and
+    /// those whose handler asked to retry, stay pending and are claimed later.
     async fn process(
         &self,
         st: &mut State,
-        entry: StreamId,
-        deliveries: u64,
+        entries: Vec<(StreamId, u64)>,
+        shutdown: &CancellationToken,
     ) -> Result<(), EventsError> {
-        if deliveries > self.opts.max_deliveries {
-            let reason = format!(
-                "delivered {deliveries} times, more than max_deliveries {}",
-                self.opts.max_deliveries
-            );
-            return self.dead_letter(st, &entry, &reason, deliveries).await;
+        let mut dead = Vec::new();
+        // One lane per customer, in stream order; lanes run concurrently.
+        let mut lanes: Vec<Vec<(StreamId, EventEnvelope, u64)>> = Vec::new();
+        let mut lane_of: HashMap<String, usize> = HashMap::new();
+        for (entry, deliveries) in entries {
+            if deliveries > self.opts.max_deliveries {
+                let reason = format!(
+                    "delivered {deliveries} times, more than max_deliveries {}",
+                    self.opts.max_deliveries
+                );
+                dead.push((entry, reason, deliveries));
+                continue;
+            }
+            match decode_entry(&entry) {
+                Ok(env) => {
+                    let lane = *lane_of.entry(env.customer_id.clone()).or_insert_with(|| {
+                        lanes.push(Vec::new());
+                        lanes.len() - 1
+                    });
+                    lanes[lane].push((entry, env, deliveries));
+                }
+                Err(reason) => dead.push((entry, reason, deliveries)),
+            }
         }
-        let env = match decode_entry(&entry) {
-            Ok(env) => env,
-            Err(reason) => return self.dead_letter(st, &entry, &reason, deliveries).await,
-        };
+        let key = st.key.as_str();
+        let handled: Vec<(StreamId, u64, Outcome)> = futures::stream::iter(lanes)
+            .map(|lane| async move {
+                let mut out = Vec::with_capacity(lane.len());
+                for (entry, env, deliveries) in lane {
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    let outcome = self.handle(key, &env, deliveries).await;
+                    out.push((entry, deliveries, outcome));
+                }
+                out
+            })
+            .buffer_unordered(self.opts.concurrency)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await;
+        let mut acked = Vec::new();
+        for (entry, deliveries, outcome) in handled {
+            match outcome {
+                Outcome::Handled => acked.push(entry.id),
+                Outcome::Retry => {}
+                Outcome::Rejected(reason) => dead.push((entry, reason, deliveries)),
+            }
+        }
+        if !acked.is_empty() {
+            redis::cmd("XACK")
+                .arg(&st.key)
+                .arg(&self.opts.group)
+                .arg(&acked)
+                .query_async::<()>(&mut st.conn)
+                .await?;
+        }
+        for (entry, reason, deliveries) in dead {
+            self.dead_letter(st, &entry, &reason, deliveries).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the handler on one event inside its consumer span.
+    async fn handle(&self, key: &str, env: &EventEnvelope, deliveries: u64) -> Outcome {
         let span = tracing::info_span!(
             "event.consume",
             otel.kind = "consumer",
             event_id = %env.event_id,
             event_type = %env.event_type,
-            stream = %st.key,
+            stream = %key,
             group = %self.opts.group,
             deliveries,
         );
@@ -340,32 +408,24 @@ impl RedisConsumer {
             &span,
             retention_telemetry::context_from_traceparent(&env.traceparent, &env.tracestate),
         );
-        let result = AssertUnwindSafe(self.handler.handle(&env))
+        let result = AssertUnwindSafe(self.handler.handle(env))
             .catch_unwind()
             .instrument(span.clone())
             .await
             .unwrap_or_else(|_| Err(HandlerError::Retry("handler panicked".into())));
         match result {
-            Ok(()) => {
-                redis::cmd("XACK")
-                    .arg(&st.key)
-                    .arg(&self.opts.group)
-                    .arg(&entry.id)
-                    .query_async::<()>(&mut st.conn)
-                    .await?;
-                Ok(())
-            }
+            Ok(()) => Outcome::Handled,
             Err(HandlerError::Retry(msg)) => {
                 span.in_scope(|| {
                     tracing::warn!(error = %msg, "event handler failed; will be retried after claim_idle")
                 });
-                Ok(())
+                Outcome::Retry
             }
             Err(HandlerError::Permanent(msg)) => {
                 span.in_scope(
                     || tracing::warn!(error = %msg, "event rejected; moving to dead-letter stream"),
                 );
-                self.dead_letter(st, &entry, &msg, deliveries).await
+                Outcome::Rejected(msg)
             }
         }
     }
@@ -416,6 +476,16 @@ impl RedisConsumer {
             .await?;
         Ok(())
     }
+}
+
+/// What became of one handled entry.
+enum Outcome {
+    /// The handler committed: acknowledge.
+    Handled,
+    /// Leave it pending; it is claimed and delivered again after `claim_idle`.
+    Retry,
+    /// The handler refused it for good: dead-letter it, with this reason.
+    Rejected(String),
 }
 
 /// The envelope of a stream entry, or why it is unreadable (dead-letter reason).

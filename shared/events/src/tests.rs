@@ -1,6 +1,6 @@
 //! Tests against the machine's real PostgreSQL and Redis (and SQLite files).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -660,6 +660,76 @@ async fn consumer_handles_and_acknowledges_every_event() -> anyhow::Result<()> {
         traces.iter().all(|t| t.as_deref() == Some(TRACE_ID)),
         "{traces:?}"
     );
+    Ok(())
+}
+
+/// Sleeps in its handler and records, per customer, the order it saw events
+/// in and how many ran at once.
+#[derive(Default)]
+struct Slow {
+    order: Mutex<HashMap<String, Vec<String>>>,
+    in_flight: AtomicUsize,
+    most_at_once: AtomicUsize,
+}
+
+impl EventHandler for Slow {
+    fn handle<'a>(&'a self, env: &'a EventEnvelope) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Ok(mut m) = self.order.lock() {
+                m.entry(env.customer_id.clone())
+                    .or_default()
+                    .push(env.event_id.clone());
+            }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_are_handled_concurrently_and_each_one_in_order() -> anyhow::Result<()> {
+    let redis = RedisNs::new().await?;
+    // 24 events, interleaved over 4 customers, published before the consumer starts
+    // so that one read returns 16 of them.
+    let envs: Vec<_> = (0..24)
+        .map(|k| envelope(&format!("e{k:02}"), k % 4))
+        .collect();
+    publish_envelopes(&redis.publisher(), &envs).await?;
+
+    let slow = Arc::new(Slow::default());
+    let opts = ConsumerOptions {
+        concurrency: 3,
+        ..redis.opts("g", "c1")
+    };
+    let shutdown = CancellationToken::new();
+    let task = RedisConsumer::new(redis.client.clone(), opts, slow.clone()).spawn(shutdown.clone());
+    eventually(Duration::from_secs(10), "PEL empty", || async {
+        let handled: usize = slow
+            .order
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0);
+        Ok(handled == 24 && redis.pending("g").await? == 0)
+    })
+    .await?;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await??;
+
+    let order = slow.order.lock().map(|m| m.clone()).unwrap_or_default();
+    assert_eq!(order.len(), 4);
+    for (customer, seen) in &order {
+        let published: Vec<_> = envs
+            .iter()
+            .filter(|e| &e.customer_id == customer)
+            .map(|e| e.event_id.clone())
+            .collect();
+        assert_eq!(seen, &published, "{customer}");
+    }
+    let most = slow.most_at_once.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&most), "{most} handlers at once");
     Ok(())
 }
 

@@ -10,6 +10,105 @@ pub mod scoring;
 use retention_config::Settings;
 use retention_testkit::{Backend, TestService};
 
+use crate::table::Row;
+
+/// The benchmark names, in the order `make bench` runs them.
+pub const ALL: [&str; 6] = ["grpc", "purchases", "pipeline", "fit", "scoring", "launch"];
+
+/// The start of each row that carries one of the targets; a complete run
+/// has every one of them.
+pub const TARGETS: [&str; 9] = [
+    "GetCustomer, Redis cache hit: throughput",
+    "GetCustomer, cache hit at half of peak: p99",
+    "GetCustomer, cache miss",
+    "RecordPurchases",
+    "event pipeline",
+    "BG/NBD fit, CDNOW: ours",
+    "RunScoring, ",
+    "RunScoring: peak memory",
+    "LaunchCampaign",
+];
+
+/// How much work each benchmark does.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// Requests per closed-loop gRPC run.
+    pub requests: u64,
+    /// Customers read once each for the cache-miss run.
+    pub miss_customers: u64,
+    /// Purchases streamed by RecordPurchases (and copied by COPY).
+    pub purchases: usize,
+    /// Seconds of sustained load for the event pipeline.
+    pub pipeline_secs: u64,
+    /// Customers in the scoring run.
+    pub customers: usize,
+    /// Candidates in the campaign launch.
+    pub candidates: usize,
+}
+
+impl Sizes {
+    /// Small enough for a debug build in a minute or two: checks that every
+    /// benchmark runs and reports, not how fast.
+    pub fn smoke() -> Sizes {
+        Sizes {
+            requests: 2_000,
+            miss_customers: 300,
+            purchases: 4_000,
+            pipeline_secs: 2,
+            customers: 2_000,
+            candidates: 500,
+        }
+    }
+}
+
+/// Runs the named benchmarks. One that fails is reported as a failed row and the
+/// others still run.
+pub async fn run_all(names: &[&str], sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for name in names {
+        println!("== {name}");
+        let got = match *name {
+            "grpc" => {
+                grpc::run(&grpc::Options {
+                    requests: sizes.requests,
+                    miss_customers: sizes.miss_customers,
+                })
+                .await
+            }
+            "purchases" => purchases::run(sizes.purchases).await,
+            "pipeline" => pipeline::run(sizes.pipeline_secs).await,
+            "fit" => fit::run(),
+            "scoring" => scoring::run(sizes.customers).await,
+            "launch" => launch::run(sizes.candidates).await,
+            other => anyhow::bail!("unknown benchmark {other}"),
+        };
+        match got {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(Row::new(*name, format!("failed: {e:#}")).target("runs", false)),
+        }
+    }
+    Ok(rows)
+}
+
+/// What keeps `rows` from being a complete report: failed benchmarks and
+/// targets without a row. Empty when complete.
+pub fn incomplete(rows: &[Row]) -> Vec<String> {
+    let mut problems: Vec<String> = rows
+        .iter()
+        .filter(|r| r.figure.starts_with("failed:"))
+        .map(|r| format!("{}: {}", r.benchmark, r.figure))
+        .collect();
+    for t in TARGETS {
+        if !rows
+            .iter()
+            .any(|r| r.benchmark.starts_with(t) && r.met.is_some())
+        {
+            problems.push(format!("no figure for the target {t:?}"));
+        }
+    }
+    problems
+}
+
 /// A service on PostgreSQL and Redis (production mode) on a random port, in this
 /// process; `namespace` ties services to the same Redis streams.
 pub async fn spawn<F, Fut, E>(
@@ -108,10 +207,30 @@ pub fn thousands(n: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_is_incomplete_while_a_target_is_missing_or_a_benchmark_failed() {
+        let mut rows: Vec<Row> = TARGETS
+            .iter()
+            .map(|t| Row::new(format!("{t} (some detail)"), "1/s").target("≥ 1/s", true))
+            .collect();
+        assert!(incomplete(&rows).is_empty());
+        rows.push(Row::new("grpc", "failed: connection refused").target("runs", false));
+        rows.retain(|r| !r.benchmark.starts_with("LaunchCampaign"));
+        let problems = incomplete(&rows);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("connection refused"));
+        assert!(problems[1].contains("LaunchCampaign"));
+        // A figure for orientation does not stand in for a target.
+        rows.push(Row::new("LaunchCampaign over 5 candidates", "1 s"));
+        assert_eq!(incomplete(&rows).len(), 2);
+    }
+
     #[test]
     fn thousands_are_separated() {
-        assert_eq!(super::thousands(1234567.4), "1,234,567");
-        assert_eq!(super::thousands(999.0), "999");
-        assert_eq!(super::thousands(1000.0), "1,000");
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
     }
 }

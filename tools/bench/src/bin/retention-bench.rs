@@ -1,20 +1,22 @@
 //! `make bench`: runs every benchmark, prints each figure beside its target and
 //! writes the table to `target/bench/results.md` (copied into BENCHMARKS.md).
+//! `--smoke` runs them all at a tiny size and fails unless every target got a
+//! figure: `make test` runs it, so a fresh clone is known to bench.
 
 use clap::Parser;
-use retention_bench::benches::{fit, grpc, launch, pipeline, purchases, scoring};
-use retention_bench::table::{Row, markdown};
+use retention_bench::benches::{ALL, Sizes, incomplete, run_all};
+use retention_bench::table::markdown;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of the retention suite against ceilings measured in the same run")]
 struct Args {
     /// Which benchmarks, comma-separated: grpc, purchases, pipeline, fit, scoring, launch.
-    #[arg(
-        long,
-        env = "BENCH_ONLY",
-        default_value = "grpc,purchases,pipeline,fit,scoring,launch"
-    )]
-    only: String,
+    #[arg(long, env = "BENCH_ONLY", value_delimiter = ',', default_values_t = ALL.map(String::from))]
+    only: Vec<String>,
+    /// Tiny sizes; exit with an error unless every benchmark ran and every
+    /// target has a figure (whether met or not).
+    #[arg(long)]
+    smoke: bool,
     /// Requests per closed-loop gRPC run.
     #[arg(long, env = "BENCH_REQUESTS", default_value_t = 100_000)]
     requests: u64,
@@ -38,33 +40,37 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let wanted: Vec<&str> = args.only.split(',').map(str::trim).collect();
-    let mut rows: Vec<Row> = Vec::new();
-    for name in &wanted {
-        println!("== {name}");
-        let got = match *name {
-            "grpc" => {
-                grpc::run(&grpc::Options {
-                    requests: args.requests,
-                    miss_customers: args.miss_customers,
-                })
-                .await
-            }
-            "purchases" => purchases::run(args.purchases).await,
-            "pipeline" => pipeline::run(args.pipeline_secs).await,
-            "fit" => fit::run(),
-            "scoring" => scoring::run(args.customers).await,
-            "launch" => launch::run(args.candidates).await,
-            other => anyhow::bail!("unknown benchmark {other}"),
-        };
-        match got {
-            Ok(r) => rows.extend(r),
-            // One failing benchmark is reported, the others still run.
-            Err(e) => rows.push(Row::new(*name, format!("failed: {e:#}")).target("runs", false)),
+    let sizes = if args.smoke {
+        Sizes::smoke()
+    } else {
+        Sizes {
+            requests: args.requests,
+            miss_customers: args.miss_customers,
+            purchases: args.purchases,
+            pipeline_secs: args.pipeline_secs,
+            customers: args.customers,
+            candidates: args.candidates,
         }
-    }
+    };
+    let names: Vec<&str> = if args.smoke {
+        ALL.to_vec()
+    } else {
+        args.only.iter().map(|s| s.trim()).collect()
+    };
+    let rows = run_all(&names, &sizes).await?;
     let table = markdown(&rows);
     println!("\n{table}");
+    if args.smoke {
+        let problems = incomplete(&rows);
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "the benchmark report is incomplete:\n{}",
+                problems.join("\n")
+            );
+        }
+        println!("bench smoke: every benchmark ran and every target has a figure");
+        return Ok(());
+    }
     std::fs::create_dir_all("target/bench")?;
     std::fs::write("target/bench/results.md", &table)?;
     if rows.iter().any(|r| r.met == Some(false)) {

@@ -106,16 +106,19 @@ pub async fn run_with_bus(
     }
     let relay_task = relay.spawn(stop.clone());
     let handler = events::UpstreamHandler::new(app.clone());
+    // The handler applies a batch in one transaction: larger reads mean fewer
+    // transactions per event under load (a quiet stream still gets single events).
+    let consumer = |stream: &str| ConsumerOptions {
+        batch: 256,
+        ..ConsumerOptions::from_settings(&settings, stream, events::CONSUMER)
+    };
     let profile_consumer = bus.spawn_consumer(
-        ConsumerOptions::from_settings(&settings, events::PROFILE_STREAM, events::CONSUMER),
+        consumer(events::PROFILE_STREAM),
         handler.clone(),
         stop.clone(),
     );
-    let interactions_consumer = bus.spawn_consumer(
-        ConsumerOptions::from_settings(&settings, events::INTERACTIONS_STREAM, events::CONSUMER),
-        handler,
-        stop.clone(),
-    );
+    let interactions_consumer =
+        bus.spawn_consumer(consumer(events::INTERACTIONS_STREAM), handler, stop.clone());
 
     let scheduler = spawn_scheduler(app.clone(), settings.scoring.interval_minutes, stop.clone());
 

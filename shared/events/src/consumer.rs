@@ -42,8 +42,8 @@ pub struct ConsumerOptions {
     pub claim_idle: Duration,
     /// Deliveries after which a message goes to the dead-letter stream.
     pub max_deliveries: u64,
-    /// Entries of one read handled at once. Entries about the same customer
-    /// (the envelope's `customer_id`) are handled one after another, in stream
+    /// Batches one read is split into, handled at once. A customer's entries
+    /// (by the envelope's `customer_id`) all go to the same batch, in stream
     /// order, so a customer's events never race each other.
     pub concurrency: usize,
 }
@@ -331,9 +331,9 @@ impl RedisConsumer {
         shutdown: &CancellationToken,
     ) -> Result<(), EventsError> {
         let mut dead = Vec::new();
-        // One lane per customer, in stream order; lanes run concurrently.
-        let mut lanes: Vec<Vec<(StreamId, EventEnvelope, u64)>> = Vec::new();
-        let mut lane_of: HashMap<String, usize> = HashMap::new();
+        // Batches by customer, each in stream order; batches run concurrently.
+        let mut batches: Vec<Vec<(StreamId, EventEnvelope, u64)>> =
+            (0..self.opts.concurrency).map(|_| Vec::new()).collect();
         for (entry, deliveries) in entries {
             if deliveries > self.opts.max_deliveries {
                 let reason = format!(
@@ -345,27 +345,30 @@ impl RedisConsumer {
             }
             match decode_entry(&entry) {
                 Ok(env) => {
-                    let lane = *lane_of.entry(env.customer_id.clone()).or_insert_with(|| {
-                        lanes.push(Vec::new());
-                        lanes.len() - 1
-                    });
-                    lanes[lane].push((entry, env, deliveries));
+                    let batch = batch_of(&env.customer_id, batches.len());
+                    batches[batch].push((entry, env, deliveries));
                 }
                 Err(reason) => dead.push((entry, reason, deliveries)),
             }
         }
         let key = st.key.as_str();
-        let handled: Vec<(StreamId, u64, Outcome)> = futures::stream::iter(lanes)
-            .map(|lane| async move {
-                let mut out = Vec::with_capacity(lane.len());
-                for (entry, env, deliveries) in lane {
-                    if shutdown.is_cancelled() {
-                        break;
-                    }
-                    let outcome = self.handle(key, &env, deliveries).await;
-                    out.push((entry, deliveries, outcome));
+        let handled: Vec<(StreamId, u64, Outcome)> = futures::stream::iter(batches)
+            .filter(|b| futures::future::ready(!b.is_empty()))
+            .map(|batch| async move {
+                if shutdown.is_cancelled() {
+                    // Left pending; claimed after a restart.
+                    return Vec::new();
                 }
-                out
+                let (entries, envs): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .map(|(entry, env, deliveries)| ((entry, deliveries), env))
+                    .unzip();
+                let outcomes = self.handle(key, &envs, &entries).await;
+                entries
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|((entry, deliveries), outcome)| (entry, deliveries, outcome))
+                    .collect::<Vec<_>>()
             })
             .buffer_unordered(self.opts.concurrency)
             .flat_map(futures::stream::iter)
@@ -393,41 +396,63 @@ impl RedisConsumer {
         Ok(())
     }
 
-    /// Runs the handler on one event inside its consumer span.
-    async fn handle(&self, key: &str, env: &EventEnvelope, deliveries: u64) -> Outcome {
+    /// Runs the handler on a batch inside a consumer span, linked to the trace of
+    /// its first event (a span has one parent; each event's id is logged).
+    async fn handle(
+        &self,
+        key: &str,
+        envs: &[EventEnvelope],
+        entries: &[(StreamId, u64)],
+    ) -> Vec<Outcome> {
+        let first = &envs[0];
         let span = tracing::info_span!(
             "event.consume",
             otel.kind = "consumer",
-            event_id = %env.event_id,
-            event_type = %env.event_type,
+            event_id = %first.event_id,
+            event_type = %first.event_type,
+            events = envs.len(),
             stream = %key,
             group = %self.opts.group,
-            deliveries,
+            deliveries = entries[0].1,
         );
         retention_telemetry::set_parent(
             &span,
-            retention_telemetry::context_from_traceparent(&env.traceparent, &env.tracestate),
+            retention_telemetry::context_from_traceparent(&first.traceparent, &first.tracestate),
         );
-        let result = AssertUnwindSafe(self.handler.handle(env))
+        let results = AssertUnwindSafe(self.handler.handle_batch(envs))
             .catch_unwind()
             .instrument(span.clone())
             .await
-            .unwrap_or_else(|_| Err(HandlerError::Retry("handler panicked".into())));
-        match result {
-            Ok(()) => Outcome::Handled,
-            Err(HandlerError::Retry(msg)) => {
-                span.in_scope(|| {
-                    tracing::warn!(error = %msg, "event handler failed; will be retried after claim_idle")
-                });
-                Outcome::Retry
-            }
-            Err(HandlerError::Permanent(msg)) => {
-                span.in_scope(
-                    || tracing::warn!(error = %msg, "event rejected; moving to dead-letter stream"),
-                );
-                Outcome::Rejected(msg)
-            }
-        }
+            .unwrap_or_else(|_| {
+                envs.iter()
+                    .map(|_| Err(HandlerError::Retry("handler panicked".into())))
+                    .collect()
+            });
+        debug_assert_eq!(results.len(), envs.len());
+        envs.iter()
+            .zip(results.into_iter().chain(std::iter::repeat_with(|| {
+                Err(HandlerError::Retry(
+                    "handler returned too few results".into(),
+                ))
+            })))
+            .map(|(env, result)| match result {
+                Ok(()) => Outcome::Handled,
+                Err(HandlerError::Retry(msg)) => {
+                    span.in_scope(|| {
+                        tracing::warn!(event_id = %env.event_id, error = %msg,
+                            "event handler failed; will be retried after claim_idle")
+                    });
+                    Outcome::Retry
+                }
+                Err(HandlerError::Permanent(msg)) => {
+                    span.in_scope(|| {
+                        tracing::warn!(event_id = %env.event_id, error = %msg,
+                            "event rejected; moving to dead-letter stream")
+                    });
+                    Outcome::Rejected(msg)
+                }
+            })
+            .collect()
     }
 
     /// Copies the entry to the dead-letter stream (original fields plus reason,
@@ -476,6 +501,16 @@ impl RedisConsumer {
             .await?;
         Ok(())
     }
+}
+
+/// Which of `batches` a customer's events go to: the same one every time.
+fn batch_of(customer_id: &str, batches: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same customer lands in the same batch in
+    // every replica and every run.
+    let mut h = std::hash::DefaultHasher::new();
+    customer_id.hash(&mut h);
+    (h.finish() % batches.max(1) as u64) as usize
 }
 
 /// What became of one handled entry.

@@ -27,13 +27,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tracing::Instrument;
 
 pub use bus::{DeadLetter, EventBus, InProcessBus, run_in_process};
 pub use consumer::{ConsumerOptions, RedisConsumer};
 pub use migration::EventsMigration;
 pub use outbox::{
-    OutboxEvent, enqueue, enqueue_all, first_delivery, pending_count, purge_processed,
-    purge_published,
+    OutboxEvent, enqueue, enqueue_all, first_deliveries, first_delivery, pending_count,
+    purge_processed, purge_published,
 };
 pub use relay::{OutgoingEvent, Publisher, RedisPublisher, Relay, RelayOptions};
 pub use retention_proto::common::EventEnvelope;
@@ -99,6 +100,37 @@ impl From<sea_orm::DbErr> for HandlerError {
 pub trait EventHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, envelope: &'a EventEnvelope)
     -> BoxFuture<'a, Result<(), HandlerError>>;
+
+    /// Applies several events, in order, and says what became of each (one
+    /// result per envelope). The consumer hands a batch only events of customers
+    /// no other batch in flight has. The default applies them one by one; a
+    /// handler overrides it to apply many in one transaction.
+    fn handle_batch<'a>(
+        &'a self,
+        envelopes: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Vec<Result<(), HandlerError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(envelopes.len());
+            for env in envelopes {
+                out.push(self.handle(env).instrument(event_span(env)).await);
+            }
+            out
+        })
+    }
+}
+
+/// A span for handling one event, in the trace of the call that caused it.
+pub fn event_span(env: &EventEnvelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event.handle",
+        event_id = %env.event_id,
+        event_type = %env.event_type,
+    );
+    retention_telemetry::set_parent(
+        &span,
+        retention_telemetry::context_from_traceparent(&env.traceparent, &env.tracestate),
+    );
+    span
 }
 
 struct FnHandler<F>(F);

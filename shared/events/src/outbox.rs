@@ -1,6 +1,7 @@
 //! Writing events into the outbox (producer side) and the inbox check that makes
 //! handlers idempotent (consumer side).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -164,6 +165,39 @@ pub async fn first_delivery<C: ConnectionTrait>(
         );
     let res = conn.execute(&stmt).await?;
     Ok(res.rows_affected() == 1)
+}
+
+/// [`first_delivery`] for a batch: the ids among `event_ids` that `consumer` had
+/// not applied yet (now recorded). One multi-row insert per chunk.
+pub async fn first_deliveries<C: ConnectionTrait>(
+    conn: &C,
+    consumer: &str,
+    event_ids: &[&str],
+) -> Result<HashSet<String>, EventsError> {
+    let mut fresh = HashSet::with_capacity(event_ids.len());
+    let at = Utc::now();
+    for chunk in event_ids.chunks(INSERT_CHUNK) {
+        let mut stmt = Query::insert();
+        stmt.into_table(ProcessedEvents::Table).columns([
+            ProcessedEvents::Consumer,
+            ProcessedEvents::EventId,
+            ProcessedEvents::ProcessedAt,
+        ]);
+        for id in chunk {
+            stmt.values([consumer.into(), (*id).into(), at.into()])
+                .map_err(query_error)?;
+        }
+        stmt.on_conflict(
+            OnConflict::columns([ProcessedEvents::Consumer, ProcessedEvents::EventId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .returning_col(ProcessedEvents::EventId);
+        for row in conn.query_all(&stmt).await? {
+            fresh.insert(row.try_get_by_index::<String>(0)?);
+        }
+    }
+    Ok(fresh)
 }
 
 /// Outbox rows not yet published (relay lag; tests and metrics).

@@ -1,14 +1,13 @@
 //! Scoring runs: a full recompute (fit over the population, then every customer
 //! scored page by page) as an operation resource, one at a time.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use retention_domain::now;
 use sea_orm::{DbErr, TransactionTrait};
 
-use super::{AppError, AppResult, RUN_PAGE, SegmentationApp, new_id, scoring_events};
-use crate::domain::scoring::{Calibration, CalibrationRow, calibrate, score};
+use super::{AppError, AppResult, RUN_PAGE, SegmentationApp, new_id};
+use crate::domain::scoring::{Calibration, CalibrationRow, calibrate};
 use crate::domain::segments::*;
 use crate::store::repo;
 
@@ -124,44 +123,7 @@ impl SegmentationApp {
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
-            // Per page, so segments created or deleted during the run are followed.
-            let segments: Vec<CompiledSegment> = repo::all_segments(&txn)
-                .await?
-                .iter()
-                .filter_map(CompiledSegment::compile)
-                .collect();
-            let mut prev = repo::insights_of(&txn, &ids).await?;
-            let mut current: HashMap<String, BTreeSet<String>> = HashMap::new();
-            for (s, c) in repo::memberships_of(&txn, &ids).await? {
-                current.entry(c).or_default().insert(s);
-            }
-            let (cfg, cal2, segs) = (self.cfg.clone(), cal.clone(), segments);
-            let scored_page = tokio::task::spawn_blocking(move || {
-                let empty = BTreeSet::new();
-                page.iter()
-                    .map(|(id, f)| {
-                        let new = score(id, f, at, &cal2, &cfg);
-                        let (entered, left) =
-                            membership_changes(&segs, &new, current.get(id).unwrap_or(&empty));
-                        (new, entered, left)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| RunFailure::Other(format!("scoring task: {e}")))?;
-            let mut evs = Vec::new();
-            let (mut add, mut remove) = (Vec::new(), Vec::new());
-            let mut insights = Vec::with_capacity(scored_page.len());
-            for (new, entered, left) in scored_page {
-                let p = prev.remove(&new.customer_id);
-                evs.extend(scoring_events(p.as_ref(), &new, &entered, &left, at));
-                add.extend(entered.into_iter().map(|s| (s, new.customer_id.clone())));
-                remove.extend(left.into_iter().map(|s| (s, new.customer_id.clone())));
-                insights.push(new);
-            }
-            repo::upsert_insights(&txn, &insights).await?;
-            repo::add_members(&txn, &add, at).await?;
-            repo::remove_members(&txn, &remove).await?;
+            let evs = self.rescore_with(&txn, page, cal.clone(), at).await?;
             self.commit(txn, evs).await?;
             self.invalidate(&ids).await;
             scored += ids.len() as u64;

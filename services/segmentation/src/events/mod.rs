@@ -299,12 +299,68 @@ impl UpstreamHandler {
         let Some(change) = decode(env)? else {
             return Ok(());
         };
-        match self.app.apply_change(&env.event_id, change).await {
-            Ok(()) => Ok(()),
-            Err(AppError::Db(e)) => Err(HandlerError::Retry(e.to_string())),
-            Err(AppError::Events(e)) => Err(e.into()),
-            Err(e) => Err(HandlerError::Permanent(e.to_string())),
+        self.app
+            .apply_change(&env.event_id, change)
+            .await
+            .map_err(handler_error)
+    }
+
+    /// Runs of single-customer changes go in one transaction each; a merge or
+    /// an erasure is applied on its own, in its place in the order. A run that
+    /// fails is applied again event by event, so one bad event does not hold
+    /// back the others.
+    async fn apply_batch(&self, envs: &[EventEnvelope]) -> Vec<Result<(), HandlerError>> {
+        let mut results: Vec<Result<(), HandlerError>> = Vec::with_capacity(envs.len());
+        let mut run: Vec<(usize, (String, Change))> = Vec::new();
+        for (i, env) in envs.iter().enumerate() {
+            match decode(env) {
+                Err(e) => results.push(Err(e)),
+                Ok(None) => results.push(Ok(())),
+                Ok(Some(change @ (Change::Merged { .. } | Change::Erased { .. }))) => {
+                    self.flush(envs, &mut run, &mut results).await;
+                    results.push(
+                        self.app
+                            .apply_change(&env.event_id, change)
+                            .await
+                            .map_err(handler_error),
+                    );
+                }
+                Ok(Some(change)) => {
+                    results.push(Ok(()));
+                    run.push((i, (env.event_id.clone(), change)));
+                }
+            }
         }
+        self.flush(envs, &mut run, &mut results).await;
+        results
+    }
+
+    async fn flush(
+        &self,
+        envs: &[EventEnvelope],
+        run: &mut Vec<(usize, (String, Change))>,
+        results: &mut [Result<(), HandlerError>],
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        let (positions, changes): (Vec<usize>, Vec<(String, Change)>) =
+            std::mem::take(run).into_iter().unzip();
+        if let Err(e) = self.app.apply_changes(&changes).await {
+            tracing::warn!(events = changes.len(), error = %e,
+                "batch of events failed; applying them one by one");
+            for i in positions {
+                results[i] = self.apply(&envs[i]).await;
+            }
+        }
+    }
+}
+
+fn handler_error(e: AppError) -> HandlerError {
+    match e {
+        AppError::Db(e) => HandlerError::Retry(e.to_string()),
+        AppError::Events(e) => e.into(),
+        e => HandlerError::Permanent(e.to_string()),
     }
 }
 
@@ -314,5 +370,12 @@ impl EventHandler for UpstreamHandler {
         envelope: &'a EventEnvelope,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(self.apply(envelope))
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        envelopes: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Vec<Result<(), HandlerError>>> {
+        Box::pin(self.apply_batch(envelopes))
     }
 }

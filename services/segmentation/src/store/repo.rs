@@ -1,6 +1,6 @@
 //! Queries and writes of the segmentation database; callers own transactions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use retention_db::filter_sql::{FilterColumns, to_condition};
@@ -59,6 +59,74 @@ pub async fn lock_features<C: ConnectionTrait>(
     }
 }
 
+/// [`lock_features`] for many customers: rows created where missing, then all
+/// locked in id order (the order a scoring page and a merge lock in, so no two
+/// transactions wait on each other in a cycle).
+pub async fn lock_features_many<C: ConnectionTrait>(
+    db: &C,
+    customer_ids: &BTreeSet<String>,
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, Features>, DbErr> {
+    if customer_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let empty = to_json(&Features::default())?;
+    feature::Entity::insert_many(customer_ids.iter().map(|id| feature::ActiveModel {
+        customer_id: Set(id.clone()),
+        data: Set(empty.clone()),
+        update_time: Set(now),
+    }))
+    .on_conflict_do_nothing()
+    .exec_without_returning(db)
+    .await?;
+    let mut q = feature::Entity::find()
+        .filter(feature::Column::CustomerId.is_in(customer_ids.iter().cloned()))
+        .order_by_asc(feature::Column::CustomerId);
+    if retention_db::is_postgres(db) {
+        q = q.lock_exclusive();
+    }
+    let mut out: HashMap<String, Features> = q
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| Ok((m.customer_id, from_json(&m.data)?)))
+        .collect::<Result<_, DbErr>>()?;
+    for id in customer_ids {
+        out.entry(id.clone()).or_default();
+    }
+    Ok(out)
+}
+
+/// [`save_features`] for many customers in one statement.
+pub async fn save_features_many<C: ConnectionTrait>(
+    db: &C,
+    features: &[(&String, &Features)],
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    if features.is_empty() {
+        return Ok(());
+    }
+    let rows = features
+        .iter()
+        .map(|(id, f)| {
+            Ok(feature::ActiveModel {
+                customer_id: Set((*id).clone()),
+                data: Set(to_json(f)?),
+                update_time: Set(now),
+            })
+        })
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    feature::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(feature::Column::CustomerId)
+                .update_columns([feature::Column::Data, feature::Column::UpdateTime])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn find_features<C: ConnectionTrait>(
     db: &C,
     customer_id: &str,
@@ -76,19 +144,7 @@ pub async fn save_features<C: ConnectionTrait>(
     f: &Features,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    feature::Entity::insert(feature::ActiveModel {
-        customer_id: Set(customer_id.to_string()),
-        data: Set(to_json(f)?),
-        update_time: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(feature::Column::CustomerId)
-            .update_columns([feature::Column::Data, feature::Column::UpdateTime])
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    save_features_many(db, &[(&customer_id.to_string(), f)], now).await
 }
 
 /// Customers in id order after `after`; `lock` holds their rows (PostgreSQL) until
@@ -174,6 +230,23 @@ pub async fn is_erased<C: ConnectionTrait>(db: &C, customer_id: &str) -> Result<
         .is_some())
 }
 
+/// The erased customers among `customer_ids`.
+pub async fn erased_among<C: ConnectionTrait>(
+    db: &C,
+    customer_ids: &BTreeSet<String>,
+) -> Result<HashSet<String>, DbErr> {
+    if customer_ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(erased::Entity::find()
+        .filter(erased::Column::CustomerId.is_in(customer_ids.iter().cloned()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.customer_id)
+        .collect())
+}
+
 // ---- purchases -----------------------------------------------------------------
 
 /// False when the purchase is already recorded.
@@ -196,6 +269,32 @@ pub async fn insert_purchase<C: ConnectionTrait>(
     .exec_without_returning(db)
     .await?;
     Ok(n > 0)
+}
+
+/// [`insert_purchase`] for many: the purchase ids that were not recorded before.
+pub async fn insert_purchases<C: ConnectionTrait>(
+    db: &C,
+    purchases: &[(&String, &String, DateTime<Utc>)],
+) -> Result<HashSet<String>, DbErr> {
+    if purchases.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows = purchases
+        .iter()
+        .map(|(pid, cid, at)| purchase::ActiveModel {
+            purchase_id: Set((*pid).clone()),
+            customer_id: Set((*cid).clone()),
+            occur_time: Set(*at),
+        });
+    let inserted = purchase::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(purchase::Column::PurchaseId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_with_returning_keys(db)
+        .await?;
+    Ok(inserted.into_iter().collect())
 }
 
 pub async fn repoint_purchases<C: ConnectionTrait>(

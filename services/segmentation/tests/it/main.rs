@@ -1,5 +1,6 @@
 //! Service tests of the segmentation service on real PostgreSQL / Redis and SQLite.
 
+mod events;
 mod harness;
 mod scoring;
 mod segments;

@@ -156,6 +156,18 @@ impl WinbackApp {
         ))
     }
 
+    /// The segments running triggered campaigns enrol from.
+    pub async fn triggered_segments(&self) -> AppResult<HashSet<String>> {
+        Ok(
+            repo::campaigns_in_state(&self.db, &[CampaignState::Running])
+                .await?
+                .into_iter()
+                .filter(|c| c.triggered)
+                .filter_map(|c| c.target_segment)
+                .collect(),
+        )
+    }
+
     /// A customer entered `segment_id`: running triggered campaigns on that segment
     /// enrol it (treated or control, exclusions and budget as at launch). The
     /// event's inbox entry commits with the enrolment, so a redelivery changes

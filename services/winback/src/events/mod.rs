@@ -9,7 +9,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use retention_domain::now;
 use retention_events::{
-    EventEnvelope, EventHandler, HandlerError, OutboxEvent, decode_payload, first_delivery,
+    EventEnvelope, EventHandler, HandlerError, OutboxEvent, decode_payload, first_deliveries,
+    first_delivery,
 };
 use retention_proto::interactions as ipb;
 use retention_proto::profile as ppb;
@@ -240,26 +241,76 @@ impl SegmentationEventsHandler {
         Arc::new(SegmentationEventsHandler { app })
     }
 
+    /// The segment a customer entered, if the event says one was entered.
+    fn entered(env: &EventEnvelope) -> Result<Option<(String, String)>, HandlerError> {
+        Ok(decode_payload::<spb::SegmentMembershipChangedEvent>(env)?
+            .filter(|e| e.entered)
+            .map(|e| {
+                let segment = e
+                    .segment_id
+                    .strip_prefix("segments/")
+                    .unwrap_or(&e.segment_id);
+                (segment.to_string(), e.customer_id)
+            }))
+    }
+
     async fn apply(&self, env: &EventEnvelope) -> Result<(), HandlerError> {
-        let Some(e) = decode_payload::<spb::SegmentMembershipChangedEvent>(env)? else {
+        let Some((segment, customer)) = Self::entered(env)? else {
             return Ok(());
         };
-        if !e.entered {
-            return Ok(());
-        }
-        let segment = e
-            .segment_id
-            .strip_prefix("segments/")
-            .unwrap_or(&e.segment_id);
         let n = self
             .app
-            .segment_entered(&env.event_id, CONSUMER, segment, &e.customer_id)
+            .segment_entered(&env.event_id, CONSUMER, &segment, &customer)
             .await
             .map_err(handler_error)?;
         if n > 0 {
-            tracing::info!(segment, customer = %e.customer_id, "enrolled in triggered campaigns");
+            tracing::info!(segment, customer, "enrolled in triggered campaigns");
         }
         Ok(())
+    }
+
+    async fn apply_each(&self, envs: &[EventEnvelope]) -> Vec<Result<(), HandlerError>> {
+        let mut out = Vec::with_capacity(envs.len());
+        for env in envs {
+            out.push(self.apply(env).await);
+        }
+        out
+    }
+
+    /// Creating or rescoring a segment emits one entry per member, and most enter
+    /// segments no triggered campaign watches: those are claimed in the inbox
+    /// together, in one statement, and only the rest are applied one by one.
+    async fn apply_batch(&self, envs: &[EventEnvelope]) -> Vec<Result<(), HandlerError>> {
+        let Ok(watched) = self.app.triggered_segments().await else {
+            return self.apply_each(envs).await;
+        };
+        let mut out: Vec<Option<Result<(), HandlerError>>> = Vec::with_capacity(envs.len());
+        let mut idle = Vec::new();
+        for env in envs {
+            out.push(match Self::entered(env) {
+                Err(e) => Some(Err(e)),
+                Ok(Some((segment, _))) if watched.contains(&segment) => None,
+                Ok(Some(_)) => {
+                    idle.push(env.event_id.as_str());
+                    Some(Ok(()))
+                }
+                Ok(None) => Some(Ok(())),
+            });
+        }
+        if !idle.is_empty()
+            && let Err(e) = first_deliveries(&self.app.db, CONSUMER, &idle).await
+        {
+            tracing::warn!(error = %e, "claiming a batch failed; applying it event by event");
+            return self.apply_each(envs).await;
+        }
+        let mut done = Vec::with_capacity(envs.len());
+        for (env, r) in envs.iter().zip(out) {
+            done.push(match r {
+                Some(r) => r,
+                None => self.apply(env).await,
+            });
+        }
+        done
     }
 }
 
@@ -269,5 +320,12 @@ impl EventHandler for SegmentationEventsHandler {
         envelope: &'a EventEnvelope,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(self.apply(envelope))
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        envelopes: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Vec<Result<(), HandlerError>>> {
+        Box::pin(self.apply_batch(envelopes))
     }
 }

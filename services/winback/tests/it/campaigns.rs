@@ -465,7 +465,32 @@ async fn triggered_campaigns_enrol_customers_entering_their_segment_once() {
             },
         )
         .await;
+    // In the same read, a customer entering a segment no triggered campaign
+    // watches: claimed with the others, enrolled nowhere.
+    let bystander = new_id();
+    let unwatched = app
+        .publish(
+            "retention.segmentation.events",
+            &spb::SegmentMembershipChangedEvent {
+                segment_id: "segments/nobody-watches".into(),
+                customer_id: bystander.clone(),
+                entered: true,
+                change_time: None,
+            },
+        )
+        .await;
     app.settle().await;
+    for e in [&env, &unwatched] {
+        assert_eq!(
+            app.count(&format!(
+                "SELECT COUNT(*) FROM processed_events WHERE event_id = '{}'",
+                e.event_id
+            ))
+            .await,
+            1,
+            "each membership event is claimed once"
+        );
+    }
     // Redelivered: no second enrolment, no second offer.
     app.redeliver("retention.segmentation.events", &env).await;
     app.settle().await;
@@ -485,6 +510,13 @@ async fn triggered_campaigns_enrol_customers_entering_their_segment_once() {
             .unwrap()
             .minor_units,
         1_000
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM campaign_targets WHERE customer_id = '{bystander}'"
+        ))
+        .await,
+        0
     );
     // Only triggered campaigns enrol newcomers.
     let plain_targets = app.targets(&plain.name).await;

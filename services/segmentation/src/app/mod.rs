@@ -54,6 +54,9 @@ pub type AppResult<T> = Result<T, AppError>;
 
 /// Customers scored per transaction in a full run.
 const RUN_PAGE: u64 = 1000;
+/// Scoring pages in flight at once: while one page's writes run in PostgreSQL,
+/// the next is scored here, so a run keeps both sides busy.
+const RUN_WORKERS: usize = 3;
 
 /// Customers above which scoring runs on the blocking pool.
 const BLOCKING_SCORE: usize = 64;

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use retention_domain::now;
 use sea_orm::{DbErr, TransactionTrait};
 
-use super::{AppError, AppResult, RUN_PAGE, SegmentationApp, new_id};
+use super::{AppError, AppResult, RUN_PAGE, RUN_WORKERS, SegmentationApp, new_id};
 use crate::domain::scoring::{Calibration, CalibrationRow, calibrate};
 use crate::domain::segments::*;
 use crate::store::repo;
@@ -94,16 +96,26 @@ impl SegmentationApp {
         self.progress(run, "fitting", 0).await?;
         let total = repo::count_features(&self.db).await?.max(1);
         let mut rows = Vec::new();
+        // The fitting pass reads every id in order anyway: it also cuts the
+        // population into pages of RUN_PAGE by their last id, so that the scoring
+        // pass can work on several disjoint pages at once.
+        let mut bounds = Vec::new();
+        let mut seen: u64 = 0;
         let mut after: Option<String> = None;
         let unit_days = self.cfg.unit_days;
         loop {
-            let page = repo::page_features(&self.db, after.as_deref(), 5 * RUN_PAGE, false).await?;
+            let page =
+                repo::page_features(&self.db, after.as_deref(), None, Some(5 * RUN_PAGE), false)
+                    .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
-            rows.extend(
-                page.iter()
-                    .filter_map(|(_, f)| CalibrationRow::of(f, at, unit_days)),
-            );
+            for (id, f) in &page {
+                seen += 1;
+                if seen.is_multiple_of(RUN_PAGE) {
+                    bounds.push(id.clone());
+                }
+                rows.extend(CalibrationRow::of(f, at, unit_days));
+            }
         }
         let cfg = self.cfg.clone();
         let run_id = run.id.clone();
@@ -114,23 +126,26 @@ impl SegmentationApp {
         repo::save_calibration(&self.db, &cal).await?;
         self.progress(run, "scoring", 30).await?;
 
+        // (after, upto] ranges covering every id, including any added since the
+        // fitting pass; the last one is open-ended.
+        let mut ranges = Vec::with_capacity(bounds.len() + 1);
+        let mut lower: Option<String> = None;
+        for b in bounds {
+            ranges.push((lower.replace(b.clone()), Some(b)));
+        }
+        ranges.push((lower, None));
         let cal = Arc::new(cal);
-        let mut after: Option<String> = None;
+        let mut pages = futures::stream::iter(ranges)
+            .map(|(after, upto)| self.score_range(after, upto, cal.clone(), at))
+            .buffer_unordered(RUN_WORKERS);
         let mut scored: u64 = 0;
-        loop {
-            let txn = self.db.begin().await?;
-            let page = repo::page_features(&txn, after.as_deref(), RUN_PAGE, true).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
-            let evs = self.rescore_with(&txn, page, cal.clone(), at).await?;
-            self.commit(txn, evs).await?;
-            self.invalidate(&ids).await;
-            scored += ids.len() as u64;
+        while let Some(n) = pages.try_next().await? {
+            scored += n;
             run.customers_scored = scored as i64;
             let percent = 30 + (70 * scored / total).min(69) as i32;
             self.progress(run, "scoring", percent).await?;
         }
+        drop(pages);
         run.state = RunState::Succeeded;
         run.stage = "done".into();
         run.percent_complete = 100;
@@ -138,6 +153,23 @@ impl SegmentationApp {
         repo::save_run(&self.db, run).await?;
         tracing::info!(run = %run.id, customers = scored, "scoring run finished");
         Ok(())
+    }
+
+    /// Scores the customers in (after, upto] in one transaction; returns how many.
+    async fn score_range(
+        &self,
+        after: Option<String>,
+        upto: Option<String>,
+        cal: Arc<Calibration>,
+        at: DateTime<Utc>,
+    ) -> Result<u64, RunFailure> {
+        let txn = self.db.begin().await?;
+        let page = repo::page_features(&txn, after.as_deref(), upto.as_deref(), None, true).await?;
+        let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
+        let evs = self.rescore_with(&txn, page, cal, at).await?;
+        self.commit(txn, evs).await?;
+        self.invalidate(&ids).await;
+        Ok(ids.len() as u64)
     }
 }
 

@@ -147,20 +147,27 @@ pub async fn save_features<C: ConnectionTrait>(
     save_features_many(db, &[(&customer_id.to_string(), f)], now).await
 }
 
-/// Customers in id order after `after`; `lock` holds their rows (PostgreSQL) until
-/// the transaction ends, so a scoring page and an event on the same customer
-/// cannot interleave.
+/// Customers in id order after `after` and up to `upto` (inclusive), at most
+/// `limit` of them; `lock` holds their rows (PostgreSQL) until the transaction
+/// ends, so a scoring page and an event on the same customer cannot interleave.
 pub async fn page_features<C: ConnectionTrait>(
     db: &C,
     after: Option<&str>,
-    limit: u64,
+    upto: Option<&str>,
+    limit: Option<u64>,
     lock: bool,
 ) -> Result<Vec<(String, Features)>, DbErr> {
     let mut q = feature::Entity::find();
     if let Some(a) = after {
         q = q.filter(feature::Column::CustomerId.gt(a));
     }
-    q = q.order_by_asc(feature::Column::CustomerId).limit(limit);
+    if let Some(u) = upto {
+        q = q.filter(feature::Column::CustomerId.lte(u));
+    }
+    q = q.order_by_asc(feature::Column::CustomerId);
+    if let Some(n) = limit {
+        q = q.limit(n);
+    }
     if lock && retention_db::is_postgres(db) {
         q = q.lock_exclusive();
     }

@@ -188,3 +188,39 @@ async fn a_redelivered_event_changes_nothing() {
     assert_eq!(data, 1, "folded once");
     app.stop().await;
 }
+
+/// A run larger than one page is scored in several disjoint pages at once: each
+/// customer exactly once, none left out at the page boundaries.
+#[tokio::test]
+async fn a_run_scores_every_customer_of_many_pages_once() {
+    use sea_orm::ConnectionTrait;
+
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    app.population(30, 400).await;
+    // 100 copies of each feature row under new ids: 3,030 customers, four pages.
+    app.inner
+        .database()
+        .await
+        .unwrap()
+        .execute_unprepared(
+            "INSERT INTO features (customer_id, data, update_time) \
+             SELECT md5(f.customer_id || '-' || g), f.data, f.update_time \
+             FROM features f CROSS JOIN generate_series(1, 100) g",
+        )
+        .await
+        .unwrap();
+    let run = app.run_scoring().await;
+    assert_eq!(run.state, pb::ScoringRunState::Succeeded as i32, "{run:?}");
+    assert_eq!(run.customers_scored, 3_030);
+    assert_eq!(app.count("SELECT COUNT(*) FROM insights").await, 3_030);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM insights WHERE scoring_run = '{}'",
+            run.name.trim_start_matches("scoringRuns/")
+        ))
+        .await,
+        3_030,
+        "every insight comes from this run"
+    );
+    app.stop().await;
+}

@@ -5,10 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query, UnionType};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
 
 use super::convert::*;
@@ -52,42 +52,44 @@ pub async fn resolve_id<C: ConnectionTrait>(
         .map(|a| a.survivor_id))
 }
 
+/// The row, its identities and the ids merged into it, in one round trip: a cache
+/// miss holds a pooled connection for one query, not two. The customer columns
+/// repeat on each identity or alias row (one row, links NULL, when it has none).
+const LOAD_CUSTOMER: &str = "SELECT c.*, l.link_kind, l.link_a, l.link_b FROM customers c \
+     LEFT JOIN (\
+         SELECT customer_id AS link_owner, 1 AS link_kind, namespace AS link_a, value AS link_b \
+         FROM customer_identities \
+         UNION ALL \
+         SELECT survivor_id, 2, alias_id, '' FROM customer_aliases\
+     ) l ON l.link_owner = c.id \
+     WHERE c.id = $1";
+
 pub async fn load_customer<C: ConnectionTrait>(
     db: &C,
     id: &str,
 ) -> Result<Option<Customer>, StoreError> {
-    let Some(row) = customer::Entity::find_by_id(id.to_string()).one(db).await? else {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            LOAD_CUSTOMER,
+            [id.into()],
+        ))
+        .await?;
+    let Some(first) = rows.first() else {
         return Ok(None);
     };
-    // Identities and merged ids in one round trip: a cache miss costs two queries.
-    let links = Query::select()
-        .expr_as(Expr::val(true), Alias::new("is_identity"))
-        .column(identity::Column::Namespace)
-        .column(identity::Column::Value)
-        .from(identity::Entity)
-        .and_where(identity::Column::CustomerId.eq(id))
-        .union(
-            UnionType::All,
-            Query::select()
-                .expr(Expr::val(false))
-                .column(alias::Column::AliasId)
-                .expr(Expr::val(""))
-                .from(alias::Entity)
-                .and_where(alias::Column::SurvivorId.eq(id))
-                .to_owned(),
-        )
-        .to_owned();
+    let row = customer::Model::from_query_result(first, "")?;
     let mut identities = Vec::new();
     let mut merged = Vec::new();
-    for r in db.query_all(&links).await? {
-        let first: String = r.try_get_by_index(1)?;
-        if r.try_get_by_index::<bool>(0)? {
-            identities.push(Identity {
-                namespace: first,
-                value: r.try_get_by_index(2)?,
-            });
-        } else {
-            merged.push(first);
+    for r in &rows {
+        let a: Option<String> = r.try_get("", "link_a")?;
+        match (r.try_get::<Option<i32>>("", "link_kind")?, a) {
+            (Some(1), Some(namespace)) => identities.push(Identity {
+                namespace,
+                value: r.try_get("", "link_b")?,
+            }),
+            (Some(2), Some(alias)) => merged.push(alias),
+            _ => {}
         }
     }
     identities.sort_by(|a, b| (&a.namespace, &a.value).cmp(&(&b.namespace, &b.value)));

@@ -89,6 +89,11 @@ async fn merge_moves_history_and_leaves_an_alias(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(via_alias.name, survivor.name);
+    assert_eq!(via_alias.merged_names, vec![merged.name.clone()]);
+    assert_eq!(
+        via_alias.identities, result.identities,
+        "read back in one query"
+    );
 
     // History moved: both customers' orders "1" coexist, and re-sending the merged
     // customer's order via its old id is still recognised.

@@ -5,7 +5,8 @@
 //! rate): request `i` is due at `start + i / rate` and its latency counts from
 //! that due time, not from when a worker got to it, so a stalled server shows up
 //! in the tail instead of silently slowing the generator down (coordinated
-//! omission).
+//! omission). A worker that was idle and woke up to one timer tick late counts
+//! from its wake-up: that tick is the generator's, not the server's.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +15,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+
+/// The resolution of tokio's timer wheel.
+const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// How much load, and how it is shaped.
 #[derive(Debug, Clone)]
@@ -137,19 +141,29 @@ where
                 if spec.requests > 0 && i >= spec.requests {
                     break;
                 }
-                let due = match spec.rate {
+                let (due, from) = match spec.rate {
                     Some(rate) => {
                         let due = start + Duration::from_secs_f64(i as f64 / rate);
-                        tokio::time::sleep_until(due).await;
-                        due
+                        if Instant::now() < due {
+                            tokio::time::sleep_until(due).await;
+                            // Tokio's timer fires on a 1 ms tick: up to one tick of
+                            // lateness is the generator's own timer, not the
+                            // server's. Anything beyond still counts.
+                            (due, Instant::now().min(due + TIMER_TICK))
+                        } else {
+                            (due, due)
+                        }
                     }
-                    None => Instant::now(),
+                    None => {
+                        let now = Instant::now();
+                        (now, now)
+                    }
                 };
                 if deadline.is_some_and(|d| due >= d) {
                     break;
                 }
                 match call(i, w).await {
-                    Ok(()) => lat.push(due.elapsed().as_micros() as u64),
+                    Ok(()) => lat.push(from.elapsed().as_micros() as u64),
                     Err(e) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| e.to_string());

@@ -122,7 +122,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Vec<Row>> {
     let cold = create_customers(&profile, &token, o.miss_customers).await?;
     // The relay publishes the creations in the background; reads measured while
     // it drains would pay for its work, which the raw loop does not.
-    outbox_drained(&profile).await?;
+    super::outbox_drained(&profile).await?;
     let mut shuffled = cold.clone();
     shuffle(&mut shuffled);
     let miss_spec = LoadSpec::count(shuffled.len() as u64, CONCURRENCY);
@@ -226,24 +226,6 @@ pub fn check(what: &str, r: &Report) -> anyhow::Result<()> {
 }
 
 /// Creates `n` customers over gRPC; returns their names.
-/// Waits until the service's relay has published everything in its outbox.
-async fn outbox_drained(service: &TestService) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let pending = service
-            .count("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
-            .await?;
-        if pending == 0 {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "{pending} events still unpublished after 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 pub async fn create_customers(
     profile: &TestService,
     token: &str,

@@ -185,6 +185,39 @@ pub async fn run_scoring(
 }
 
 /// The address a load generator connects to.
+/// Waits until the service's relay has published everything in its outbox.
+pub async fn outbox_drained(service: &TestService) -> anyhow::Result<()> {
+    settled(
+        service,
+        "SELECT count(*) FROM outbox_events WHERE published_at IS NULL",
+        |n| n == 0,
+        "events unpublished",
+    )
+    .await
+}
+
+/// Waits (up to two minutes) until what `sql` counts is `done`: background work a
+/// measurement should not pay for has finished.
+pub async fn settled(
+    service: &TestService,
+    sql: &str,
+    done: impl Fn(i64) -> bool,
+    what: &str,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let n = service.count(sql).await?;
+        if done(n) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{what}: still {n} after 120 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub fn endpoint(s: &TestService) -> anyhow::Result<String> {
     s.service
         .as_ref()

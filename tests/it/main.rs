@@ -12,6 +12,7 @@ use retention_testkit::{Backend, TestService};
 
 mod cli;
 mod e2e;
+mod scopes;
 mod winback;
 
 #[tokio::test]

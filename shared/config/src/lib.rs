@@ -196,6 +196,21 @@ pub struct ServerSettings {
     pub keepalive_timeout_ms: u64,
     /// Kept below Kubernetes' 30 s termination grace period.
     pub drain_timeout_ms: u64,
+    /// Calls a second one authenticated caller (token subject) may make on
+    /// average, per replica; past it RESOURCE_EXHAUSTED. Zero turns the limit off.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit_per_sec: u32,
+    /// Calls a caller may make at once above its rate (the token bucket's size).
+    #[serde(default = "default_rate_burst")]
+    pub rate_limit_burst: u32,
+}
+
+fn default_rate_limit() -> u32 {
+    2_000
+}
+
+fn default_rate_burst() -> u32 {
+    4_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -319,6 +334,8 @@ impl Settings {
                 keepalive_interval_ms: 30_000,
                 keepalive_timeout_ms: 10_000,
                 drain_timeout_ms: 20_000,
+                rate_limit_per_sec: default_rate_limit(),
+                rate_limit_burst: default_rate_burst(),
             },
             database: DatabaseSettings {
                 url: format!("sqlite://data/{service}.sqlite?mode=rwc"),

@@ -155,6 +155,15 @@ pub fn resource_exhausted(what: &str) -> Status {
     Status::new(Code::ResourceExhausted, what.to_string())
 }
 
+/// RESOURCE_EXHAUSTED for a rate the caller exceeded, with when to retry.
+pub fn rate_limited(what: &str, retry_after: Duration) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        what.to_string(),
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
 /// INTERNAL without leaking the cause to the caller; the cause is logged with an id
 /// the caller can quote.
 pub fn internal(cause: &dyn std::fmt::Display) -> Status {

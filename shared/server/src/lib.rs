@@ -22,8 +22,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 pub use layers::{
-    Deadline, DeadlineLayer, MethodStats, RequestId, RequestIdLayer, TraceLayer, TracedBody,
-    metrics, remaining_budget,
+    Deadline, DeadlineLayer, MethodStats, RateLimitLayer, RequestId, RequestIdLayer, TraceLayer,
+    TracedBody, metrics, remaining_budget,
 };
 pub use tonic_health::pb::health_server::HealthServer;
 
@@ -287,6 +287,9 @@ pub struct ServeOptions {
     /// balancers polling health notice before the listener closes. Counts against
     /// `drain_timeout`. Zero (the default from settings) closes at once.
     pub drain_delay: Duration,
+    /// Calls a second per authenticated caller (zero: no limit), and its burst.
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
 }
 
 impl From<&retention_config::ServerSettings> for ServeOptions {
@@ -300,6 +303,8 @@ impl From<&retention_config::ServerSettings> for ServeOptions {
             keepalive_timeout: Duration::from_millis(s.keepalive_timeout_ms),
             drain_timeout: s.drain_timeout(),
             drain_delay: Duration::ZERO,
+            rate_limit_per_sec: s.rate_limit_per_sec,
+            rate_limit_burst: s.rate_limit_burst,
         }
     }
 }
@@ -369,7 +374,8 @@ where
 /// Ok after a clean or a timed-out drain; calls still running after a timeout are
 /// abandoned to the process exit.
 ///
-/// Layers, outermost first: request id, trace span + RED record, deadline, auth.
+/// Layers, outermost first: request id, trace span + RED record, deadline, auth,
+/// per-caller rate limit.
 pub async fn serve(
     opts: ServeOptions,
     listener: TcpListener,
@@ -391,6 +397,10 @@ pub async fn serve(
         .layer(TraceLayer)
         .layer(DeadlineLayer::new(opts.request_timeout))
         .layer(auth)
+        .layer(RateLimitLayer::new(
+            opts.rate_limit_per_sec,
+            opts.rate_limit_burst,
+        ))
         .into_inner();
     let keepalive = (!opts.keepalive_interval.is_zero()).then_some(opts.keepalive_interval);
     let router = tonic::transport::Server::builder()

@@ -805,3 +805,55 @@ async fn an_open_health_watch_does_not_hold_the_drain() {
         .expect("watch stream ended");
     assert!(!matches!(end, Ok(Some(_))), "{end:?}");
 }
+
+#[tokio::test]
+async fn a_caller_past_its_rate_is_refused_with_a_retry_hint_and_others_are_not() {
+    let mut opts = options(
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+        Duration::ZERO,
+    );
+    opts.rate_limit_per_sec = 1;
+    opts.rate_limit_burst = 2;
+    let mut srv = Running::start(opts).await;
+    srv.health.mark_ready(&[]).await;
+    let ch = srv.channel().await;
+    let tester = token(&["t.call"]);
+    for _ in 0..2 {
+        call_slow(ch.clone(), &tester, 0)
+            .await
+            .expect("within the burst");
+    }
+    let refused = call_slow(ch.clone(), &tester, 0).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("tester"),
+        "{}",
+        refused.message()
+    );
+    let retry = tonic_types::StatusExt::get_details_retry_info(&refused)
+        .and_then(|r| r.retry_delay)
+        .expect("a retry hint");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(1),
+        "{retry:?}"
+    );
+    // Another caller has its own budget; health is not limited at all.
+    let other = retention_auth::TokenMinter::hs256(SECRET, "i", "a").mint(
+        "someone-else",
+        &["t.call"],
+        Duration::from_secs(60),
+    );
+    call_slow(ch.clone(), &other, 0)
+        .await
+        .expect("another caller");
+    for _ in 0..5 {
+        assert_eq!(health_of(ch.clone(), "").await, Pb::Serving as i32);
+    }
+    srv.shutdown();
+    srv.server.await.unwrap().unwrap();
+}

@@ -15,6 +15,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+mod jwks;
+
+pub use jwks::JwksError;
+
 /// JWT claims; `scope` is space-separated as in RFC 8693.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -64,10 +68,15 @@ impl From<AuthError> for Status {
 /// Seconds of clock skew tolerated between the token issuer and this server.
 const LEEWAY_SECS: u64 = 30;
 
-/// Validates HS256 tokens for one issuer and audience.
+/// Validates tokens for one issuer and audience: HS256 with the shared secret,
+/// or, for a token naming a key (`kid`), that key of the JWKS set.
 pub struct JwtValidator {
     key: DecodingKey,
     validation: Validation,
+    jwks: std::sync::RwLock<Option<Arc<jwks::KeySet>>>,
+    /// Bumped when the JWKS keys change: a verification that started under the
+    /// old keys must not be remembered after the change.
+    generation: std::sync::atomic::AtomicU64,
     /// Tokens already verified, with the second after which they are expired
     /// (exp + leeway). A caller sends the same token on every call until it
     /// expires; verifying it per call cost as much CPU as the Redis read of a
@@ -101,8 +110,58 @@ impl JwtValidator {
         JwtValidator {
             key: DecodingKey::from_secret(secret),
             validation,
+            jwks: Default::default(),
+            generation: Default::default(),
             verified: Default::default(),
         }
+    }
+
+    /// Takes the keys of the JWKS document `json`; returns whether they changed.
+    /// A change forgets every remembered verification, so a token whose key was
+    /// withdrawn is refused from the next call on.
+    pub fn set_jwks(&self, json: &str) -> Result<bool, JwksError> {
+        let current = self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if current.is_some_and(|k| k.same_source(json)) {
+            return Ok(false);
+        }
+        let keys = jwks::KeySet::parse(json)?;
+        *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(keys));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(true)
+    }
+
+    /// Reads the JWKS file at `path` now and then every `every`, while a tokio
+    /// runtime runs and the validator lives. An unreadable or invalid file keeps
+    /// the keys in force (none at first: tokens with a `kid` are refused) and is
+    /// logged; fixing the file is picked up at the next read.
+    pub fn watch_jwks(self: &Arc<Self>, path: String, every: Duration) {
+        match jwks::read(&path).and_then(|j| self.set_jwks(&j)) {
+            Ok(_) => tracing::info!(path, "JWKS keys loaded"),
+            Err(e) => tracing::error!(error = %e, "JWKS keys not loaded"),
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(v) = weak.upgrade() else { break };
+                // A small local file every few seconds: read in place.
+                match jwks::read(&path).and_then(|j| v.set_jwks(&j)) {
+                    Ok(true) => tracing::info!(path, "JWKS keys rotated"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "JWKS file not reloaded; keeping the keys in force"),
+                }
+            }
+        });
     }
 
     /// Checks signature, expiry (with a small leeway), issuer and audience.
@@ -118,23 +177,39 @@ impl JwtValidator {
             None => {}
         }
         drop(verified);
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let caller = self.verify(token)?;
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if verified.len() >= VERIFIED_CAPACITY {
             verified.clear();
         }
-        verified.insert(token.to_string(), caller.clone());
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            verified.insert(token.to_string(), caller.clone());
+        }
         Ok(caller.0)
     }
 
     /// The full check: signature, then the claims.
     fn verify(&self, token: &str) -> Result<(Caller, i64), AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
-            },
-        )?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let keys = self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let data = match &header.kid {
+            None => jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation),
+            Some(kid) => {
+                let Some((key, alg)) = keys.as_deref().and_then(|k| k.get(kid)) else {
+                    return Err(AuthError::Invalid(format!("unknown key id {kid:?}")));
+                };
+                // The key decides the algorithm, never the token's header.
+                let mut validation = self.validation.clone();
+                validation.algorithms = vec![*alg];
+                jsonwebtoken::decode::<Claims>(token, key, &validation)
+            }
+        }
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid(e.to_string()),
+        })?;
         if data.claims.sub.trim().is_empty() {
             return Err(AuthError::Invalid("empty subject".into()));
         }
@@ -338,16 +413,21 @@ pub struct AuthLayer {
 }
 
 impl AuthLayer {
-    /// HS256 validation with the configured secret, issuer and audience.
+    /// HS256 validation with the configured secret, issuer and audience, and the
+    /// JWKS file's keys when one is configured (read again while running).
     pub fn from_settings(s: &retention_config::AuthSettings, policy: ScopePolicy) -> Self {
-        AuthLayer::new(
-            Arc::new(JwtValidator::hs256(
-                s.jwt_secret.as_bytes(),
-                &s.issuer,
-                &s.audience,
-            )),
-            Arc::new(policy),
-        )
+        let validator = Arc::new(JwtValidator::hs256(
+            s.jwt_secret.as_bytes(),
+            &s.issuer,
+            &s.audience,
+        ));
+        if !s.jwks_path.is_empty() {
+            validator.watch_jwks(
+                s.jwks_path.clone(),
+                Duration::from_secs(s.jwks_reload_secs.max(1)),
+            );
+        }
+        AuthLayer::new(validator, Arc::new(policy))
     }
 
     pub fn new(validator: Arc<JwtValidator>, policy: Arc<ScopePolicy>) -> Self {

@@ -263,6 +263,17 @@ pub struct AuthSettings {
     pub audience: String,
     /// Embedded/dev mode: accept the built-in development secret.
     pub allow_dev_secret: bool,
+    /// A JWKS file of the issuer's public keys: tokens carrying a `kid` are
+    /// verified with that key (RS*, PS*, ES256/384, EdDSA). Empty: HS256 only.
+    #[serde(default)]
+    pub jwks_path: String,
+    /// How often the JWKS file is read again, so keys rotate without a restart.
+    #[serde(default = "default_jwks_reload")]
+    pub jwks_reload_secs: u64,
+}
+
+fn default_jwks_reload() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -367,6 +378,8 @@ impl Settings {
                 issuer: "retention-suite".into(),
                 audience: "retention-suite".into(),
                 allow_dev_secret: true,
+                jwks_path: String::new(),
+                jwks_reload_secs: default_jwks_reload(),
             },
             telemetry: TelemetrySettings {
                 otlp_endpoint: String::new(),

@@ -13,6 +13,7 @@ use retention_testkit::{Backend, TestService};
 mod cli;
 mod e2e;
 mod scopes;
+mod sigterm;
 mod winback;
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 mod auth;
 mod cache;
 mod customers;
+mod faults;
 mod harness;
 mod merge_erase;
 mod outbox;

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run demo docs docs-check test bench bench-smoke bench-tools services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
+.PHONY: run demo docs docs-check test fuzz bench bench-smoke bench-tools services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
 
 help:
 	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
@@ -10,6 +10,7 @@ help:
 	@echo "make test        format, lint, proto lint and the whole test suite (needs PostgreSQL + Redis)"
 	@echo "make proto-lint  buf lint over proto/ (proto-breaking: buf breaking against proto/BREAKING_BASE)"
 	@echo "make bench       benchmarks (release build, PostgreSQL); results go in BENCHMARKS.md"
+	@echo "make fuzz        cargo-fuzz targets for FUZZ_SECS seconds each (nightly toolchain)"
 	@echo "make docs        regenerate the API reference (proto/retention/<ctx>/v1/README.md) from the protos"
 	@echo "make deploy-check  build the Kubernetes overlays, validate them and scan manifests and Dockerfile"
 
@@ -25,7 +26,7 @@ demo:
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
 	target/debug/retention-cli demo
 
-test: services fmt-check proto-lint proto-breaking docs-check deploy-check clippy nextest bench-smoke
+test: services fmt-check proto-lint proto-breaking docs-check deploy-check clippy nextest bench-smoke fuzz
 
 # Every benchmark at a tiny size on the debug build nextest made: fails unless
 # each ran and each target got a figure, so `make bench` works on a fresh clone.
@@ -38,6 +39,19 @@ bench-smoke: services bench-tools
 bench: services bench-tools
 	$(CARGO) build --release -p retention-bench
 	BENCH_PYTHON=$(BENCH_VENV)/bin/python ./target/release/retention-bench
+
+# Coverage-guided fuzzing (cargo-fuzz, nightly toolchain) of each target in
+# fuzz/ for FUZZ_SECS seconds, from the seeds in fuzz/seeds; fails on any crash
+# (the input is left in fuzz/artifacts). cargo-fuzz comes from crates.io if missing.
+FUZZ_SECS ?= 30
+FUZZ_TARGETS = filter_parse
+fuzz:
+	@cargo +nightly --version >/dev/null 2>&1 || { echo "fuzz: needs the nightly toolchain (rustup toolchain install nightly)"; exit 1; }
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t && \
+		(cd fuzz && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECS) -print_final_stats=1 2>&1 | grep -E "^(Done|stat::number_of_executed_units|==|SUMMARY|thread)" ; exit $${PIPESTATUS[0]}) || exit 1; \
+	done
 
 # The Python `lifetimes` library the BG/NBD fit is compared with, pinned.
 BENCH_VENV ?= $(HOME)/.cache/retention-bench-venv

@@ -197,6 +197,26 @@ pub fn set_parent(span: &tracing::Span, parent: Context) {
     }
 }
 
+/// Writes one audit record to the `audit` log target: who (the token subject) did
+/// what (`action`, e.g. `customer.read_pii`) to which resources, when (Unix ms)
+/// and in which trace. Records name resources, never PII values; operators route
+/// the `audit` target to an append-only sink.
+pub fn audit(who: &str, action: &str, resources: &[&str]) {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    tracing::info!(
+        target: "audit",
+        who,
+        action,
+        resources = %resources.join(" "),
+        at_unix_ms = at,
+        trace_id = %current_trace_id().unwrap_or_default(),
+        "audit"
+    );
+}
+
 /// Hex trace id of the current span, if it is being traced (for logs and audit rows).
 pub fn current_trace_id() -> Option<String> {
     let cx = tracing::Span::current().context();

@@ -3,6 +3,10 @@
 //! PostgreSQL (or a SQLite file), its own Redis key namespace, a service bound to a
 //! random port, and tokens minted with exactly the scopes it wants.
 
+mod audit;
+
+pub use audit::{AuditCapture, AuditRecord};
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -39,6 +39,13 @@ fn sees_pii<T>(req: &Request<T>) -> bool {
         .is_some_and(|c| c.has(PII_SCOPE))
 }
 
+fn who<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<Caller>()
+        .map(|c| c.subject.clone())
+        .unwrap_or_default()
+}
+
 fn render(c: &Customer, pii: bool) -> pb::Customer {
     if pii {
         convert::customer(c, false)
@@ -87,6 +94,9 @@ impl CustomerProfileService for ProfileService {
         let pii = sees_pii(&req);
         let id = customer_id(&req.get_ref().name, "name")?;
         let c = self.app.get_customer(&id).await?;
+        if pii {
+            retention_telemetry::audit(&who(&req), "customer.read_pii", &[&c.name()]);
+        }
         Ok(Response::new(render(&c, pii)))
     }
 
@@ -118,6 +128,10 @@ impl CustomerProfileService for ProfileService {
         let mut customers = Vec::with_capacity(ids.len());
         for id in ids {
             customers.push(render(&self.app.get_customer(&id).await?, pii));
+        }
+        if pii {
+            let read: Vec<&str> = customers.iter().map(|c| c.name.as_str()).collect();
+            retention_telemetry::audit(&who(&req), "customer.read_pii", &read);
         }
         Ok(Response::new(pb::BatchGetCustomersResponse { customers }))
     }
@@ -151,6 +165,7 @@ impl CustomerProfileService for ProfileService {
         req: Request<pb::ListCustomersRequest>,
     ) -> Result<Response<pb::ListCustomersResponse>, Status> {
         let pii = sees_pii(&req);
+        let caller = who(&req);
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         let limit = page_size(r.page_size, &mut v);
@@ -182,6 +197,11 @@ impl CustomerProfileService for ProfileService {
         } else {
             String::new()
         };
+        if pii && !page.is_empty() {
+            let read: Vec<String> = page.iter().map(|c| c.name()).collect();
+            let read: Vec<&str> = read.iter().map(String::as_str).collect();
+            retention_telemetry::audit(&caller, "customer.read_pii", &read);
+        }
         Ok(Response::new(pb::ListCustomersResponse {
             customers: page.iter().map(|c| render(c, pii)).collect(),
             next_page_token: next,
@@ -193,6 +213,7 @@ impl CustomerProfileService for ProfileService {
         req: Request<pb::MergeCustomersRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
         let pii = sees_pii(&req);
+        let caller = who(&req);
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         check_request_id(&mut v, &r.request_id);
@@ -212,6 +233,7 @@ impl CustomerProfileService for ProfileService {
             .app
             .merge_customers(&s, &m, &r.request_id, &r.etag)
             .await?;
+        retention_telemetry::audit(&caller, "customer.merge", &[&r.survivor, &r.merged]);
         Ok(Response::new(render(&c, pii)))
     }
 
@@ -219,12 +241,14 @@ impl CustomerProfileService for ProfileService {
         &self,
         req: Request<pb::EraseCustomerRequest>,
     ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
+        let caller = who(&req);
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         check_request_id(&mut v, &r.request_id);
         v.into_result()?;
         let id = customer_id(&r.name, "name")?;
         let (at, kept) = self.app.erase_customer(&id, &r.request_id).await?;
+        retention_telemetry::audit(&caller, "customer.erase", &[&customer_name(&id)]);
         Ok(Response::new(pb::EraseCustomerResponse {
             name: customer_name(&id),
             erase_time: Some(convert::ts(at)),
@@ -239,6 +263,7 @@ impl CustomerProfileService for ProfileService {
         let pii = sees_pii(&req);
         let id = customer_id(&req.get_ref().name, "name")?;
         let (c, purchases, given, received) = self.app.export(&id).await?;
+        retention_telemetry::audit(&who(&req), "customer.export", &[&c.name()]);
         Ok(Response::new(pb::ExportCustomerDataResponse {
             customer: Some(render(&c, pii)),
             purchases: purchases.iter().map(convert::purchase).collect(),

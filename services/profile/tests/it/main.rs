@@ -1,6 +1,7 @@
 //! Service tests: the real profile service on a random port against a fresh
 //! PostgreSQL database (or SQLite file) and real Redis. One binary, many modules.
 
+mod audit;
 mod auth;
 mod cache;
 mod customers;

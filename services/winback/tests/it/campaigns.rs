@@ -66,6 +66,7 @@ async fn bad_campaigns_are_refused_with_every_field_named() {
 
 #[tokio::test]
 async fn creates_are_idempotent_and_etags_guard_changes() {
+    let audit = retention_testkit::AuditCapture::install();
     let mut app = TestApp::spawn(Backend::Postgres).await;
     let (segment, _) = app.segment(&[100_000]);
     let request_id = new_id();
@@ -94,6 +95,17 @@ async fn creates_are_idempotent_and_etags_guard_changes() {
     let launched = app.client.launch_campaign(req).await.unwrap().into_inner();
     assert_eq!(launched.state, pb::CampaignState::Running as i32);
     assert_ne!(launched.etag, c.etag);
+    let launches: Vec<_> = audit
+        .take()
+        .into_iter()
+        .filter(|r| r["action"] == "campaign.launch")
+        .map(|r| (r["who"].clone(), r["resources"].clone()))
+        .collect();
+    assert_eq!(
+        launches,
+        vec![("test-user".to_string(), c.name.clone())],
+        "the launch that happened is audited, the refused one is not"
+    );
     app.stop().await;
 }
 

@@ -37,22 +37,8 @@ async fn pii_reads_exports_merges_and_erasures_are_audited() {
         }))
         .await
         .unwrap();
-    app.client
-        .merge_customers(app.req(pb::MergeCustomersRequest {
-            survivor: a.name.clone(),
-            merged: b.name.clone(),
-            request_id: String::new(),
-            etag: String::new(),
-        }))
-        .await
-        .unwrap();
-    app.client
-        .erase_customer(app.req(pb::EraseCustomerRequest {
-            name: a.name.clone(),
-            request_id: String::new(),
-        }))
-        .await
-        .unwrap();
+    app.merge(&a.name, &b.name).await;
+    app.erase(&a.name).await;
 
     let got: Vec<(String, String, String)> = audit
         .take()

@@ -85,6 +85,29 @@ impl TestApp {
             .into_inner()
     }
 
+    /// Merges `merged` into `survivor` (no etag, no request id).
+    pub async fn merge(&mut self, survivor: &str, merged: &str) -> pb::Customer {
+        let req = self.req(pb::MergeCustomersRequest {
+            survivor: survivor.into(),
+            merged: merged.into(),
+            ..Default::default()
+        });
+        self.client
+            .merge_customers(req)
+            .await
+            .expect("merge")
+            .into_inner()
+    }
+
+    /// Erases the customer `name`.
+    pub async fn erase(&mut self, name: &str) {
+        let req = self.req(pb::EraseCustomerRequest {
+            name: name.into(),
+            request_id: String::new(),
+        });
+        self.client.erase_customer(req).await.expect("erase");
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.service.take() {
             s.stop().await.expect("clean shutdown");

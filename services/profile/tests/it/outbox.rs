@@ -74,21 +74,8 @@ async fn one_event_per_committed_change(backend: Backend) {
         }))
         .await
         .unwrap();
-    app.client
-        .merge_customers(app.req(pb::MergeCustomersRequest {
-            survivor: a.name.clone(),
-            merged: b.name.clone(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    app.client
-        .erase_customer(app.req(pb::EraseCustomerRequest {
-            name: a.name.clone(),
-            request_id: String::new(),
-        }))
-        .await
-        .unwrap();
+    app.merge(&a.name, &b.name).await;
+    app.erase(&a.name).await;
 
     for (event, expected) in [
         ("CustomerCreatedEvent", 2),

@@ -165,9 +165,21 @@ pub fn is_unavailable(err: &DbErr) -> bool {
 
 fn looks_unavailable(msg: &str) -> bool {
     let msg = msg.to_ascii_lowercase();
-    ["connection", "timed out", "pool", "refused", "broken pipe"]
-        .iter()
-        .any(|m| msg.contains(m))
+    [
+        "connection",
+        "timed out",
+        "pool",
+        "refused",
+        "broken pipe",
+        // sqlx's I/O errors: a server that went away mid-query (found by the
+        // profile fault test restarting PostgreSQL under load).
+        "error communicating with database",
+        "at eof",
+        // "the database system is shutting down / starting up / in recovery mode"
+        "database system is",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
 }
 
 /// True when `err` is a unique-constraint violation on either backend.
@@ -199,6 +211,12 @@ mod tests {
         )));
         assert!(is_unavailable(&DbErr::Custom(
             "pool timed out while waiting for an open connection".into()
+        )));
+        assert!(is_unavailable(&DbErr::Custom(
+            "Query Error: error communicating with database: expected to read 5 bytes, got 0 bytes at EOF".into()
+        )));
+        assert!(is_unavailable(&DbErr::Custom(
+            "error returned from database: the database system is starting up".into()
         )));
         assert!(!is_unavailable(&DbErr::Custom(
             "duplicate key value".into()

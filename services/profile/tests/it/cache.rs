@@ -160,19 +160,9 @@ async fn the_service_keeps_answering_with_redis_stopped() {
     let stream =
         retention_events::stream_key(&app.settings.redis.namespace, "retention.profile.events");
     let total = app.count("SELECT COUNT(*) FROM outbox_events").await;
-    // The relay marks rows published only after Redis took them: wait for that.
-    let mut unpublished = pending;
-    for _ in 0..200 {
-        unpublished = app
-            .count("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL")
-            .await;
-        if unpublished == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     assert_eq!(
-        unpublished, 0,
+        app.unpublished_after_relay().await,
+        0,
         "every held event was relayed after recovery (total {total})"
     );
     let client = redis::Client::open(url.as_str()).unwrap();

@@ -85,6 +85,21 @@ impl TestApp {
             .into_inner()
     }
 
+    /// Outbox rows not yet published, once the relay has had up to 10 s to
+    /// publish them (it marks a row only after Redis took it).
+    pub async fn unpublished_after_relay(&self) -> i64 {
+        let sql = "SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL";
+        let mut unpublished = self.count(sql).await;
+        for _ in 0..200 {
+            if unpublished == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            unpublished = self.count(sql).await;
+        }
+        unpublished
+    }
+
     /// Merges `merged` into `survivor` (no etag, no request id).
     pub async fn merge(&mut self, survivor: &str, merged: &str) -> pb::Customer {
         let req = self.req(pb::MergeCustomersRequest {

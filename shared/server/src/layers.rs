@@ -545,10 +545,20 @@ impl RateLimiter {
         if buckets.len() >= MAX_CALLERS && !buckets.contains_key(who) {
             buckets.retain(|_, b| self.refill(b, now) < self.burst);
         }
-        let b = buckets.entry(who.to_string()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        // Looked up before inserting: the subject is allocated once per caller,
+        // not once per call.
+        if !buckets.contains_key(who) {
+            buckets.insert(
+                who.to_string(),
+                Bucket {
+                    tokens: self.burst,
+                    at: now,
+                },
+            );
+        }
+        let Some(b) = buckets.get_mut(who) else {
+            return Ok(());
+        };
         let tokens = self.refill(b, now);
         if tokens >= 1.0 {
             *b = Bucket {

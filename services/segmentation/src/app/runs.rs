@@ -135,9 +135,16 @@ impl SegmentationApp {
         }
         ranges.push((lower, None));
         let cal = Arc::new(cal);
+        // SQLite has one writer and one pooled connection: pages there queue for
+        // it anyway, and a queued page could outwait the pool's acquire timeout.
+        let workers = if retention_db::is_postgres(&self.db) {
+            RUN_WORKERS
+        } else {
+            1
+        };
         let mut pages = futures::stream::iter(ranges)
             .map(|(after, upto)| self.score_range(after, upto, cal.clone(), at))
-            .buffer_unordered(RUN_WORKERS);
+            .buffer_unordered(workers);
         let mut scored: u64 = 0;
         while let Some(n) = pages.try_next().await? {
             scored += n;

@@ -6,6 +6,7 @@
 
 mod layers;
 pub mod paging;
+mod rate_limit;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,9 +23,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 pub use layers::{
-    Deadline, DeadlineLayer, MethodStats, RateLimitLayer, RequestId, RequestIdLayer, TraceLayer,
-    TracedBody, metrics, remaining_budget,
+    Deadline, DeadlineLayer, MethodStats, RequestId, RequestIdLayer, TraceLayer, TracedBody,
+    metrics, remaining_budget,
 };
+pub use rate_limit::{RateLimitLayer, RateLimiter};
 pub use tonic_health::pb::health_server::HealthServer;
 
 /// The health name a probe flips while the database is unreachable; liveness ("")

@@ -39,9 +39,9 @@ fn sees_pii<T>(req: &Request<T>) -> bool {
         .is_some_and(|c| c.has(PII_SCOPE))
 }
 
+/// The audited caller: the token subject the auth layer put on the request.
 fn who<T>(req: &Request<T>) -> String {
-    req.extensions()
-        .get::<Caller>()
+    retention_auth::caller(req)
         .map(|c| c.subject.clone())
         .unwrap_or_default()
 }

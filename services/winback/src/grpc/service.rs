@@ -399,9 +399,7 @@ impl WinbackService for WinbackGrpc {
         let id = name_arg(&req.get_ref().name, "campaigns", "name", &mut v);
         v.into_result()?;
         let c = self.app.launch(&id, &req.get_ref().etag, budget).await?;
-        let who = req
-            .extensions()
-            .get::<retention_auth::Caller>()
+        let who = retention_auth::caller(&req)
             .map(|c| c.subject.as_str())
             .unwrap_or_default();
         retention_telemetry::audit(who, "campaign.launch", &[&req.get_ref().name]);

@@ -36,6 +36,30 @@ pub struct Settings {
     /// Win-back's peers and schedules (other services ignore it).
     #[serde(default)]
     pub winback: WinbackSettings,
+    /// TLS towards peer services.
+    #[serde(default)]
+    pub peer_tls: PeerTlsSettings,
+    /// Keys of the PII kept encrypted at rest (the profile service).
+    #[serde(default)]
+    pub pii: PiiSettings,
+}
+
+/// Keys for PII at rest. Each is base64 of random bytes (`openssl rand -base64 32`).
+/// Empty keys fall back to built-in development keys, which the profile service
+/// accepts only while `auth.allow_dev_secret` is true.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PiiSettings {
+    /// AES-256-GCM key (32 bytes) new values are encrypted with.
+    pub encryption_key: String,
+    /// Short name of `encryption_key`, stored with every value so that values
+    /// written under an older key stay readable after a rotation.
+    pub key_id: String,
+    /// Older keys still read but no longer written: `id=base64,id=base64`.
+    pub retired_keys: String,
+    /// HMAC-SHA256 key (at least 32 bytes) of the e-mail lookup hash. Changing it
+    /// makes stored lookup hashes unfindable until the rows are written again.
+    pub lookup_key: String,
 }
 
 /// How the win-back service reaches segmentation and runs its schedules.
@@ -203,6 +227,44 @@ pub struct ServerSettings {
     /// Calls a caller may make at once above its rate (the token bucket's size).
     #[serde(default = "default_rate_burst")]
     pub rate_limit_burst: u32,
+    /// TLS on the gRPC listener; no certificate: plaintext (embedded mode, or a
+    /// mesh terminating TLS in front of the pod).
+    #[serde(default)]
+    pub tls: ServerTlsSettings,
+}
+
+/// The listener's certificate, and for mutual TLS the CA clients must present a
+/// certificate from. Paths to PEM files, read at startup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerTlsSettings {
+    /// Certificate chain the server presents; with `key_path`, turns TLS on.
+    pub cert_path: String,
+    pub key_path: String,
+    /// CA bundle client certificates must chain to. Set: mutual TLS, and a client
+    /// without such a certificate is refused during the handshake.
+    pub client_ca_path: String,
+}
+
+impl ServerTlsSettings {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty()
+    }
+}
+
+/// How this service calls its peers (win-back calls segmentation) over TLS.
+/// Used for `https://` endpoints; an `http://` endpoint stays plaintext.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerTlsSettings {
+    /// CA bundle the peer's server certificate must chain to.
+    pub ca_path: String,
+    /// The certificate and key this service presents to peers that require mutual
+    /// TLS. Empty: no client certificate.
+    pub cert_path: String,
+    pub key_path: String,
+    /// The name the peer's certificate must carry; empty: the endpoint's host.
+    pub server_name: String,
 }
 
 fn default_rate_limit() -> u32 {
@@ -347,6 +409,7 @@ impl Settings {
                 drain_timeout_ms: 20_000,
                 rate_limit_per_sec: default_rate_limit(),
                 rate_limit_burst: default_rate_burst(),
+                tls: ServerTlsSettings::default(),
             },
             database: DatabaseSettings {
                 url: format!("sqlite://data/{service}.sqlite?mode=rwc"),
@@ -388,6 +451,8 @@ impl Settings {
             },
             scoring: ScoringSettings::default(),
             winback: WinbackSettings::default(),
+            peer_tls: PeerTlsSettings::default(),
+            pii: PiiSettings::default(),
         }
     }
 
@@ -419,7 +484,35 @@ impl Settings {
                 "winback.call_timeout_ms and winback.max_candidates must be positive".into(),
             ));
         }
+        self.validate_tls()?;
         self.scoring.validate()
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let t = &self.server.tls;
+        if t.cert_path.is_empty() != t.key_path.is_empty() {
+            return Err(ConfigError::Invalid(
+                "server.tls.cert_path and server.tls.key_path are set together".into(),
+            ));
+        }
+        if !t.client_ca_path.is_empty() && t.cert_path.is_empty() {
+            return Err(ConfigError::Invalid(
+                "server.tls.client_ca_path (mutual TLS) needs server.tls.cert_path".into(),
+            ));
+        }
+        let p = &self.peer_tls;
+        if p.cert_path.is_empty() != p.key_path.is_empty() {
+            return Err(ConfigError::Invalid(
+                "peer_tls.cert_path and peer_tls.key_path are set together".into(),
+            ));
+        }
+        let endpoint = &self.winback.segmentation_endpoint;
+        if endpoint.starts_with("https://") && p.ca_path.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "winback.segmentation_endpoint {endpoint} is https: set peer_tls.ca_path"
+            )));
+        }
+        Ok(())
     }
 
     pub fn listen_addr(&self) -> String {
@@ -538,6 +631,48 @@ mod tests {
             err.to_string().contains("RETENTION_AUTH__JWT_SECRET"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tls_settings_come_in_whole_sets() {
+        let ok = Settings::load_from(
+            "segmentation",
+            50053,
+            None,
+            env(&[
+                ("RETENTION_SERVER__TLS__CERT_PATH", "/tls/server.pem"),
+                ("RETENTION_SERVER__TLS__KEY_PATH", "/tls/server.key"),
+                ("RETENTION_SERVER__TLS__CLIENT_CA_PATH", "/tls/ca.pem"),
+            ]),
+        )
+        .unwrap();
+        assert!(ok.server.tls.enabled());
+        assert_eq!(ok.server.tls.client_ca_path, "/tls/ca.pem");
+        assert!(!Settings::defaults("profile", 1).server.tls.enabled());
+        for (pairs, expected) in [
+            (
+                vec![("RETENTION_SERVER__TLS__CERT_PATH", "/tls/server.pem")],
+                "server.tls.cert_path and server.tls.key_path",
+            ),
+            (
+                vec![("RETENTION_SERVER__TLS__CLIENT_CA_PATH", "/tls/ca.pem")],
+                "needs server.tls.cert_path",
+            ),
+            (
+                vec![("RETENTION_PEER_TLS__KEY_PATH", "/tls/client.key")],
+                "peer_tls.cert_path and peer_tls.key_path",
+            ),
+            (
+                vec![(
+                    "RETENTION_WINBACK__SEGMENTATION_ENDPOINT",
+                    "https://segmentation:50053",
+                )],
+                "set peer_tls.ca_path",
+            ),
+        ] {
+            let err = Settings::load_from("winback", 50054, None, env(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(expected), "{pairs:?}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod layers;
 pub mod paging;
 mod rate_limit;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,6 +28,7 @@ pub use layers::{
     metrics, remaining_budget,
 };
 pub use rate_limit::{RateLimitLayer, RateLimiter};
+pub use tls::{TlsError, peer_endpoint, peer_tls, server_tls};
 pub use tonic_health::pb::health_server::HealthServer;
 
 /// The health name a probe flips while the database is unreachable; liveness ("")
@@ -42,6 +44,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// What decides each health name's status. Kept together under one lock so a probe
@@ -292,6 +296,8 @@ pub struct ServeOptions {
     /// Calls a second per authenticated caller (zero: no limit), and its burst.
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// The listener's certificate and, for mutual TLS, the clients' CA.
+    pub tls: retention_config::ServerTlsSettings,
 }
 
 impl From<&retention_config::ServerSettings> for ServeOptions {
@@ -307,6 +313,7 @@ impl From<&retention_config::ServerSettings> for ServeOptions {
             drain_delay: Duration::ZERO,
             rate_limit_per_sec: s.rate_limit_per_sec,
             rate_limit_burst: s.rate_limit_burst,
+            tls: s.tls.clone(),
         }
     }
 }
@@ -377,7 +384,7 @@ where
 /// abandoned to the process exit.
 ///
 /// Layers, outermost first: request id, trace span + RED record, deadline, auth,
-/// per-caller rate limit.
+/// per-caller rate limit. With `opts.tls` set the listener speaks only TLS.
 pub async fn serve(
     opts: ServeOptions,
     listener: TcpListener,
@@ -405,7 +412,11 @@ pub async fn serve(
         ))
         .into_inner();
     let keepalive = (!opts.keepalive_interval.is_zero()).then_some(opts.keepalive_interval);
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = server_tls(&opts.tls)? {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
         .concurrency_limit_per_connection(opts.concurrency_per_connection.max(1))
         .max_concurrent_streams(opts.max_concurrent_streams)
         .http2_keepalive_interval(keepalive)

@@ -857,3 +857,5 @@ async fn a_caller_past_its_rate_is_refused_with_a_retry_hint_and_others_are_not(
     srv.shutdown();
     srv.server.await.unwrap().unwrap();
 }
+
+mod tls;

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use retention_config::Settings;
+use retention_config::{PeerTlsSettings, ServerTlsSettings, Settings};
 use sea_orm::{ConnectionTrait, Database};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -155,6 +155,37 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     req
 }
 
+/// A file of the test certificates (`fixtures/tls`, made by
+/// `scripts/gen-test-certs.sh`): ca.pem, server.pem/key (localhost, 127.0.0.1),
+/// client.pem/key, and rogue-ca.pem, rogue-client.pem/key from another CA.
+pub fn tls_fixture(name: &str) -> String {
+    format!("{}/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A listener with the fixture server certificate; `mutual`: clients must show
+/// a certificate from the fixture CA.
+pub fn fixture_server_tls(mutual: bool) -> ServerTlsSettings {
+    ServerTlsSettings {
+        cert_path: tls_fixture("server.pem"),
+        key_path: tls_fixture("server.key"),
+        client_ca_path: if mutual {
+            tls_fixture("ca.pem")
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// A caller trusting the fixture CA and presenting the fixture client certificate.
+pub fn fixture_client_tls() -> PeerTlsSettings {
+    PeerTlsSettings {
+        ca_path: tls_fixture("ca.pem"),
+        cert_path: tls_fixture("client.pem"),
+        key_path: tls_fixture("client.key"),
+        server_name: String::new(),
+    }
+}
+
 /// A service running in the test's runtime on a random port.
 pub struct SpawnedService {
     pub addr: SocketAddr,
@@ -184,9 +215,31 @@ impl SpawnedService {
         format!("http://{}", self.addr)
     }
 
+    /// The address for TLS clients: the fixture certificate names localhost.
+    pub fn tls_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
     /// A channel to the service, retried until it accepts connections.
     pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
-        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint())?
+        self.connect(tonic::transport::Endpoint::from_shared(self.endpoint())?)
+            .await
+    }
+
+    /// A TLS channel to the service as a client with `tls`.
+    pub async fn tls_channel(
+        &self,
+        tls: &PeerTlsSettings,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        self.connect(retention_server::peer_endpoint(&self.tls_endpoint(), tls)?)
+            .await
+    }
+
+    async fn connect(
+        &self,
+        endpoint: tonic::transport::Endpoint,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30));
         let mut last = None;
@@ -255,7 +308,12 @@ impl TestService {
             run(run_settings, listener, stop).await.map_err(Into::into)
         })
         .await?;
-        let channel = service.channel().await?;
+        // A service under TLS is called as the fixture client (what mutual TLS wants).
+        let channel = if settings.server.tls.enabled() {
+            service.tls_channel(&fixture_client_tls()).await?
+        } else {
+            service.channel().await?
+        };
         wait_until_serving(channel.clone()).await?;
         Ok(TestService {
             settings,

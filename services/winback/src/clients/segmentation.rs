@@ -8,7 +8,7 @@ use retention_proto::common::Money;
 use retention_proto::segmentation as pb;
 use tokio::time::Instant;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 /// What win-back needs of a customer's insight.
@@ -104,12 +104,14 @@ const SCOPES: &[&str] = &["segmentation.read"];
 
 impl SegmentationClient {
     /// Connects lazily: the service starts (and answers what needs no peer) while
-    /// segmentation is still coming up.
+    /// segmentation is still coming up. An `https://` endpoint is called over TLS
+    /// (`peer_tls`), presenting win-back's certificate if segmentation wants one.
     pub fn from_settings(s: &retention_config::Settings) -> Result<Self, PeerError> {
-        let endpoint = Endpoint::from_shared(s.winback.segmentation_endpoint.clone())
-            .map_err(|e| PeerError::Failed(format!("bad segmentation endpoint: {e}")))?
-            .connect_timeout(Duration::from_millis(s.winback.call_timeout_ms.min(2_000)))
-            .tcp_nodelay(true);
+        let endpoint =
+            retention_server::peer_endpoint(&s.winback.segmentation_endpoint, &s.peer_tls)
+                .map_err(|e| PeerError::Failed(format!("segmentation endpoint: {e}")))?
+                .connect_timeout(Duration::from_millis(s.winback.call_timeout_ms.min(2_000)))
+                .tcp_nodelay(true);
         Ok(SegmentationClient {
             grpc: tonic::client::Grpc::new(endpoint.connect_lazy()),
             minter: std::sync::Arc::new(TokenMinter::hs256(

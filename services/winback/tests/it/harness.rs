@@ -250,9 +250,23 @@ pub struct TestApp {
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         let seg = Fake::default();
+        let server = Self::spawn_segmentation(&seg, None).await;
+        let endpoint = server.endpoint();
+        Self::spawn_with(backend, endpoint, seg, Some(server)).await
+    }
+
+    /// The stand-in segmentation on a random port, behind `tls` if given.
+    pub async fn spawn_segmentation(
+        seg: &Fake,
+        tls: Option<retention_config::ServerTlsSettings>,
+    ) -> SpawnedService {
         let svc = SegmentationServiceServer::new(seg.clone());
-        let server = SpawnedService::spawn(move |listener, stop| async move {
-            tonic::transport::Server::builder()
+        SpawnedService::spawn(move |listener, stop| async move {
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = tls.as_ref().map(retention_server::server_tls) {
+                builder = builder.tls_config(tls?.expect("a certificate"))?;
+            }
+            builder
                 .add_service(svc)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listener),
@@ -264,9 +278,7 @@ impl TestApp {
                 .map_err(Into::into)
         })
         .await
-        .expect("spawn the stand-in segmentation");
-        let endpoint = server.endpoint();
-        Self::spawn_with(backend, endpoint, seg, Some(server)).await
+        .expect("spawn the stand-in segmentation")
     }
 
     /// Win-back pointed at `endpoint` for segmentation (e.g. a port nobody serves).
@@ -276,6 +288,17 @@ impl TestApp {
         seg: Fake,
         seg_server: Option<SpawnedService>,
     ) -> TestApp {
+        Self::spawn_configured(backend, endpoint, seg, seg_server, |_| {}).await
+    }
+
+    /// As `spawn_with`, with `tweak` applied to win-back's settings last.
+    pub async fn spawn_configured(
+        backend: Backend,
+        endpoint: String,
+        seg: Fake,
+        seg_server: Option<SpawnedService>,
+        tweak: impl FnOnce(&mut retention_config::Settings) + Send + 'static,
+    ) -> TestApp {
         let inner = TestService::spawn(
             "winback",
             backend,
@@ -284,6 +307,7 @@ impl TestApp {
                 s.winback.segmentation_endpoint = endpoint;
                 s.winback.call_timeout_ms = 2_000;
                 s.winback.schedule_check_secs = 1;
+                tweak(s);
             },
             |settings, listener, stop| {
                 retention_winback::run(settings, listener, async move {

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 
 use crate::domain::*;
 use crate::events;
-use crate::store::StoreError;
-use crate::store::repo;
+use crate::store::repo::{self, CustomerQuery};
+use crate::store::{PiiCipher, StoreError, reseal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -78,6 +78,8 @@ pub struct ProfileApp {
     pub db: DatabaseConnection,
     pub cache: Cache,
     relay_wakeup: Arc<Notify>,
+    /// Seals PII on its way to the database and the cache.
+    pii: Arc<PiiCipher>,
 }
 
 fn cache_key(id: &str) -> String {
@@ -89,11 +91,38 @@ fn new_id() -> String {
 }
 
 impl ProfileApp {
-    pub fn new(db: DatabaseConnection, cache: Cache, relay_wakeup: Arc<Notify>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        cache: Cache,
+        relay_wakeup: Arc<Notify>,
+        pii: Arc<PiiCipher>,
+    ) -> Self {
         ProfileApp {
             db,
             cache,
             relay_wakeup,
+            pii,
+        }
+    }
+
+    /// The keyed hash customers with the address `email` are found by.
+    pub fn email_lookup(&self, email: &str) -> String {
+        self.pii.email_lookup(email)
+    }
+
+    /// Seals every row holding PII in the clear or under a retired key with the
+    /// current key, a page at a time; returns the rows written. Safe beside
+    /// other replicas doing the same and beside live writes.
+    pub async fn reseal_pii(&self) -> AppResult<u64> {
+        let mut after: Option<String> = None;
+        let mut total = 0;
+        loop {
+            let page = reseal::reseal_page(&self.db, &self.pii, after.as_deref(), 200).await?;
+            total += page.resealed;
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(total),
+            }
         }
     }
 
@@ -111,7 +140,7 @@ impl ProfileApp {
         let canonical = repo::resolve_id(txn, id)
             .await?
             .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
-        match repo::load_customer(txn, &canonical).await? {
+        match repo::load_customer(txn, &self.pii, &canonical).await? {
             Some(c) if !c.erased => Ok(c),
             _ => Err(AppError::NotFound(customer_name(id))),
         }
@@ -155,7 +184,7 @@ impl ProfileApp {
                 None => Err(AppError::NotFound(request_id.into())),
             };
         }
-        repo::insert_customer(&txn, &customer).await?;
+        repo::insert_customer(&txn, &self.pii, &customer).await?;
         self.commit(txn, vec![events::customer_created(&customer)])
             .await?;
         Ok(customer)
@@ -165,23 +194,39 @@ impl ProfileApp {
     pub async fn get_customer(&self, id: &str) -> AppResult<Customer> {
         let key = cache_key(id);
         let db = self.db.clone();
+        let pii = self.pii.clone();
         let owned = id.to_string();
+        let sealed_key = key.clone();
         let bytes = self
             .cache
             .get_or_load(&key, None, || async move {
                 // A customer row is canonical (merged-away ids have none, only an
                 // alias). Only canonical ids are cached, so a merge needs no alias
                 // invalidation; an alias is resolved below, uncached.
-                let c = repo::load_customer(&db, &owned)
+                let c = repo::load_customer(&db, &pii, &owned)
                     .await
                     .map_err(|e| e.to_string())?;
+                // Sealed: Redis may persist what it caches, and PII stays
+                // encrypted at rest there too.
                 Ok(c.filter(|c| !c.erased)
-                    .and_then(|c| serde_json::to_vec(&c).ok()))
+                    .and_then(|c| serde_json::to_vec(&c).ok())
+                    .map(|json| pii.seal_bytes(&sealed_key, &json)))
             })
             .await
             .map_err(|e: String| AppError::Store(StoreError::Db(sea_orm::DbErr::Custom(e))))?;
-        if let Some(c) = bytes.and_then(|b| serde_json::from_slice::<Customer>(&b).ok()) {
-            return Ok(c);
+        if let Some(b) = bytes {
+            let opened = self.pii.open_bytes(&key, &b);
+            if let Some(c) = opened.and_then(|b| serde_json::from_slice::<Customer>(&b).ok()) {
+                return Ok(c);
+            }
+            // Cached before entries were sealed, or under a key no longer held:
+            // drop it and answer from the database.
+            self.cache.invalidate(&key).await;
+            if let Some(c) = repo::load_customer(&self.db, &self.pii, id).await?
+                && !c.erased
+            {
+                return Ok(c);
+            }
         }
         // Not cacheable: an alias (resolve without caching) or unknown/erased.
         match repo::resolve_id(&self.db, id).await? {
@@ -213,7 +258,7 @@ impl ProfileApp {
         }
         c.version += 1;
         c.update_time = crate::domain::now();
-        repo::update_customer(&txn, &c, expected)
+        repo::update_customer(&txn, &self.pii, &c, expected)
             .await
             .map_err(|e| match e {
                 StoreError::VersionConflict { .. } => AppError::EtagMismatch {
@@ -229,13 +274,21 @@ impl ProfileApp {
         Ok(c)
     }
 
+    /// A page of customers matching `filter` and, when given, having the e-mail
+    /// address `email` (found through its keyed hash).
     pub async fn list_customers(
         &self,
         filter: Option<&retention_filter::Expr>,
+        email: Option<&str>,
         after_id: Option<&str>,
         limit: u64,
     ) -> AppResult<Vec<Customer>> {
-        Ok(repo::list_customers(&self.db, filter, after_id, limit).await?)
+        let hash = email.map(|e| self.pii.email_lookup(e));
+        let query = CustomerQuery {
+            filter,
+            email_hash: hash.as_deref(),
+        };
+        Ok(repo::list_customers(&self.db, &self.pii, query, after_id, limit).await?)
     }
 
     pub async fn merge_customers(
@@ -292,7 +345,7 @@ impl ProfileApp {
         );
         s.version += 1;
         s.update_time = now;
-        repo::update_customer(&txn, &s, expected).await?;
+        repo::update_customer(&txn, &self.pii, &s, expected).await?;
         self.commit(txn, vec![events::customer_merged(&s.id, &m.id)])
             .await?;
         self.cache.invalidate(&cache_key(&s.id)).await;
@@ -310,7 +363,7 @@ impl ProfileApp {
         let canonical = repo::resolve_id(&txn, id)
             .await?
             .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
-        let mut c = repo::load_customer(&txn, &canonical)
+        let mut c = repo::load_customer(&txn, &self.pii, &canonical)
             .await?
             .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
         let retained = repo::count_purchases(&txn, &c.id).await?;
@@ -321,7 +374,7 @@ impl ProfileApp {
         let now = crate::domain::now();
         let expected = c.version;
         c.erase(now);
-        repo::update_customer(&txn, &c, expected).await?;
+        repo::update_customer(&txn, &self.pii, &c, expected).await?;
         self.remember(&txn, "EraseCustomer", request_id, &c.id, now)
             .await?;
         self.commit(txn, vec![events::customer_erased(&c.id, now)])
@@ -349,7 +402,7 @@ impl ProfileApp {
         }
         c.version += 1;
         c.update_time = consent.update_time;
-        repo::update_customer(&txn, &c, expected).await?;
+        repo::update_customer(&txn, &self.pii, &c, expected).await?;
         self.commit(txn, vec![events::consent_changed(&c.id, &consent)])
             .await?;
         self.cache.invalidate(&cache_key(&c.id)).await;

@@ -33,6 +33,8 @@ pub enum RunError {
     Events(#[from] retention_events::EventsError),
     #[error(transparent)]
     Server(#[from] retention_server::ServerError),
+    #[error(transparent)]
+    PiiKeys(#[from] store::PiiKeyError),
 }
 
 /// Every method and the scopes it needs (deny by default for anything unlisted).
@@ -82,6 +84,11 @@ pub async fn run_with_bus(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     bus: EventBus,
 ) -> Result<(), RunError> {
+    // Keys first: a service that could not read its PII must not start.
+    let pii = std::sync::Arc::new(store::PiiCipher::from_settings(
+        &settings.pii,
+        settings.auth.allow_dev_secret,
+    )?);
     let health = HealthHandle::new().await;
     let db = retention_db::connect(&DbOptions::from_settings(&settings.database)).await?;
     retention_db::migrate::<store::Migrator>(&db).await?;
@@ -92,9 +99,19 @@ pub async fn run_with_bus(
         bus.publisher(),
         RelayOptions::from_settings(&settings.events, SERVICE_NAME),
     );
-    let app = app::ProfileApp::new(db.clone(), cache, relay.notifier());
+    let app = app::ProfileApp::new(db.clone(), cache, relay.notifier(), pii);
     let relay_stop = CancellationToken::new();
     let relay_task = relay.spawn(relay_stop.clone());
+    let sweeper = app.clone();
+    let reseal_task = tokio::spawn(async move {
+        match sweeper.reseal_pii().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "PII sealed under the current key"),
+            Err(e) => {
+                tracing::warn!(error = %e, "PII reseal sweep stopped; it runs again at the next start")
+            }
+        }
+    });
 
     let max_bytes = settings.server.max_message_bytes;
     let svc = CustomerProfileServiceServer::new(grpc::ProfileService::new(app))
@@ -116,6 +133,7 @@ pub async fn run_with_bus(
     )
     .await;
     relay_stop.cancel();
+    reseal_task.abort();
     let _ = relay_task.await;
     let _ = db.close().await;
     Ok(result?)

@@ -256,6 +256,18 @@ impl SpawnedService {
         ))
     }
 
+    /// The error the service returned with, if it has already stopped.
+    pub async fn exit_error(&mut self) -> Option<anyhow::Error> {
+        if !self.handle.as_ref()?.is_finished() {
+            return None;
+        }
+        match self.handle.take()?.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(panicked) => Some(panicked.into()),
+        }
+    }
+
     /// Signals shutdown and waits for the service to return.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
@@ -304,7 +316,7 @@ impl TestService {
         let mut settings = test_settings(name, &db, with_redis);
         tweak(&mut settings);
         let run_settings = settings.clone();
-        let service = SpawnedService::spawn(move |listener, stop| async move {
+        let mut service = SpawnedService::spawn(move |listener, stop| async move {
             run(run_settings, listener, stop).await.map_err(Into::into)
         })
         .await?;
@@ -314,7 +326,13 @@ impl TestService {
         } else {
             service.channel().await?
         };
-        wait_until_serving(channel.clone()).await?;
+        if let Err(never) = wait_until_serving(channel.clone()).await {
+            // Say why when the service gave up, rather than only that it never served.
+            return Err(match service.exit_error().await {
+                Some(e) => e.context("the service stopped before it served"),
+                None => never,
+            });
+        }
         Ok(TestService {
             settings,
             channel,

@@ -125,6 +125,12 @@ pub const UPDATABLE_PATHS: &[&str] = &[
     "identities",
 ];
 
+/// The form an e-mail address is stored and looked up in: addresses differing
+/// only in case or surrounding blanks are the same customer's.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
 impl CustomerInput {
     /// Trims, lower-cases emails, compacts phone numbers and dedupes lists, so equal
     /// customers compare and index equal.
@@ -132,7 +138,7 @@ impl CustomerInput {
         trim_opt(&mut self.display_name);
         trim_opt(&mut self.email);
         if let Some(e) = self.email.as_mut() {
-            *e = e.to_lowercase();
+            *e = normalize_email(e);
         }
         trim_opt(&mut self.phone);
         if let Some(p) = self.phone.as_mut() {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 
 use super::entities::{customer, purchase};
+use super::pii::{PiiCipher, PiiError};
 use crate::domain::*;
 
 pub fn tags_column(tags: &[String]) -> String {
@@ -32,7 +33,10 @@ fn money(minor: Option<i64>, currency: Option<String>) -> Option<Money> {
     })
 }
 
-pub fn customer_to_active(c: &Customer) -> customer::ActiveModel {
+/// The row of `c`, its PII sealed under the current key.
+pub fn customer_to_active(c: &Customer, pii: &PiiCipher) -> customer::ActiveModel {
+    let seal =
+        |column: &str, v: &Option<String>| v.as_deref().map(|plain| pii.seal(column, &c.id, plain));
     let consents: Vec<ConsentRow> = c
         .consents
         .iter()
@@ -46,9 +50,10 @@ pub fn customer_to_active(c: &Customer) -> customer::ActiveModel {
     customer::ActiveModel {
         id: Set(c.id.clone()),
         kind: Set(c.kind.as_str().into()),
-        display_name: Set(c.display_name.clone()),
-        email: Set(c.email.clone()),
-        phone: Set(c.phone.clone()),
+        display_name: Set(seal("display_name", &c.display_name)),
+        email: Set(seal("email", &c.email)),
+        phone: Set(seal("phone", &c.phone)),
+        email_hash: Set(c.email.as_deref().map(|e| pii.email_lookup(e))),
         gender: Set(c.demographics.gender.map(|g| g.as_str().into())),
         birth_year: Set(c.demographics.birth_year),
         education: Set(c.demographics.education.map(|g| g.as_str().into())),
@@ -86,20 +91,39 @@ pub fn customer_to_active(c: &Customer) -> customer::ActiveModel {
     }
 }
 
+/// The PII columns of a row in the clear.
+pub fn open_pii(
+    pii: &PiiCipher,
+    id: &str,
+    columns: [Option<String>; 3],
+) -> Result<[Option<String>; 3], PiiError> {
+    let [display_name, email, phone] = columns;
+    let open = |column: &'static str, v: Option<String>| {
+        v.map(|stored| pii.open(column, id, &stored)).transpose()
+    };
+    Ok([
+        open("display_name", display_name)?,
+        open("email", email)?,
+        open("phone", phone)?,
+    ])
+}
+
 pub fn customer_from_row(
     m: customer::Model,
     identities: Vec<Identity>,
     merged_ids: Vec<String>,
-) -> Customer {
+    pii: &PiiCipher,
+) -> Result<Customer, PiiError> {
+    let [display_name, email, phone] = open_pii(pii, &m.id, [m.display_name, m.email, m.phone])?;
     let consents: Vec<ConsentRow> = serde_json::from_str(&m.consents).unwrap_or_default();
     let attributes: BTreeMap<String, String> =
         serde_json::from_str(&m.attributes).unwrap_or_default();
-    Customer {
+    Ok(Customer {
         id: m.id,
         kind: CustomerKind::parse(&m.kind).unwrap_or(CustomerKind::Individual),
-        display_name: m.display_name,
-        email: m.email,
-        phone: m.phone,
+        display_name,
+        email,
+        phone,
         demographics: Demographics {
             gender: m.gender.as_deref().and_then(Gender::parse),
             birth_year: m.birth_year,
@@ -146,7 +170,7 @@ pub fn customer_from_row(
         update_time: m.update_time,
         version: m.version,
         erased: m.erased,
-    }
+    })
 }
 
 pub fn purchase_to_active(p: &Purchase) -> purchase::ActiveModel {

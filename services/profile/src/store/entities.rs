@@ -9,9 +9,12 @@ pub mod customer {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: String,
         pub kind: String,
+        /// PII columns hold `enc1:` ciphertexts (`store::pii`).
         pub display_name: Option<String>,
         pub email: Option<String>,
         pub phone: Option<String>,
+        /// Keyed hash of the e-mail address, what lookups by address match.
+        pub email_hash: Option<String>,
         pub gender: Option<String>,
         pub birth_year: Option<i32>,
         pub education: Option<String>,

@@ -14,6 +14,7 @@ use sea_orm::{
 use super::convert::*;
 use super::entities::{alias, customer, identity, purchase, referral};
 use super::filter_sql;
+use super::pii::{PiiCipher, PiiError};
 use crate::domain::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum StoreError {
     },
     #[error("customer {id} changed concurrently")]
     VersionConflict { id: String },
+    #[error(transparent)]
+    Pii(#[from] PiiError),
 }
 
 /// The canonical id for `id`: itself if it is a live customer row, its survivor if
@@ -66,6 +69,7 @@ const LOAD_CUSTOMER: &str = "SELECT c.*, l.link_kind, l.link_a, l.link_b FROM cu
 
 pub async fn load_customer<C: ConnectionTrait>(
     db: &C,
+    pii: &PiiCipher,
     id: &str,
 ) -> Result<Option<Customer>, StoreError> {
     let rows = db
@@ -94,7 +98,7 @@ pub async fn load_customer<C: ConnectionTrait>(
     }
     identities.sort_by(|a, b| (&a.namespace, &a.value).cmp(&(&b.namespace, &b.value)));
     merged.sort();
-    Ok(Some(customer_from_row(row, identities, merged)))
+    Ok(Some(customer_from_row(row, identities, merged, pii)?))
 }
 
 async fn insert_identities<C: ConnectionTrait>(db: &C, c: &Customer) -> Result<(), StoreError> {
@@ -122,8 +126,12 @@ async fn insert_identities<C: ConnectionTrait>(db: &C, c: &Customer) -> Result<(
     Ok(())
 }
 
-pub async fn insert_customer<C: ConnectionTrait>(db: &C, c: &Customer) -> Result<(), StoreError> {
-    customer::Entity::insert(customer_to_active(c))
+pub async fn insert_customer<C: ConnectionTrait>(
+    db: &C,
+    pii: &PiiCipher,
+    c: &Customer,
+) -> Result<(), StoreError> {
+    customer::Entity::insert(customer_to_active(c, pii))
         .exec_without_returning(db)
         .await?;
     insert_identities(db, c).await
@@ -133,11 +141,12 @@ pub async fn insert_customer<C: ConnectionTrait>(db: &C, c: &Customer) -> Result
 /// itself (the caller set `c.version`).
 pub async fn update_customer<C: ConnectionTrait>(
     db: &C,
+    pii: &PiiCipher,
     c: &Customer,
     expected_version: i64,
 ) -> Result<(), StoreError> {
     let res = customer::Entity::update_many()
-        .set(customer_to_active(c))
+        .set(customer_to_active(c, pii))
         .filter(customer::Column::Id.eq(c.id.as_str()))
         .filter(customer::Column::Version.eq(expected_version))
         .exec(db)
@@ -152,16 +161,29 @@ pub async fn update_customer<C: ConnectionTrait>(
     insert_identities(db, c).await
 }
 
+/// What a customer listing selects besides its page position.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CustomerQuery<'a> {
+    pub filter: Option<&'a retention_filter::Expr>,
+    /// Only customers whose e-mail address has this lookup hash.
+    pub email_hash: Option<&'a str>,
+}
+
 /// One page of live customers after `after_id`, in id order. Ids are UUIDv7 and
 /// immutable, so keyset paging on them neither skips nor repeats rows while others
 /// are inserted or updated.
 pub async fn list_customers<C: ConnectionTrait>(
     db: &C,
-    filter: Option<&retention_filter::Expr>,
+    pii: &PiiCipher,
+    query: CustomerQuery<'_>,
     after_id: Option<&str>,
     limit: u64,
 ) -> Result<Vec<Customer>, StoreError> {
     let mut q = customer::Entity::find().filter(customer::Column::Erased.eq(false));
+    if let Some(hash) = query.email_hash {
+        q = q.filter(customer::Column::EmailHash.eq(hash));
+    }
+    let filter = query.filter;
     if let Some(after) = after_id {
         q = q.filter(customer::Column::Id.gt(after));
     }
@@ -190,7 +212,7 @@ pub async fn list_customers<C: ConnectionTrait>(
                 value: i.value,
             })
             .collect();
-        out.push(customer_from_row(row, identities, Vec::new()));
+        out.push(customer_from_row(row, identities, Vec::new(), pii)?);
     }
     Ok(out)
 }

@@ -39,7 +39,11 @@ async fn reads_fill_the_cache_and_writes_invalidate_it() {
         .await
         .unwrap();
     let cached = redis_get(&url, &key).await.expect("a read fills the cache");
-    assert!(String::from_utf8_lossy(&cached).contains("Cached"));
+    let cached = String::from_utf8_lossy(&cached);
+    assert!(
+        cached.starts_with("enc1:") && !cached.contains("Cached") && !cached.contains("@"),
+        "PII is sealed in Redis too: {cached}"
+    );
 
     // Prove the next read is served from the cache: change the row behind its back.
     let id = c.name.trim_start_matches("customers/");

@@ -141,6 +141,7 @@ async fn list_filters_and_pages(backend: Backend) {
         filter: filter.into(),
         page_size,
         page_token: token,
+        email: String::new(),
     };
     let names = |r: &pb::ListCustomersResponse| {
         r.customers

@@ -123,6 +123,31 @@ impl TestApp {
         self.client.erase_customer(req).await.expect("erase");
     }
 
+    /// Stops the service and starts it again on the same database with `tweak`
+    /// applied to its settings (e.g. other keys).
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut Settings)) {
+        if let Some(s) = self.service.take() {
+            s.stop().await.expect("clean shutdown");
+        }
+        tweak(&mut self.settings);
+        let settings = self.settings.clone();
+        let service = SpawnedService::spawn(move |listener, stop| async move {
+            retention_profile::run(settings, listener, async move {
+                let _ = stop.await;
+            })
+            .await
+            .map_err(Into::into)
+        })
+        .await
+        .expect("restart profile");
+        let channel = service.channel().await.expect("connect");
+        retention_testkit::wait_until_serving(channel.clone())
+            .await
+            .expect("serving after the restart");
+        self.client = CustomerProfileServiceClient::new(channel);
+        self.service = Some(service);
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.service.take() {
             s.stop().await.expect("clean shutdown");

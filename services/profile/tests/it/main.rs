@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod merge_erase;
 mod outbox;
+mod pii;
 mod purchases;
 mod tracing_propagation;
 mod validation;

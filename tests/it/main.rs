@@ -11,7 +11,9 @@ use retention_proto::profile::customer_profile_service_client::CustomerProfileSe
 use retention_testkit::{Backend, TestService};
 
 mod cli;
+mod consumer_kill;
 mod e2e;
+mod process;
 mod scopes;
 mod sigterm;
 mod winback;

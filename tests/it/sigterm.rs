@@ -2,35 +2,16 @@
 //! ones in flight finish, publishes what its outboxes hold and exits 0, and every
 //! create it acknowledged is stored.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
-use sea_orm::{ConnectionTrait, Database, Statement};
 
-const SERVICES: [&str; 4] = ["profile", "interactions", "segmentation", "winback"];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn count(url: &str, sql: &str) -> i64 {
-    let db = Database::connect(url).await.expect("the SQLite file opens");
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .unwrap()
-        .expect("a row");
-    let n: i64 = row.try_get_by_index(0).unwrap();
-    db.close().await.unwrap();
-    n
-}
+use crate::process::{
+    SERVICES, count, dev_token, free_port, load_customer, retention_in, serving, with_bearer,
+};
 
 #[tokio::test]
 async fn sigterm_under_load_finishes_in_flight_calls_loses_nothing_and_exits_0() {
@@ -46,46 +27,9 @@ async fn sigterm_under_load_finishes_in_flight_calls_loses_nothing_and_exits_0()
         .unwrap();
         ports.push(port);
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retention"));
-    cmd.current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RETENTION_")) {
-        cmd.env_remove(k);
-    }
-    let mut child = cmd.spawn().expect("the binary starts");
-
-    let endpoint = format!("http://127.0.0.1:{}", ports[0]);
-    let started = Instant::now();
-    let channel = loop {
-        if let Ok(ch) = tonic::transport::Endpoint::from_shared(endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-        {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
-            let serving = health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .is_ok_and(|r| r.into_inner().status == 1);
-            if serving {
-                break ch;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the suite did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let token = retention_auth::TokenMinter::hs256(
-        retention_config::DEV_JWT_SECRET.as_bytes(),
-        "retention-suite",
-        "retention-suite",
-    )
-    .mint("sigterm-test", &["profile.write"], Duration::from_secs(600));
+    let mut child = retention_in(&dir).spawn().expect("the binary starts");
+    let channel = serving(ports[0]).await;
+    let token = dev_token("sigterm-test", &["profile.write"]);
 
     // Eight callers create customers until the server stops answering.
     let (sent, acked) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -96,16 +40,7 @@ async fn sigterm_under_load_finishes_in_flight_calls_loses_nothing_and_exits_0()
         callers.push(tokio::spawn(async move {
             let mut client = CustomerProfileServiceClient::new(channel);
             for i in 0.. {
-                let mut req = tonic::Request::new(ppb::CreateCustomerRequest {
-                    customer: Some(ppb::Customer {
-                        kind: ppb::CustomerKind::Individual as i32,
-                        display_name: format!("Caller {w} customer {i}"),
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                });
-                req.metadata_mut()
-                    .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                let req = with_bearer(load_customer(w, i), &token);
                 sent.fetch_add(1, Ordering::SeqCst);
                 match client.create_customer(req).await {
                     Ok(_) => acked.fetch_add(1, Ordering::SeqCst),

@@ -1,0 +1,104 @@
+//! The `retention` binary as a separate process, for the tests that signal or
+//! kill it: free ports, the command, waiting for it to serve, and counting rows
+//! in the databases it leaves behind.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use retention_proto::profile as ppb;
+use sea_orm::{ConnectionTrait, Database, Statement};
+
+pub const SERVICES: [&str; 4] = ["profile", "interactions", "segmentation", "winback"];
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `retention` run in `dir` (where it finds `config/<service>.toml`), its output
+/// discarded and no `RETENTION_*` variable of the test's environment passed on.
+pub fn retention_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retention"));
+    cmd.current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RETENTION_")) {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
+/// A channel to the service on `port` once its health says SERVING (60 s at most).
+pub async fn serving(port: u16) -> tonic::transport::Channel {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        if let Ok(ch) = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+        {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+            let up = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().status == 1);
+            if up {
+                return ch;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the process did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The first column of the first row of `sql` on the database at `url`.
+pub async fn count(url: &str, sql: &str) -> i64 {
+    let db = Database::connect(url).await.expect("the database opens");
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .expect("a row");
+    let n: i64 = row.try_get_by_index(0).unwrap();
+    db.close().await.unwrap();
+    n
+}
+
+/// A bearer token of the development secret the processes run with.
+pub fn dev_token(subject: &str, scopes: &[&str]) -> String {
+    retention_auth::TokenMinter::hs256(
+        retention_config::DEV_JWT_SECRET.as_bytes(),
+        "retention-suite",
+        "retention-suite",
+    )
+    .mint(subject, scopes, Duration::from_secs(600))
+}
+
+/// `message` carrying `token`.
+pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+/// The create of load caller `caller`'s `i`-th customer.
+pub fn load_customer(caller: usize, i: usize) -> ppb::CreateCustomerRequest {
+    ppb::CreateCustomerRequest {
+        customer: Some(ppb::Customer {
+            kind: ppb::CustomerKind::Individual as i32,
+            display_name: format!("Caller {caller} customer {i}"),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    }
+}

@@ -371,7 +371,9 @@ async fn a_launch_without_segmentation_fails_cleanly_and_leaves_nothing_behind()
     let c = app.create(TestApp::campaign(&segment)).await;
 
     app.seg.with(|s| s.down = true);
+    let started = std::time::Instant::now();
     let err = app.launch(&c.name).await.unwrap_err();
+    let down_after = started.elapsed();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(
         err.message().contains("nothing was changed"),
@@ -390,13 +392,21 @@ async fn a_launch_without_segmentation_fails_cleanly_and_leaves_nothing_behind()
         s.pages_served = 0;
         s.fail_page = Some(1);
     });
+    let started = std::time::Instant::now();
     let err = app.launch(&c.name).await.unwrap_err();
+    let mid_target_after = started.elapsed();
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(
         app.get(&c.name).await.state,
         pb::CampaignState::Draft as i32
     );
     assert_eq!(app.launch_traces().await, (0, 0, 0));
+    println!(
+        "segmentation down: UNAVAILABLE after {down_after:?}; gone after the first of two \
+         pages of 1,500 candidates: UNAVAILABLE after {mid_target_after:?}; \
+         targets, exclusions, events left: {:?}",
+        app.launch_traces().await
+    );
 
     // A target segmentation does not know, and a filter it refuses.
     let mut unknown = TestApp::campaign(&new_id());
@@ -432,6 +442,10 @@ async fn a_segmentation_nobody_serves_gives_unavailable_not_a_hang() {
     let started = std::time::Instant::now();
     let err = app.launch(&c.name).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    println!(
+        "segmentation port closed: UNAVAILABLE after {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(
         app.get(&c.name).await.state,

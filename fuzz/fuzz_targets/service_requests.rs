@@ -1,0 +1,272 @@
+//! Any bytes as the body of any RPC of the suite: the four services run in this
+//! process (embedded mode: SQLite, in-process cache and bus) and every input is
+//! one call, its first byte choosing the method of the compiled contract and the
+//! rest sent as the request message, undecoded, with a token holding every
+//! scope. So every request validator sees arbitrary input through the real
+//! decode and handler path.
+//!
+//! A crash is a panic anywhere in a service (libfuzzer aborts on any panic,
+//! whatever task it happens in), a call that never answers, or an INTERNAL
+//! answer: bad input must get a clear error, never a server fault. The one
+//! INTERNAL allowed is tonic's for bytes that are not a protobuf message at all,
+//! which is the code the gRPC status-code guide assigns to an unparseable request.
+
+#![no_main]
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use retention_config::Settings;
+use retention_events::EventBus;
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+
+/// Sends the input bytes as they are and keeps the answer's bytes.
+#[derive(Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+struct Method {
+    service: usize,
+    path: PathAndQuery,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+struct Suite {
+    runtime: tokio::runtime::Runtime,
+    channels: Vec<Channel>,
+    methods: Vec<Method>,
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+const SERVICES: [&str; 4] = ["profile", "interactions", "segmentation", "winback"];
+
+fn contract() -> Vec<Method> {
+    let set = prost_types::FileDescriptorSet::decode(retention_proto::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set decodes");
+    let mut out = Vec::new();
+    for file in set.file {
+        for service in &file.service {
+            let full = format!("{}.{}", file.package(), service.name());
+            let Some(index) = SERVICES
+                .iter()
+                .position(|s| file.package() == format!("retention.{s}.v1"))
+            else {
+                continue;
+            };
+            for method in &service.method {
+                out.push(Method {
+                    service: index,
+                    path: PathAndQuery::try_from(format!("/{full}/{}", method.name()))
+                        .expect("a method path"),
+                    client_streaming: method.client_streaming(),
+                    server_streaming: method.server_streaming(),
+                });
+            }
+        }
+    }
+    out
+}
+
+async fn start(dir: &std::path::Path) -> Vec<Channel> {
+    let bus = EventBus::in_process();
+    let mut addresses = Vec::new();
+    let mut listeners = Vec::new();
+    for _ in SERVICES {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addresses.push(l.local_addr().unwrap());
+        listeners.push(l);
+    }
+    let settings = |name: &str| {
+        let mut s = Settings::defaults(name, 0);
+        s.database.url = format!("sqlite://{}/{name}.sqlite?mode=rwc", dir.display());
+        s.server.rate_limit_per_sec = 0;
+        s.scoring.interval_minutes = 0;
+        s.winback.segmentation_endpoint = format!("http://{}", addresses[2]);
+        s.winback.call_timeout_ms = 1_000;
+        s
+    };
+    let mut listeners = listeners.into_iter();
+    let forever = std::future::pending::<()>;
+    tokio::spawn(retention_profile::run_with_bus(
+        settings("profile"),
+        listeners.next().unwrap(),
+        forever(),
+        bus.clone(),
+    ));
+    tokio::spawn(retention_interactions::run_with_bus(
+        settings("interactions"),
+        listeners.next().unwrap(),
+        forever(),
+        bus.clone(),
+    ));
+    tokio::spawn(retention_segmentation::run_with_bus(
+        settings("segmentation"),
+        listeners.next().unwrap(),
+        forever(),
+        bus.clone(),
+    ));
+    tokio::spawn(retention_winback::run_with_bus(
+        settings("winback"),
+        listeners.next().unwrap(),
+        forever(),
+        bus,
+    ));
+    let mut channels = Vec::new();
+    for addr in addresses {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let channel = loop {
+            if let Ok(ch) = endpoint.connect().await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+                let up = health
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == 1);
+                if up {
+                    break ch;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        channels.push(channel);
+    }
+    channels
+}
+
+static SUITE: LazyLock<Suite> = LazyLock::new(|| {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Fresh databases each run, under the fuzz build's target directory.
+    let dir = std::env::current_dir()
+        .unwrap()
+        .join("target/service-requests-db");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let channels = runtime.block_on(start(&dir));
+    let defaults = Settings::defaults("fuzz", 0);
+    let scopes = [
+        "profile.read",
+        "profile.write",
+        "profile.admin",
+        "pii.read",
+        "interactions.read",
+        "interactions.write",
+        "interactions.admin",
+        "segmentation.read",
+        "segmentation.write",
+        "segmentation.admin",
+        "winback.read",
+        "winback.write",
+        "winback.admin",
+    ];
+    let token = retention_auth::TokenMinter::hs256(
+        defaults.auth.jwt_secret.as_bytes(),
+        &defaults.auth.issuer,
+        &defaults.auth.audience,
+    )
+    .mint("fuzzer", &scopes, Duration::from_secs(24 * 3600));
+    Suite {
+        runtime,
+        channels,
+        methods: contract(),
+        authorization: format!("Bearer {token}").parse().unwrap(),
+    }
+});
+
+async fn call(suite: &Suite, method: &Method, body: Bytes) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(suite.channels[method.service].clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = method.path.clone();
+    let mut stream_req = tonic::Request::new(tokio_stream::once(body.clone()));
+    let mut req = tonic::Request::new(body);
+    for r in [req.metadata_mut(), stream_req.metadata_mut()] {
+        r.insert("authorization", suite.authorization.clone());
+    }
+    req.set_timeout(Duration::from_secs(10));
+    stream_req.set_timeout(Duration::from_secs(10));
+    match (method.client_streaming, method.server_streaming) {
+        (false, false) => grpc.unary(req, path, Raw).await.map(|_| ()),
+        (true, false) => grpc
+            .client_streaming(stream_req, path, Raw)
+            .await
+            .map(|_| ()),
+        (_, true) => {
+            let mut answers = if method.client_streaming {
+                grpc.streaming(stream_req, path, Raw).await?.into_inner()
+            } else {
+                grpc.server_streaming(req, path, Raw).await?.into_inner()
+            };
+            while answers.message().await?.is_some() {}
+            Ok(())
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let suite = &*SUITE;
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let method = &suite.methods[pick as usize % suite.methods.len()];
+    let body = Bytes::copy_from_slice(body);
+    let outcome = suite.runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), call(suite, method, body)).await
+    });
+    match outcome {
+        Err(_) => panic!("{} did not answer within 20 s", method.path),
+        Ok(Err(status))
+            if status.code() == Code::Internal
+                && !status
+                    .message()
+                    .starts_with("failed to decode Protobuf message") =>
+        {
+            panic!("{} answered INTERNAL: {status:?}", method.path)
+        }
+        Ok(_) => {}
+    }
+});

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use libfuzzer_sys::fuzz_target;
-use prost::Message;
 use retention_config::Settings;
 use retention_events::EventBus;
 use tokio::net::TcpListener;
@@ -82,30 +81,20 @@ struct Suite {
 const SERVICES: [&str; 4] = ["profile", "interactions", "segmentation", "winback"];
 
 fn contract() -> Vec<Method> {
-    let set = prost_types::FileDescriptorSet::decode(retention_proto::FILE_DESCRIPTOR_SET)
-        .expect("the descriptor set decodes");
-    let mut out = Vec::new();
-    for file in set.file {
-        for service in &file.service {
-            let full = format!("{}.{}", file.package(), service.name());
-            let Some(index) = SERVICES
+    retention_proto::rpcs()
+        .into_iter()
+        .filter_map(|rpc| {
+            let service = SERVICES
                 .iter()
-                .position(|s| file.package() == format!("retention.{s}.v1"))
-            else {
-                continue;
-            };
-            for method in &service.method {
-                out.push(Method {
-                    service: index,
-                    path: PathAndQuery::try_from(format!("/{full}/{}", method.name()))
-                        .expect("a method path"),
-                    client_streaming: method.client_streaming(),
-                    server_streaming: method.server_streaming(),
-                });
-            }
-        }
-    }
-    out
+                .position(|s| rpc.service.starts_with(&format!("retention.{s}.v1.")))?;
+            Some(Method {
+                service,
+                path: PathAndQuery::try_from(rpc.path).expect("a method path"),
+                client_streaming: rpc.client_streaming,
+                server_streaming: rpc.server_streaming,
+            })
+        })
+        .collect()
 }
 
 async fn start(dir: &std::path::Path) -> Vec<Channel> {
@@ -187,21 +176,18 @@ static SUITE: LazyLock<Suite> = LazyLock::new(|| {
     std::fs::create_dir_all(&dir).unwrap();
     let channels = runtime.block_on(start(&dir));
     let defaults = Settings::defaults("fuzz", 0);
-    let scopes = [
-        "profile.read",
-        "profile.write",
-        "profile.admin",
-        "pii.read",
-        "interactions.read",
-        "interactions.write",
-        "interactions.admin",
-        "segmentation.read",
-        "segmentation.write",
-        "segmentation.admin",
-        "winback.read",
-        "winback.write",
-        "winback.admin",
+    // Every scope any method of the four asks for.
+    let policies = [
+        retention_profile::scope_policy(),
+        retention_interactions::scope_policy(),
+        retention_segmentation::scope_policy(),
+        retention_winback::scope_policy(),
     ];
+    let scopes: std::collections::BTreeSet<&str> = policies
+        .iter()
+        .flat_map(|p| p.methods().flat_map(|(_, s)| s.iter().map(String::as_str)))
+        .collect();
+    let scopes: Vec<&str> = scopes.into_iter().collect();
     let token = retention_auth::TokenMinter::hs256(
         defaults.auth.jwt_secret.as_bytes(),
         &defaults.auth.issuer,

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use prost::Message;
 use retention_auth::{Decision, ScopePolicy};
 use retention_events::EventBus;
 use retention_testkit::{TestService, mint_token, with_token};
@@ -16,18 +15,10 @@ use crate::{Mode, four_services};
 
 /// (service, method path) of every RPC in the compiled contract.
 fn contract() -> Vec<(String, String)> {
-    let set = prost_types::FileDescriptorSet::decode(retention_proto::FILE_DESCRIPTOR_SET)
-        .expect("the descriptor set decodes");
-    let mut out = Vec::new();
-    for file in set.file {
-        for service in &file.service {
-            let full = format!("{}.{}", file.package(), service.name());
-            for method in &service.method {
-                out.push((full.clone(), format!("/{full}/{}", method.name())));
-            }
-        }
-    }
-    out
+    retention_proto::rpcs()
+        .into_iter()
+        .map(|r| (r.service, r.path))
+        .collect()
 }
 
 /// What the guard answers to a call of `path` with an empty message; any status

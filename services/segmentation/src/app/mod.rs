@@ -3,27 +3,27 @@
 //! consumed events, with the inbox record that makes it exactly-once; the cache is
 //! invalidated after the commit.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use retention_cache::Cache;
 use retention_domain::now;
 use retention_errors::FieldViolations;
-use retention_events::{EventsError, OutboxEvent, first_deliveries, first_delivery};
+use retention_events::{EventsError, OutboxEvent};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::Notify;
 
+mod changes;
 mod report;
 mod runs;
 
 pub use report::PortfolioReport;
 
-use crate::domain::features::Features;
 use crate::domain::filter::OrderBy;
-use crate::domain::scoring::{Calibration, Insight, ScoringConfig, score};
+use crate::domain::scoring::{Insight, ScoringConfig};
 use crate::domain::segments::*;
-use crate::events::{self, Change};
+use crate::events::{self};
 use crate::store::repo::{self, OrderValue};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +58,6 @@ const RUN_PAGE: u64 = 1000;
 /// the next is scored here, so a run keeps both sides busy.
 const RUN_WORKERS: usize = 3;
 
-/// Customers above which scoring runs on the blocking pool.
-const BLOCKING_SCORE: usize = 64;
-
 #[derive(Clone)]
 pub struct SegmentationApp {
     pub db: DatabaseConnection,
@@ -77,47 +74,6 @@ fn new_id() -> String {
 
 fn cache_key(customer_id: &str) -> String {
     format!("insight:{customer_id}")
-}
-
-/// Events for a customer's rescoring: membership changes, a churn-risk move, and a
-/// CustomerScored when a classification other services key on changed.
-fn scoring_events(
-    prev: Option<&Insight>,
-    new: &Insight,
-    entered: &[String],
-    left: &[String],
-    at: DateTime<Utc>,
-) -> Vec<OutboxEvent> {
-    let mut evs: Vec<OutboxEvent> = entered
-        .iter()
-        .map(|s| events::membership_changed(s, &new.customer_id, true, at))
-        .chain(
-            left.iter()
-                .map(|s| events::membership_changed(s, &new.customer_id, false, at)),
-        )
-        .collect();
-    if let Some(p) = prev
-        && p.churn_risk != new.churn_risk
-    {
-        evs.push(events::churn_risk_changed(p, new));
-    }
-    let changed = prev.is_none_or(|p| {
-        (
-            p.value_tier,
-            p.management_tier,
-            p.lifecycle_stage,
-            p.churn_risk,
-        ) != (
-            new.value_tier,
-            new.management_tier,
-            new.lifecycle_stage,
-            new.churn_risk,
-        )
-    });
-    if changed {
-        evs.push(events::customer_scored(new));
-    }
-    evs
 }
 
 /// The segment, locked for `txn`, if `etag` (when given) is still current.
@@ -164,231 +120,6 @@ impl SegmentationApp {
     async fn invalidate(&self, ids: &[String]) {
         let keys: Vec<String> = ids.iter().map(|id| cache_key(id)).collect();
         futures::future::join_all(keys.iter().map(|k| self.cache.invalidate(k))).await;
-    }
-
-    // ---- consumed events -----------------------------------------------------------
-
-    /// Applies one upstream event exactly once and rescores the customer.
-    pub async fn apply_change(&self, event_id: &str, change: Change) -> AppResult<()> {
-        let at = now();
-        let txn = self.db.begin().await?;
-        if !first_delivery(&txn, events::CONSUMER, event_id).await? {
-            return Ok(());
-        }
-        let mut evs = Vec::new();
-        let mut touched = vec![change.customer_id().to_string()];
-        // An erased customer stays forgotten, whatever arrives late about them.
-        if !matches!(change, Change::Erased { .. })
-            && repo::is_erased(&txn, change.customer_id()).await?
-        {
-            return Ok(txn.commit().await?);
-        }
-        match &change {
-            Change::Erased { customer_id } => {
-                repo::mark_erased(&txn, customer_id, at).await?;
-                for s in repo::delete_customer(&txn, customer_id).await? {
-                    evs.push(events::membership_changed(&s, customer_id, false, at));
-                }
-            }
-            Change::Merged {
-                survivor_id,
-                merged_id,
-            } => {
-                // Both rows locked in id order, as a scoring page locks them, so a
-                // merge and a concurrent run cannot deadlock.
-                let mut pair = [survivor_id, merged_id];
-                pair.sort();
-                for id in pair {
-                    repo::lock_features(&txn, id, at).await?;
-                }
-                let merged = repo::find_features(&txn, merged_id).await?;
-                repo::repoint_purchases(&txn, merged_id, survivor_id).await?;
-                for s in repo::delete_customer(&txn, merged_id).await? {
-                    evs.push(events::membership_changed(&s, merged_id, false, at));
-                }
-                touched.push(merged_id.clone());
-                let mut f = repo::lock_features(&txn, survivor_id, at).await?;
-                if let Some(m) = merged {
-                    f.absorb(&m);
-                }
-                repo::save_features(&txn, survivor_id, &f, at).await?;
-                evs.extend(self.rescore(&txn, survivor_id, &f, at).await?);
-            }
-            single => {
-                let id = single.customer_id();
-                if let Change::Purchase {
-                    purchase_id,
-                    customer_id,
-                    at: occur,
-                    ..
-                } = single
-                    && !repo::insert_purchase(&txn, purchase_id, customer_id, *occur).await?
-                {
-                    // Recorded under another event id (a republished purchase).
-                    return Ok(txn.commit().await?);
-                }
-                let mut f = repo::lock_features(&txn, id, at).await?;
-                single.apply_to(&mut f);
-                repo::save_features(&txn, id, &f, at).await?;
-                evs.extend(self.rescore(&txn, id, &f, at).await?);
-            }
-        }
-        self.commit(txn, evs).await?;
-        self.invalidate(&touched).await;
-        Ok(())
-    }
-
-    /// Scores one customer against the latest calibration (none before the first
-    /// scoring run: then only the features are kept).
-    async fn rescore(
-        &self,
-        txn: &DatabaseTransaction,
-        customer_id: &str,
-        f: &Features,
-        at: DateTime<Utc>,
-    ) -> AppResult<Vec<OutboxEvent>> {
-        self.rescore_many(txn, vec![(customer_id.to_string(), f.clone())], at)
-            .await
-    }
-
-    /// Scores customers against the latest calibration and moves them between
-    /// segments, with the events that follow.
-    async fn rescore_many(
-        &self,
-        txn: &DatabaseTransaction,
-        customers: Vec<(String, Features)>,
-        at: DateTime<Utc>,
-    ) -> AppResult<Vec<OutboxEvent>> {
-        let Some(cal) = repo::latest_calibration(txn).await? else {
-            return Ok(Vec::new());
-        };
-        self.rescore_with(txn, customers, Arc::new(cal), at).await
-    }
-
-    /// [`rescore_many`](Self::rescore_many) with a given calibration. Segments
-    /// are read each time, so ones created or deleted meanwhile are followed.
-    async fn rescore_with(
-        &self,
-        txn: &DatabaseTransaction,
-        customers: Vec<(String, Features)>,
-        cal: Arc<Calibration>,
-        at: DateTime<Utc>,
-    ) -> AppResult<Vec<OutboxEvent>> {
-        let segments: Vec<CompiledSegment> = repo::all_segments(txn)
-            .await?
-            .iter()
-            .filter_map(CompiledSegment::compile)
-            .collect();
-        let ids: Vec<String> = customers.iter().map(|(id, _)| id.clone()).collect();
-        let mut prev = repo::insights_of(txn, &ids).await?;
-        let mut current: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for (s, c) in repo::memberships_of(txn, &ids).await? {
-            current.entry(c).or_default().insert(s);
-        }
-        let cfg = self.cfg.clone();
-        let score_all = move || {
-            let empty = BTreeSet::new();
-            customers
-                .iter()
-                .map(|(id, f)| {
-                    let new = score(id, f, at, &cal, &cfg);
-                    let (entered, left) =
-                        membership_changes(&segments, &new, current.get(id).unwrap_or(&empty));
-                    (new, entered, left)
-                })
-                .collect::<Vec<_>>()
-        };
-        // A run's page is milliseconds of arithmetic: off the async workers.
-        let scored = if ids.len() > BLOCKING_SCORE {
-            tokio::task::spawn_blocking(score_all)
-                .await
-                .map_err(|e| AppError::Db(DbErr::Custom(format!("scoring task: {e}"))))?
-        } else {
-            score_all()
-        };
-        let (mut evs, mut add, mut remove) = (Vec::new(), Vec::new(), Vec::new());
-        let mut insights = Vec::with_capacity(scored.len());
-        for (new, entered, left) in scored {
-            let id = new.customer_id.clone();
-            evs.extend(scoring_events(
-                prev.remove(&id).as_ref(),
-                &new,
-                &entered,
-                &left,
-                at,
-            ));
-            add.extend(entered.into_iter().map(|s| (s, id.clone())));
-            remove.extend(left.into_iter().map(|s| (s, id.clone())));
-            insights.push(new);
-        }
-        repo::upsert_insights(txn, &insights).await?;
-        repo::add_members(txn, &add, at).await?;
-        repo::remove_members(txn, &remove).await?;
-        Ok(evs)
-    }
-
-    /// Applies a batch of single-customer changes (not merges or erasures) in one
-    /// transaction, each exactly once and in order, and rescores the customers
-    /// they touch once. Events already applied, about erased customers or
-    /// repeating a recorded purchase change nothing.
-    pub async fn apply_changes(&self, changes: &[(String, Change)]) -> AppResult<()> {
-        debug_assert!(
-            changes
-                .iter()
-                .all(|(_, c)| !matches!(c, Change::Merged { .. } | Change::Erased { .. }))
-        );
-        let at = now();
-        let txn = self.db.begin().await?;
-        let ids: Vec<&str> = changes.iter().map(|(id, _)| id.as_str()).collect();
-        let mut fresh = first_deliveries(&txn, events::CONSUMER, &ids).await?;
-        // An event delivered twice within the batch counts once.
-        let firsts: Vec<&Change> = changes
-            .iter()
-            .filter(|(id, _)| fresh.remove(id))
-            .map(|(_, c)| c)
-            .collect();
-        let customers: BTreeSet<String> =
-            firsts.iter().map(|c| c.customer_id().to_string()).collect();
-        let erased = repo::erased_among(&txn, &customers).await?;
-        let mut live: Vec<&Change> = firsts
-            .into_iter()
-            .filter(|c| !erased.contains(c.customer_id()))
-            .collect();
-        let purchases: Vec<_> = live
-            .iter()
-            .filter_map(|c| match c {
-                Change::Purchase {
-                    purchase_id,
-                    customer_id,
-                    at,
-                    ..
-                } => Some((purchase_id, customer_id, *at)),
-                _ => None,
-            })
-            .collect();
-        // A purchase already recorded (republished under another event id, or
-        // twice in this batch) is applied once.
-        let mut new_purchases = repo::insert_purchases(&txn, &purchases).await?;
-        live.retain(|c| match c {
-            Change::Purchase { purchase_id, .. } => new_purchases.remove(purchase_id),
-            _ => true,
-        });
-        let touched: BTreeSet<String> = live.iter().map(|c| c.customer_id().to_string()).collect();
-        let mut features = repo::lock_features_many(&txn, &touched, at).await?;
-        for c in &live {
-            if let Some(f) = features.get_mut(c.customer_id()) {
-                c.apply_to(f);
-            }
-        }
-        let mut changed: Vec<(String, Features)> = features.into_iter().collect();
-        changed.sort_by(|a, b| a.0.cmp(&b.0));
-        let rows: Vec<(&String, &Features)> = changed.iter().map(|(id, f)| (id, f)).collect();
-        repo::save_features_many(&txn, &rows, at).await?;
-        let evs = self.rescore_many(&txn, changed, at).await?;
-        self.commit(txn, evs).await?;
-        self.invalidate(&touched.into_iter().collect::<Vec<_>>())
-            .await;
-        Ok(())
     }
 
     // ---- insights ------------------------------------------------------------------

@@ -7,3 +7,4 @@ mod churn;
 mod harness;
 mod migrate;
 mod outcomes;
+mod tls;

@@ -14,7 +14,8 @@ use retention_proto::profile::customer_profile_service_client::CustomerProfileSe
 use retention_testkit::TestDb;
 
 use crate::process::{
-    SERVICES, count, dev_token, free_port, load_customer, retention_in, serving, with_bearer,
+    SERVICES, count, dev_token, free_port, load_customer, retention_in, serving, unpublished,
+    with_token,
 };
 
 const CLAIM_IDLE_MS: u64 = 1_000;
@@ -70,20 +71,22 @@ impl Drop for Replica {
 }
 
 /// Entries delivered to segmentation's consumers of profile's stream and not yet
-/// acknowledged.
-async fn pending(redis: &mut redis::aio::MultiplexedConnection, stream: &str) -> i64 {
+/// acknowledged; an error while the group does not exist yet.
+async fn pending(
+    redis: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<i64> {
     let reply: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
-        .arg("segmentation")
+        .arg(retention_segmentation::events::CONSUMER)
         .query_async(redis)
-        .await
-        .unwrap_or(redis::Value::Nil);
+        .await?;
     match reply {
         redis::Value::Array(items) => match items.first() {
-            Some(redis::Value::Int(n)) => *n,
-            _ => 0,
+            Some(redis::Value::Int(n)) => Ok(*n),
+            other => panic!("XPENDING answered {other:?}"),
         },
-        _ => 0,
+        other => panic!("XPENDING answered {other:?}"),
     }
 }
 
@@ -95,7 +98,8 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
     }
     let (profile_db, segmentation_db) = (dbs[0].url.clone(), dbs[2].url.clone());
     let namespace = retention_testkit::unique_namespace();
-    let stream = retention_events::stream_key(&namespace, "retention.profile.events");
+    let stream =
+        retention_events::stream_key(&namespace, retention_segmentation::events::PROFILE_STREAM);
     let mut redis = redis::Client::open(retention_testkit::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -104,7 +108,7 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
 
     let mut first = Replica::start(&dbs, &namespace);
     let channel = first.profile().await;
-    let token = dev_token("kill-test", &["profile.write"]);
+    let token = dev_token(&["profile.write"]);
 
     // Eight callers: a customer, then three purchases, until the replica dies.
     let acked = Arc::new(AtomicU64::new(0));
@@ -114,7 +118,7 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
         callers.push(tokio::spawn(async move {
             let mut client = CustomerProfileServiceClient::new(channel);
             for i in 0.. {
-                let req = with_bearer(load_customer(w, i), &token);
+                let req = with_token(load_customer(w, i), &token);
                 let Ok(c) = client.create_customer(req).await else {
                     return;
                 };
@@ -135,7 +139,7 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
                         }),
                     };
                     if client
-                        .record_purchase(with_bearer(purchase, &token))
+                        .record_purchase(with_token(purchase, &token))
                         .await
                         .is_err()
                     {
@@ -151,7 +155,7 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
     // deliveries: mid-batch.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let started = Instant::now();
-    while pending(&mut redis, &stream).await == 0 {
+    while pending(&mut redis, &stream).await.unwrap_or(0) == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "segmentation never held a delivery"
@@ -163,7 +167,7 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
     for c in callers {
         c.await.unwrap();
     }
-    let orphaned = pending(&mut redis, &stream).await;
+    let orphaned = pending(&mut redis, &stream).await.expect("XPENDING");
     let acked = acked.load(Ordering::SeqCst);
     let committed = count(&profile_db, "SELECT COUNT(*) FROM purchases").await;
     assert!(
@@ -187,7 +191,10 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
     while Instant::now() < deadline {
         folded = count(&segmentation_db, folded_sql).await;
         rows = count(&segmentation_db, "SELECT COUNT(*) FROM purchases").await;
-        if folded == committed && rows == committed && pending(&mut redis, &stream).await == 0 {
+        if folded == committed
+            && rows == committed
+            && pending(&mut redis, &stream).await.ok() == Some(0)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -195,17 +202,16 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
     // Longer than a claim cycle again: nothing arrives twice late.
     tokio::time::sleep(Duration::from_millis(2 * CLAIM_IDLE_MS)).await;
     let folded_later = count(&segmentation_db, folded_sql).await;
-    let left = pending(&mut redis, &stream).await;
+    let left = pending(&mut redis, &stream).await.expect("XPENDING");
     let dead_letters: i64 = redis::cmd("XLEN")
-        .arg(format!("{stream}.dlq"))
+        .arg(retention_events::dead_letter_key(
+            &namespace,
+            retention_segmentation::events::PROFILE_STREAM,
+        ))
         .query_async(&mut redis)
         .await
         .unwrap();
-    let unpublished = count(
-        &profile_db,
-        "SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL",
-    )
-    .await;
+    let unpublished = unpublished(&profile_db).await;
     println!(
         "consumer killed mid-batch: {acked} purchases acknowledged, {committed} committed, \
          {orphaned} deliveries orphaned by the kill; after the second replica: \

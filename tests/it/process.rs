@@ -7,16 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use retention_proto::profile as ppb;
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::Database;
+
+pub use retention_testkit::{free_port, with_token};
 
 pub const SERVICES: [&str; 4] = ["profile", "interactions", "segmentation", "winback"];
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// `retention` run in `dir` (where it finds `config/<service>.toml`), its output
 /// discarded and no `RETENTION_*` variable of the test's environment passed on.
@@ -62,33 +57,22 @@ pub async fn serving(port: u16) -> tonic::transport::Channel {
 
 /// The first column of the first row of `sql` on the database at `url`.
 pub async fn count(url: &str, sql: &str) -> i64 {
-    let db = Database::connect(url).await.expect("the database opens");
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+    retention_testkit::count_at(url, sql)
         .await
-        .unwrap()
-        .expect("a row");
-    let n: i64 = row.try_get_by_index(0).unwrap();
+        .expect("the database answers")
+}
+
+/// Outbox rows the process left unpublished in the database at `url`.
+pub async fn unpublished(url: &str) -> u64 {
+    let db = Database::connect(url).await.expect("the database opens");
+    let n = retention_events::pending_count(&db).await.unwrap();
     db.close().await.unwrap();
     n
 }
 
 /// A bearer token of the development secret the processes run with.
-pub fn dev_token(subject: &str, scopes: &[&str]) -> String {
-    retention_auth::TokenMinter::hs256(
-        retention_config::DEV_JWT_SECRET.as_bytes(),
-        "retention-suite",
-        "retention-suite",
-    )
-    .mint(subject, scopes, Duration::from_secs(600))
-}
-
-/// `message` carrying `token`.
-pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req
+pub fn dev_token(scopes: &[&str]) -> String {
+    retention_testkit::mint_token(&retention_config::Settings::defaults("profile", 0), scopes)
 }
 
 /// The create of load caller `caller`'s `i`-th customer.

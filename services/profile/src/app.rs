@@ -275,19 +275,15 @@ impl ProfileApp {
     }
 
     /// A page of customers matching `filter` and, when given, having the e-mail
-    /// address `email` (found through its keyed hash).
+    /// address whose [`email_lookup`](Self::email_lookup) hash is `email_hash`.
     pub async fn list_customers(
         &self,
         filter: Option<&retention_filter::Expr>,
-        email: Option<&str>,
+        email_hash: Option<&str>,
         after_id: Option<&str>,
         limit: u64,
     ) -> AppResult<Vec<Customer>> {
-        let hash = email.map(|e| self.pii.email_lookup(e));
-        let query = CustomerQuery {
-            filter,
-            email_hash: hash.as_deref(),
-        };
+        let query = CustomerQuery { filter, email_hash };
         Ok(repo::list_customers(&self.db, &self.pii, query, after_id, limit).await?)
     }
 

@@ -150,11 +150,6 @@ pub fn unavailable(what: &str, retry_after: Duration) -> Status {
     )
 }
 
-/// RESOURCE_EXHAUSTED for limits the caller exceeded.
-pub fn resource_exhausted(what: &str) -> Status {
-    Status::new(Code::ResourceExhausted, what.to_string())
-}
-
 /// RESOURCE_EXHAUSTED for a rate the caller exceeded, with when to retry.
 pub fn rate_limited(what: &str, retry_after: Duration) -> Status {
     Status::with_error_details(

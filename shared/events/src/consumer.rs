@@ -363,7 +363,7 @@ impl RedisConsumer {
                     .into_iter()
                     .map(|(entry, env, deliveries)| ((entry, deliveries), env))
                     .unzip();
-                let outcomes = self.handle(key, &envs, &entries).await;
+                let outcomes = self.handle(key, &envs, entries[0].1).await;
                 entries
                     .into_iter()
                     .zip(outcomes)
@@ -398,12 +398,7 @@ impl RedisConsumer {
 
     /// Runs the handler on a batch inside a consumer span, linked to the trace of
     /// its first event (a span has one parent; each event's id is logged).
-    async fn handle(
-        &self,
-        key: &str,
-        envs: &[EventEnvelope],
-        entries: &[(StreamId, u64)],
-    ) -> Vec<Outcome> {
+    async fn handle(&self, key: &str, envs: &[EventEnvelope], deliveries: u64) -> Vec<Outcome> {
         let first = &envs[0];
         let span = tracing::info_span!(
             "event.consume",
@@ -413,7 +408,7 @@ impl RedisConsumer {
             events = envs.len(),
             stream = %key,
             group = %self.opts.group,
-            deliveries = entries[0].1,
+            deliveries,
         );
         retention_telemetry::set_parent(
             &span,

@@ -149,22 +149,9 @@ pub async fn first_delivery<C: ConnectionTrait>(
     consumer: &str,
     event_id: &str,
 ) -> Result<bool, EventsError> {
-    let mut stmt = Query::insert();
-    stmt.into_table(ProcessedEvents::Table)
-        .columns([
-            ProcessedEvents::Consumer,
-            ProcessedEvents::EventId,
-            ProcessedEvents::ProcessedAt,
-        ])
-        .values([consumer.into(), event_id.into(), Utc::now().into()])
-        .map_err(query_error)?
-        .on_conflict(
-            OnConflict::columns([ProcessedEvents::Consumer, ProcessedEvents::EventId])
-                .do_nothing()
-                .to_owned(),
-        );
-    let res = conn.execute(&stmt).await?;
-    Ok(res.rows_affected() == 1)
+    Ok(!first_deliveries(conn, consumer, &[event_id])
+        .await?
+        .is_empty())
 }
 
 /// [`first_delivery`] for a batch: the ids among `event_ids` that `consumer` had

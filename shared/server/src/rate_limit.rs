@@ -116,34 +116,32 @@ impl RateLimiter {
     /// Takes one call from `who`'s bucket, or says how long until one is back.
     pub fn admit(&self, who: &str, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_CALLERS && !buckets.contains_key(who) {
+        if let Some(b) = buckets.get_mut(who) {
+            let tokens = self.refill(b, now);
+            return if tokens >= 1.0 {
+                *b = Bucket {
+                    tokens: tokens - 1.0,
+                    at: now,
+                };
+                Ok(())
+            } else {
+                *b = Bucket { tokens, at: now };
+                Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+            };
+        }
+        // A new caller: its subject is allocated once, here, and its full bucket
+        // pays for this call.
+        if buckets.len() >= MAX_CALLERS {
             buckets.retain(|_, b| self.refill(b, now) < self.burst);
         }
-        // Looked up before inserting: the subject is allocated once per caller,
-        // not once per call.
-        if !buckets.contains_key(who) {
-            buckets.insert(
-                who.to_string(),
-                Bucket {
-                    tokens: self.burst,
-                    at: now,
-                },
-            );
-        }
-        let Some(b) = buckets.get_mut(who) else {
-            return Ok(());
-        };
-        let tokens = self.refill(b, now);
-        if tokens >= 1.0 {
-            *b = Bucket {
-                tokens: tokens - 1.0,
+        buckets.insert(
+            who.to_string(),
+            Bucket {
+                tokens: self.burst - 1.0,
                 at: now,
-            };
-            Ok(())
-        } else {
-            *b = Bucket { tokens, at: now };
-            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
-        }
+            },
+        );
+        Ok(())
     }
 
     #[cfg(test)]

@@ -155,6 +155,30 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     req
 }
 
+/// The first column of the first row of `sql` on the database at `url`, as a
+/// count (a connection of its own, closed after).
+pub async fn count_at(url: &str, sql: &str) -> anyhow::Result<i64> {
+    let db = Database::connect(url).await?;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql.to_string(),
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no row for {sql}"))?;
+    let n = row.try_get_by_index::<i64>(0)?;
+    db.close().await?;
+    Ok(n)
+}
+
+/// A local port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// A file of the test certificates (`fixtures/tls`, made by
 /// `scripts/gen-test-certs.sh`): ca.pem, server.pem/key (localhost, 127.0.0.1),
 /// client.pem/key, and rogue-ca.pem, rogue-client.pem/key from another CA.
@@ -353,15 +377,7 @@ impl TestService {
 
     /// The first column of the first row of `sql`, as a count.
     pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
-        let db = self.database().await?;
-        let row = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                sql.to_string(),
-            ))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no row for {sql}"))?;
-        Ok(row.try_get_by_index::<i64>(0)?)
+        count_at(&self.settings.database.url, sql).await
     }
 
     pub async fn stop(mut self) -> anyhow::Result<()> {

@@ -12,9 +12,7 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start() -> anyhow::Result<PrivateRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::free_port();
         let mut r = PrivateRedis { port, child: None };
         r.restart()?;
         Ok(r)
@@ -76,9 +74,7 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub fn start() -> anyhow::Result<PrivatePostgres> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::free_port();
         let dir = std::env::temp_dir().join(format!("retention-pg-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir)?;
         if is_root() {

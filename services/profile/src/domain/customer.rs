@@ -176,8 +176,11 @@ impl CustomerInput {
             check_len(&mut v, &f("display_name"), name, 1, 200);
         }
         if let Some(email) = &self.email {
-            if email.chars().count() > 254 {
-                v.add(f("email"), "must be at most 254 characters");
+            if email.chars().count() > MAX_EMAIL {
+                v.add(
+                    f("email"),
+                    format!("must be at most {MAX_EMAIL} characters"),
+                );
             } else if !is_email(email) {
                 v.add(
                     f("email"),

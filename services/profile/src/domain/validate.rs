@@ -4,6 +4,9 @@ use retention_errors::FieldViolations;
 
 use super::customer::Money;
 
+/// The longest e-mail address accepted (RFC 5321's path limit less the brackets).
+pub const MAX_EMAIL: usize = 254;
+
 pub fn check_len(v: &mut FieldViolations, field: &str, s: &str, min: usize, max: usize) {
     let n = s.chars().count();
     if n < min {

@@ -16,6 +16,7 @@ use super::convert;
 use crate::app::{AppError, ProfileApp};
 use crate::domain::filter::customer_filter_schema;
 use crate::domain::now;
+use crate::domain::validate::MAX_EMAIL;
 use crate::domain::*;
 
 pub const MAX_BATCH_GET: usize = 100;
@@ -184,8 +185,8 @@ impl CustomerProfileService for ProfileService {
             }
         };
         let email = (!r.email.is_empty()).then_some(r.email.as_str());
-        if email.is_some_and(|e| e.chars().count() > 254) {
-            v.add("email", "must be at most 254 characters");
+        if email.is_some_and(|e| e.chars().count() > MAX_EMAIL) {
+            v.add("email", format!("must be at most {MAX_EMAIL} characters"));
         }
         if email.is_some() && !pii {
             return Err(Status::permission_denied(format!(
@@ -194,15 +195,21 @@ impl CustomerProfileService for ProfileService {
         }
         // A page token names what it pages through; the address goes in as its
         // lookup hash, never in the clear.
-        let query = match email {
-            Some(e) => format!("{}\u{1f}{}", r.filter, self.app.email_lookup(e)),
+        let email_hash = email.map(|e| self.app.email_lookup(e));
+        let query = match &email_hash {
+            Some(hash) => format!("{}\u{1f}{hash}", r.filter),
             None => r.filter.clone(),
         };
         let after = decode_token(&r.page_token, "customers", &query, &mut v);
         v.into_result()?;
         let mut page = self
             .app
-            .list_customers(filter.as_ref(), email, after.as_deref(), limit + 1)
+            .list_customers(
+                filter.as_ref(),
+                email_hash.as_deref(),
+                after.as_deref(),
+                limit + 1,
+            )
             .await?;
         let next = if page.len() as u64 > limit {
             page.truncate(limit as usize);

@@ -33,10 +33,28 @@ fn money(minor: Option<i64>, currency: Option<String>) -> Option<Money> {
     })
 }
 
+/// The PII columns of customer `id` sealed under the current key, and the
+/// e-mail lookup hash; the inverse of [`open_pii`].
+pub fn seal_pii(
+    pii: &PiiCipher,
+    id: &str,
+    [display_name, email, phone]: [&Option<String>; 3],
+) -> ([Option<String>; 3], Option<String>) {
+    let seal = |column: &str, v: &Option<String>| v.as_deref().map(|p| pii.seal(column, id, p));
+    (
+        [
+            seal("display_name", display_name),
+            seal("email", email),
+            seal("phone", phone),
+        ],
+        email.as_deref().map(|e| pii.email_lookup(e)),
+    )
+}
+
 /// The row of `c`, its PII sealed under the current key.
 pub fn customer_to_active(c: &Customer, pii: &PiiCipher) -> customer::ActiveModel {
-    let seal =
-        |column: &str, v: &Option<String>| v.as_deref().map(|plain| pii.seal(column, &c.id, plain));
+    let ([display_name, email, phone], email_hash) =
+        seal_pii(pii, &c.id, [&c.display_name, &c.email, &c.phone]);
     let consents: Vec<ConsentRow> = c
         .consents
         .iter()
@@ -50,10 +68,10 @@ pub fn customer_to_active(c: &Customer, pii: &PiiCipher) -> customer::ActiveMode
     customer::ActiveModel {
         id: Set(c.id.clone()),
         kind: Set(c.kind.as_str().into()),
-        display_name: Set(seal("display_name", &c.display_name)),
-        email: Set(seal("email", &c.email)),
-        phone: Set(seal("phone", &c.phone)),
-        email_hash: Set(c.email.as_deref().map(|e| pii.email_lookup(e))),
+        display_name: Set(display_name),
+        email: Set(email),
+        phone: Set(phone),
+        email_hash: Set(email_hash),
         gender: Set(c.demographics.gender.map(|g| g.as_str().into())),
         birth_year: Set(c.demographics.birth_year),
         education: Set(c.demographics.education.map(|g| g.as_str().into())),

@@ -5,7 +5,7 @@
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::convert::open_pii;
+use super::convert::{open_pii, seal_pii};
 use super::entities::customer;
 use super::pii::PiiCipher;
 use super::repo::StoreError;
@@ -29,7 +29,7 @@ pub async fn reseal_page<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<ResealPage, StoreError> {
     // `_` and `%` are LIKE wildcards; key ids may hold `_`.
-    let current = format!("enc1:{}:%", pii.key_id().replace('_', "\\_"));
+    let current = format!("{}%", pii.current_prefix().replace('_', "\\_"));
     let stale = |c: customer::Column| {
         Expr::col(c)
             .is_not_null()
@@ -65,21 +65,13 @@ pub async fn reseal_page<C: ConnectionTrait>(
             .flatten(),
     };
     for (id, version, display_name, email, phone) in rows {
-        let [display_name, email, phone] = open_pii(pii, &id, [display_name, email, phone])?;
-        let seal = |column: &str, v: &Option<String>| {
-            v.as_deref().map(|plain| pii.seal(column, &id, plain))
-        };
+        let opened = open_pii(pii, &id, [display_name, email, phone])?;
+        let ([display_name, email, phone], email_hash) = seal_pii(pii, &id, opened.each_ref());
         let res = customer::Entity::update_many()
-            .col_expr(
-                customer::Column::DisplayName,
-                Expr::val(seal("display_name", &display_name)),
-            )
-            .col_expr(customer::Column::Email, Expr::val(seal("email", &email)))
-            .col_expr(customer::Column::Phone, Expr::val(seal("phone", &phone)))
-            .col_expr(
-                customer::Column::EmailHash,
-                Expr::val(email.as_deref().map(|e| pii.email_lookup(e))),
-            )
+            .col_expr(customer::Column::DisplayName, Expr::val(display_name))
+            .col_expr(customer::Column::Email, Expr::val(email))
+            .col_expr(customer::Column::Phone, Expr::val(phone))
+            .col_expr(customer::Column::EmailHash, Expr::val(email_hash))
             .filter(customer::Column::Id.eq(id.as_str()))
             .filter(customer::Column::Version.eq(version))
             .exec(db)

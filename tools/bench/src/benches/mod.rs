@@ -187,7 +187,6 @@ pub async fn run_scoring(
     }
 }
 
-/// The address a load generator connects to.
 /// Waits until the service's relay has published everything in its outbox.
 pub async fn outbox_drained(service: &TestService) -> anyhow::Result<()> {
     settled(
@@ -221,6 +220,7 @@ pub async fn settled(
     }
 }
 
+/// The address a load generator connects to.
 pub fn endpoint(s: &TestService) -> anyhow::Result<String> {
     s.service
         .as_ref()

@@ -313,8 +313,63 @@ pub struct EventSettings {
     /// Events of different customers a consumer handles at once; one customer's
     /// events are always handled in stream order.
     pub consumer_concurrency: u64,
-    /// Approximate cap on stream length (XADD MAXLEN ~).
+    /// Entries a stream holds that some declared consumer group has not yet
+    /// acknowledged: the relay publishes only while the slowest group is within
+    /// this bound of the head (and Redis trims only what every group acknowledged).
+    /// Streams without declared groups are capped at about this length instead.
     pub stream_max_len: u64,
+    /// The consumer groups of each producer's stream, by producing context
+    /// (`profile` for `retention.profile.events`), as comma-separated group
+    /// names. The producer creates them, so events published before a consumer
+    /// first starts wait for it; a group left out holds nothing back.
+    #[serde(default = "default_consumer_groups")]
+    pub consumer_groups: std::collections::BTreeMap<String, String>,
+}
+
+/// Who consumes whom in the suite (DESIGN §4).
+fn default_consumer_groups() -> std::collections::BTreeMap<String, String> {
+    [
+        ("profile", "interactions,segmentation,winback"),
+        ("interactions", "segmentation,winback"),
+        ("segmentation", "interactions,winback"),
+        ("winback", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl EventSettings {
+    /// The declared consumer groups of `stream` (`retention.<ctx>.events`).
+    pub fn groups_of(&self, stream: &str) -> Vec<String> {
+        let ctx = stream
+            .strip_prefix("retention.")
+            .and_then(|s| s.strip_suffix(".events"))
+            .unwrap_or(stream);
+        self.consumer_groups
+            .get(ctx)
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every stream with declared groups, and its groups.
+    pub fn declared_groups(&self) -> Vec<(String, Vec<String>)> {
+        self.consumer_groups
+            .keys()
+            .map(|ctx| format!("retention.{ctx}.events"))
+            .map(|stream| {
+                let groups = self.groups_of(&stream);
+                (stream, groups)
+            })
+            .filter(|(_, groups)| !groups.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -435,6 +490,7 @@ impl Settings {
                 max_deliveries: 10,
                 consumer_concurrency: 8,
                 stream_max_len: 1_000_000,
+                consumer_groups: default_consumer_groups(),
             },
             auth: AuthSettings {
                 jwt_secret: DEV_JWT_SECRET.into(),
@@ -466,6 +522,18 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "auth.jwt_secret must be at least 16 bytes".into(),
             ));
+        }
+        for (stream, groups) in self.events.declared_groups() {
+            if let Some(bad) = groups.iter().find(|g| {
+                g.len() > 64
+                    || !g
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            }) {
+                return Err(ConfigError::Invalid(format!(
+                    "events.consumer_groups of {stream}: {bad:?} is not a group name (letters, digits, _ and -)"
+                )));
+            }
         }
         if !matches!(
             self.telemetry.log_format.as_str(),
@@ -542,6 +610,46 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn consumer_groups_are_declared_per_stream_and_overridable() {
+        let s = Settings::load_from("profile", 50051, None, env(&[])).unwrap();
+        assert_eq!(
+            s.events.groups_of("retention.profile.events"),
+            vec!["interactions", "segmentation", "winback"]
+        );
+        assert!(s.events.groups_of("retention.winback.events").is_empty());
+        let streams: Vec<String> = s
+            .events
+            .declared_groups()
+            .into_iter()
+            .map(|(stream, _)| stream)
+            .collect();
+        assert_eq!(
+            streams,
+            vec![
+                "retention.interactions.events",
+                "retention.profile.events",
+                "retention.segmentation.events"
+            ]
+        );
+        // Leaving a group out of the list releases its hold on the stream.
+        let s = Settings::load_from(
+            "profile",
+            50051,
+            None,
+            env(&[("RETENTION_EVENTS__CONSUMER_GROUPS__PROFILE", "segmentation, audit")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.events.groups_of("retention.profile.events"),
+            vec!["segmentation", "audit"]
+        );
+        assert_eq!(
+            s.events.groups_of("retention.interactions.events"),
+            vec!["segmentation", "winback"]
+        );
     }
 
     #[test]

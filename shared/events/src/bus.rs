@@ -1,8 +1,16 @@
 //! The in-process bus for embedded mode (no Redis), and [`EventBus`], which lets a
 //! service wire publishing and consuming the same way in both modes.
+//!
+//! The bus holds an entry until every consumer group of its stream has applied
+//! it, and takes no more than `max_len` such entries per stream: a relay that
+//! finds no room leaves its rows in the outbox (backpressure instead of loss).
+//! Nothing in memory is durable, so the relay marks an outbox row published only
+//! once every group applied its entry ([`Publisher::take_settled`]); after a
+//! crash the row goes out again and the consumers' inbox drops the repeat.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::consumer::{ConsumerOptions, RedisConsumer};
-use crate::relay::{Publisher, RedisPublisher};
+use crate::relay::{GroupLag, OutgoingEvent, Publisher, RedisPublisher, Room};
 use crate::util::Backoff;
 use crate::{EventEnvelope, EventHandler, EventsError, HandlerError};
 
-/// Entries retained per stream by default (like Redis `MAXLEN`).
+/// Entries per stream some group has not applied yet, by default.
 const DEFAULT_MAX_LEN: usize = 10_000;
 
 /// A message given up on: handler rejected it, or it failed `max_deliveries` times.
@@ -34,9 +42,67 @@ pub struct DeadLetter {
     pub deliveries: u64,
 }
 
+/// Outbox rows (by `seq`) of one publisher whose entries every group applied.
+#[derive(Default)]
+struct Origin {
+    settled: Mutex<Vec<i64>>,
+    /// The relay to wake when rows settle.
+    waker: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+}
+
+impl Origin {
+    fn settle(&self, seq: i64) {
+        self.settled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(seq);
+        if let Some(w) = self.waker.get() {
+            w.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<i64> {
+        std::mem::take(
+            &mut *self
+                .settled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
 struct Entry {
     event_id: String,
     envelope: Vec<u8>,
+    /// Who to tell once every group applied it, with the outbox row's seq.
+    origin: Option<(Arc<Origin>, i64)>,
+}
+
+impl Entry {
+    fn settle(&self) {
+        if let Some((origin, seq)) = &self.origin {
+            origin.settle(*seq);
+        }
+    }
+}
+
+/// A group's position: entries before `applied` are all applied; `next` is the
+/// next one to hand out; `done` holds applied offsets past a gap (several
+/// consumers of one group finish out of order).
+struct Cursor {
+    next: u64,
+    applied: u64,
+    done: BTreeSet<u64>,
+}
+
+impl Cursor {
+    fn at(offset: u64) -> Self {
+        Cursor {
+            next: offset,
+            applied: offset,
+            done: BTreeSet::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -44,8 +110,50 @@ struct StreamLog {
     /// Offset of `entries[0]`; offsets only grow.
     base: u64,
     entries: VecDeque<Arc<Entry>>,
-    /// Next offset each consumer group will take.
-    groups: HashMap<String, u64>,
+    groups: HashMap<String, Cursor>,
+}
+
+impl StreamLog {
+    fn head(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+
+    /// Drops the entries every group applied, settling them. Without groups an
+    /// entry settles when pushed and is kept (up to `max_len`) for a late group.
+    fn trim(&mut self, max_len: usize) {
+        if self.groups.is_empty() {
+            while self.entries.len() > max_len {
+                self.entries.pop_front();
+                self.base += 1;
+            }
+            return;
+        }
+        let floor = self
+            .groups
+            .values()
+            .map(|c| c.applied)
+            .min()
+            .unwrap_or(self.base);
+        while self.base < floor {
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
+            entry.settle();
+            self.base += 1;
+        }
+    }
+
+    /// The group furthest behind and how many entries it has not applied.
+    fn slowest(&self) -> Option<GroupLag> {
+        let head = self.head();
+        self.groups
+            .iter()
+            .map(|(name, c)| GroupLag {
+                group: name.clone(),
+                lag: head.saturating_sub(c.applied),
+            })
+            .max_by(|a, b| a.lag.cmp(&b.lag).then_with(|| b.group.cmp(&a.group)))
+    }
 }
 
 #[derive(Default)]
@@ -56,19 +164,21 @@ struct BusState {
 
 struct BusInner {
     state: Mutex<BusState>,
-    /// Bumped on every publish; idle consumers wait for a change.
+    /// Bumped on every change; idle consumers and publishers waiting for room
+    /// wait for a change.
     wake: watch::Sender<u64>,
     max_len: usize,
+    /// Entries dropped before a group applied them: only entries of a stream
+    /// without groups when one joins late, never with declared groups.
+    trimmed_unapplied: AtomicU64,
 }
 
 /// Streams and consumer groups in memory, for embedded mode. Same semantics as the
 /// Redis path where it matters: every group sees each event once, consumers of one
-/// group share the work, a new group starts at the oldest retained entry, handler
-/// `Retry` errors are retried with backoff up to `max_deliveries`, then (or on
-/// `Permanent`) the message goes to an inspectable dead-letter list.
-///
-/// Not durable: events published to the bus but not yet handled when the process
-/// exits are gone (their outbox rows are already marked published).
+/// group share the work, a group declared (or joined) before an event was
+/// published receives it, handler `Retry` errors are retried with backoff up to
+/// `max_deliveries`, then (or on `Permanent`) the message goes to an inspectable
+/// dead-letter list.
 #[derive(Clone)]
 pub struct InProcessBus {
     inner: Arc<BusInner>,
@@ -85,13 +195,15 @@ impl InProcessBus {
         Self::with_max_len(DEFAULT_MAX_LEN)
     }
 
-    /// Retains at most `max_len` entries per stream (oldest dropped first).
+    /// Holds at most `max_len` entries per stream that some group has not
+    /// applied; publishing waits for room beyond that.
     pub fn with_max_len(max_len: usize) -> Self {
         InProcessBus {
             inner: Arc::new(BusInner {
                 state: Mutex::new(BusState::default()),
                 wake: watch::Sender::new(0),
                 max_len: max_len.max(1),
+                trimmed_unapplied: AtomicU64::new(0),
             }),
         }
     }
@@ -103,6 +215,31 @@ impl InProcessBus {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn changed(&self) {
+        self.inner.wake.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Declares `groups` on `stream` before any of them consumes: from now on the
+    /// stream keeps every entry until each of them applied it.
+    pub fn declare(&self, stream: &str, groups: &[String]) {
+        let mut st = self.state();
+        let log = st.streams.entry(stream.to_string()).or_default();
+        let head = log.head();
+        for g in groups {
+            log.groups
+                .entry(g.clone())
+                .or_insert_with(|| Cursor::at(head));
+        }
+    }
+
+    /// A publisher for one relay: its rows settle through it alone.
+    pub fn publisher(&self) -> InProcessPublisher {
+        InProcessPublisher {
+            bus: self.clone(),
+            origin: Arc::default(),
+        }
     }
 
     /// Messages given up on, oldest first.
@@ -122,26 +259,70 @@ impl InProcessBus {
         self.len(stream) == 0
     }
 
-    fn push(&self, stream: &str, event_id: &str, envelope: &[u8]) {
-        {
-            let mut st = self.state();
-            let log = st.streams.entry(stream.to_string()).or_default();
-            log.entries.push_back(Arc::new(Entry {
-                event_id: event_id.to_string(),
-                envelope: envelope.to_vec(),
-            }));
-            while log.entries.len() > self.inner.max_len {
-                log.entries.pop_front();
-                log.base += 1;
-                if log.groups.values().any(|next| *next < log.base) {
-                    tracing::warn!(
-                        stream,
-                        "in-process bus trimmed an entry a group had not consumed"
-                    );
+    /// Entries some group has not applied, per group of `stream`.
+    pub fn lags(&self, stream: &str) -> Vec<GroupLag> {
+        let st = self.state();
+        let Some(log) = st.streams.get(stream) else {
+            return Vec::new();
+        };
+        let head = log.head();
+        let mut lags: Vec<GroupLag> = log
+            .groups
+            .iter()
+            .map(|(group, c)| GroupLag {
+                group: group.clone(),
+                lag: head.saturating_sub(c.applied),
+            })
+            .collect();
+        lags.sort_by(|a, b| a.group.cmp(&b.group));
+        lags
+    }
+
+    /// Entries dropped before some group had applied them (only possible on a
+    /// stream whose group joined after the entries outgrew `max_len`).
+    pub fn trimmed_unapplied(&self) -> u64 {
+        self.inner.trimmed_unapplied.load(Ordering::Relaxed)
+    }
+
+    fn room_now(&self, stream: &str) -> Room {
+        let st = self.state();
+        let Some(log) = st.streams.get(stream) else {
+            return Room::unbounded();
+        };
+        if log.groups.is_empty() {
+            return Room::unbounded();
+        }
+        Room {
+            free: self.inner.max_len.saturating_sub(log.entries.len()),
+            slowest: log.slowest(),
+        }
+    }
+
+    /// Appends one entry, waiting while the stream holds `max_len` entries some
+    /// group has not applied.
+    async fn push(&self, stream: &str, entry: Entry) {
+        let mut wake = self.inner.wake.subscribe();
+        let mut entry = Some(entry);
+        loop {
+            wake.borrow_and_update();
+            {
+                let mut st = self.state();
+                let log = st.streams.entry(stream.to_string()).or_default();
+                if log.groups.is_empty() || log.entries.len() < self.inner.max_len {
+                    let entry = Arc::new(entry.take().expect("pushed once"));
+                    if log.groups.is_empty() {
+                        entry.settle();
+                    }
+                    log.entries.push_back(entry);
+                    log.trim(self.inner.max_len);
+                    break;
                 }
             }
+            if wake.changed().await.is_err() {
+                return;
+            }
         }
-        self.inner.wake.send_modify(|v| *v = v.wrapping_add(1));
+        self.changed();
     }
 
     /// Registers `group` on `stream` (at the oldest retained entry) if new.
@@ -149,22 +330,59 @@ impl InProcessBus {
         let mut st = self.state();
         let log = st.streams.entry(stream.to_string()).or_default();
         let base = log.base;
-        log.groups.entry(group.to_string()).or_insert(base);
+        log.groups
+            .entry(group.to_string())
+            .or_insert_with(|| Cursor::at(base));
     }
 
-    /// The next entry for `group`, advancing the group's cursor.
-    fn take(&self, stream: &str, group: &str) -> Option<Arc<Entry>> {
+    /// The next entry for `group` and its offset, advancing the group's cursor.
+    fn take(&self, stream: &str, group: &str) -> Option<(u64, Arc<Entry>)> {
         let mut st = self.state();
         let log = st.streams.entry(stream.to_string()).or_default();
         let base = log.base;
-        let next = log.groups.entry(group.to_string()).or_insert(base);
-        if *next < base {
-            *next = base;
+        let cursor = log
+            .groups
+            .entry(group.to_string())
+            .or_insert_with(|| Cursor::at(base));
+        if cursor.next < base {
+            // Only a group that joined a stream without groups after it was
+            // trimmed: the entries are gone.
+            self.inner
+                .trimmed_unapplied
+                .fetch_add(base - cursor.next, Ordering::Relaxed);
+            tracing::warn!(
+                stream,
+                group,
+                missed = base - cursor.next,
+                "in-process bus trimmed entries a group had not applied"
+            );
+            cursor.next = base;
+            cursor.applied = cursor.applied.max(base);
         }
-        let idx = usize::try_from(*next - base).ok()?;
+        let idx = usize::try_from(cursor.next - base).ok()?;
         let entry = log.entries.get(idx)?.clone();
-        *next += 1;
-        Some(entry)
+        let offset = cursor.next;
+        cursor.next += 1;
+        Some((offset, entry))
+    }
+
+    /// `group` is done with the entry at `offset` (applied, skipped or buried).
+    fn complete(&self, stream: &str, group: &str, offset: u64) {
+        {
+            let mut st = self.state();
+            let Some(log) = st.streams.get_mut(stream) else {
+                return;
+            };
+            let Some(cursor) = log.groups.get_mut(group) else {
+                return;
+            };
+            cursor.done.insert(offset);
+            while cursor.done.remove(&cursor.applied) {
+                cursor.applied += 1;
+            }
+            log.trim(self.inner.max_len);
+        }
+        self.changed();
     }
 
     fn bury(&self, dead: DeadLetter) {
@@ -172,8 +390,26 @@ impl InProcessBus {
             reason = %dead.reason, "message moved to the in-process dead-letter list");
         self.state().dead.push(dead);
     }
+
+    async fn publish_from(&self, origin: &Arc<Origin>, events: &[OutgoingEvent]) {
+        for e in events {
+            self.push(
+                &e.stream,
+                Entry {
+                    event_id: e.event_id.clone(),
+                    envelope: e.envelope.clone(),
+                    origin: Some((origin.clone(), e.seq)),
+                },
+            )
+            .await;
+        }
+    }
 }
 
+/// Publishing on the bus itself marks an entry delivered when it is pushed, as
+/// the Redis path does on `XADD`: for tests and tools. A relay publishes through
+/// [`InProcessBus::publisher`], which reports rows only once every group applied
+/// them.
 impl Publisher for InProcessBus {
     fn publish<'a>(
         &'a self,
@@ -181,8 +417,66 @@ impl Publisher for InProcessBus {
         event_id: &'a str,
         envelope: &'a [u8],
     ) -> BoxFuture<'a, Result<(), EventsError>> {
-        self.push(stream, event_id, envelope);
-        Box::pin(futures::future::ready(Ok(())))
+        Box::pin(async move {
+            self.push(
+                stream,
+                Entry {
+                    event_id: event_id.to_string(),
+                    envelope: envelope.to_vec(),
+                    origin: None,
+                },
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn room<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Room, EventsError>> {
+        Box::pin(futures::future::ready(Ok(self.room_now(stream))))
+    }
+}
+
+/// One relay's way onto the in-process bus (see [`InProcessBus::publisher`]).
+#[derive(Clone)]
+pub struct InProcessPublisher {
+    bus: InProcessBus,
+    origin: Arc<Origin>,
+}
+
+impl Publisher for InProcessPublisher {
+    fn publish<'a>(
+        &'a self,
+        stream: &'a str,
+        event_id: &'a str,
+        envelope: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), EventsError>> {
+        self.bus.publish(stream, event_id, envelope)
+    }
+
+    fn publish_batch<'a>(
+        &'a self,
+        events: &'a [OutgoingEvent],
+    ) -> BoxFuture<'a, Result<(), EventsError>> {
+        Box::pin(async move {
+            self.bus.publish_from(&self.origin, events).await;
+            Ok(())
+        })
+    }
+
+    fn room<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Room, EventsError>> {
+        self.bus.room(stream)
+    }
+
+    fn settles_later(&self) -> bool {
+        true
+    }
+
+    fn take_settled(&self) -> Vec<i64> {
+        self.origin.take()
+    }
+
+    fn wake_on_settle(&self, relay: Arc<tokio::sync::Notify>) {
+        let _ = self.origin.waker.set(relay);
     }
 }
 
@@ -206,7 +500,15 @@ pub fn run_in_process(
             }
             wake.borrow_and_update();
             match bus.take(&opts.stream, &opts.group) {
-                Some(entry) => deliver(&bus, &opts, handler.as_ref(), &entry, &shutdown).await,
+                Some((offset, entry)) => {
+                    if deliver(&bus, &opts, handler.as_ref(), &entry, &shutdown).await {
+                        bus.complete(&opts.stream, &opts.group, offset);
+                    } else {
+                        // Shutdown mid-retry: the entry stays unapplied, its
+                        // outbox row unpublished, and goes out after a restart.
+                        return;
+                    }
+                }
                 None => {
                     tokio::select! {
                         biased;
@@ -223,13 +525,15 @@ pub fn run_in_process(
     })
 }
 
+/// Hands one entry to the handler, retrying transient failures; `false` when
+/// shutdown interrupted the retries (the entry is not done with).
 async fn deliver(
     bus: &InProcessBus,
     opts: &ConsumerOptions,
     handler: &dyn EventHandler,
     entry: &Entry,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     let dead = |reason: String, deliveries: u64| DeadLetter {
         stream: opts.stream.clone(),
         group: opts.group.clone(),
@@ -240,8 +544,14 @@ async fn deliver(
     };
     let env = match EventEnvelope::decode(entry.envelope.as_slice()) {
         Ok(env) => env,
-        Err(e) => return bus.bury(dead(format!("undecodable envelope: {e}"), 0)),
+        Err(e) => {
+            bus.bury(dead(format!("undecodable envelope: {e}"), 0));
+            return true;
+        }
     };
+    if !crate::for_group(&env, &opts.group) {
+        return true;
+    }
     let max = opts.max_deliveries.max(1);
     let mut backoff = Backoff::new(
         Duration::from_millis(50),
@@ -267,14 +577,18 @@ async fn deliver(
             .await
             .unwrap_or_else(|_| Err(HandlerError::Retry("handler panicked".into())));
         match result {
-            Ok(()) => return,
-            Err(HandlerError::Permanent(msg)) => return bus.bury(dead(msg, attempt)),
+            Ok(()) => return true,
+            Err(HandlerError::Permanent(msg)) => {
+                bus.bury(dead(msg, attempt));
+                return true;
+            }
             Err(HandlerError::Retry(msg)) if attempt == max => {
                 span.in_scope(|| tracing::warn!(error = %msg, "event handler failed"));
-                return bus.bury(dead(
+                bus.bury(dead(
                     format!("delivered {attempt} times, more than max_deliveries {max}: {msg}"),
                     attempt,
                 ));
+                return true;
             }
             Err(HandlerError::Retry(msg)) => {
                 let delay = backoff.next_delay();
@@ -284,14 +598,15 @@ async fn deliver(
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => {
-                        tracing::warn!(event_id = %env.event_id, "shutdown while retrying; in-process event dropped");
-                        return;
+                        tracing::info!(event_id = %env.event_id, "shutdown while retrying; the event goes out again after a restart");
+                        return false;
                     }
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
         }
     }
+    true
 }
 
 /// The bus a service runs on, so wiring is one code path: Redis Streams in
@@ -300,42 +615,57 @@ async fn deliver(
 pub enum EventBus {
     Redis {
         client: redis::Client,
-        publisher: RedisPublisher,
+        publisher: Box<RedisPublisher>,
     },
     InProcess(InProcessBus),
 }
 
 impl EventBus {
     /// Redis at `url` (connected lazily, so this works while Redis is down);
-    /// streams prefixed with `namespace`, trimmed to about `max_len` entries.
-    pub fn redis(url: &str, namespace: &str, max_len: usize) -> Result<Self, EventsError> {
+    /// streams prefixed with `namespace`. `groups` are the declared consumer
+    /// groups per stream (see [`RedisPublisher::with_groups`]).
+    pub fn redis(
+        url: &str,
+        namespace: &str,
+        max_len: usize,
+        groups: Vec<(String, Vec<String>)>,
+    ) -> Result<Self, EventsError> {
         Ok(EventBus::Redis {
             client: redis::Client::open(url)?,
-            publisher: RedisPublisher::from_url(url, namespace, max_len)?,
+            publisher: Box::new(
+                RedisPublisher::from_url(url, namespace, max_len)?.with_groups(groups),
+            ),
         })
     }
 
+    /// An in-process bus whose streams know only the groups that join them.
     pub fn in_process() -> Self {
         EventBus::InProcess(InProcessBus::new())
     }
 
-    /// Redis when `redis.url` is set, else in-process (embedded mode).
+    /// Redis when `redis.url` is set, else in-process (embedded mode); either
+    /// way with the consumer groups `events.consumer_groups` declares.
     pub fn from_settings(settings: &retention_config::Settings) -> Result<Self, EventsError> {
+        let groups = settings.events.declared_groups();
+        let max_len = usize::try_from(settings.events.stream_max_len).unwrap_or(usize::MAX);
         match settings.redis_url() {
-            Some(url) => Self::redis(
-                url,
-                &settings.redis.namespace,
-                settings.events.stream_max_len as usize,
-            ),
-            None => Ok(Self::in_process()),
+            Some(url) => Self::redis(url, &settings.redis.namespace, max_len, groups),
+            None => {
+                // In memory the bound is also the bus's footprint.
+                let bus = InProcessBus::with_max_len(max_len.clamp(1, DEFAULT_MAX_LEN));
+                for (stream, groups) in &groups {
+                    bus.declare(stream, groups);
+                }
+                Ok(EventBus::InProcess(bus))
+            }
         }
     }
 
-    /// What the [`Relay`](crate::Relay) publishes through.
+    /// What one [`Relay`](crate::Relay) publishes through.
     pub fn publisher(&self) -> Arc<dyn Publisher> {
         match self {
-            EventBus::Redis { publisher, .. } => Arc::new(publisher.clone()),
-            EventBus::InProcess(bus) => Arc::new(bus.clone()),
+            EventBus::Redis { publisher, .. } => Arc::new(publisher.as_ref().clone()),
+            EventBus::InProcess(bus) => Arc::new(bus.publisher()),
         }
     }
 

@@ -234,21 +234,9 @@ impl RedisConsumer {
 
     /// `XGROUP CREATE .. 0 MKSTREAM`: a new group starts at the beginning of the
     /// retained stream, so events published before the consumer first started
-    /// are not skipped. An existing group (BUSYGROUP) is fine.
+    /// are not skipped (the producer creates declared groups before publishing).
     async fn ensure_group(&self, st: &mut State) -> Result<(), EventsError> {
-        let res = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&st.key)
-            .arg(&self.opts.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async::<()>(&mut st.conn)
-            .await;
-        match res {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        crate::relay::create_group(&mut st.conn, &st.key, &self.opts.group).await
     }
 
     /// Takes over entries pending longer than `claim_idle` (crashed consumers, and
@@ -331,6 +319,7 @@ impl RedisConsumer {
         shutdown: &CancellationToken,
     ) -> Result<(), EventsError> {
         let mut dead = Vec::new();
+        let mut skipped = Vec::new();
         // Batches by customer, each in stream order; batches run concurrently.
         let mut batches: Vec<Vec<(StreamId, EventEnvelope, u64)>> =
             (0..self.opts.concurrency).map(|_| Vec::new()).collect();
@@ -344,6 +333,8 @@ impl RedisConsumer {
                 continue;
             }
             match decode_entry(&entry) {
+                // A backfill addressed to another group: nothing to apply.
+                Ok(env) if !crate::for_group(&env, &self.opts.group) => skipped.push(entry.id),
                 Ok(env) => {
                     let batch = batch_of(&env.customer_id, batches.len());
                     batches[batch].push((entry, env, deliveries));
@@ -374,7 +365,7 @@ impl RedisConsumer {
             .flat_map(futures::stream::iter)
             .collect()
             .await;
-        let mut acked = Vec::new();
+        let mut acked = skipped;
         for (entry, deliveries, outcome) in handled {
             match outcome {
                 Outcome::Handled => acked.push(entry.id),

@@ -6,7 +6,11 @@
 //! * **Relay** — [`Relay`] publishes unpublished rows in `seq` order through a
 //!   [`Publisher`] (Redis Streams via [`RedisPublisher`], or the in-memory
 //!   [`InProcessBus`] in embedded mode) and marks them published afterwards. A crash
-//!   between the two republishes the row: delivery is at-least-once.
+//!   between the two republishes the row: delivery is at-least-once. It publishes
+//!   only while every declared consumer group of the stream is within
+//!   `events.stream_max_len` of its head; otherwise the rows wait in the outbox
+//!   (backpressure, never loss). Streams are trimmed only of what every group
+//!   acknowledged.
 //! * **Consumers** — [`RedisConsumer`] reads with a consumer group, acknowledges
 //!   only after the handler (and so its transaction) succeeded, claims entries of
 //!   dead consumers with `XAUTOCLAIM`, and moves poison messages to a dead-letter
@@ -29,14 +33,14 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tracing::Instrument;
 
-pub use bus::{DeadLetter, EventBus, InProcessBus, run_in_process};
+pub use bus::{DeadLetter, EventBus, InProcessBus, InProcessPublisher, run_in_process};
 pub use consumer::{ConsumerOptions, RedisConsumer};
 pub use migration::EventsMigration;
 pub use outbox::{
-    OutboxEvent, enqueue, enqueue_all, first_deliveries, first_delivery, pending_count,
-    purge_processed, purge_published,
+    Backlog, OutboxEvent, backlog, enqueue, enqueue_all, first_deliveries, first_delivery,
+    pending_count, purge_processed, purge_published,
 };
-pub use relay::{OutgoingEvent, Publisher, RedisPublisher, Relay, RelayOptions};
+pub use relay::{GroupLag, OutgoingEvent, Publisher, RedisPublisher, Relay, RelayOptions, Room};
 pub use retention_proto::common::EventEnvelope;
 
 /// Everything that can go wrong in the event pipeline.
@@ -186,6 +190,12 @@ where
         return Ok(None);
     }
     Ok(Some(M::decode(any.value.as_slice())?))
+}
+
+/// Whether `group` applies `env`: live events go to every group, a backfill's
+/// replay only to the group it is addressed to.
+pub(crate) fn for_group(env: &EventEnvelope, group: &str) -> bool {
+    env.target_group.is_empty() || env.target_group == group
 }
 
 /// `type.googleapis.com/retention.x.v1.Foo` → `retention.x.v1.Foo`.

@@ -23,6 +23,9 @@ pub struct OutboxEvent {
     pub stream: String,
     pub customer_id: Option<String>,
     pub payload: prost_types::Any,
+    /// Only this consumer group applies the event (a backfill's replay); `None`
+    /// for live events, which every group applies.
+    pub target_group: Option<String>,
 }
 
 impl OutboxEvent {
@@ -37,7 +40,14 @@ impl OutboxEvent {
             stream: stream.to_string(),
             customer_id: customer_id.map(str::to_string),
             payload,
+            target_group: None,
         }
+    }
+
+    /// The same event addressed to `group` alone (see [`EventEnvelope::target_group`]).
+    pub fn for_group(mut self, group: &str) -> Self {
+        self.target_group = Some(group.to_string());
+        self
     }
 }
 
@@ -65,6 +75,7 @@ fn envelope_row(source: &str, event: OutboxEvent, tp: &(String, String)) -> Row 
         tracestate: tp.1.clone(),
         source: source.to_string(),
         payload: Some(event.payload),
+        target_group: event.target_group.unwrap_or_default(),
     };
     Row {
         event_id,
@@ -199,6 +210,34 @@ pub async fn pending_count<C: ConnectionTrait>(db: &C) -> Result<u64, EventsErro
         None => 0,
     };
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// What waits in an outbox: unpublished rows and how long the oldest has waited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub rows: u64,
+    pub oldest_age: Duration,
+}
+
+/// The outbox backlog (relay lag): rows not yet published, and the oldest one's age.
+pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<Backlog, EventsError> {
+    let stmt = Query::select()
+        .expr_as(Func::count(Expr::col(OutboxEvents::Seq)), "n")
+        .expr_as(Func::min(Expr::col(OutboxEvents::CreatedAt)), "oldest")
+        .from(OutboxEvents::Table)
+        .and_where(Expr::col(OutboxEvents::PublishedAt).is_null())
+        .to_owned();
+    let Some(row) = db.query_one(&stmt).await? else {
+        return Ok(Backlog::default());
+    };
+    let n: i64 = row.try_get("", "n")?;
+    let oldest: Option<chrono::DateTime<Utc>> = row.try_get("", "oldest")?;
+    Ok(Backlog {
+        rows: u64::try_from(n).unwrap_or(0),
+        oldest_age: oldest
+            .and_then(|t| (Utc::now() - t).to_std().ok())
+            .unwrap_or_default(),
+    })
 }
 
 /// A malformed statement is a bug, but reported as an error rather than a panic.

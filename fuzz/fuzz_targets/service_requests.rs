@@ -98,7 +98,7 @@ fn contract() -> Vec<Method> {
 }
 
 async fn start(dir: &std::path::Path) -> Vec<Channel> {
-    let bus = EventBus::in_process();
+    let bus = EventBus::in_process_for_suite();
     let mut addresses = Vec::new();
     let mut listeners = Vec::new();
     for _ in SERVICES {

@@ -12,7 +12,7 @@ use super::{Mode, four_services, url};
 
 #[tokio::test]
 async fn the_demo_runs_the_whole_retention_loop() {
-    let bus = EventBus::in_process();
+    let bus = EventBus::in_process_for_suite();
     let [profile, interactions, segmentation, winback] = four_services(&Mode::Embedded(bus)).await;
     let auth = &profile.settings.auth;
     let clients = Clients::connect(

@@ -43,7 +43,7 @@ async fn call(service: &TestService, path: &str, scopes: Option<&[&str]>) -> Cod
 
 #[tokio::test]
 async fn every_method_refuses_a_token_lacking_any_of_its_scopes() {
-    let services = four_services(&Mode::Embedded(EventBus::in_process())).await;
+    let services = four_services(&Mode::Embedded(EventBus::in_process_for_suite())).await;
     let policies: [ScopePolicy; 4] = [
         retention_profile::scope_policy(),
         retention_interactions::scope_policy(),

@@ -28,7 +28,7 @@ fn cny(minor_units: i64) -> Option<Money> {
 
 #[tokio::test]
 async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
-    let bus = EventBus::in_process();
+    let bus = EventBus::in_process_for_suite();
     let [profile, interactions, segmentation, winback] = four_services(&Mode::Embedded(bus)).await;
     let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
     let mut sc = SegmentationServiceClient::new(segmentation.channel.clone());

@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
         log_filter: profile.telemetry.log_filter.clone(),
         log_format: profile.telemetry.log_format.clone(),
     })?;
-    let shared_bus = EventBus::from_settings(&profile)?;
+    let shared_bus = EventBus::for_suite(&profile)?;
     let bus_for = |s: &Settings| -> anyhow::Result<EventBus> {
         Ok(if s.redis_url().is_some() {
             EventBus::from_settings(s)?

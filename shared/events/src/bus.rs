@@ -111,6 +111,8 @@ struct StreamLog {
     base: u64,
     entries: VecDeque<Arc<Entry>>,
     groups: HashMap<String, Cursor>,
+    /// Entries before this offset are settled (reported to their publisher).
+    settled: u64,
 }
 
 impl StreamLog {
@@ -118,27 +120,37 @@ impl StreamLog {
         self.base + self.entries.len() as u64
     }
 
-    /// Drops the entries every group applied, settling them. Without groups an
-    /// entry settles when pushed and is kept (up to `max_len`) for a late group.
-    fn trim(&mut self, max_len: usize) {
-        if self.groups.is_empty() {
-            while self.entries.len() > max_len {
-                self.entries.pop_front();
-                self.base += 1;
-            }
-            return;
-        }
-        let floor = self
-            .groups
+    /// The offset before which every group applied every entry (all of them
+    /// on a stream without groups).
+    fn floor(&self) -> u64 {
+        self.groups
             .values()
             .map(|c| c.applied)
             .min()
-            .unwrap_or(self.base);
-        while self.base < floor {
-            let Some(entry) = self.entries.pop_front() else {
-                break;
-            };
-            entry.settle();
+            .unwrap_or_else(|| self.head())
+    }
+
+    /// Entries some group has not applied yet.
+    fn unapplied(&self) -> usize {
+        usize::try_from(self.head() - self.floor()).unwrap_or(usize::MAX)
+    }
+
+    /// Settles the entries every group applied, and drops applied ones beyond
+    /// `max_len` (the rest stay for a group that joins late). An entry some
+    /// group has not applied is never dropped.
+    fn trim(&mut self, max_len: usize) {
+        let floor = self.floor();
+        while self.settled < floor {
+            if let Some(e) = usize::try_from(self.settled - self.base)
+                .ok()
+                .and_then(|i| self.entries.get(i))
+            {
+                e.settle();
+            }
+            self.settled += 1;
+        }
+        while self.entries.len() > max_len && self.base < floor {
+            self.entries.pop_front();
             self.base += 1;
         }
     }
@@ -247,12 +259,21 @@ impl InProcessBus {
         self.state().dead.clone()
     }
 
-    /// Entries currently retained on `stream`.
+    /// Entries currently retained on `stream` (applied ones too, up to
+    /// `max_len`, for a group that joins late).
     pub fn len(&self, stream: &str) -> usize {
         self.state()
             .streams
             .get(stream)
             .map_or(0, |s| s.entries.len())
+    }
+
+    /// Entries of `stream` some group has not applied yet.
+    pub fn unapplied(&self, stream: &str) -> usize {
+        self.state()
+            .streams
+            .get(stream)
+            .map_or(0, StreamLog::unapplied)
     }
 
     pub fn is_empty(&self, stream: &str) -> bool {
@@ -293,7 +314,7 @@ impl InProcessBus {
             return Room::unbounded();
         }
         Room {
-            free: self.inner.max_len.saturating_sub(log.entries.len()),
+            free: self.inner.max_len.saturating_sub(log.unapplied()),
             slowest: log.slowest(),
         }
     }
@@ -308,12 +329,9 @@ impl InProcessBus {
             {
                 let mut st = self.state();
                 let log = st.streams.entry(stream.to_string()).or_default();
-                if log.groups.is_empty() || log.entries.len() < self.inner.max_len {
-                    let entry = Arc::new(entry.take().expect("pushed once"));
-                    if log.groups.is_empty() {
-                        entry.settle();
-                    }
-                    log.entries.push_back(entry);
+                if log.groups.is_empty() || log.unapplied() < self.inner.max_len {
+                    log.entries
+                        .push_back(Arc::new(entry.take().expect("pushed once")));
                     log.trim(self.inner.max_len);
                     break;
                 }
@@ -643,21 +661,46 @@ impl EventBus {
         EventBus::InProcess(InProcessBus::new())
     }
 
-    /// Redis when `redis.url` is set, else in-process (embedded mode); either
-    /// way with the consumer groups `events.consumer_groups` declares.
+    /// An in-process bus declaring the suite's default consumer groups: for one
+    /// process running all four services (tests, tools).
+    pub fn in_process_for_suite() -> Self {
+        Self::in_process_declaring(&retention_config::Settings::defaults("suite", 0).events)
+    }
+
+    fn in_process_declaring(events: &retention_config::EventSettings) -> Self {
+        let max_len = usize::try_from(events.stream_max_len).unwrap_or(usize::MAX);
+        // In memory the bound is also the bus's footprint.
+        let bus = InProcessBus::with_max_len(max_len.clamp(1, DEFAULT_MAX_LEN));
+        for (stream, groups) in events.declared_groups() {
+            bus.declare(&stream, &groups);
+        }
+        EventBus::InProcess(bus)
+    }
+
+    /// Redis when `redis.url` is set, with the consumer groups
+    /// `events.consumer_groups` declares; else (embedded mode) an in-process bus
+    /// for this service alone, which only the consumers of this process can
+    /// read: they join it as they start.
     pub fn from_settings(settings: &retention_config::Settings) -> Result<Self, EventsError> {
-        let groups = settings.events.declared_groups();
-        let max_len = usize::try_from(settings.events.stream_max_len).unwrap_or(usize::MAX);
         match settings.redis_url() {
-            Some(url) => Self::redis(url, &settings.redis.namespace, max_len, groups),
-            None => {
-                // In memory the bound is also the bus's footprint.
-                let bus = InProcessBus::with_max_len(max_len.clamp(1, DEFAULT_MAX_LEN));
-                for (stream, groups) in &groups {
-                    bus.declare(stream, groups);
-                }
-                Ok(EventBus::InProcess(bus))
-            }
+            Some(url) => Self::redis(
+                url,
+                &settings.redis.namespace,
+                usize::try_from(settings.events.stream_max_len).unwrap_or(usize::MAX),
+                settings.events.declared_groups(),
+            ),
+            None => Ok(Self::in_process()),
+        }
+    }
+
+    /// The bus of the all-in-one process: as [`from_settings`](Self::from_settings),
+    /// but an in-process bus declares `events.consumer_groups` up front, since
+    /// every consumer runs in this process; events published before a consumer
+    /// started wait for it.
+    pub fn for_suite(settings: &retention_config::Settings) -> Result<Self, EventsError> {
+        match settings.redis_url() {
+            Some(_) => Self::from_settings(settings),
+            None => Ok(Self::in_process_declaring(&settings.events)),
         }
     }
 

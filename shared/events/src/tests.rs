@@ -1152,11 +1152,12 @@ async fn in_process_bus_holds_the_relay_for_a_paused_group_and_loses_nothing() -
     // The paused group (declared, no consumer yet) fills the bus to its bound;
     // the rest waits in the outbox, unpublished.
     eventually(Duration::from_secs(10), "the bus full", || async {
-        Ok(bus.len(STREAM) == CAP && live.seen().len() == CAP)
+        Ok(bus.unapplied(STREAM) == CAP && live.seen().len() == CAP)
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(bus.len(STREAM), CAP, "never more than the bound on the bus");
+    assert_eq!(bus.unapplied(STREAM), CAP);
     assert_eq!(
         live.seen().len(),
         CAP,
@@ -1214,7 +1215,13 @@ async fn in_process_bus_holds_the_relay_for_a_paused_group_and_loses_nothing() -
     );
     assert_eq!(bus.trimmed_unapplied(), 0);
     assert!(bus.dead_letters().is_empty());
-    assert!(bus.is_empty(STREAM), "applied entries leave the bus");
+    assert_eq!(bus.unapplied(STREAM), 0);
+    assert!(bus.lags(STREAM).iter().all(|l| l.lag == 0));
+    assert_eq!(
+        bus.len(STREAM),
+        CAP,
+        "applied entries beyond the bound leave the bus"
+    );
     shutdown.cancel();
     for t in [live_task, paused_task, relay_task] {
         tokio::time::timeout(Duration::from_secs(10), t).await??;

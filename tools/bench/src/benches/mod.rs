@@ -1,5 +1,6 @@
 //! One module per benchmark; each returns its rows for the table.
 
+pub mod backpressure;
 pub mod fit;
 pub mod grpc;
 pub mod launch;
@@ -13,15 +14,26 @@ use retention_testkit::{Backend, TestService};
 use crate::table::Row;
 
 /// The benchmark names, in the order `make bench` runs them.
-pub const ALL: [&str; 6] = ["grpc", "purchases", "pipeline", "fit", "scoring", "launch"];
+pub const ALL: [&str; 7] = [
+    "grpc",
+    "purchases",
+    "backpressure",
+    "pipeline",
+    "fit",
+    "scoring",
+    "launch",
+];
 
 /// The start of each row that carries one of the targets; a complete run
 /// has every one of them.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 12] = [
     "GetCustomer, Redis cache hit: throughput",
     "GetCustomer, cache hit at half of peak: p99",
     "GetCustomer, cache miss",
     "RecordPurchases",
+    "backpressure: RecordPurchases",
+    "backpressure: segmentation stopped",
+    "backpressure: segmentation started afterwards",
     "event pipeline",
     "BG/NBD fit, CDNOW: ours",
     "RunScoring, ",
@@ -76,6 +88,7 @@ pub async fn run_all(names: &[&str], sizes: &Sizes) -> anyhow::Result<Vec<Row>> 
                 .await
             }
             "purchases" => purchases::run(sizes.purchases).await,
+            "backpressure" => backpressure::run(sizes.purchases).await,
             "pipeline" => pipeline::run(sizes.pipeline_secs).await,
             "fit" => fit::run(),
             "scoring" => scoring::run(sizes.customers).await,

@@ -299,6 +299,11 @@ impl InProcessBus {
         lags
     }
 
+    /// Entries per stream some group may leave unapplied before publishers wait.
+    pub fn max_len(&self) -> usize {
+        self.inner.max_len
+    }
+
     /// Entries dropped before some group had applied them (only possible on a
     /// stream whose group joined after the entries outgrew `max_len`).
     pub fn trimmed_unapplied(&self) -> u64 {
@@ -709,6 +714,30 @@ impl EventBus {
         match self {
             EventBus::Redis { publisher, .. } => Arc::new(publisher.as_ref().clone()),
             EventBus::InProcess(bus) => Arc::new(bus.publisher()),
+        }
+    }
+
+    /// Each consumer group of `stream` (the `declared` ones, and any other the bus
+    /// knows) and the entries it has not acknowledged.
+    pub async fn group_lags(
+        &self,
+        stream: &str,
+        declared: &[String],
+    ) -> Result<Vec<GroupLag>, EventsError> {
+        match self {
+            EventBus::Redis { publisher, .. } => publisher.group_lags(stream, declared).await,
+            EventBus::InProcess(bus) => {
+                let mut lags = bus.lags(stream);
+                for g in declared {
+                    if !lags.iter().any(|l| &l.group == g) {
+                        lags.push(GroupLag {
+                            group: g.clone(),
+                            lag: 0,
+                        });
+                    }
+                }
+                Ok(lags)
+            }
         }
     }
 

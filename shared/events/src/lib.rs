@@ -17,6 +17,7 @@
 //!   stream. Handlers call [`first_delivery`] inside their transaction so a
 //!   redelivered event changes nothing: exactly-once in effect.
 
+mod backlog;
 mod bus;
 mod consumer;
 mod migration;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tracing::Instrument;
 
+pub use backlog::BacklogProbe;
 pub use bus::{DeadLetter, EventBus, InProcessBus, InProcessPublisher, run_in_process};
 pub use consumer::{ConsumerOptions, RedisConsumer};
 pub use migration::EventsMigration;

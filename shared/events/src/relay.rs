@@ -250,6 +250,53 @@ impl RedisPublisher {
         })
     }
 
+    /// Each group of `stream` in Redis (and each `declared` one not created yet)
+    /// with the entries it has not acknowledged: pending plus not yet delivered.
+    pub async fn group_lags(
+        &self,
+        stream: &str,
+        declared: &[String],
+    ) -> Result<Vec<GroupLag>, EventsError> {
+        let key = stream_key(&self.namespace, stream);
+        let mut conn = self.conn.clone();
+        let (info, len): (redis::streams::StreamInfoGroupsReply, u64) = match redis::pipe()
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&key)
+            .cmd("XLEN")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.to_string().contains("no such key") => Default::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut lags: Vec<GroupLag> = info
+            .groups
+            .into_iter()
+            .map(|g| GroupLag {
+                lag: match g.lag {
+                    Some(undelivered) => (undelivered + g.pending) as u64,
+                    // Redis cannot tell (entries deleted past the group): at most
+                    // the whole stream.
+                    None => len,
+                },
+                group: g.name,
+            })
+            .collect();
+        for g in declared {
+            if !lags.iter().any(|l| &l.group == g) {
+                // Created at the next publish, from the start of the stream.
+                lags.push(GroupLag {
+                    group: g.clone(),
+                    lag: len,
+                });
+            }
+        }
+        Ok(lags)
+    }
+
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
         self.seen
             .lock()
@@ -540,8 +587,13 @@ impl Relay {
                 lock(&self.unmarked).extend_from_slice(&seqs[i * MARK_CHUNK..]);
                 return Err(e);
             }
-            let left = self.in_flight.fetch_sub(chunk.len(), Ordering::SeqCst) - chunk.len();
-            if left == 0 {
+            let before = self
+                .in_flight
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(chunk.len()))
+                })
+                .unwrap_or(0);
+            if before <= chunk.len() {
                 self.pushed.store(0, Ordering::SeqCst);
             }
         }
@@ -634,6 +686,7 @@ impl Relay {
             .query_all(&claim_after(self.opts.batch_size, lock, after))
             .await?;
         if rows.is_empty() {
+            self.note_hold(None).await;
             return Ok(0);
         }
         let mut seqs = Vec::with_capacity(rows.len());
@@ -666,8 +719,14 @@ impl Relay {
             room.free -= 1;
             take += 1;
         }
-        self.note_hold(blocked.as_ref().map(|(s, r)| (s.as_str(), r)))
-            .await;
+        // The episode ends once the outbox is caught up, not at the first batch
+        // that fits (a draining backlog would flap between the two).
+        let claimed = batch.len();
+        match &blocked {
+            Some((stream, room)) => self.note_hold(Some((stream.as_str(), room))).await,
+            None if claimed < self.opts.batch_size => self.note_hold(None).await,
+            None => {}
+        }
         if take == 0 {
             return Ok(0);
         }

@@ -1122,9 +1122,55 @@ fn exactly_once(rec: &Recorder, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Counts log events whose message starts with one of the given texts (installed
+/// as the test process's global subscriber; nextest runs each test alone).
+#[derive(Clone, Default)]
+struct LogCount(Arc<Mutex<HashMap<&'static str, usize>>>, Vec<&'static str>);
+
+impl LogCount {
+    fn install(messages: &[&'static str]) -> LogCount {
+        use tracing_subscriber::layer::SubscriberExt;
+        let counts = LogCount(Arc::default(), messages.to_vec());
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(counts.clone()),
+        );
+        counts
+    }
+
+    fn get(&self, message: &str) -> usize {
+        self.0
+            .lock()
+            .map_or(0, |m| m.get(message).copied().unwrap_or(0))
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogCount {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        if let Some(known) = self.1.iter().find(|k| m.0.starts_with(*k))
+            && let Ok(mut counts) = self.0.lock()
+        {
+            *counts.entry(known).or_default() += 1;
+        }
+    }
+}
+
+const HELD: &str = "outbox relay held back";
+const RESUMED: &str = "outbox relay resumed";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_bus_holds_the_relay_for_a_paused_group_and_loses_nothing() -> anyhow::Result<()>
 {
+    let logs = LogCount::install(&[HELD, RESUMED]);
     let (_tdb, db) = setup_db(Backend::Sqlite).await?;
     let bus = InProcessBus::with_max_len(CAP);
     bus.declare(STREAM, &["live".to_string(), "paused".to_string()]);
@@ -1215,6 +1261,11 @@ async fn in_process_bus_holds_the_relay_for_a_paused_group_and_loses_nothing() -
     );
     assert_eq!(bus.trimmed_unapplied(), 0);
     assert!(bus.dead_letters().is_empty());
+    assert_eq!(
+        (logs.get(HELD), logs.get(RESUMED)),
+        (1, 1),
+        "one warning when held back and one line on resuming, not one per batch"
+    );
     assert_eq!(bus.unapplied(STREAM), 0);
     assert!(bus.lags(STREAM).iter().all(|l| l.lag == 0));
     assert_eq!(

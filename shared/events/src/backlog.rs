@@ -1,0 +1,76 @@
+//! The operator's view of the pipeline: what waits in a service's outbox and how
+//! far behind each consumer group of its stream is (`GetEventBacklog`).
+
+use std::time::Duration;
+
+use retention_proto::common::{ConsumerGroupLag, EventBacklog};
+use sea_orm::DatabaseConnection;
+
+use crate::relay::GroupLag;
+use crate::{EventBus, EventsError, outbox};
+
+/// Reads the backlog of one service: its database's outbox and its stream's groups.
+#[derive(Clone)]
+pub struct BacklogProbe {
+    db: DatabaseConnection,
+    bus: EventBus,
+    stream: String,
+    groups: Vec<String>,
+    bound: u64,
+}
+
+impl BacklogProbe {
+    /// The backlog of `stream`, published from `db`'s outbox through `bus`.
+    pub fn new(
+        db: DatabaseConnection,
+        bus: &EventBus,
+        stream: &str,
+        events: &retention_config::EventSettings,
+    ) -> Self {
+        BacklogProbe {
+            db,
+            bus: bus.clone(),
+            stream: stream.to_string(),
+            groups: events.groups_of(stream),
+            bound: events.stream_max_len,
+        }
+    }
+
+    /// The backlog now; UNAVAILABLE when the database or Redis does not answer.
+    pub async fn report(&self) -> Result<EventBacklog, tonic::Status> {
+        self.read().await.map_err(|e| {
+            tracing::warn!(error = %e, "event backlog not readable");
+            retention_errors::unavailable("the event backlog", Duration::from_secs(1))
+        })
+    }
+
+    async fn read(&self) -> Result<EventBacklog, EventsError> {
+        let backlog = outbox::backlog(&self.db).await?;
+        let mut lags = self.bus.group_lags(&self.stream, &self.groups).await?;
+        lags.sort_by(|a, b| b.lag.cmp(&a.lag).then_with(|| a.group.cmp(&b.group)));
+        let bound = match &self.bus {
+            // The in-process bus never holds more than its own cap.
+            EventBus::InProcess(bus) => bus.max_len() as u64,
+            EventBus::Redis { .. } => self.bound,
+        };
+        let held_back = bound > 0 && lags.first().is_some_and(|g| g.lag >= bound);
+        let oldest = backlog.oldest_age;
+        Ok(EventBacklog {
+            stream: self.stream.clone(),
+            outbox_rows: i64::try_from(backlog.rows).unwrap_or(i64::MAX),
+            outbox_oldest_age: Some(prost_types::Duration {
+                seconds: i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(oldest.subsec_nanos()).unwrap_or(0),
+            }),
+            groups: lags
+                .into_iter()
+                .map(|GroupLag { group, lag }| ConsumerGroupLag {
+                    group,
+                    lag: i64::try_from(lag).unwrap_or(i64::MAX),
+                })
+                .collect(),
+            bound: i64::try_from(bound).unwrap_or(i64::MAX),
+            held_back,
+        })
+    }
+}

@@ -60,6 +60,7 @@ pub fn scope_policy() -> ScopePolicy {
     }
     // A full recompute loads the whole population: an operator's call.
     p.require(&m("RunScoring"), &["segmentation.admin"])
+        .require(&m("GetEventBacklog"), &["segmentation.admin"])
 }
 
 /// Runs the service until `shutdown` resolves.
@@ -123,7 +124,9 @@ pub async fn run_with_bus(
     let scheduler = spawn_scheduler(app.clone(), settings.scoring.interval_minutes, stop.clone());
 
     let max_bytes = settings.server.max_message_bytes;
-    let svc = SegmentationServiceServer::new(grpc::SegmentationGrpc::new(app))
+    let backlog =
+        retention_events::BacklogProbe::new(db.clone(), &bus, events::STREAM, &settings.events);
+    let svc = SegmentationServiceServer::new(grpc::SegmentationGrpc::new(app, backlog))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
     let probe_db = db.clone();

@@ -65,6 +65,7 @@ pub fn scope_policy() -> ScopePolicy {
         "PauseCampaign",
         "CompleteCampaign",
         "CancelCampaign",
+        "GetEventBacklog",
     ] {
         p = p.require(&m(method), &["winback.admin"]);
     }
@@ -131,7 +132,9 @@ pub async fn run_with_bus(
     );
 
     let max_bytes = settings.server.max_message_bytes;
-    let svc = WinbackServiceServer::new(grpc::WinbackGrpc::new(app))
+    let backlog =
+        retention_events::BacklogProbe::new(db.clone(), &bus, events::STREAM, &settings.events);
+    let svc = WinbackServiceServer::new(grpc::WinbackGrpc::new(app, backlog))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
     let probe_db = db.clone();

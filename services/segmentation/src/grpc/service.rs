@@ -15,11 +15,12 @@ use crate::store::repo::{OrderValue, order_value};
 
 pub struct SegmentationGrpc {
     app: SegmentationApp,
+    backlog: retention_events::BacklogProbe,
 }
 
 impl SegmentationGrpc {
-    pub fn new(app: SegmentationApp) -> Self {
-        SegmentationGrpc { app }
+    pub fn new(app: SegmentationApp, backlog: retention_events::BacklogProbe) -> Self {
+        SegmentationGrpc { app, backlog }
     }
 }
 
@@ -35,6 +36,13 @@ fn customer_of(name: &str, v: &mut FieldViolations) -> String {
 
 #[tonic::async_trait]
 impl SegmentationService for SegmentationGrpc {
+    async fn get_event_backlog(
+        &self,
+        _request: Request<pb::GetEventBacklogRequest>,
+    ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
+        Ok(Response::new(self.backlog.report().await?))
+    }
+
     async fn get_customer_insight(
         &self,
         req: Request<pb::GetCustomerInsightRequest>,

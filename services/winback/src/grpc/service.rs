@@ -25,11 +25,12 @@ use crate::store::repo::{self, CAMPAIGN_FILTER_FIELDS};
 
 pub struct WinbackGrpc {
     app: WinbackApp,
+    backlog: retention_events::BacklogProbe,
 }
 
 impl WinbackGrpc {
-    pub fn new(app: WinbackApp) -> Self {
-        WinbackGrpc { app }
+    pub fn new(app: WinbackApp, backlog: retention_events::BacklogProbe) -> Self {
+        WinbackGrpc { app, backlog }
     }
 
     fn backend(&self) -> sea_orm::DbBackend {
@@ -185,6 +186,13 @@ fn new_campaign(c: pb::Campaign, v: &mut FieldViolations) -> Option<NewCampaign>
 
 #[tonic::async_trait]
 impl WinbackService for WinbackGrpc {
+    async fn get_event_backlog(
+        &self,
+        _request: Request<pb::GetEventBacklogRequest>,
+    ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
+        Ok(Response::new(self.backlog.report().await?))
+    }
+
     async fn record_churn(
         &self,
         req: Request<pb::RecordChurnRequest>,

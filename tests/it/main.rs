@@ -10,6 +10,7 @@ use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
 use retention_testkit::{Backend, TestService};
 
+mod backfill;
 mod backpressure;
 mod cli;
 mod consumer_kill;

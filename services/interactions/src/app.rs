@@ -2,6 +2,7 @@
 //! transaction (outbox), complaints change only through the state machine, and the
 //! SLA sweep records each breach exactly once even with several replicas.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -49,6 +50,28 @@ pub struct NewComplaint {
     pub channel: Option<Channel>,
     pub subject: String,
     pub description: String,
+}
+
+/// What one page of a backfill enqueued.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BackfillCounts {
+    /// Customers with complaints or surveys replayed.
+    pub customers: i64,
+    /// Events enqueued, by type (`retention.interactions.v1.ComplaintOpenedEvent`).
+    pub events: BTreeMap<String, i64>,
+    /// The last customer replayed, when more of the range follows.
+    pub next_after: Option<String>,
+}
+
+/// Events per type name.
+fn count_by_type(events: &[OutboxEvent]) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for e in events {
+        let url = &e.payload.type_url;
+        let name = url.rsplit_once('/').map_or(url.as_str(), |(_, n)| n);
+        *out.entry(name.to_string()).or_default() += 1;
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -284,6 +307,29 @@ impl InteractionsApp {
         let surveys =
             repo::surveys_between(&self.db, start, end, category.map(|_| ids.as_slice())).await?;
         Ok(summarize(&surveys, &complaints))
+    }
+
+    /// Replays the complaints and surveys of up to `limit` customers with ids in
+    /// [`from`, `to`) after `after` as events for `group` alone, in one
+    /// transaction through the outbox; the relay is woken once it commits.
+    pub async fn backfill(
+        &self,
+        group: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
+    ) -> AppResult<BackfillCounts> {
+        let txn = self.db.begin().await?;
+        let (page, more) = repo::customers_for_replay(&txn, from, to, after, limit).await?;
+        let evs: Vec<OutboxEvent> = page.iter().flat_map(|r| events::replay(r, group)).collect();
+        let counts = BackfillCounts {
+            customers: page.len() as i64,
+            events: count_by_type(&evs),
+            next_after: page.last().filter(|_| more).map(|r| r.customer_id.clone()),
+        };
+        self.commit(txn, evs).await?;
+        Ok(counts)
     }
 
     /// Records SLA breaches due by `at`; returns how many were recorded. Each

@@ -64,7 +64,7 @@ pub fn scope_policy() -> ScopePolicy {
     ] {
         p = p.require(&m(method), &["interactions.write"]);
     }
-    p
+    p.require(&m("BackfillEvents"), &["interactions.admin"])
 }
 
 /// Runs the service until `shutdown` resolves.

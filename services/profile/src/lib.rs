@@ -59,7 +59,12 @@ pub fn scope_policy() -> ScopePolicy {
     ] {
         p = p.require(&m(method), &["profile.write"]);
     }
-    for method in ["MergeCustomers", "EraseCustomer", "ExportCustomerData"] {
+    for method in [
+        "MergeCustomers",
+        "EraseCustomer",
+        "ExportCustomerData",
+        "BackfillEvents",
+    ] {
         p = p.require(&m(method), &["profile.admin"]);
     }
     p

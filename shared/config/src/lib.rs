@@ -639,7 +639,10 @@ mod tests {
             "profile",
             50051,
             None,
-            env(&[("RETENTION_EVENTS__CONSUMER_GROUPS__PROFILE", "segmentation, audit")]),
+            env(&[(
+                "RETENTION_EVENTS__CONSUMER_GROUPS__PROFILE",
+                "segmentation, audit",
+            )]),
         )
         .unwrap();
         assert_eq!(

@@ -4,6 +4,7 @@
 //! answered with DEADLINE_EXCEEDED, JWT scopes, and a bounded graceful drain
 //! (DESIGN §6, §7).
 
+pub mod backfill;
 mod layers;
 pub mod paging;
 mod rate_limit;

@@ -3,10 +3,12 @@
 pub mod complaint;
 pub mod enums;
 pub mod records;
+pub mod replay;
 pub mod summary;
 
 pub use complaint::*;
 pub use enums::*;
 pub use records::*;
+pub use replay::*;
 pub use retention_domain::now;
 pub use summary::*;

@@ -128,6 +128,28 @@ pub fn survey_recorded(s: &Survey) -> OutboxEvent {
     )
 }
 
+/// A backfill's replay of one customer's complaints and surveys, addressed to
+/// `group` alone: each complaint as the events that lead to its current state
+/// ([`replay_steps`]), then each survey.
+pub fn replay(r: &ReplayedCustomer, group: &str) -> Vec<OutboxEvent> {
+    let mut out = Vec::new();
+    for c in &r.complaints {
+        for step in replay_steps(c) {
+            out.push(match step {
+                ReplayStep::Opened => complaint_opened(c),
+                ReplayStep::Breached(target) => sla_breached(c, target),
+                ReplayStep::StatusFrom(from) => status_changed(c, from),
+                ReplayStep::Resolved => match &c.resolution {
+                    Some(res) => complaint_resolved(c, res),
+                    None => continue,
+                },
+            });
+        }
+    }
+    out.extend(r.surveys.iter().map(survey_recorded));
+    out.into_iter().map(|e| e.for_group(group)).collect()
+}
+
 /// Applies profile's CustomerMerged and CustomerErased; other event types are skipped.
 pub struct ProfileEventsHandler {
     pub db: DatabaseConnection,

@@ -538,3 +538,110 @@ pub async fn redact_customer<C: ConnectionTrait>(db: &C, customer_id: &str) -> R
         .await?;
     Ok(())
 }
+
+// ---- backfill -----------------------------------------------------------------
+
+/// Ids per `IN (...)` list, well inside both backends' parameter limits.
+const IN_CHUNK: usize = 1_000;
+
+/// Up to `limit` distinct customer ids of `column` in [`from`, `to`) after `after`.
+async fn customer_ids<C, E>(
+    db: &C,
+    column: E::Column,
+    from: Option<&str>,
+    to: Option<&str>,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<String>, DbErr>
+where
+    C: ConnectionTrait,
+    E: EntityTrait,
+{
+    let mut q = E::find()
+        .select_only()
+        .column(column)
+        .distinct()
+        .order_by_asc(column)
+        .limit(limit);
+    if let Some(f) = from {
+        q = q.filter(column.gte(f));
+    }
+    if let Some(t) = to {
+        q = q.filter(column.lt(t));
+    }
+    if let Some(a) = after {
+        q = q.filter(column.gt(a));
+    }
+    q.into_tuple::<String>().all(db).await
+}
+
+/// The customers with complaints or surveys whose ids are in [`from`, `to`)
+/// after `after`, at most `limit` in id order, each with its complaints (oldest
+/// first) and surveys (in the order they were recorded: ids are UUIDv7); and
+/// whether more customers follow in the range.
+pub async fn customers_for_replay<C: ConnectionTrait>(
+    db: &C,
+    from: Option<&str>,
+    to: Option<&str>,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<(Vec<ReplayedCustomer>, bool), DbErr> {
+    // The first limit + 1 of the union are among the first limit + 1 of each side.
+    let mut ids = customer_ids::<_, complaint::Entity>(
+        db,
+        complaint::Column::CustomerId,
+        from,
+        to,
+        after,
+        limit + 1,
+    )
+    .await?;
+    ids.extend(
+        customer_ids::<_, survey::Entity>(
+            db,
+            survey::Column::CustomerId,
+            from,
+            to,
+            after,
+            limit + 1,
+        )
+        .await?,
+    );
+    ids.sort_unstable();
+    ids.dedup();
+    let more = ids.len() as u64 > limit;
+    ids.truncate(limit as usize);
+    let mut out: Vec<ReplayedCustomer> = ids
+        .iter()
+        .map(|id| ReplayedCustomer {
+            customer_id: id.clone(),
+            complaints: Vec::new(),
+            surveys: Vec::new(),
+        })
+        .collect();
+    let position = |id: &str| ids.binary_search_by(|x| x.as_str().cmp(id)).ok();
+    for chunk in ids.chunks(IN_CHUNK) {
+        for m in complaint::Entity::find()
+            .filter(complaint::Column::CustomerId.is_in(chunk.iter().cloned()))
+            .order_by_asc(complaint::Column::OpenTime)
+            .order_by_asc(complaint::Column::Id)
+            .all(db)
+            .await?
+        {
+            if let Some(i) = position(&m.customer_id) {
+                out[i].complaints.push(complaint_from(m)?);
+            }
+        }
+        for m in survey::Entity::find()
+            .filter(survey::Column::CustomerId.is_in(chunk.iter().cloned()))
+            .order_by_asc(survey::Column::Id)
+            .all(db)
+            .await?
+        {
+            if let Some(i) = position(&m.customer_id) {
+                out[i].surveys.push(survey_from(m));
+            }
+        }
+    }
+    Ok((out, more))
+}

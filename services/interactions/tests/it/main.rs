@@ -1,5 +1,6 @@
 //! Service tests of the interactions service on real PostgreSQL / Redis and SQLite.
 
+mod backfill;
 mod complaints;
 mod harness;
 mod profile_events;

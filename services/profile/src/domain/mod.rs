@@ -4,10 +4,12 @@ pub mod customer;
 pub mod enums;
 pub mod filter;
 pub mod purchase;
+pub mod replay;
 pub mod validate;
 
 pub use customer::*;
 pub use enums::*;
 pub use purchase::*;
+pub use replay::*;
 
 pub use retention_domain::now;

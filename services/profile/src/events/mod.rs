@@ -111,3 +111,24 @@ pub fn referral_recorded(r: &Referral) -> OutboxEvent {
         },
     )
 }
+
+/// A backfill's replay of one customer, addressed to `group` alone: its current
+/// state as the events that would have produced it. A live customer: created
+/// (current facts), each customer merged into it, each consent, each purchase
+/// (purchase ids as recorded, so consumers dedupe them like live ones), each
+/// referral it gave. An erased one: its erasure.
+pub fn replay(r: &ReplayedCustomer, group: &str) -> Vec<OutboxEvent> {
+    let c = &r.customer;
+    if c.erased {
+        return vec![customer_erased(&c.id, c.update_time).for_group(group)];
+    }
+    let mut out = Vec::with_capacity(
+        1 + c.merged_ids.len() + c.consents.len() + r.purchases.len() + r.referrals_given.len(),
+    );
+    out.push(customer_created(c));
+    out.extend(c.merged_ids.iter().map(|m| customer_merged(&c.id, m)));
+    out.extend(c.consents.iter().map(|x| consent_changed(&c.id, x)));
+    out.extend(r.purchases.iter().map(purchase_recorded));
+    out.extend(r.referrals_given.iter().map(referral_recorded));
+    out.into_iter().map(|e| e.for_group(group)).collect()
+}

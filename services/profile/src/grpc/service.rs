@@ -8,6 +8,7 @@ use retention_proto::profile::customer_profile_service_server::CustomerProfileSe
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use retention_server::backfill::backfill_page;
 use retention_server::paging::{
     decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
 };
@@ -481,5 +482,42 @@ impl CustomerProfileService for ProfileService {
         };
         let stored = self.app.record_referral(&a, &b, at).await?;
         Ok(Response::new(convert::referral(&stored)))
+    }
+
+    async fn backfill_events(
+        &self,
+        req: Request<pb::BackfillEventsRequest>,
+    ) -> Result<Response<pb::BackfillEventsResponse>, Status> {
+        let caller = who(&req);
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let page = backfill_page(
+            &r.consumer_group,
+            &r.customer_id_from,
+            &r.customer_id_to,
+            r.page_size,
+            &r.page_token,
+            &mut v,
+        );
+        v.into_result()?;
+        let counts = self
+            .app
+            .backfill(
+                &page.group,
+                page.from.as_deref(),
+                page.to.as_deref(),
+                page.after.as_deref(),
+                page.limit,
+            )
+            .await?;
+        retention_telemetry::audit(&caller, "events.backfill", &[&page.group]);
+        Ok(Response::new(pb::BackfillEventsResponse {
+            customer_count: counts.customers,
+            event_counts: counts.events.into_iter().collect(),
+            next_page_token: counts
+                .next_after
+                .map(|last| page.next_token(&last))
+                .unwrap_or_default(),
+        }))
     }
 }

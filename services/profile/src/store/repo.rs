@@ -488,3 +488,95 @@ pub async fn referrals_of<C: ConnectionTrait>(
         .collect();
     Ok((given, received))
 }
+
+/// The customers (live and erased) with ids in [`from`, `to`) after `after`, at
+/// most `limit` in id order, with what a replay needs of each: the ids merged
+/// into it, its purchases in the order they were recorded (ids are UUIDv7) and
+/// the referrals it gave; and whether more customers follow in the range.
+/// Personal data is never opened: the events carry none, so a row sealed under a
+/// key no longer held replays as well as any other.
+pub async fn customers_for_replay<C: ConnectionTrait>(
+    db: &C,
+    pii: &PiiCipher,
+    from: Option<&str>,
+    to: Option<&str>,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<(Vec<ReplayedCustomer>, bool), StoreError> {
+    let mut q = customer::Entity::find();
+    if let Some(f) = from {
+        q = q.filter(customer::Column::Id.gte(f));
+    }
+    if let Some(t) = to {
+        q = q.filter(customer::Column::Id.lt(t));
+    }
+    if let Some(a) = after {
+        q = q.filter(customer::Column::Id.gt(a));
+    }
+    let mut rows = q
+        .order_by_asc(customer::Column::Id)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let live: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.erased)
+        .map(|r| r.id.as_str())
+        .collect();
+    let mut merged: HashMap<String, Vec<String>> = HashMap::new();
+    let mut purchases: HashMap<String, Vec<Purchase>> = HashMap::new();
+    let mut referrals: HashMap<String, Vec<Referral>> = HashMap::new();
+    for chunk in live.chunks(IN_CHUNK) {
+        let ids = || chunk.iter().copied();
+        for a in alias::Entity::find()
+            .filter(alias::Column::SurvivorId.is_in(ids()))
+            .order_by_asc(alias::Column::MergeTime)
+            .order_by_asc(alias::Column::AliasId)
+            .all(db)
+            .await?
+        {
+            merged.entry(a.survivor_id).or_default().push(a.alias_id);
+        }
+        for p in purchase::Entity::find()
+            .filter(purchase::Column::CustomerId.is_in(ids()))
+            .order_by_asc(purchase::Column::Id)
+            .all(db)
+            .await?
+        {
+            purchases
+                .entry(p.customer_id.clone())
+                .or_default()
+                .push(purchase_from_row(p));
+        }
+        for r in referral::Entity::find()
+            .filter(referral::Column::ReferrerId.is_in(ids()))
+            .order_by_asc(referral::Column::OccurTime)
+            .order_by_asc(referral::Column::ReferredId)
+            .all(db)
+            .await?
+        {
+            referrals
+                .entry(r.referrer_id.clone())
+                .or_default()
+                .push(Referral {
+                    referrer_id: r.referrer_id,
+                    referred_id: r.referred_id,
+                    occur_time: r.occur_time,
+                });
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        (row.display_name, row.email, row.phone) = (None, None, None);
+        let id = row.id.clone();
+        let merged_ids = merged.remove(&id).unwrap_or_default();
+        out.push(ReplayedCustomer {
+            customer: customer_from_row(row, Vec::new(), merged_ids, pii)?,
+            purchases: purchases.remove(&id).unwrap_or_default(),
+            referrals_given: referrals.remove(&id).unwrap_or_default(),
+        });
+    }
+    Ok((out, more))
+}

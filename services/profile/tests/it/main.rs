@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod backfill;
 mod cache;
 mod customers;
 mod faults;

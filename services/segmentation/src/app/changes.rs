@@ -121,7 +121,10 @@ impl SegmentationApp {
                     return Ok(txn.commit().await?);
                 }
                 let mut f = repo::lock_features(&txn, id, at).await?;
-                single.apply_to(&mut f);
+                if !single.apply_to(&mut f) {
+                    // Its effect is there already (a backfill's replay).
+                    return Ok(txn.commit().await?);
+                }
                 repo::save_features(&txn, id, &f, at).await?;
                 evs.extend(self.rescore(&txn, id, &f, at).await?);
             }
@@ -222,8 +225,9 @@ impl SegmentationApp {
 
     /// Applies a batch of single-customer changes (not merges or erasures) in one
     /// transaction, each exactly once and in order, and rescores the customers
-    /// they touch once. Events already applied, about erased customers or
-    /// repeating a recorded purchase change nothing.
+    /// they touch once. Events already applied, about erased customers,
+    /// repeating a recorded purchase or replaying an effect already present
+    /// change nothing.
     pub async fn apply_changes(&self, changes: &[(String, Change)]) -> AppResult<()> {
         debug_assert!(
             changes
@@ -268,18 +272,26 @@ impl SegmentationApp {
         });
         let touched: BTreeSet<String> = live.iter().map(|c| c.customer_id().to_string()).collect();
         let mut features = repo::lock_features_many(&txn, &touched, at).await?;
+        // Customers whose features an event changed: a replayed event whose
+        // effect is there already changes nothing, not even the row's time.
+        let mut moved = BTreeSet::new();
         for c in &live {
-            if let Some(f) = features.get_mut(c.customer_id()) {
-                c.apply_to(f);
+            if let Some(f) = features.get_mut(c.customer_id())
+                && c.apply_to(f)
+            {
+                moved.insert(c.customer_id().to_string());
             }
         }
-        let mut changed: Vec<(String, Features)> = features.into_iter().collect();
+        let mut changed: Vec<(String, Features)> = features
+            .into_iter()
+            .filter(|(id, _)| moved.contains(id))
+            .collect();
         changed.sort_by(|a, b| a.0.cmp(&b.0));
         let rows: Vec<(&String, &Features)> = changed.iter().map(|(id, f)| (id, f)).collect();
         repo::save_features_many(&txn, &rows, at).await?;
         let evs = self.rescore_many(&txn, changed, at).await?;
         self.commit(txn, evs).await?;
-        self.invalidate(&touched.into_iter().collect::<Vec<_>>())
+        self.invalidate(&moved.into_iter().collect::<Vec<_>>())
             .await;
         Ok(())
     }

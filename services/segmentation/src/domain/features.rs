@@ -1,6 +1,8 @@
 //! Per-customer features, folded from profile and interactions events. The fold is
-//! pure; exactly-once application is the consumer's job (inbox), so every method
-//! here assumes each event arrives once.
+//! pure. The inbox makes each event id apply once; a backfill replays the owners'
+//! state under new event ids, so the counters are kept idempotent here: complaints,
+//! surveys and referrals are counted by their ids (purchases by theirs, in the
+//! purchases table), and an event whose effect is already present changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +42,37 @@ pub struct Features {
     pub share_of_wallet: Option<f64>,
     /// When the customer was created in profile (tenure).
     pub customer_since: Option<DateTime<Utc>>,
+    /// The complaints counted above, by id.
+    pub complaint_marks: BTreeMap<String, ComplaintMark>,
+    /// The surveys counted above, by id.
+    pub survey_ids: BTreeSet<String>,
+    /// The customers this one referred (counted in `referrals_given`).
+    pub referred_ids: BTreeSet<String>,
+    /// The counters include events folded before ids were kept (an older
+    /// version): a complaint event without a mark may then be about one counted
+    /// already. Rows created since keep every id (false), and always say so.
+    #[serde(default = "folded_without_ids")]
+    pub counted_without_ids: bool,
+}
+
+/// A row stored without `counted_without_ids` predates the ids.
+fn folded_without_ids() -> bool {
+    true
+}
+
+/// What the counters hold of one complaint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ComplaintMark {
+    /// Counted in `complaints_open`.
+    pub open: bool,
+    /// The SLA targets counted in `complaints_breached` (bits of [`sla_bit`]).
+    pub breaches: u8,
+}
+
+/// The bit of an SLA target (its proto number) in [`ComplaintMark::breaches`].
+pub fn sla_bit(target: i32) -> u8 {
+    1 << target.clamp(0, 7)
 }
 
 fn month_index(t: DateTime<Utc>) -> i32 {
@@ -94,24 +127,102 @@ impl Features {
             .collect()
     }
 
-    pub fn record_complaint_opened(&mut self) {
+    /// A complaint opened; false (and nothing changes) if it is counted already.
+    pub fn record_complaint_opened(&mut self, complaint_id: &str) -> bool {
+        if self.complaint_marks.contains_key(complaint_id) {
+            return false;
+        }
+        self.complaint_marks.insert(
+            complaint_id.to_string(),
+            ComplaintMark {
+                open: true,
+                breaches: 0,
+            },
+        );
         self.complaints_total += 1;
         self.complaints_open += 1;
+        true
     }
 
-    pub fn record_complaint_resolved(&mut self) {
-        self.complaints_open = self.complaints_open.saturating_sub(1);
+    /// The mark of a complaint an event is about. One never seen was opened
+    /// while its opening did not reach this model (a lost event): counted now, as
+    /// open or not. On a row folded before ids were kept it was counted then, so
+    /// only the mark is added and `legacy` adjusts the counters as before.
+    fn mark(&mut self, complaint_id: &str, open: bool, legacy: impl FnOnce(&mut Self)) -> bool {
+        if self.complaint_marks.contains_key(complaint_id) {
+            return false;
+        }
+        if self.counted_without_ids {
+            legacy(self);
+        } else {
+            self.complaints_total += 1;
+            self.complaints_open += u32::from(open);
+        }
+        self.complaint_marks.insert(
+            complaint_id.to_string(),
+            ComplaintMark { open, breaches: 0 },
+        );
+        true
     }
 
-    pub fn record_complaint_reopened(&mut self) {
-        self.complaints_open += 1;
+    /// A complaint resolved; false if it is counted as resolved already.
+    pub fn record_complaint_resolved(&mut self, complaint_id: &str) -> bool {
+        if self.mark(complaint_id, false, |f| {
+            f.complaints_open = f.complaints_open.saturating_sub(1)
+        }) {
+            return true;
+        }
+        match self.complaint_marks.get_mut(complaint_id) {
+            Some(m) if m.open => {
+                m.open = false;
+                self.complaints_open = self.complaints_open.saturating_sub(1);
+                true
+            }
+            _ => false,
+        }
     }
 
-    pub fn record_sla_breach(&mut self) {
-        self.complaints_breached += 1;
+    /// A resolved complaint reopened; false if it is counted as open already.
+    pub fn record_complaint_reopened(&mut self, complaint_id: &str) -> bool {
+        if self.mark(complaint_id, true, |f| f.complaints_open += 1) {
+            return true;
+        }
+        match self.complaint_marks.get_mut(complaint_id) {
+            Some(m) if !m.open => {
+                m.open = true;
+                self.complaints_open += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
-    pub fn record_survey(&mut self, csat: Option<i32>, expectation_gap: Option<i32>) {
+    /// A complaint missed the SLA target `target` (its proto number); false if
+    /// that breach is counted already. Only unresolved complaints (or one being
+    /// resolved late) breach, so an unseen one counts as open.
+    pub fn record_sla_breach(&mut self, complaint_id: &str, target: i32) -> bool {
+        self.mark(complaint_id, true, |_| {});
+        let bit = sla_bit(target);
+        match self.complaint_marks.get_mut(complaint_id) {
+            Some(m) if m.breaches & bit == 0 => {
+                m.breaches |= bit;
+                self.complaints_breached += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A survey; false if it is counted already.
+    pub fn record_survey(
+        &mut self,
+        survey_id: &str,
+        csat: Option<i32>,
+        expectation_gap: Option<i32>,
+    ) -> bool {
+        if !self.survey_ids.insert(survey_id.to_string()) {
+            return false;
+        }
         if let Some(c) = csat {
             self.csat_sum += i64::from(c);
             self.csat_count += 1;
@@ -120,6 +231,16 @@ impl Features {
             self.expectation_gap_sum += i64::from(g);
             self.expectation_gap_count += 1;
         }
+        true
+    }
+
+    /// This customer referred `referred_id`; false if that referral is counted already.
+    pub fn record_referral(&mut self, referred_id: &str) -> bool {
+        if !self.referred_ids.insert(referred_id.to_string()) {
+            return false;
+        }
+        self.referrals_given += 1;
+        true
     }
 
     /// Folds a merged-away customer's features into the survivor's.
@@ -165,6 +286,12 @@ impl Features {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        for (id, m) in &other.complaint_marks {
+            self.complaint_marks.entry(id.clone()).or_insert(*m);
+        }
+        self.survey_ids.extend(other.survey_ids.iter().cloned());
+        self.referred_ids.extend(other.referred_ids.iter().cloned());
+        self.counted_without_ids |= other.counted_without_ids;
     }
 
     /// Purchases after the first (the models count repeats).
@@ -256,20 +383,20 @@ mod tests {
     #[test]
     fn complaints_surveys_and_merges() {
         let mut a = Features::default();
-        a.record_complaint_opened();
-        a.record_sla_breach();
-        a.record_complaint_resolved();
-        a.record_complaint_resolved();
+        a.record_complaint_opened("c1");
+        a.record_sla_breach("c1", 2);
+        a.record_complaint_resolved("c1");
+        a.record_complaint_resolved("c1");
         assert_eq!(
             (a.complaints_total, a.complaints_open, a.complaints_breached),
             (1, 0, 1),
-            "never below zero"
+            "a second resolution of one complaint changes nothing"
         );
-        a.record_survey(Some(4), Some(-2));
+        a.record_survey("s1", Some(4), Some(-2));
         let mut b = Features::default();
         b.record_purchase(day(3), 100, 10, 0, "tea");
-        b.record_survey(Some(2), None);
-        b.record_complaint_opened();
+        b.record_survey("s2", Some(2), None);
+        b.record_complaint_opened("c2");
         a.absorb(&b);
         assert_eq!(a.mean_csat(), Some(3.0));
         assert_eq!(a.mean_expectation_gap(), Some(-2.0));
@@ -280,9 +407,127 @@ mod tests {
         assert_eq!(a.first_purchase, Some(day(3)));
         assert_eq!(a.first_margin_minor, 10);
         assert!(
+            !a.record_complaint_opened("c2"),
+            "the merged customer's complaints are known to the survivor"
+        );
+        assert!(
             Features::default().history(day(1), 7.0).is_none(),
             "no purchase, no history"
         );
+    }
+
+    /// Everything a customer's complaints, surveys and referrals fold into.
+    fn counters(f: &Features) -> [i64; 8] {
+        [
+            f.complaints_total.into(),
+            f.complaints_open.into(),
+            f.complaints_breached.into(),
+            f.csat_sum,
+            f.csat_count.into(),
+            f.expectation_gap_sum,
+            f.expectation_gap_count.into(),
+            f.referrals_given.into(),
+        ]
+    }
+
+    /// The live history of one customer: a complaint resolved late, reopened and
+    /// resolved again; one escalated and open; one closed; two surveys; two referrals.
+    fn live(f: &mut Features) {
+        f.record_complaint_opened("a");
+        f.record_sla_breach("a", 2);
+        f.record_complaint_resolved("a");
+        f.record_complaint_reopened("a");
+        f.record_complaint_resolved("a");
+        f.record_complaint_opened("b");
+        f.record_sla_breach("b", 1);
+        f.record_complaint_opened("c");
+        f.record_complaint_resolved("c");
+        f.record_survey("s1", Some(5), Some(1));
+        f.record_survey("s2", Some(2), None);
+        f.record_referral("r1");
+        f.record_referral("r2");
+    }
+
+    /// The same customer as interactions and profile replay it (their current
+    /// state): opened, breaches, resolution, a status change; each survey; each
+    /// referral. A closed complaint's status change (RESOLVED -> CLOSED) and an
+    /// escalation (OPEN -> IN_PROGRESS) fold into nothing here.
+    fn replay(f: &mut Features) -> bool {
+        let mut changed = false;
+        changed |= f.record_complaint_opened("a");
+        changed |= f.record_sla_breach("a", 2);
+        changed |= f.record_complaint_resolved("a");
+        changed |= f.record_complaint_opened("b");
+        changed |= f.record_sla_breach("b", 1);
+        changed |= f.record_complaint_opened("c");
+        changed |= f.record_complaint_resolved("c");
+        changed |= f.record_survey("s1", Some(5), Some(1));
+        changed |= f.record_survey("s2", Some(2), None);
+        changed |= f.record_referral("r1");
+        changed |= f.record_referral("r2");
+        changed
+    }
+
+    #[test]
+    fn a_replay_rebuilds_an_empty_model_and_changes_nothing_in_a_full_one() {
+        let mut fed_live = Features::default();
+        live(&mut fed_live);
+        assert_eq!(counters(&fed_live), [3, 1, 2, 7, 2, 1, 1, 2]);
+
+        let mut rebuilt = Features::default();
+        assert!(replay(&mut rebuilt));
+        assert_eq!(rebuilt, fed_live, "the replay of an emptied model");
+
+        let before = fed_live.clone();
+        assert!(!replay(&mut fed_live), "every effect is present already");
+        assert_eq!(fed_live, before);
+    }
+
+    #[test]
+    fn a_replay_fills_in_what_lost_events_left_out() {
+        // Live, the opening of "a" and the resolution of "c" were lost, and so
+        // was survey s2.
+        let mut f = Features::default();
+        f.record_sla_breach("a", 2);
+        f.record_complaint_resolved("a");
+        f.record_complaint_reopened("a");
+        f.record_complaint_resolved("a");
+        f.record_complaint_opened("b");
+        f.record_sla_breach("b", 1);
+        f.record_complaint_opened("c");
+        f.record_survey("s1", Some(5), Some(1));
+        f.record_referral("r1");
+        f.record_referral("r2");
+        assert!(replay(&mut f));
+        let mut fed_live = Features::default();
+        live(&mut fed_live);
+        assert_eq!(f, fed_live);
+    }
+
+    #[test]
+    fn rows_folded_before_ids_were_kept_count_as_they_did() {
+        // Stored by an older version: counters, no ids, no flag.
+        let mut old: Features = serde_json::from_str(
+            r#"{"complaints_total":2,"complaints_open":2,"complaints_breached":0}"#,
+        )
+        .unwrap();
+        assert!(old.counted_without_ids);
+        assert!(old.record_complaint_resolved("old-1"));
+        assert!(old.record_sla_breach("old-2", 1));
+        assert_eq!(
+            (
+                old.complaints_total,
+                old.complaints_open,
+                old.complaints_breached
+            ),
+            (2, 1, 1),
+            "events about complaints counted before ids adjust the counters as before"
+        );
+        assert!(!old.record_complaint_resolved("old-1"));
+        let json = serde_json::to_string(&Features::default()).unwrap();
+        assert!(json.contains(r#""counted_without_ids":false"#), "{json}");
+        let new: Features = serde_json::from_str(&json).unwrap();
+        assert!(!new.counted_without_ids);
     }
 
     #[test]

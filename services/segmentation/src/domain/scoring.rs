@@ -791,8 +791,8 @@ mod tests {
         let active = score("a", &f, now, &cal, &cfg);
         let level = |r: ChurnRisk| ChurnRisk::ALL.iter().position(|x| *x == r).unwrap();
         assert!(level(active.churn_risk) <= 1, "{active:?}");
-        f.record_complaint_opened();
-        f.record_sla_breach();
+        f.record_complaint_opened("c");
+        f.record_sla_breach("c", 2);
         let upset = score("a", &f, now, &cal, &cfg);
         assert_eq!(
             level(upset.churn_risk),

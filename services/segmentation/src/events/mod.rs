@@ -94,6 +94,7 @@ pub enum Change {
     },
     Referral {
         referrer_id: String,
+        referred_id: String,
     },
     Merged {
         survivor_id: String,
@@ -104,18 +105,25 @@ pub enum Change {
     },
     ComplaintOpened {
         customer_id: String,
+        complaint_id: String,
     },
     ComplaintResolved {
         customer_id: String,
+        complaint_id: String,
     },
     ComplaintReopened {
         customer_id: String,
+        complaint_id: String,
     },
     SlaBreached {
         customer_id: String,
+        complaint_id: String,
+        /// The SLA target missed (its proto number).
+        target: i32,
     },
     Survey {
         customer_id: String,
+        survey_id: String,
         csat: Option<i32>,
         expectation_gap: Option<i32>,
     },
@@ -128,18 +136,20 @@ impl Change {
             Change::Facts { customer_id, .. }
             | Change::Purchase { customer_id, .. }
             | Change::Erased { customer_id }
-            | Change::ComplaintOpened { customer_id }
-            | Change::ComplaintResolved { customer_id }
-            | Change::ComplaintReopened { customer_id }
-            | Change::SlaBreached { customer_id }
+            | Change::ComplaintOpened { customer_id, .. }
+            | Change::ComplaintResolved { customer_id, .. }
+            | Change::ComplaintReopened { customer_id, .. }
+            | Change::SlaBreached { customer_id, .. }
             | Change::Survey { customer_id, .. } => customer_id,
-            Change::Referral { referrer_id } => referrer_id,
+            Change::Referral { referrer_id, .. } => referrer_id,
             Change::Merged { survivor_id, .. } => survivor_id,
         }
     }
 
-    /// Folds a single-customer change into that customer's features.
-    pub fn apply_to(&self, f: &mut Features) {
+    /// Folds a single-customer change into that customer's features; false when
+    /// its effect was there already (a replayed event), and nothing changed.
+    /// Purchases are deduplicated before, by the purchases table.
+    pub fn apply_to(&self, f: &mut Features) -> bool {
         match self {
             Change::Facts {
                 credit_rating,
@@ -148,12 +158,25 @@ impl Change {
                 create_time,
                 ..
             } => {
+                let before = (
+                    f.credit_rating.clone(),
+                    f.annual_revenue_minor,
+                    f.share_of_wallet,
+                    f.customer_since,
+                );
                 f.credit_rating = credit_rating.clone();
                 f.annual_revenue_minor = *annual_revenue_minor;
                 f.share_of_wallet = *share_of_wallet;
                 if create_time.is_some() {
                     f.customer_since = *create_time;
                 }
+                before
+                    != (
+                        f.credit_rating.clone(),
+                        f.annual_revenue_minor,
+                        f.share_of_wallet,
+                        f.customer_since,
+                    )
             }
             Change::Purchase {
                 at,
@@ -168,18 +191,28 @@ impl Change {
                     f.currency.clone_from(currency);
                 }
                 f.record_purchase(*at, *amount_minor, *margin_minor, *discount_minor, category);
+                true
             }
-            Change::Referral { .. } => f.referrals_given += 1,
-            Change::ComplaintOpened { .. } => f.record_complaint_opened(),
-            Change::ComplaintResolved { .. } => f.record_complaint_resolved(),
-            Change::ComplaintReopened { .. } => f.record_complaint_reopened(),
-            Change::SlaBreached { .. } => f.record_sla_breach(),
+            Change::Referral { referred_id, .. } => f.record_referral(referred_id),
+            Change::ComplaintOpened { complaint_id, .. } => f.record_complaint_opened(complaint_id),
+            Change::ComplaintResolved { complaint_id, .. } => {
+                f.record_complaint_resolved(complaint_id)
+            }
+            Change::ComplaintReopened { complaint_id, .. } => {
+                f.record_complaint_reopened(complaint_id)
+            }
+            Change::SlaBreached {
+                complaint_id,
+                target,
+                ..
+            } => f.record_sla_breach(complaint_id, *target),
             Change::Survey {
+                survey_id,
                 csat,
                 expectation_gap,
                 ..
-            } => f.record_survey(*csat, *expectation_gap),
-            Change::Merged { .. } | Change::Erased { .. } => {}
+            } => f.record_survey(survey_id, *csat, *expectation_gap),
+            Change::Merged { .. } | Change::Erased { .. } => false,
         }
     }
 }
@@ -238,6 +271,7 @@ pub fn decode(env: &EventEnvelope) -> Result<Option<Change>, HandlerError> {
     if let Some(e) = decode_payload::<ppb::ReferralRecordedEvent>(env)? {
         return Ok(Some(Change::Referral {
             referrer_id: e.referrer_id,
+            referred_id: e.referred_id,
         }));
     }
     if let Some(e) = decode_payload::<ppb::CustomerMergedEvent>(env)? {
@@ -254,11 +288,13 @@ pub fn decode(env: &EventEnvelope) -> Result<Option<Change>, HandlerError> {
     if let Some(e) = decode_payload::<ipb::ComplaintOpenedEvent>(env)? {
         return Ok(Some(Change::ComplaintOpened {
             customer_id: e.customer_id,
+            complaint_id: e.complaint_id,
         }));
     }
     if let Some(e) = decode_payload::<ipb::ComplaintResolvedEvent>(env)? {
         return Ok(Some(Change::ComplaintResolved {
             customer_id: e.customer_id,
+            complaint_id: e.complaint_id,
         }));
     }
     if let Some(e) = decode_payload::<ipb::ComplaintStatusChangedEvent>(env)? {
@@ -267,17 +303,21 @@ pub fn decode(env: &EventEnvelope) -> Result<Option<Change>, HandlerError> {
             && e.to_state != ipb::ComplaintState::Closed as i32;
         return Ok(reopened.then_some(Change::ComplaintReopened {
             customer_id: e.customer_id,
+            complaint_id: e.complaint_id,
         }));
     }
     if let Some(e) = decode_payload::<ipb::ComplaintSlaBreachedEvent>(env)? {
         return Ok(Some(Change::SlaBreached {
             customer_id: e.customer_id,
+            complaint_id: e.complaint_id,
+            target: e.target,
         }));
     }
     if let Some(e) = decode_payload::<ipb::SurveyRecordedEvent>(env)? {
         let gap = (e.expectation > 0 && e.perceived > 0).then(|| e.perceived - e.expectation);
         return Ok(Some(Change::Survey {
             customer_id: e.customer_id,
+            survey_id: e.survey_id,
             csat: (e.csat > 0).then_some(e.csat),
             expectation_gap: gap,
         }));

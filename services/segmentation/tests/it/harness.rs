@@ -112,18 +112,21 @@ impl TestApp {
         .await;
     }
 
-    pub async fn complaint_opened(&mut self, customer: &str) {
+    /// Opens a complaint of `customer`; returns its id.
+    pub async fn complaint_opened(&mut self, customer: &str) -> String {
+        let complaint_id = new_id();
         self.interactions_event(&ipb::ComplaintOpenedEvent {
-            complaint_id: new_id(),
+            complaint_id: complaint_id.clone(),
             customer_id: customer.into(),
             ..Default::default()
         })
         .await;
+        complaint_id
     }
 
-    pub async fn complaint_resolved(&mut self, customer: &str) {
+    pub async fn complaint_resolved(&mut self, customer: &str, complaint_id: &str) {
         self.interactions_event(&ipb::ComplaintResolvedEvent {
-            complaint_id: new_id(),
+            complaint_id: complaint_id.into(),
             customer_id: customer.into(),
             ..Default::default()
         })

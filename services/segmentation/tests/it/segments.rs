@@ -59,7 +59,7 @@ async fn enter_and_exit_on(backend: Backend) {
     );
     let before = app.insight(&who).await.unwrap();
 
-    app.complaint_opened(&who).await;
+    let complaint = app.complaint_opened(&who).await;
     app.settle().await;
     assert_eq!(members(&mut app, &seg.name).await, vec![who.clone()]);
     let changes = app.outbox::<pb::SegmentMembershipChangedEvent>().await;
@@ -86,7 +86,7 @@ async fn enter_and_exit_on(backend: Backend) {
         (before.churn_risk, after.churn_risk)
     );
 
-    app.complaint_resolved(&who).await;
+    app.complaint_resolved(&who, &complaint).await;
     app.settle().await;
     assert!(members(&mut app, &seg.name).await.is_empty());
     let changes = app.outbox::<pb::SegmentMembershipChangedEvent>().await;

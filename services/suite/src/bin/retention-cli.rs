@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use retention_proto::segmentation as spb;
 use retention_suite::cli::Clients;
+use retention_suite::cli::backfill::{self, BackfillPlan, Owner};
 use retention_suite::cli::client::Endpoints;
 use retention_suite::cli::demo::{self, CampaignPlan};
 use retention_suite::cli::show::table;
@@ -102,6 +103,27 @@ enum Command {
     Segment(Segment),
     #[command(subcommand)]
     Campaign(Campaign),
+    /// Rebuild a consumer's read model: profile and interactions replay their
+    /// current state (customers, consent, purchases, referrals; complaints,
+    /// surveys) as events for that consumer group alone, which applies them
+    /// idempotently. For a read model that lost events, or a consumer joining late.
+    Backfill {
+        /// The consumer group, e.g. segmentation, winback, interactions.
+        consumer: String,
+        /// First customer id replayed (inclusive); default: the first.
+        #[arg(long)]
+        from: Option<String>,
+        /// Customer id to stop before (exclusive); default: through the last.
+        #[arg(long)]
+        to: Option<String>,
+        /// Replay only this owner (repeatable): profile or interactions. Default:
+        /// the owners the consumer reads (both for one the suite does not know).
+        #[arg(long = "source", value_parser = ["profile", "interactions"])]
+        sources: Vec<String>,
+        /// Customers per call (1-1000; one call is one transaction).
+        #[arg(long, default_value_t = 500)]
+        page_size: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -304,6 +326,27 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Campaign(Campaign::Compare) => {
             demo::compare(&clients, &mut print).await?;
+        }
+        Command::Backfill {
+            consumer,
+            from,
+            to,
+            sources,
+            page_size,
+        } => {
+            let owners = if sources.is_empty() {
+                Owner::read_by(&consumer)
+            } else {
+                sources.iter().filter_map(|s| Owner::parse(s)).collect()
+            };
+            let plan = BackfillPlan {
+                consumer: consumer.clone(),
+                from: from.unwrap_or_default(),
+                to: to.unwrap_or_default(),
+                page_size,
+            };
+            let replayed = backfill::backfill(&clients, &plan, &owners, quiet).await?;
+            print!("{}", backfill::report(&consumer, &replayed));
         }
     }
     Ok(())

@@ -17,6 +17,7 @@ pub const SCOPES: &[&str] = &[
     "pii.read",
     "interactions.read",
     "interactions.write",
+    "interactions.admin",
     "segmentation.read",
     "segmentation.write",
     "segmentation.admin",

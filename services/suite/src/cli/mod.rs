@@ -2,6 +2,7 @@
 //! a few gRPC calls to the four services (the same ones other teams make), printed
 //! as readable tables.
 
+pub mod backfill;
 pub mod client;
 pub mod demo;
 pub mod show;

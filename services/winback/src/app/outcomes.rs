@@ -153,11 +153,14 @@ impl WinbackApp {
 
     /// A purchase by `customer_id` at `at`: the first purchase inside a target's
     /// win window wins it back (treated and control alike, CustomerWonBack); later
-    /// purchases of a won-back target count as repeats. Applied once per event.
+    /// purchases of a won-back target count as repeats. Applied once per event,
+    /// and once per purchase: one attributed against targets is remembered, so a
+    /// replay of it under another event id (a backfill) counts for nothing.
     pub async fn purchase_recorded(
         &self,
         event_id: &str,
         consumer: &str,
+        purchase_id: &str,
         customer_id: &str,
         at: DateTime<Utc>,
         margin_minor: i64,
@@ -166,8 +169,22 @@ impl WinbackApp {
         if !retention_events::first_delivery(&txn, consumer, event_id).await? {
             return Ok(0);
         }
+        let targets = repo::targets_of_customer(&txn, customer_id, at).await?;
+        if targets.is_empty()
+            || (!purchase_id.is_empty()
+                && !repo::claim_attribution(
+                    &txn,
+                    purchase_id,
+                    customer_id,
+                    retention_domain::now(),
+                )
+                .await?)
+        {
+            txn.commit().await?;
+            return Ok(0);
+        }
         let mut evs = Vec::new();
-        for mut t in repo::targets_of_customer(&txn, customer_id, at).await? {
+        for mut t in targets {
             let window = TargetWindow {
                 arm: t.arm,
                 start: t.window_start,

@@ -126,7 +126,14 @@ impl ProfileEventsHandler {
                 .ok_or_else(|| HandlerError::Permanent("purchase without a time".into()))?;
             let margin = p.gross_margin.map_or(0, |m| m.minor_units);
             self.app
-                .purchase_recorded(&env.event_id, CONSUMER, &p.customer_id, at, margin)
+                .purchase_recorded(
+                    &env.event_id,
+                    CONSUMER,
+                    &p.purchase_id,
+                    &p.customer_id,
+                    at,
+                    margin,
+                )
                 .await
                 .map_err(handler_error)?;
             return Ok(());

@@ -155,3 +155,24 @@ pub mod complaint_signal {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod attributed_purchase {
+    use sea_orm::entity::prelude::*;
+
+    /// A purchase from profile that was attributed against campaign targets (the
+    /// customer had one whose window opened before it): kept so a replay of it (a
+    /// backfill) does not count again, as a win or a repeat.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "attributed_purchases")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub purchase_id: String,
+        pub customer_id: String,
+        pub record_time: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(retention_events::EventsMigration),
             Box::new(retention_db::idempotency::IdempotencyMigration),
             Box::new(CreateWinbackTables),
+            Box::new(CreateAttributedPurchases),
         ]
     }
 }
@@ -189,5 +190,48 @@ impl MigrationTrait for CreateWinbackTables {
                 .await?;
         }
         Ok(())
+    }
+}
+
+struct CreateAttributedPurchases;
+
+/// Named explicitly: the derive names a migration after its file, and this file
+/// already holds one.
+impl MigrationName for CreateAttributedPurchases {
+    fn name(&self) -> &str {
+        "m20261202_000001_create_attributed_purchases"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateAttributedPurchases {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("attributed_purchases")
+                .if_not_exists()
+                .col(string_len("purchase_id", 64).primary_key())
+                .col(string_len("customer_id", 36))
+                .col(timestamp_with_time_zone("record_time"))
+                .to_owned(),
+        )
+        .await?;
+        retention_db::create_index(
+            m,
+            "idx_attributed_purchases_customer",
+            "attributed_purchases",
+            &["customer_id"],
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(
+            Table::drop()
+                .table(Alias::new("attributed_purchases"))
+                .if_exists()
+                .to_owned(),
+        )
+        .await
     }
 }

@@ -234,6 +234,17 @@ async fn classify_churn_reads_each_signal() {
     app.publish(
         "retention.interactions.events",
         &ipb::ComplaintResolvedEvent {
+            complaint_id: calm_complaint.clone(),
+            customer_id: calm.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Interactions' backfill replays the resolved complaint as opened, then
+    // resolved: opened again under a new event id changes nothing here.
+    app.publish(
+        "retention.interactions.events",
+        &ipb::ComplaintOpenedEvent {
             complaint_id: calm_complaint,
             customer_id: calm.clone(),
             ..Default::default()

@@ -236,6 +236,12 @@ impl SegmentationService for Fake {
     ) -> Result<Response<spb::PortfolioReport>, Status> {
         unimplemented()
     }
+    async fn get_event_backlog(
+        &self,
+        _: Request<spb::GetEventBacklogRequest>,
+    ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
+        unimplemented()
+    }
 }
 
 pub struct TestApp {

@@ -25,7 +25,7 @@ async fn migrate_only_creates_the_schema_once_on_both_backends() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 3);
+        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 4);
         let row = conn
             .query_one_raw(Statement::from_string(
                 conn.get_database_backend(),

@@ -124,6 +124,52 @@ async fn purchases_inside_the_window_win_customers_back_and_outside_do_not() {
     app.stop().await;
 }
 
+/// Profile's backfill replays every purchase under a new event id with its
+/// purchase id as recorded: one that won a customer back or counted as a repeat
+/// must not count again.
+#[tokio::test]
+async fn a_replayed_purchase_counts_once() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let (treated, _) = split_ids(1, 0);
+    let (name, launched) = launch_on(&mut app, &treated, pb::Strategy::PricePromotion).await;
+    let bought = |days: i64, margin: i64| retention_proto::profile::PurchaseRecordedEvent {
+        customer_id: treated[0].clone(),
+        purchase_id: new_id(),
+        order_id: new_id(),
+        occur_time: Some(ts(launched + Duration::days(days))),
+        gross_margin: money(margin),
+        ..Default::default()
+    };
+    let (win, repeat) = (bought(1, 3_000), bought(5, 500));
+    for p in [&win, &repeat] {
+        app.publish("retention.profile.events", p).await;
+    }
+    app.settle().await;
+    let repeats = format!(
+        "SELECT COUNT(*) FROM campaign_targets WHERE customer_id = '{}' AND repeat_purchases = 1",
+        treated[0]
+    );
+    assert_eq!(app.count(&repeats).await, 1);
+    // The replay: both purchases again, under new event ids.
+    for p in [&win, &repeat] {
+        app.publish("retention.profile.events", p).await;
+    }
+    app.settle().await;
+    assert_eq!(
+        app.count(&repeats).await,
+        1,
+        "the replayed repeat purchase counted again"
+    );
+    let targets = app.targets(&name).await;
+    assert_eq!(
+        targets[&treated[0]].won_back_time.map(|t| t.seconds),
+        Some((launched + Duration::days(1)).timestamp())
+    );
+    let events: Vec<pb::CustomerWonBackEvent> = app.outbox().await;
+    assert_eq!(events.len(), 1, "won back once");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn results_match_a_hand_computed_fixture_and_strategies_compare() {
     let mut app = TestApp::spawn(Backend::Sqlite).await;

@@ -10,7 +10,9 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Que
 
 use super::CHUNK;
 use crate::domain::records::ContactChannel;
-use crate::store::entities::{churn_record, complaint_signal, consent, exclusion, target};
+use crate::store::entities::{
+    attributed_purchase, churn_record, complaint_signal, consent, exclusion, target,
+};
 
 pub async fn set_consent<C: ConnectionTrait>(
     db: &C,
@@ -72,17 +74,21 @@ pub async fn record_complaint<C: ConnectionTrait>(
     fact: ComplaintFact,
     at: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    let mut row = complaint_signal::Entity::find_by_id(complaint_id.to_string())
+    let known = complaint_signal::Entity::find_by_id(complaint_id.to_string())
         .one(db)
-        .await?
-        .unwrap_or(complaint_signal::Model {
-            complaint_id: complaint_id.into(),
-            customer_id: customer_id.into(),
-            unresolved: true,
-            breached: false,
-            escalated: false,
-            update_time: at,
-        });
+        .await?;
+    if fact == ComplaintFact::Opened && known.is_some() {
+        // Opened again: a backfill's replay. A reopening comes as a status change.
+        return Ok(());
+    }
+    let mut row = known.unwrap_or(complaint_signal::Model {
+        complaint_id: complaint_id.into(),
+        customer_id: customer_id.into(),
+        unresolved: true,
+        breached: false,
+        escalated: false,
+        update_time: at,
+    });
     match fact {
         ComplaintFact::Opened | ComplaintFact::Unresolved => row.unresolved = true,
         ComplaintFact::Resolved => row.unresolved = false,
@@ -113,6 +119,29 @@ pub async fn record_complaint<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Records that purchase `purchase_id` of `customer_id` is attributed against
+/// campaign targets; false when it was already (a replay: it must not count twice).
+pub async fn claim_attribution<C: ConnectionTrait>(
+    db: &C,
+    purchase_id: &str,
+    customer_id: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let n = attributed_purchase::Entity::insert(attributed_purchase::ActiveModel {
+        purchase_id: Set(purchase_id.into()),
+        customer_id: Set(customer_id.into()),
+        record_time: Set(at),
+    })
+    .on_conflict(
+        OnConflict::column(attributed_purchase::Column::PurchaseId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(n > 0)
+}
+
 /// (unresolved, breached, escalated) complaint counts of a customer.
 pub async fn complaint_counts<C: ConnectionTrait>(
     db: &C,
@@ -141,6 +170,11 @@ pub async fn merge_customer<C: ConnectionTrait>(
     complaint_signal::Entity::update_many()
         .col_expr(complaint_signal::Column::CustomerId, Expr::val(survivor))
         .filter(complaint_signal::Column::CustomerId.eq(merged))
+        .exec(db)
+        .await?;
+    attributed_purchase::Entity::update_many()
+        .col_expr(attributed_purchase::Column::CustomerId, Expr::val(survivor))
+        .filter(attributed_purchase::Column::CustomerId.eq(merged))
         .exec(db)
         .await?;
     consent::Entity::delete_many()
@@ -196,6 +230,10 @@ pub async fn erase_customer<C: ConnectionTrait>(
         .await?;
     complaint_signal::Entity::delete_many()
         .filter(complaint_signal::Column::CustomerId.eq(customer_id))
+        .exec(db)
+        .await?;
+    attributed_purchase::Entity::delete_many()
+        .filter(attributed_purchase::Column::CustomerId.eq(customer_id))
         .exec(db)
         .await?;
     consent::Entity::delete_many()

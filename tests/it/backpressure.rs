@@ -35,6 +35,17 @@ fn purchase(customer: &str, i: i64) -> ppb::Purchase {
     }
 }
 
+/// Profile's GetEventBacklog, with its admin scope.
+async fn event_backlog(
+    profile: &retention_testkit::TestService,
+) -> retention_proto::common::EventBacklog {
+    CustomerProfileServiceClient::new(profile.channel.clone())
+        .get_event_backlog(profile.req(ppb::GetEventBacklogRequest {}, &["profile.admin"]))
+        .await
+        .expect("GetEventBacklog")
+        .into_inner()
+}
+
 /// Polls `probe` every 200 ms until it is true, failing after `limit`.
 async fn until<F, Fut>(limit: Duration, what: &str, mut probe: F)
 where
@@ -151,6 +162,14 @@ async fn segmentation_stopped_through_an_ingest_past_the_stream_cap_gets_every_p
         waiting as usize >= CUSTOMERS + PURCHASES - CAP as usize,
         "only {waiting} events held back in the outbox"
     );
+    // An operator sees why: segmentation is the group at the bound.
+    let backlog = event_backlog(&profile).await;
+    assert!(backlog.held_back, "{backlog:?}");
+    assert_eq!(backlog.outbox_rows, waiting as i64);
+    assert_eq!(backlog.bound, CAP as i64);
+    assert_eq!(backlog.groups[0].group, "segmentation", "{backlog:?}");
+    assert_eq!(backlog.groups[0].lag, len as i64);
+    assert!(backlog.groups[1..].iter().all(|g| g.lag < CAP as i64));
 
     // Segmentation starts for the first time: its group was created by the
     // producer, so it receives every event, and the outbox drains.
@@ -188,6 +207,9 @@ async fn segmentation_stopped_through_an_ingest_past_the_stream_cap_gets_every_p
     )
     .await;
     println!("segmentation caught up in {drained:?}: {customers} customers, {rows} purchases");
+    let backlog = event_backlog(&profile).await;
+    assert!(!backlog.held_back);
+    assert_eq!(backlog.outbox_rows, 0);
     assert_eq!(rows, PURCHASES as i64);
     assert_eq!(customers, CUSTOMERS as i64);
     for s in [segmentation, winback, interactions, profile] {

@@ -65,6 +65,7 @@ pub fn scope_policy() -> ScopePolicy {
         p = p.require(&m(method), &["interactions.write"]);
     }
     p.require(&m("BackfillEvents"), &["interactions.admin"])
+        .require(&m("GetEventBacklog"), &["interactions.admin"])
 }
 
 /// Runs the service until `shutdown` resolves.
@@ -113,7 +114,9 @@ pub async fn run_with_bus(
     let sweeper = spawn_sweeper(app.clone(), stop.clone());
 
     let max_bytes = settings.server.max_message_bytes;
-    let svc = InteractionServiceServer::new(grpc::InteractionsService::new(app))
+    let backlog =
+        retention_events::BacklogProbe::new(db.clone(), &bus, events::STREAM, &settings.events);
+    let svc = InteractionServiceServer::new(grpc::InteractionsService::new(app, backlog))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
     let probe_db = db.clone();

@@ -64,6 +64,7 @@ pub fn scope_policy() -> ScopePolicy {
         "EraseCustomer",
         "ExportCustomerData",
         "BackfillEvents",
+        "GetEventBacklog",
     ] {
         p = p.require(&m(method), &["profile.admin"]);
     }
@@ -119,7 +120,9 @@ pub async fn run_with_bus(
     });
 
     let max_bytes = settings.server.max_message_bytes;
-    let svc = CustomerProfileServiceServer::new(grpc::ProfileService::new(app))
+    let backlog =
+        retention_events::BacklogProbe::new(db.clone(), &bus, events::STREAM, &settings.events);
+    let svc = CustomerProfileServiceServer::new(grpc::ProfileService::new(app, backlog))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);
     let probe_db = db.clone();

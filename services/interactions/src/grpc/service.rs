@@ -18,11 +18,12 @@ use crate::store::repo::{ComplaintQuery, InteractionQuery};
 
 pub struct InteractionsService {
     app: InteractionsApp,
+    backlog: retention_events::BacklogProbe,
 }
 
 impl InteractionsService {
-    pub fn new(app: InteractionsApp) -> Self {
-        InteractionsService { app }
+    pub fn new(app: InteractionsApp, backlog: retention_events::BacklogProbe) -> Self {
+        InteractionsService { app, backlog }
     }
 }
 
@@ -55,6 +56,13 @@ fn required<T>(x: Option<T>, field: &str, v: &mut FieldViolations) -> Option<T> 
 
 #[tonic::async_trait]
 impl InteractionService for InteractionsService {
+    async fn get_event_backlog(
+        &self,
+        _request: Request<pb::GetEventBacklogRequest>,
+    ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
+        Ok(Response::new(self.backlog.report().await?))
+    }
+
     async fn log_interaction(
         &self,
         req: Request<pb::LogInteractionRequest>,

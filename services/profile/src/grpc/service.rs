@@ -27,11 +27,12 @@ const PII_SCOPE: &str = "pii.read";
 
 pub struct ProfileService {
     app: ProfileApp,
+    backlog: retention_events::BacklogProbe,
 }
 
 impl ProfileService {
-    pub fn new(app: ProfileApp) -> Self {
-        ProfileService { app }
+    pub fn new(app: ProfileApp, backlog: retention_events::BacklogProbe) -> Self {
+        ProfileService { app, backlog }
     }
 }
 
@@ -69,6 +70,13 @@ fn customer_id(name: &str, field: &str) -> Result<String, Status> {
 
 #[tonic::async_trait]
 impl CustomerProfileService for ProfileService {
+    async fn get_event_backlog(
+        &self,
+        _request: Request<pb::GetEventBacklogRequest>,
+    ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
+        Ok(Response::new(self.backlog.report().await?))
+    }
+
     async fn create_customer(
         &self,
         req: Request<pb::CreateCustomerRequest>,

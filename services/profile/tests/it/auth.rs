@@ -97,6 +97,6 @@ async fn each_method_needs_its_scope() {
     assert_eq!(err.code(), Code::PermissionDenied);
     // Every method of the service is in the policy (deny-by-default would hide a gap).
     let policy = retention_profile::scope_policy();
-    assert_eq!(policy.methods().count(), 14);
+    assert_eq!(policy.methods().count(), 15);
     app.stop().await;
 }

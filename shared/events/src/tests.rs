@@ -1493,3 +1493,55 @@ async fn redis_relay_holds_back_for_a_stopped_group_and_trims_only_what_all_ackn
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_taken_out_of_the_declaration_holds_nothing_back() -> anyhow::Result<()> {
+    let (_tdb, db) = setup_db(Backend::Sqlite).await?;
+    let redis = RedisNs::new().await?;
+    let declared = |groups: &[&str]| {
+        RedisPublisher::new(redis.conn.clone(), redis.ns.clone(), CAP).with_groups(vec![(
+            STREAM.to_string(),
+            groups.iter().map(|g| g.to_string()).collect(),
+        )])
+    };
+    const N: usize = 3 * CAP;
+    enqueue_all(&db, "profile", (0..N).map(merged).collect()).await?;
+    let stop = CancellationToken::new();
+    let live = Arc::new(Recorder::default());
+    let live_task =
+        RedisConsumer::new(redis.client.clone(), redis.opts("live", "l1"), live.clone())
+            .spawn(stop.clone());
+    // `gone` never reads: while declared, it holds the relay at the bound.
+    let relay = Relay::new(
+        db.clone(),
+        Arc::new(declared(&["live", "gone"])),
+        RelayOptions::default(),
+    );
+    eventually(Duration::from_secs(10), "held at the bound", || async {
+        relay.flush_once().await?;
+        Ok(live.seen().len() == CAP)
+    })
+    .await?;
+    assert_eq!(
+        relay.flush_once().await?,
+        0,
+        "nothing more while `gone` is declared"
+    );
+    // Declared no more (a restart with the new list): everything goes out, and
+    // the stream is trimmed past what `gone` never read.
+    let relay = Relay::new(
+        db.clone(),
+        Arc::new(declared(&["live"])),
+        RelayOptions::default(),
+    );
+    eventually(Duration::from_secs(20), "every event to `live`", || async {
+        relay.flush_once().await?;
+        Ok(live.seen().len() >= N && pending_count(&db).await? == 0)
+    })
+    .await?;
+    exactly_once(&live, N)?;
+    assert!(redis.xlen(&redis.key()).await? <= CAP as u64);
+    stop.cancel();
+    live_task.await?;
+    Ok(())
+}

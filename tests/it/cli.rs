@@ -128,6 +128,39 @@ c9,o,x,1,1
     assert!(err.to_string().contains("row 2"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 
+    // The backlog once the pipeline is quiet: every service answers, each stream
+    // lists its declared groups, and none holds a producer back.
+    let mut backlogs = Vec::new();
+    for _ in 0..200 {
+        backlogs = retention_suite::cli::backlog::backlogs(&clients)
+            .await
+            .unwrap();
+        if backlogs.iter().all(|(_, b)| b.outbox_rows == 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let groups = |service: &str| -> Vec<String> {
+        let (_, b) = backlogs.iter().find(|(s, _)| *s == service).unwrap();
+        let mut g: Vec<String> = b.groups.iter().map(|g| g.group.clone()).collect();
+        g.sort();
+        g
+    };
+    assert_eq!(
+        groups("profile"),
+        ["interactions", "segmentation", "winback"]
+    );
+    assert_eq!(groups("interactions"), ["segmentation", "winback"]);
+    assert_eq!(groups("segmentation"), ["interactions", "winback"]);
+    assert!(groups("winback").is_empty());
+    for (service, b) in &backlogs {
+        assert_eq!(b.outbox_rows, 0, "{service}: {b:?}");
+        assert!(!b.held_back, "{service}: {b:?}");
+        assert!(b.groups.iter().all(|g| g.lag == 0), "{service}: {b:?}");
+    }
+    let printed = retention_suite::cli::backlog::report(&backlogs);
+    assert!(printed.contains("segmentation 0"), "{printed}");
+
     for s in [profile, interactions, segmentation, winback] {
         s.stop().await.unwrap();
     }

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use retention_proto::segmentation as spb;
 use retention_suite::cli::Clients;
 use retention_suite::cli::backfill::{self, BackfillPlan, Owner};
+use retention_suite::cli::backlog;
 use retention_suite::cli::client::Endpoints;
 use retention_suite::cli::demo::{self, CampaignPlan};
 use retention_suite::cli::show::table;
@@ -103,6 +104,9 @@ enum Command {
     Segment(Segment),
     #[command(subcommand)]
     Campaign(Campaign),
+    /// What waits in each service's outbox and how far behind each consumer
+    /// group is (GetEventBacklog on the four services).
+    Backlog,
     /// Rebuild a consumer's read model: profile and interactions replay their
     /// current state (customers, consent, purchases, referrals; complaints,
     /// surveys) as events for that consumer group alone, which applies them
@@ -326,6 +330,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Campaign(Campaign::Compare) => {
             demo::compare(&clients, &mut print).await?;
+        }
+        Command::Backlog => {
+            print!("{}", backlog::report(&backlog::backlogs(&clients).await?));
         }
         Command::Backfill {
             consumer,

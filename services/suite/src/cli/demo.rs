@@ -396,8 +396,11 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
         loaded.surveys
     ));
     // Segmentation folds the events in as they arrive; a run scores whoever it has,
-    // and any event after it rescores its customer.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // and any event after it rescores its customer. Score once every event is
+    // applied (a token without the admin scopes cannot tell: then a pause).
+    if !super::backlog::wait_quiet(c, Duration::from_secs(120)).await? {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
     let run = score(c, o.quiet).await?;
     let mut scored = insights(c, "").await?.len();
     for _ in 0..20 {

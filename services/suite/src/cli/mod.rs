@@ -3,6 +3,7 @@
 //! as readable tables.
 
 pub mod backfill;
+pub mod backlog;
 pub mod client;
 pub mod demo;
 pub mod show;

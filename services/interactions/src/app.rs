@@ -2,12 +2,11 @@
 //! transaction (outbox), complaints change only through the state machine, and the
 //! SLA sweep records each breach exactly once even with several replicas.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;
-use retention_events::{EventsError, OutboxEvent};
+use retention_events::{EventsError, OutboxEvent, ReplayCounts};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::Notify;
 
@@ -50,28 +49,6 @@ pub struct NewComplaint {
     pub channel: Option<Channel>,
     pub subject: String,
     pub description: String,
-}
-
-/// What one page of a backfill enqueued.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct BackfillCounts {
-    /// Customers with complaints or surveys replayed.
-    pub customers: i64,
-    /// Events enqueued, by type (`retention.interactions.v1.ComplaintOpenedEvent`).
-    pub events: BTreeMap<String, i64>,
-    /// The last customer replayed, when more of the range follows.
-    pub next_after: Option<String>,
-}
-
-/// Events per type name.
-fn count_by_type(events: &[OutboxEvent]) -> BTreeMap<String, i64> {
-    let mut out = BTreeMap::new();
-    for e in events {
-        let url = &e.payload.type_url;
-        let name = url.rsplit_once('/').map_or(url.as_str(), |(_, n)| n);
-        *out.entry(name.to_string()).or_default() += 1;
-    }
-    out
 }
 
 #[derive(Clone)]
@@ -319,15 +296,15 @@ impl InteractionsApp {
         to: Option<&str>,
         after: Option<&str>,
         limit: u64,
-    ) -> AppResult<BackfillCounts> {
+    ) -> AppResult<ReplayCounts> {
         let txn = self.db.begin().await?;
         let (page, more) = repo::customers_for_replay(&txn, from, to, after, limit).await?;
         let evs: Vec<OutboxEvent> = page.iter().flat_map(|r| events::replay(r, group)).collect();
-        let counts = BackfillCounts {
-            customers: page.len() as i64,
-            events: count_by_type(&evs),
-            next_after: page.last().filter(|_| more).map(|r| r.customer_id.clone()),
-        };
+        let counts = ReplayCounts::of(
+            page.len(),
+            &evs,
+            page.last().filter(|_| more).map(|r| r.customer_id.clone()),
+        );
         self.commit(txn, evs).await?;
         Ok(counts)
     }

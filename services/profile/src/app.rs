@@ -2,13 +2,12 @@
 //! cause in one transaction, then invalidates the cache after the commit (DESIGN
 //! §4, §7). Transport-agnostic: the gRPC layer maps requests in and results out.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use retention_cache::Cache;
 use retention_errors::FieldViolations;
-use retention_events::{EventsError, OutboxEvent};
+use retention_events::{EventsError, OutboxEvent, ReplayCounts};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio::sync::Notify;
 
@@ -72,28 +71,6 @@ pub type AppResult<T> = Result<T, AppError>;
 pub struct IngestCounts {
     pub recorded: i64,
     pub duplicates: i64,
-}
-
-/// What one page of a backfill enqueued.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct BackfillCounts {
-    /// Customers replayed (erased ones as their tombstone).
-    pub customers: i64,
-    /// Events enqueued, by type (`retention.profile.v1.PurchaseRecordedEvent`).
-    pub events: BTreeMap<String, i64>,
-    /// The last customer replayed, when more of the range follows.
-    pub next_after: Option<String>,
-}
-
-/// Events per type name.
-fn count_by_type(events: &[OutboxEvent]) -> BTreeMap<String, i64> {
-    let mut out = BTreeMap::new();
-    for e in events {
-        let url = &e.payload.type_url;
-        let name = url.rsplit_once('/').map_or(url.as_str(), |(_, n)| n);
-        *out.entry(name.to_string()).or_default() += 1;
-    }
-    out
 }
 
 #[derive(Clone)]
@@ -535,16 +512,16 @@ impl ProfileApp {
         to: Option<&str>,
         after: Option<&str>,
         limit: u64,
-    ) -> AppResult<BackfillCounts> {
+    ) -> AppResult<ReplayCounts> {
         let txn = self.db.begin().await?;
         let (page, more) =
             repo::customers_for_replay(&txn, &self.pii, from, to, after, limit).await?;
         let evs: Vec<OutboxEvent> = page.iter().flat_map(|r| events::replay(r, group)).collect();
-        let counts = BackfillCounts {
-            customers: page.len() as i64,
-            events: count_by_type(&evs),
-            next_after: page.last().filter(|_| more).map(|r| r.customer.id.clone()),
-        };
+        let counts = ReplayCounts::of(
+            page.len(),
+            &evs,
+            page.last().filter(|_| more).map(|r| r.customer.id.clone()),
+        );
         self.commit(txn, evs).await?;
         Ok(counts)
     }

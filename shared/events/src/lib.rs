@@ -39,8 +39,8 @@ pub use bus::{DeadLetter, EventBus, InProcessBus, InProcessPublisher, run_in_pro
 pub use consumer::{ConsumerOptions, RedisConsumer};
 pub use migration::EventsMigration;
 pub use outbox::{
-    Backlog, OutboxEvent, backlog, enqueue, enqueue_all, first_deliveries, first_delivery,
-    pending_count, purge_processed, purge_published,
+    Backlog, OutboxEvent, ReplayCounts, backlog, enqueue, enqueue_all, first_deliveries,
+    first_delivery, pending_count, purge_processed, purge_published,
 };
 pub use relay::{GroupLag, OutgoingEvent, Publisher, RedisPublisher, Relay, RelayOptions, Room};
 pub use retention_proto::common::EventEnvelope;

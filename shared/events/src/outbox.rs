@@ -212,6 +212,34 @@ pub async fn pending_count<C: ConnectionTrait>(db: &C) -> Result<u64, EventsErro
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// What one page of a backfill enqueued: the owner's replay of its current state.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayCounts {
+    /// Customers replayed.
+    pub customers: i64,
+    /// Events enqueued, by type (`retention.profile.v1.PurchaseRecordedEvent`).
+    pub events: std::collections::BTreeMap<String, i64>,
+    /// The last customer replayed, when more of the range follows.
+    pub next_after: Option<String>,
+}
+
+impl ReplayCounts {
+    /// The counts of `events` replayed for `customers` customers.
+    pub fn of(customers: usize, events: &[OutboxEvent], next_after: Option<String>) -> Self {
+        let mut by_type = std::collections::BTreeMap::new();
+        for e in events {
+            *by_type
+                .entry(type_name(&e.payload.type_url).to_string())
+                .or_default() += 1;
+        }
+        ReplayCounts {
+            customers: i64::try_from(customers).unwrap_or(i64::MAX),
+            events: by_type,
+            next_after,
+        }
+    }
+}
+
 /// What waits in an outbox: unpublished rows and how long the oldest has waited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {

@@ -96,6 +96,7 @@ pub async fn run_with_bus(
         bus.publisher(),
         RelayOptions::from_settings(&settings.events, SERVICE_NAME),
     );
+    let relay_status = relay.status();
     let app = app::InteractionsApp::new(db.clone(), relay.notifier());
     let relay_task = relay.spawn(stop.clone());
 
@@ -114,8 +115,13 @@ pub async fn run_with_bus(
     let sweeper = spawn_sweeper(app.clone(), stop.clone());
 
     let max_bytes = settings.server.max_message_bytes;
-    let backlog =
-        retention_events::BacklogProbe::new(db.clone(), &bus, events::STREAM, &settings.events);
+    let backlog = retention_events::BacklogProbe::new(
+        db.clone(),
+        &bus,
+        events::STREAM,
+        &settings.events,
+        relay_status,
+    );
     let svc = InteractionServiceServer::new(grpc::InteractionsService::new(app, backlog))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);

@@ -105,6 +105,7 @@ pub async fn run_with_bus(
         bus.publisher(),
         RelayOptions::from_settings(&settings.events, SERVICE_NAME),
     );
+    let relay_status = relay.status();
     let app = app::ProfileApp::new(db.clone(), cache, relay.notifier(), pii);
     let relay_stop = CancellationToken::new();
     let relay_task = relay.spawn(relay_stop.clone());
@@ -120,8 +121,13 @@ pub async fn run_with_bus(
     });
 
     let max_bytes = settings.server.max_message_bytes;
-    let backlog =
-        retention_events::BacklogProbe::new(db.clone(), &bus, events::STREAM, &settings.events);
+    let backlog = retention_events::BacklogProbe::new(
+        db.clone(),
+        &bus,
+        events::STREAM,
+        &settings.events,
+        relay_status,
+    );
     let svc = CustomerProfileServiceServer::new(grpc::ProfileService::new(app, backlog))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);

@@ -92,6 +92,7 @@ pub async fn run_with_bus(
         bus.publisher(),
         RelayOptions::from_settings(&settings.events, SERVICE_NAME),
     );
+    let relay_status = relay.status();
     let app = app::SegmentationApp::new(
         db.clone(),
         cache,
@@ -124,8 +125,13 @@ pub async fn run_with_bus(
     let scheduler = spawn_scheduler(app.clone(), settings.scoring.interval_minutes, stop.clone());
 
     let max_bytes = settings.server.max_message_bytes;
-    let backlog =
-        retention_events::BacklogProbe::new(db.clone(), &bus, events::STREAM, &settings.events);
+    let backlog = retention_events::BacklogProbe::new(
+        db.clone(),
+        &bus,
+        events::STREAM,
+        &settings.events,
+        relay_status,
+    );
     let svc = SegmentationServiceServer::new(grpc::SegmentationGrpc::new(app, backlog))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);

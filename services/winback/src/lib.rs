@@ -101,6 +101,7 @@ pub async fn run_with_bus(
         bus.publisher(),
         RelayOptions::from_settings(&settings.events, SERVICE_NAME),
     );
+    let relay_status = relay.status();
     let app = app::WinbackApp::new(db.clone(), segmentation, relay.notifier());
     let relay_task = relay.spawn(stop.clone());
     let consumers = [
@@ -132,8 +133,13 @@ pub async fn run_with_bus(
     );
 
     let max_bytes = settings.server.max_message_bytes;
-    let backlog =
-        retention_events::BacklogProbe::new(db.clone(), &bus, events::STREAM, &settings.events);
+    let backlog = retention_events::BacklogProbe::new(
+        db.clone(),
+        &bus,
+        events::STREAM,
+        &settings.events,
+        relay_status,
+    );
     let svc = WinbackServiceServer::new(grpc::WinbackGrpc::new(app, backlog))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(max_bytes);

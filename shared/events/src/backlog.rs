@@ -6,7 +6,7 @@ use std::time::Duration;
 use retention_proto::common::{ConsumerGroupLag, EventBacklog};
 use sea_orm::DatabaseConnection;
 
-use crate::relay::GroupLag;
+use crate::relay::{GroupLag, RelayStatus};
 use crate::{EventBus, EventsError, outbox};
 
 /// Reads the backlog of one service: its database's outbox and its stream's groups.
@@ -17,15 +17,18 @@ pub struct BacklogProbe {
     stream: String,
     groups: Vec<String>,
     bound: u64,
+    relay: RelayStatus,
 }
 
 impl BacklogProbe {
-    /// The backlog of `stream`, published from `db`'s outbox through `bus`.
+    /// The backlog of `stream`, published from `db`'s outbox through `bus` by
+    /// the relay whose status is `relay`.
     pub fn new(
         db: DatabaseConnection,
         bus: &EventBus,
         stream: &str,
         events: &retention_config::EventSettings,
+        relay: RelayStatus,
     ) -> Self {
         BacklogProbe {
             db,
@@ -33,6 +36,7 @@ impl BacklogProbe {
             stream: stream.to_string(),
             groups: events.groups_of(stream),
             bound: events.stream_max_len,
+            relay,
         }
     }
 
@@ -53,15 +57,12 @@ impl BacklogProbe {
             EventBus::InProcess(bus) => bus.max_len() as u64,
             EventBus::Redis { .. } => self.bound,
         };
-        let held_back = bound > 0 && lags.first().is_some_and(|g| g.lag >= bound);
+        let held = self.relay.held();
         let oldest = backlog.oldest_age;
         Ok(EventBacklog {
             stream: self.stream.clone(),
             outbox_rows: i64::try_from(backlog.rows).unwrap_or(i64::MAX),
-            outbox_oldest_age: Some(prost_types::Duration {
-                seconds: i64::try_from(oldest.as_secs()).unwrap_or(i64::MAX),
-                nanos: i32::try_from(oldest.subsec_nanos()).unwrap_or(0),
-            }),
+            outbox_oldest_age: Some(duration(oldest)),
             groups: lags
                 .into_iter()
                 .map(|GroupLag { group, lag }| ConsumerGroupLag {
@@ -70,7 +71,15 @@ impl BacklogProbe {
                 })
                 .collect(),
             bound: i64::try_from(bound).unwrap_or(i64::MAX),
-            held_back,
+            held_back: held.is_some(),
+            held_for: held.map(|(_, d)| duration(d)),
         })
+    }
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }

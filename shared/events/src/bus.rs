@@ -389,6 +389,18 @@ impl InProcessBus {
         Some((offset, entry))
     }
 
+    /// Up to `max` next entries for `group`, in order, advancing its cursor.
+    fn take_many(&self, stream: &str, group: &str, max: usize) -> Vec<(u64, Arc<Entry>)> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.take(stream, group) {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        out
+    }
+
     /// `group` is done with the entry at `offset` (applied, skipped or buried).
     fn complete(&self, stream: &str, group: &str, offset: u64) {
         {
@@ -522,30 +534,119 @@ pub fn run_in_process(
                 return;
             }
             wake.borrow_and_update();
-            match bus.take(&opts.stream, &opts.group) {
-                Some((offset, entry)) => {
-                    if deliver(&bus, &opts, handler.as_ref(), &entry, &shutdown).await {
-                        bus.complete(&opts.stream, &opts.group, offset);
-                    } else {
-                        // Shutdown mid-retry: the entry stays unapplied, its
-                        // outbox row unpublished, and goes out after a restart.
-                        return;
-                    }
-                }
-                None => {
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => return,
-                        changed = wake.changed() => {
-                            if changed.is_err() {
-                                return;
-                            }
+            let batch = bus.take_many(&opts.stream, &opts.group, opts.batch.max(1));
+            if batch.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    changed = wake.changed() => {
+                        if changed.is_err() {
+                            return;
                         }
                     }
                 }
+                continue;
+            }
+            if !deliver_batch(&bus, &opts, handler.as_ref(), batch, &shutdown).await {
+                // Shutdown mid-retry: the entry stays unapplied, its outbox row
+                // unpublished, and goes out after a restart.
+                return;
             }
         }
     })
+}
+
+/// Hands what is waiting to the handler in one `handle_batch` (a handler that
+/// applies a batch in one transaction catches up far faster than one event a
+/// time), then retries each transient failure on its own. `false` when shutdown
+/// interrupted the retries.
+async fn deliver_batch(
+    bus: &InProcessBus,
+    opts: &ConsumerOptions,
+    handler: &dyn EventHandler,
+    batch: Vec<(u64, Arc<Entry>)>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut todo = Vec::with_capacity(batch.len());
+    for (offset, entry) in batch {
+        match EventEnvelope::decode(entry.envelope.as_slice()) {
+            Err(e) => {
+                bus.bury(dead_letter(
+                    opts,
+                    &entry,
+                    format!("undecodable envelope: {e}"),
+                    0,
+                ));
+                bus.complete(&opts.stream, &opts.group, offset);
+            }
+            Ok(env) if !crate::for_group(&env, &opts.group) => {
+                bus.complete(&opts.stream, &opts.group, offset);
+            }
+            Ok(env) => todo.push((offset, entry, env)),
+        }
+    }
+    let Some((_, _, first)) = todo.first() else {
+        return true;
+    };
+    let span = tracing::info_span!(
+        "event.consume",
+        otel.kind = "consumer",
+        event_id = %first.event_id,
+        event_type = %first.event_type,
+        events = todo.len(),
+        stream = %opts.stream,
+        group = %opts.group,
+        deliveries = 1,
+    );
+    retention_telemetry::set_parent(
+        &span,
+        retention_telemetry::context_from_traceparent(&first.traceparent, &first.tracestate),
+    );
+    let envs: Vec<EventEnvelope> = todo.iter().map(|(_, _, env)| env.clone()).collect();
+    let results = AssertUnwindSafe(handler.handle_batch(&envs))
+        .catch_unwind()
+        .instrument(span)
+        .await
+        .unwrap_or_else(|_| {
+            envs.iter()
+                .map(|_| Err(HandlerError::Retry("handler panicked".into())))
+                .collect()
+        });
+    let results = results.into_iter().chain(std::iter::repeat_with(|| {
+        Err(HandlerError::Retry(
+            "handler returned too few results".into(),
+        ))
+    }));
+    for ((offset, entry, _), result) in todo.into_iter().zip(results) {
+        match result {
+            Ok(()) => {}
+            Err(HandlerError::Permanent(msg)) => bus.bury(dead_letter(opts, &entry, msg, 1)),
+            Err(HandlerError::Retry(msg)) => {
+                tracing::warn!(event_id = %entry.event_id, error = %msg, "event handler failed; retrying");
+                if !deliver(bus, opts, handler, &entry, shutdown, 1).await {
+                    return false;
+                }
+            }
+        }
+        bus.complete(&opts.stream, &opts.group, offset);
+    }
+    true
+}
+
+fn dead_letter(
+    opts: &ConsumerOptions,
+    entry: &Entry,
+    reason: String,
+    deliveries: u64,
+) -> DeadLetter {
+    DeadLetter {
+        stream: opts.stream.clone(),
+        group: opts.group.clone(),
+        event_id: entry.event_id.clone(),
+        envelope: entry.envelope.clone(),
+        reason,
+        deliveries,
+    }
 }
 
 /// Hands one entry to the handler, retrying transient failures; `false` when
@@ -556,15 +657,9 @@ async fn deliver(
     handler: &dyn EventHandler,
     entry: &Entry,
     shutdown: &CancellationToken,
+    delivered: u64,
 ) -> bool {
-    let dead = |reason: String, deliveries: u64| DeadLetter {
-        stream: opts.stream.clone(),
-        group: opts.group.clone(),
-        event_id: entry.event_id.clone(),
-        envelope: entry.envelope.clone(),
-        reason,
-        deliveries,
-    };
+    let dead = |reason: String, deliveries: u64| dead_letter(opts, entry, reason, deliveries);
     let env = match EventEnvelope::decode(entry.envelope.as_slice()) {
         Ok(env) => env,
         Err(e) => {
@@ -572,15 +667,25 @@ async fn deliver(
             return true;
         }
     };
-    if !crate::for_group(&env, &opts.group) {
+    let max = opts.max_deliveries.max(1);
+    if delivered >= max {
+        bus.bury(dead(
+            format!("delivered {delivered} times, more than max_deliveries {max}"),
+            delivered,
+        ));
         return true;
     }
-    let max = opts.max_deliveries.max(1);
     let mut backoff = Backoff::new(
         Duration::from_millis(50),
         opts.claim_idle.max(Duration::from_millis(50)),
     );
-    for attempt in 1..=max {
+    // The failed delivery just now waits its backoff like any other.
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return false,
+        _ = tokio::time::sleep(backoff.next_delay()) => {}
+    }
+    for attempt in delivered + 1..=max {
         let span = tracing::info_span!(
             "event.consume",
             otel.kind = "consumer",

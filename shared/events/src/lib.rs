@@ -42,7 +42,9 @@ pub use outbox::{
     Backlog, OutboxEvent, ReplayCounts, backlog, enqueue, enqueue_all, first_deliveries,
     first_delivery, pending_count, purge_processed, purge_published,
 };
-pub use relay::{GroupLag, OutgoingEvent, Publisher, RedisPublisher, Relay, RelayOptions, Room};
+pub use relay::{
+    GroupLag, OutgoingEvent, Publisher, RedisPublisher, Relay, RelayOptions, RelayStatus, Room,
+};
 pub use retention_proto::common::EventEnvelope;
 
 /// Everything that can go wrong in the event pipeline.

@@ -546,7 +546,20 @@ pub struct Relay {
     /// Settled seqs not yet marked (the update failed).
     unmarked: Mutex<Vec<i64>>,
     /// The stream holding the relay back, since when.
-    held: Mutex<Option<(String, Instant)>>,
+    held: RelayStatus,
+}
+
+/// Whether a relay is held back by a slow consumer group, readable while it runs.
+#[derive(Clone, Default)]
+pub struct RelayStatus(Arc<Mutex<Option<(String, Instant)>>>);
+
+impl RelayStatus {
+    /// The stream holding the relay back and for how long, if one does.
+    pub fn held(&self) -> Option<(String, Duration)> {
+        lock(&self.0)
+            .as_ref()
+            .map(|(stream, since)| (stream.clone(), since.elapsed()))
+    }
 }
 
 /// Rows per `UPDATE .. WHERE seq IN (..)`.
@@ -568,7 +581,7 @@ impl Relay {
             pushed: AtomicI64::new(0),
             in_flight: AtomicUsize::new(0),
             unmarked: Mutex::new(Vec::new()),
-            held: Mutex::new(None),
+            held: RelayStatus::default(),
         }
     }
 
@@ -604,7 +617,7 @@ impl Relay {
     /// end of each episode (not every batch).
     async fn note_hold(&self, hold: Option<(&str, &Room)>) {
         let started = {
-            let mut held = lock(&self.held);
+            let mut held = lock(&self.held.0);
             match (hold, held.as_ref()) {
                 (Some(_), Some(_)) => return,
                 (None, None) => return,
@@ -631,6 +644,11 @@ impl Relay {
                 outbox_rows = backlog.rows, oldest_age_s = backlog.oldest_age.as_secs(),
                 "outbox relay held back: a consumer group is behind; events wait in the outbox");
         }
+    }
+
+    /// Whether the relay is held back, for [`BacklogProbe`](crate::BacklogProbe).
+    pub fn status(&self) -> RelayStatus {
+        self.held.clone()
     }
 
     /// Call `notify_one()` on it after committing a transaction that enqueued

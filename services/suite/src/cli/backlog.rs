@@ -102,7 +102,11 @@ pub fn report(backlogs: &[(&str, EventBacklog)]) -> String {
                 service.to_string(),
                 b.outbox_rows.to_string(),
                 format!("{age} s"),
-                if b.held_back { "yes" } else { "no" }.to_string(),
+                match (&b.held_back, &b.held_for) {
+                    (true, Some(d)) => format!("yes, {} s", d.seconds),
+                    (true, None) => "yes".to_string(),
+                    (false, _) => "no".to_string(),
+                },
                 b.bound.to_string(),
                 groups,
             ]

@@ -657,9 +657,11 @@ impl Relay {
         self.notify.clone()
     }
 
-    /// Publishes at most one batch of unpublished rows and marks them published.
-    /// Returns how many were published; on a publish failure nothing is marked
-    /// (the rows' `attempts` grow) and the error is returned.
+    /// Publishes at most one batch of unpublished rows (no more than the
+    /// publisher has room for) and marks them published; through a settling
+    /// publisher, marks those every group has applied instead. Returns how many
+    /// were published; on a publish failure nothing is marked (the rows'
+    /// `attempts` grow) and the error is returned.
     pub async fn flush_once(&self) -> Result<usize, EventsError> {
         self.mark_settled().await?;
         let n = self.claim_and_publish().await?;

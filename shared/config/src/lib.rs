@@ -526,12 +526,13 @@ impl Settings {
         for (stream, groups) in self.events.declared_groups() {
             if let Some(bad) = groups.iter().find(|g| {
                 g.len() > 64
-                    || !g
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    || !g.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                    })
             }) {
+                // The rule BackfillEvents applies to the group it replays for.
                 return Err(ConfigError::Invalid(format!(
-                    "events.consumer_groups of {stream}: {bad:?} is not a group name (letters, digits, _ and -)"
+                    "events.consumer_groups of {stream}: {bad:?} is not a group name (a-z, 0-9, _ and -)"
                 )));
             }
         }
@@ -652,6 +653,18 @@ mod tests {
         assert_eq!(
             s.events.groups_of("retention.interactions.events"),
             vec!["segmentation", "winback"]
+        );
+        let err = Settings::load_from(
+            "profile",
+            50051,
+            None,
+            env(&[("RETENTION_EVENTS__CONSUMER_GROUPS__PROFILE", "Segmentation")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"Segmentation\" is not a group name"),
+            "{err}"
         );
     }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 use retention_proto::common::{ConsumerGroupLag, EventBacklog};
 use sea_orm::DatabaseConnection;
 
-use crate::relay::{GroupLag, RelayStatus};
+use crate::publisher::GroupLag;
+use crate::relay::RelayStatus;
 use crate::{EventBus, EventsError, outbox};
 
 /// Reads the backlog of one service: its database's outbox and its stream's groups.

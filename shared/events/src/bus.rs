@@ -1,5 +1,4 @@
-//! The in-process bus for embedded mode (no Redis), and [`EventBus`], which lets a
-//! service wire publishing and consuming the same way in both modes.
+//! The in-process bus for embedded mode (no Redis).
 //!
 //! The bus holds an entry until every consumer group of its stream has applied
 //! it, and takes no more than `max_len` such entries per stream: a relay that
@@ -9,26 +8,17 @@
 //! crash the row goes out again and the consumers' inbox drops the repeat.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
-use prost::Message;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use crate::consumer::{ConsumerOptions, RedisConsumer};
-use crate::relay::{GroupLag, OutgoingEvent, Publisher, RedisPublisher, Room};
-use crate::util::Backoff;
-use crate::{EventEnvelope, EventHandler, EventsError, HandlerError};
+use crate::EventsError;
+use crate::publisher::{GroupLag, OutgoingEvent, Publisher, Room};
 
 /// Entries per stream some group has not applied yet, by default.
-const DEFAULT_MAX_LEN: usize = 10_000;
+pub(crate) const DEFAULT_MAX_LEN: usize = 10_000;
 
 /// A message given up on: handler rejected it, or it failed `max_deliveries` times.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,9 +61,9 @@ impl Origin {
     }
 }
 
-struct Entry {
-    event_id: String,
-    envelope: Vec<u8>,
+pub(crate) struct Entry {
+    pub(crate) event_id: String,
+    pub(crate) envelope: Vec<u8>,
     /// Who to tell once every group applied it, with the outbox row's seq.
     origin: Option<(Arc<Origin>, i64)>,
 }
@@ -174,11 +164,11 @@ struct BusState {
     dead: Vec<DeadLetter>,
 }
 
-struct BusInner {
+pub(crate) struct BusInner {
     state: Mutex<BusState>,
     /// Bumped on every change; idle consumers and publishers waiting for room
     /// wait for a change.
-    wake: watch::Sender<u64>,
+    pub(crate) wake: watch::Sender<u64>,
     max_len: usize,
     /// Entries dropped before a group applied them: only entries of a stream
     /// without groups when one joins late, never with declared groups.
@@ -193,7 +183,7 @@ struct BusInner {
 /// dead-letter list.
 #[derive(Clone)]
 pub struct InProcessBus {
-    inner: Arc<BusInner>,
+    pub(crate) inner: Arc<BusInner>,
 }
 
 impl Default for InProcessBus {
@@ -349,7 +339,7 @@ impl InProcessBus {
     }
 
     /// Registers `group` on `stream` (at the oldest retained entry) if new.
-    fn join(&self, stream: &str, group: &str) {
+    pub(crate) fn join(&self, stream: &str, group: &str) {
         let mut st = self.state();
         let log = st.streams.entry(stream.to_string()).or_default();
         let base = log.base;
@@ -390,7 +380,12 @@ impl InProcessBus {
     }
 
     /// Up to `max` next entries for `group`, in order, advancing its cursor.
-    fn take_many(&self, stream: &str, group: &str, max: usize) -> Vec<(u64, Arc<Entry>)> {
+    pub(crate) fn take_many(
+        &self,
+        stream: &str,
+        group: &str,
+        max: usize,
+    ) -> Vec<(u64, Arc<Entry>)> {
         let mut out = Vec::new();
         while out.len() < max {
             match self.take(stream, group) {
@@ -402,7 +397,7 @@ impl InProcessBus {
     }
 
     /// `group` is done with the entry at `offset` (applied, skipped or buried).
-    fn complete(&self, stream: &str, group: &str, offset: u64) {
+    pub(crate) fn complete(&self, stream: &str, group: &str, offset: u64) {
         {
             let mut st = self.state();
             let Some(log) = st.streams.get_mut(stream) else {
@@ -420,7 +415,7 @@ impl InProcessBus {
         self.changed();
     }
 
-    fn bury(&self, dead: DeadLetter) {
+    pub(crate) fn bury(&self, dead: DeadLetter) {
         tracing::warn!(stream = %dead.stream, group = %dead.group, event_id = %dead.event_id,
             reason = %dead.reason, "message moved to the in-process dead-letter list");
         self.state().dead.push(dead);
@@ -512,352 +507,5 @@ impl Publisher for InProcessPublisher {
 
     fn wake_on_settle(&self, relay: Arc<tokio::sync::Notify>) {
         let _ = self.origin.waker.set(relay);
-    }
-}
-
-/// Consumes `opts.stream` as `opts.group` from the in-process bus until
-/// `shutdown` (`namespace`, `batch`, `block` are ignored; `claim_idle` caps the
-/// retry backoff). A handler call in progress at shutdown is finished first.
-pub fn run_in_process(
-    bus: &InProcessBus,
-    opts: ConsumerOptions,
-    handler: Arc<dyn EventHandler>,
-    shutdown: CancellationToken,
-) -> JoinHandle<()> {
-    // Join before returning so events published right after are seen by the group.
-    bus.join(&opts.stream, &opts.group);
-    let bus = bus.clone();
-    tokio::spawn(async move {
-        let mut wake = bus.inner.wake.subscribe();
-        loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            wake.borrow_and_update();
-            let batch = bus.take_many(&opts.stream, &opts.group, opts.batch.max(1));
-            if batch.is_empty() {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    changed = wake.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                }
-                continue;
-            }
-            if !deliver_batch(&bus, &opts, handler.as_ref(), batch, &shutdown).await {
-                // Shutdown mid-retry: the entry stays unapplied, its outbox row
-                // unpublished, and goes out after a restart.
-                return;
-            }
-        }
-    })
-}
-
-/// Hands what is waiting to the handler in one `handle_batch` (a handler that
-/// applies a batch in one transaction catches up far faster than one event a
-/// time), then retries each transient failure on its own. `false` when shutdown
-/// interrupted the retries.
-async fn deliver_batch(
-    bus: &InProcessBus,
-    opts: &ConsumerOptions,
-    handler: &dyn EventHandler,
-    batch: Vec<(u64, Arc<Entry>)>,
-    shutdown: &CancellationToken,
-) -> bool {
-    let mut todo = Vec::with_capacity(batch.len());
-    for (offset, entry) in batch {
-        match EventEnvelope::decode(entry.envelope.as_slice()) {
-            Err(e) => {
-                bus.bury(dead_letter(
-                    opts,
-                    &entry,
-                    format!("undecodable envelope: {e}"),
-                    0,
-                ));
-                bus.complete(&opts.stream, &opts.group, offset);
-            }
-            Ok(env) if !crate::for_group(&env, &opts.group) => {
-                bus.complete(&opts.stream, &opts.group, offset);
-            }
-            Ok(env) => todo.push((offset, entry, env)),
-        }
-    }
-    let Some((_, _, first)) = todo.first() else {
-        return true;
-    };
-    let span = tracing::info_span!(
-        "event.consume",
-        otel.kind = "consumer",
-        event_id = %first.event_id,
-        event_type = %first.event_type,
-        events = todo.len(),
-        stream = %opts.stream,
-        group = %opts.group,
-        deliveries = 1,
-    );
-    retention_telemetry::set_parent(
-        &span,
-        retention_telemetry::context_from_traceparent(&first.traceparent, &first.tracestate),
-    );
-    let envs: Vec<EventEnvelope> = todo.iter().map(|(_, _, env)| env.clone()).collect();
-    let results = AssertUnwindSafe(handler.handle_batch(&envs))
-        .catch_unwind()
-        .instrument(span)
-        .await
-        .unwrap_or_else(|_| {
-            envs.iter()
-                .map(|_| Err(HandlerError::Retry("handler panicked".into())))
-                .collect()
-        });
-    let results = results.into_iter().chain(std::iter::repeat_with(|| {
-        Err(HandlerError::Retry(
-            "handler returned too few results".into(),
-        ))
-    }));
-    for ((offset, entry, _), result) in todo.into_iter().zip(results) {
-        match result {
-            Ok(()) => {}
-            Err(HandlerError::Permanent(msg)) => bus.bury(dead_letter(opts, &entry, msg, 1)),
-            Err(HandlerError::Retry(msg)) => {
-                tracing::warn!(event_id = %entry.event_id, error = %msg, "event handler failed; retrying");
-                if !deliver(bus, opts, handler, &entry, shutdown, 1).await {
-                    return false;
-                }
-            }
-        }
-        bus.complete(&opts.stream, &opts.group, offset);
-    }
-    true
-}
-
-fn dead_letter(
-    opts: &ConsumerOptions,
-    entry: &Entry,
-    reason: String,
-    deliveries: u64,
-) -> DeadLetter {
-    DeadLetter {
-        stream: opts.stream.clone(),
-        group: opts.group.clone(),
-        event_id: entry.event_id.clone(),
-        envelope: entry.envelope.clone(),
-        reason,
-        deliveries,
-    }
-}
-
-/// Hands one entry to the handler, retrying transient failures; `false` when
-/// shutdown interrupted the retries (the entry is not done with).
-async fn deliver(
-    bus: &InProcessBus,
-    opts: &ConsumerOptions,
-    handler: &dyn EventHandler,
-    entry: &Entry,
-    shutdown: &CancellationToken,
-    delivered: u64,
-) -> bool {
-    let dead = |reason: String, deliveries: u64| dead_letter(opts, entry, reason, deliveries);
-    let env = match EventEnvelope::decode(entry.envelope.as_slice()) {
-        Ok(env) => env,
-        Err(e) => {
-            bus.bury(dead(format!("undecodable envelope: {e}"), 0));
-            return true;
-        }
-    };
-    let max = opts.max_deliveries.max(1);
-    if delivered >= max {
-        bus.bury(dead(
-            format!("delivered {delivered} times, more than max_deliveries {max}"),
-            delivered,
-        ));
-        return true;
-    }
-    let mut backoff = Backoff::new(
-        Duration::from_millis(50),
-        opts.claim_idle.max(Duration::from_millis(50)),
-    );
-    // The failed delivery just now waits its backoff like any other.
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => return false,
-        _ = tokio::time::sleep(backoff.next_delay()) => {}
-    }
-    for attempt in delivered + 1..=max {
-        let span = tracing::info_span!(
-            "event.consume",
-            otel.kind = "consumer",
-            event_id = %env.event_id,
-            event_type = %env.event_type,
-            stream = %opts.stream,
-            group = %opts.group,
-            deliveries = attempt,
-        );
-        retention_telemetry::set_parent(
-            &span,
-            retention_telemetry::context_from_traceparent(&env.traceparent, &env.tracestate),
-        );
-        let result = AssertUnwindSafe(handler.handle(&env))
-            .catch_unwind()
-            .instrument(span.clone())
-            .await
-            .unwrap_or_else(|_| Err(HandlerError::Retry("handler panicked".into())));
-        match result {
-            Ok(()) => return true,
-            Err(HandlerError::Permanent(msg)) => {
-                bus.bury(dead(msg, attempt));
-                return true;
-            }
-            Err(HandlerError::Retry(msg)) if attempt == max => {
-                span.in_scope(|| tracing::warn!(error = %msg, "event handler failed"));
-                bus.bury(dead(
-                    format!("delivered {attempt} times, more than max_deliveries {max}: {msg}"),
-                    attempt,
-                ));
-                return true;
-            }
-            Err(HandlerError::Retry(msg)) => {
-                let delay = backoff.next_delay();
-                span.in_scope(|| {
-                    tracing::warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "event handler failed; retrying")
-                });
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => {
-                        tracing::info!(event_id = %env.event_id, "shutdown while retrying; the event goes out again after a restart");
-                        return false;
-                    }
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
-    true
-}
-
-/// The bus a service runs on, so wiring is one code path: Redis Streams in
-/// production, the in-process bus in embedded mode.
-#[derive(Clone)]
-pub enum EventBus {
-    Redis {
-        client: redis::Client,
-        publisher: Box<RedisPublisher>,
-    },
-    InProcess(InProcessBus),
-}
-
-impl EventBus {
-    /// Redis at `url` (connected lazily, so this works while Redis is down);
-    /// streams prefixed with `namespace`. `groups` are the declared consumer
-    /// groups per stream (see [`RedisPublisher::with_groups`]).
-    pub fn redis(
-        url: &str,
-        namespace: &str,
-        max_len: usize,
-        groups: Vec<(String, Vec<String>)>,
-    ) -> Result<Self, EventsError> {
-        Ok(EventBus::Redis {
-            client: redis::Client::open(url)?,
-            publisher: Box::new(
-                RedisPublisher::from_url(url, namespace, max_len)?.with_groups(groups),
-            ),
-        })
-    }
-
-    /// An in-process bus whose streams know only the groups that join them.
-    pub fn in_process() -> Self {
-        EventBus::InProcess(InProcessBus::new())
-    }
-
-    /// An in-process bus declaring the suite's default consumer groups: for one
-    /// process running all four services (tests, tools).
-    pub fn in_process_for_suite() -> Self {
-        Self::in_process_declaring(&retention_config::Settings::defaults("suite", 0).events)
-    }
-
-    fn in_process_declaring(events: &retention_config::EventSettings) -> Self {
-        let max_len = usize::try_from(events.stream_max_len).unwrap_or(usize::MAX);
-        // In memory the bound is also the bus's footprint.
-        let bus = InProcessBus::with_max_len(max_len.clamp(1, DEFAULT_MAX_LEN));
-        for (stream, groups) in events.declared_groups() {
-            bus.declare(&stream, &groups);
-        }
-        EventBus::InProcess(bus)
-    }
-
-    /// Redis when `redis.url` is set, with the consumer groups
-    /// `events.consumer_groups` declares; else (embedded mode) an in-process bus
-    /// for this service alone, which only the consumers of this process can
-    /// read: they join it as they start.
-    pub fn from_settings(settings: &retention_config::Settings) -> Result<Self, EventsError> {
-        match settings.redis_url() {
-            Some(url) => Self::redis(
-                url,
-                &settings.redis.namespace,
-                usize::try_from(settings.events.stream_max_len).unwrap_or(usize::MAX),
-                settings.events.declared_groups(),
-            ),
-            None => Ok(Self::in_process()),
-        }
-    }
-
-    /// The bus of the all-in-one process: as [`from_settings`](Self::from_settings),
-    /// but an in-process bus declares `events.consumer_groups` up front, since
-    /// every consumer runs in this process; events published before a consumer
-    /// started wait for it.
-    pub fn for_suite(settings: &retention_config::Settings) -> Result<Self, EventsError> {
-        match settings.redis_url() {
-            Some(_) => Self::from_settings(settings),
-            None => Ok(Self::in_process_declaring(&settings.events)),
-        }
-    }
-
-    /// What one [`Relay`](crate::Relay) publishes through.
-    pub fn publisher(&self) -> Arc<dyn Publisher> {
-        match self {
-            EventBus::Redis { publisher, .. } => Arc::new(publisher.as_ref().clone()),
-            EventBus::InProcess(bus) => Arc::new(bus.publisher()),
-        }
-    }
-
-    /// Each consumer group of `stream` (the `declared` ones, and any other the bus
-    /// knows) and the entries it has not acknowledged.
-    pub async fn group_lags(
-        &self,
-        stream: &str,
-        declared: &[String],
-    ) -> Result<Vec<GroupLag>, EventsError> {
-        match self {
-            EventBus::Redis { publisher, .. } => publisher.group_lags(stream, declared).await,
-            EventBus::InProcess(bus) => {
-                let mut lags = bus.lags(stream);
-                for g in declared {
-                    if !lags.iter().any(|l| &l.group == g) {
-                        lags.push(GroupLag {
-                            group: g.clone(),
-                            lag: 0,
-                        });
-                    }
-                }
-                Ok(lags)
-            }
-        }
-    }
-
-    /// Starts a consumer task for `opts` that stops on `shutdown`.
-    pub fn spawn_consumer(
-        &self,
-        opts: ConsumerOptions,
-        handler: Arc<dyn EventHandler>,
-        shutdown: CancellationToken,
-    ) -> JoinHandle<()> {
-        match self {
-            EventBus::Redis { client, .. } => {
-                RedisConsumer::new(client.clone(), opts, handler).spawn(shutdown)
-            }
-            EventBus::InProcess(bus) => run_in_process(bus, opts, handler, shutdown),
-        }
     }
 }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::relay::lazy_connection;
+use crate::publisher::lazy_connection;
 use crate::util::Backoff;
 use crate::{EventEnvelope, EventHandler, EventsError, HandlerError, dead_letter_key, stream_key};
 
@@ -236,7 +236,7 @@ impl RedisConsumer {
     /// retained stream, so events published before the consumer first started
     /// are not skipped (the producer creates declared groups before publishing).
     async fn ensure_group(&self, st: &mut State) -> Result<(), EventsError> {
-        crate::relay::create_group(&mut st.conn, &st.key, &self.opts.group).await
+        crate::publisher::create_group(&mut st.conn, &st.key, &self.opts.group).await
     }
 
     /// Takes over entries pending longer than `claim_idle` (crashed consumers, and

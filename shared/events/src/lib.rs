@@ -19,9 +19,12 @@
 
 mod backlog;
 mod bus;
+mod bus_consumer;
 mod consumer;
+mod event_bus;
 mod migration;
 mod outbox;
+mod publisher;
 mod relay;
 mod util;
 
@@ -35,16 +38,17 @@ use futures::future::BoxFuture;
 use tracing::Instrument;
 
 pub use backlog::BacklogProbe;
-pub use bus::{DeadLetter, EventBus, InProcessBus, InProcessPublisher, run_in_process};
+pub use bus::{DeadLetter, InProcessBus, InProcessPublisher};
+pub use bus_consumer::run_in_process;
 pub use consumer::{ConsumerOptions, RedisConsumer};
+pub use event_bus::EventBus;
 pub use migration::EventsMigration;
 pub use outbox::{
     Backlog, OutboxEvent, ReplayCounts, backlog, enqueue, enqueue_all, first_deliveries,
     first_delivery, pending_count, purge_processed, purge_published,
 };
-pub use relay::{
-    GroupLag, OutgoingEvent, Publisher, RedisPublisher, Relay, RelayOptions, RelayStatus, Room,
-};
+pub use publisher::{GroupLag, OutgoingEvent, Publisher, RedisPublisher, Room};
+pub use relay::{Relay, RelayOptions, RelayStatus};
 pub use retention_proto::common::EventEnvelope;
 
 /// Everything that can go wrong in the event pipeline.

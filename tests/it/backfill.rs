@@ -11,12 +11,11 @@ use retention_proto::interactions as ipb;
 use retention_proto::profile as ppb;
 use retention_segmentation::domain::features::Features;
 use retention_suite::cli::backfill::{self, BackfillPlan, Owner};
-use retention_suite::cli::client::{Clients, Endpoints};
 use retention_suite::cli::synth::{self, SynthOptions};
 use retention_testkit::TestService;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
-use super::{Mode, four_services, url};
+use super::{Mode, clients, four_services};
 
 /// What segmentation holds of the customers: each feature row's folded data
 /// (parsed, so equal values compare equal whatever their JSON spelling) and each
@@ -137,18 +136,7 @@ fn resolution(name: &str) -> ipb::ResolveComplaintRequest {
 async fn an_emptied_read_model_is_rebuilt_by_a_backfill_and_equals_the_one_fed_live() {
     let [profile, interactions, segmentation, winback] =
         four_services(&Mode::Embedded(EventBus::in_process())).await;
-    let auth = &profile.settings.auth;
-    let c = Clients::connect(
-        &Endpoints {
-            profile: url(&profile),
-            interactions: url(&interactions),
-            segmentation: url(&segmentation),
-            winback: url(&winback),
-        },
-        Clients::mint(&auth.jwt_secret, &auth.issuer, &auth.audience),
-    )
-    .await
-    .unwrap();
+    let c = clients(&profile, &interactions, &segmentation, &winback).await;
 
     // Fed live, through the public methods only: a synthetic population with
     // purchases, complaints and surveys ...

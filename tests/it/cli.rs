@@ -4,28 +4,16 @@
 
 use retention_events::EventBus;
 use retention_proto::winback as wpb;
-use retention_suite::cli::client::{Clients, Endpoints};
 use retention_suite::cli::demo;
 use retention_suite::cli::synth::SynthOptions;
 
-use super::{Mode, four_services, url};
+use super::{Mode, clients, four_services};
 
 #[tokio::test]
 async fn the_demo_runs_the_whole_retention_loop() {
     let bus = EventBus::in_process_for_suite();
     let [profile, interactions, segmentation, winback] = four_services(&Mode::Embedded(bus)).await;
-    let auth = &profile.settings.auth;
-    let clients = Clients::connect(
-        &Endpoints {
-            profile: url(&profile),
-            interactions: url(&interactions),
-            segmentation: url(&segmentation),
-            winback: url(&winback),
-        },
-        Clients::mint(&auth.jwt_secret, &auth.issuer, &auth.audience),
-    )
-    .await
-    .unwrap();
+    let clients = clients(&profile, &interactions, &segmentation, &winback).await;
 
     let mut printed = String::new();
     let summary = demo::demo(

@@ -12,6 +12,7 @@ use retention_proto::common::Money;
 use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
 use retention_testkit::TestDb;
+use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use crate::process::{
     SERVICES, count, dev_token, free_port, load_customer, retention_in, serving, unpublished,
@@ -90,6 +91,30 @@ async fn pending(
     }
 }
 
+/// A transaction holding segmentation's features table exclusively, once the
+/// replica's migrations have created it.
+async fn hold_features(url: &str) -> (sea_orm::DatabaseConnection, sea_orm::DatabaseTransaction) {
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let txn = db.begin().await.unwrap();
+        match txn
+            .execute_unprepared("LOCK TABLE features IN ACCESS EXCLUSIVE MODE")
+            .await
+        {
+            Ok(_) => return (db, txn),
+            Err(e) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "segmentation's features table never appeared: {e}"
+                );
+                txn.rollback().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applies_once() {
     let mut dbs = Vec::new();
@@ -151,9 +176,11 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
         }));
     }
 
-    // Kill the replica the moment its segmentation consumer holds unacknowledged
-    // deliveries: mid-batch.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Kill the replica while its segmentation consumer holds unacknowledged
+    // deliveries: mid-batch. The consumer's transaction waits on the features
+    // table, which this test holds locked, so the batch cannot finish and be
+    // acknowledged between the moment it is seen pending and the kill.
+    let (_held, lock) = hold_features(&segmentation_db).await;
     let started = Instant::now();
     while pending(&mut redis, &stream).await.unwrap_or(0) == 0 {
         assert!(
@@ -164,6 +191,7 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
     }
     first.child.kill().expect("SIGKILL");
     first.child.wait().unwrap();
+    lock.rollback().await.unwrap();
     for c in callers {
         c.await.unwrap();
     }

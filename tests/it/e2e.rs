@@ -15,14 +15,13 @@ use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
 use retention_proto::segmentation as spb;
 use retention_proto::winback as wpb;
-use retention_suite::cli::client::{Clients, Endpoints};
 use retention_suite::cli::{demo, synth};
 use tonic::transport::Channel;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 
-use super::{Mode, chrono_free_now, four_services, url};
+use super::{Mode, chrono_free_now, clients, four_services};
 
 fn install_exporter() -> (InMemorySpanExporter, SdkTracerProvider) {
     let exporter = InMemorySpanExporter::default();
@@ -76,18 +75,7 @@ where
 async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_services() {
     let (exporter, provider) = install_exporter();
     let [profile, interactions, segmentation, winback] = four_services(&Mode::production()).await;
-    let auth = &profile.settings.auth;
-    let c = Clients::connect(
-        &Endpoints {
-            profile: url(&profile),
-            interactions: url(&interactions),
-            segmentation: url(&segmentation),
-            winback: url(&winback),
-        },
-        Clients::mint(&auth.jwt_secret, &auth.issuer, &auth.audience),
-    )
-    .await
-    .unwrap();
+    let c = clients(&profile, &interactions, &segmentation, &winback).await;
 
     // Twenty customers; the first buys far more than the rest: the key account.
     let now = chrono_free_now();
@@ -272,18 +260,7 @@ async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_se
 #[tokio::test]
 async fn malicious_churners_are_never_targeted_and_erased_customers_vanish_everywhere() {
     let [profile, interactions, segmentation, winback] = four_services(&Mode::production()).await;
-    let auth = &profile.settings.auth;
-    let c = Clients::connect(
-        &Endpoints {
-            profile: url(&profile),
-            interactions: url(&interactions),
-            segmentation: url(&segmentation),
-            winback: url(&winback),
-        },
-        Clients::mint(&auth.jwt_secret, &auth.issuer, &auth.audience),
-    )
-    .await
-    .unwrap();
+    let c = clients(&profile, &interactions, &segmentation, &winback).await;
     let now = chrono_free_now();
     let mut customers = Vec::new();
     let mut orders = Vec::new();

@@ -12,6 +12,7 @@ use retention_testkit::{Backend, TestService};
 
 mod backfill;
 mod backpressure;
+mod cdnow;
 mod cli;
 mod consumer_kill;
 mod e2e;
@@ -237,6 +238,28 @@ async fn four_services(mode: &Mode) -> [TestService; 4] {
     .await
     .unwrap();
     [profile, interactions, segmentation, winback]
+}
+
+/// The CLI's clients of the four services, with a token for every scope.
+async fn clients(
+    profile: &TestService,
+    interactions: &TestService,
+    segmentation: &TestService,
+    winback: &TestService,
+) -> retention_suite::cli::Clients {
+    use retention_suite::cli::client::{Clients, Endpoints};
+    let auth = &profile.settings.auth;
+    Clients::connect(
+        &Endpoints {
+            profile: url(profile),
+            interactions: url(interactions),
+            segmentation: url(segmentation),
+            winback: url(winback),
+        },
+        Clients::mint(&auth.jwt_secret, &auth.issuer, &auth.audience),
+    )
+    .await
+    .unwrap()
 }
 
 fn url(t: &TestService) -> String {

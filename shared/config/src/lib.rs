@@ -124,6 +124,12 @@ pub struct ScoringSettings {
     pub matrix_wallet_weight: f64,
     pub matrix_loyalty_weight: f64,
     pub matrix_threshold: f64,
+    /// Purchase occasions: the orders of one customer in one period (`day` or
+    /// `week`, Monday to Sunday) of the calendar in `time_zone` (an IANA name,
+    /// e.g. `Asia/Shanghai`) are one occasion for the BG/NBD and Gamma-Gamma
+    /// models. Changing either re-derives the occasions at the next scoring run.
+    pub time_zone: String,
+    pub occasion_period: String,
 }
 
 impl Default for ScoringSettings {
@@ -149,6 +155,8 @@ impl Default for ScoringSettings {
             matrix_wallet_weight: 0.6,
             matrix_loyalty_weight: 0.4,
             matrix_threshold: 0.5,
+            time_zone: "UTC".into(),
+            occasion_period: "day".into(),
         }
     }
 }
@@ -192,6 +200,14 @@ impl ScoringSettings {
                 .into_iter()
                 .all(share),
                 "scoring matrix weights and threshold must be in 0..=1",
+            ),
+            (
+                self.time_zone.parse::<chrono_tz::Tz>().is_ok(),
+                "scoring.time_zone must be an IANA time zone name such as UTC or Asia/Shanghai",
+            ),
+            (
+                matches!(self.occasion_period.as_str(), "day" | "week"),
+                "scoring.occasion_period must be day or week",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

@@ -68,6 +68,20 @@ impl SegmentationApp {
         if !first_delivery(&txn, events::CONSUMER, event_id).await? {
             return Ok(());
         }
+        // A merged-away customer lives on in the survivor, whatever arrives late
+        // about them.
+        let change = if matches!(change, Change::Merged { .. } | Change::Erased { .. }) {
+            change
+        } else {
+            let id = BTreeSet::from([change.customer_id().to_string()]);
+            match repo::survivors_of(&txn, &id).await?.into_values().next() {
+                None => change,
+                Some(survivor) => match change.redirected(&survivor) {
+                    Some(c) => c,
+                    None => return Ok(txn.commit().await?),
+                },
+            }
+        };
         let mut evs = Vec::new();
         let mut touched = vec![change.customer_id().to_string()];
         // An erased customer stays forgotten, whatever arrives late about them.
@@ -99,6 +113,7 @@ impl SegmentationApp {
                 for s in repo::delete_customer(&txn, merged_id).await? {
                     evs.push(events::membership_changed(&s, merged_id, false, at));
                 }
+                repo::mark_merged(&txn, merged_id, survivor_id, at).await?;
                 touched.push(merged_id.clone());
                 let mut f = repo::lock_features(&txn, survivor_id, at).await?;
                 if let Some(m) = merged {
@@ -113,15 +128,17 @@ impl SegmentationApp {
                     purchase_id,
                     customer_id,
                     at: occur,
+                    margin_minor,
                     ..
                 } = single
-                    && !repo::insert_purchase(&txn, purchase_id, customer_id, *occur).await?
+                    && !repo::insert_purchase(&txn, purchase_id, customer_id, *occur, *margin_minor)
+                        .await?
                 {
                     // Recorded under another event id (a republished purchase).
                     return Ok(txn.commit().await?);
                 }
                 let mut f = repo::lock_features(&txn, id, at).await?;
-                if !single.apply_to(&mut f) {
+                if !single.apply_to(&mut f, &self.cfg.clock) {
                     // Its effect is there already (a backfill's replay).
                     return Ok(txn.commit().await?);
                 }
@@ -244,11 +261,21 @@ impl SegmentationApp {
             .filter(|(id, _)| fresh.remove(id))
             .map(|(_, c)| c)
             .collect();
+        let named: BTreeSet<String> = firsts.iter().map(|c| c.customer_id().to_string()).collect();
+        // Late events about a merged-away customer go to the survivor.
+        let survivors = repo::survivors_of(&txn, &named).await?;
+        let firsts: Vec<Change> = firsts
+            .into_iter()
+            .filter_map(|c| match survivors.get(c.customer_id()) {
+                Some(s) => c.clone().redirected(s),
+                None => Some(c.clone()),
+            })
+            .collect();
         let customers: BTreeSet<String> =
             firsts.iter().map(|c| c.customer_id().to_string()).collect();
         let erased = repo::erased_among(&txn, &customers).await?;
         let mut live: Vec<&Change> = firsts
-            .into_iter()
+            .iter()
             .filter(|c| !erased.contains(c.customer_id()))
             .collect();
         let purchases: Vec<_> = live
@@ -258,8 +285,9 @@ impl SegmentationApp {
                     purchase_id,
                     customer_id,
                     at,
+                    margin_minor,
                     ..
-                } => Some((purchase_id, customer_id, *at)),
+                } => Some((purchase_id, customer_id, *at, *margin_minor)),
                 _ => None,
             })
             .collect();
@@ -277,7 +305,7 @@ impl SegmentationApp {
         let mut moved = BTreeSet::new();
         for c in &live {
             if let Some(f) = features.get_mut(c.customer_id())
-                && c.apply_to(f)
+                && c.apply_to(f, &self.cfg.clock)
             {
                 moved.insert(c.customer_id().to_string());
             }

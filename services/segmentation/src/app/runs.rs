@@ -1,6 +1,7 @@
 //! Scoring runs: a full recompute (fit over the population, then every customer
 //! scored page by page) as an operation resource, one at a time.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -9,6 +10,7 @@ use retention_domain::now;
 use sea_orm::{DbErr, TransactionTrait};
 
 use super::{AppError, AppResult, RUN_PAGE, RUN_WORKERS, SegmentationApp, new_id};
+use crate::domain::features::Features;
 use crate::domain::scoring::{Calibration, CalibrationRow, calibrate};
 use crate::domain::segments::*;
 use crate::store::repo;
@@ -102,19 +104,25 @@ impl SegmentationApp {
         let mut bounds = Vec::new();
         let mut seen: u64 = 0;
         let mut after: Option<String> = None;
-        let unit_days = self.cfg.unit_days;
         loop {
             let page =
                 repo::page_features(&self.db, after.as_deref(), None, Some(5 * RUN_PAGE), false)
                     .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
+            let stale: BTreeSet<String> = page
+                .iter()
+                .filter(|(_, f)| !f.occasions_follow(&self.cfg.clock))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let rederived = self.rederive_occasions(&stale, at).await?;
             for (id, f) in &page {
+                let f = rederived.get(id).unwrap_or(f);
                 seen += 1;
                 if seen.is_multiple_of(RUN_PAGE) {
                     bounds.push(id.clone());
                 }
-                rows.extend(CalibrationRow::of(f, at, unit_days));
+                rows.extend(CalibrationRow::of(f, at, &self.cfg));
             }
         }
         let cfg = self.cfg.clone();
@@ -160,6 +168,39 @@ impl SegmentationApp {
         repo::save_run(&self.db, run).await?;
         tracing::info!(run = %run.id, customers = scored, "scoring run finished");
         Ok(())
+    }
+
+    /// Re-derives the purchase occasions of rows folded before occasions were
+    /// kept, or numbered by another clock (`scoring.time_zone` or
+    /// `occasion_period` changed), from the purchases table; under the rows'
+    /// locks, so that a purchase applied meanwhile is not lost.
+    async fn rederive_occasions(
+        &self,
+        ids: &BTreeSet<String>,
+        at: DateTime<Utc>,
+    ) -> Result<HashMap<String, Features>, DbErr> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let clock = &self.cfg.clock;
+        let txn = self.db.begin().await?;
+        let mut rows = repo::lock_features_many(&txn, ids, at).await?;
+        let orders = repo::orders_of(&txn, ids).await?;
+        let mut changed = Vec::new();
+        for (id, f) in rows.iter_mut() {
+            if !f.occasions_follow(clock) {
+                f.rederive_occasions(clock, orders.get(id).map_or(&[], Vec::as_slice));
+                changed.push(id.clone());
+            }
+        }
+        let save: Vec<(&String, &Features)> = changed
+            .iter()
+            .filter_map(|id| rows.get_key_value(id))
+            .collect();
+        repo::save_features_many(&txn, &save, at).await?;
+        txn.commit().await?;
+        tracing::info!(customers = changed.len(), clock = %clock, "purchase occasions re-derived");
+        Ok(rows)
     }
 
     /// Scores the customers in (after, upto] in one transaction; returns how many.

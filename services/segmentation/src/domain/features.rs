@@ -10,13 +10,24 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::models::History;
+use super::occasions::OccasionClock;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Features {
     pub first_purchase: Option<DateTime<Utc>>,
     pub last_purchase: Option<DateTime<Utc>>,
+    /// Orders (RFM frequency and the order-count rules keep counting these).
     pub purchases: u32,
+    /// Purchase occasions: the periods of `occasion_clock` with an order, by
+    /// index (see [`OccasionClock::index`]). The models count these.
+    pub occasions: BTreeSet<i32>,
+    /// Margin of the first occasion (all its orders): Gamma-Gamma models the
+    /// margin of repeat occasions only.
+    pub first_occasion_margin_minor: i64,
+    /// The clock `occasions` are numbered by (e.g. `day@UTC`); empty on rows
+    /// folded before occasions were kept, which a scoring run re-derives.
+    pub occasion_clock: String,
     /// Distinct product categories bought (cross-purchase, DOMAIN §5).
     pub categories: BTreeSet<String>,
     pub spend_minor: i64,
@@ -89,7 +100,22 @@ impl Features {
         margin: i64,
         discount: i64,
         category: &str,
+        clock: &OccasionClock,
     ) {
+        if self.purchases == 0 {
+            self.occasion_clock = clock.to_string();
+        }
+        // Occasions numbered by another clock are re-derived by the next run
+        // from the purchases table; adding to them would mix two calendars.
+        if self.occasions_follow(clock) {
+            let period = clock.index(at);
+            match self.occasions.first() {
+                Some(first) if period == *first => self.first_occasion_margin_minor += margin,
+                Some(first) if period > *first => {}
+                _ => self.first_occasion_margin_minor = margin,
+            }
+            self.occasions.insert(period);
+        }
         if self.first_purchase.is_none_or(|t| at < t) {
             self.first_margin_minor = margin;
         }
@@ -243,8 +269,70 @@ impl Features {
         true
     }
 
+    /// Whether `occasions` are numbered by `clock` (true before any purchase).
+    pub fn occasions_follow(&self, clock: &OccasionClock) -> bool {
+        self.purchases == 0 || self.occasion_clock == clock.to_string()
+    }
+
+    /// Re-derives the occasions by `clock` from the customer's orders (time and
+    /// margin, when recorded): for rows folded before occasions were kept, or by
+    /// another clock. The first occasion's margin is the first order's (always
+    /// kept) plus those recorded of the other orders in its period.
+    pub fn rederive_occasions(
+        &mut self,
+        clock: &OccasionClock,
+        orders: &[(DateTime<Utc>, Option<i64>)],
+    ) {
+        self.occasions = orders.iter().map(|(t, _)| clock.index(*t)).collect();
+        self.occasion_clock = clock.to_string();
+        let Some(first) = self.occasions.first().copied() else {
+            self.first_occasion_margin_minor = 0;
+            return;
+        };
+        let earliest = orders.iter().map(|(t, _)| *t).min();
+        let mut earliest_seen = false;
+        let others: i64 = orders
+            .iter()
+            .filter(|(t, _)| clock.index(*t) == first)
+            .filter(|(t, _)| {
+                let is_earliest = Some(*t) == earliest && !earliest_seen;
+                earliest_seen |= is_earliest;
+                !is_earliest
+            })
+            .filter_map(|(_, m)| *m)
+            .sum();
+        self.first_occasion_margin_minor = self.first_margin_minor + others;
+    }
+
+    /// Purchase occasions after the first (the models count repeats); the
+    /// repeat orders on a row whose occasions are not derived yet.
+    pub fn repeat_occasions(&self, clock: &OccasionClock) -> u32 {
+        if self.occasions_follow(clock) {
+            (self.occasions.len() as u32).saturating_sub(1)
+        } else {
+            self.repeat_purchases()
+        }
+    }
+
     /// Folds a merged-away customer's features into the survivor's.
     pub fn absorb(&mut self, other: &Features) {
+        if other.purchases > 0 {
+            if self.purchases == 0 || self.occasion_clock == other.occasion_clock {
+                let (mine, theirs) = (self.occasions.first(), other.occasions.first());
+                self.first_occasion_margin_minor = match (mine, theirs) {
+                    (Some(a), Some(b)) if a == b => {
+                        self.first_occasion_margin_minor + other.first_occasion_margin_minor
+                    }
+                    (Some(a), Some(b)) if a < b => self.first_occasion_margin_minor,
+                    _ => other.first_occasion_margin_minor,
+                };
+                self.occasions.extend(other.occasions.iter().copied());
+                self.occasion_clock.clone_from(&other.occasion_clock);
+            } else {
+                // Two calendars: the next scoring run re-derives them.
+                self.occasion_clock.clear();
+            }
+        }
         if other
             .first_purchase
             .is_some_and(|o| self.first_purchase.is_none_or(|t| o < t))
@@ -309,12 +397,12 @@ impl Features {
         }
     }
 
-    /// The customer's own usual gap between purchases, in days.
-    pub fn usual_interval_days(&self) -> Option<f64> {
+    /// The customer's own usual gap between purchase occasions, in days.
+    pub fn usual_interval_days(&self, clock: &OccasionClock) -> Option<f64> {
         let (first, last) = (self.first_purchase?, self.last_purchase?);
-        (self.purchases >= 2).then(|| {
-            (last - first).num_seconds() as f64 / DAY_SECONDS / f64::from(self.purchases - 1)
-        })
+        let repeats = self.repeat_occasions(clock);
+        (repeats >= 1)
+            .then(|| (last - first).num_seconds() as f64 / DAY_SECONDS / f64::from(repeats))
     }
 
     pub fn mean_csat(&self) -> Option<f64> {
@@ -326,9 +414,28 @@ impl Features {
             .then(|| self.expectation_gap_sum as f64 / f64::from(self.expectation_gap_count))
     }
 
-    /// The BG/NBD view at `now`, time in `unit_days` (7 for weeks).
-    pub fn history(&self, now: DateTime<Utc>, unit_days: f64) -> Option<History> {
+    /// The BG/NBD view at `now`, time in `unit_days` (7 for weeks): repeat
+    /// occasions, and times in whole periods of the clock, as `lifetimes`
+    /// counts them (the period of `now` is the last one observed). A row whose
+    /// occasions are not derived yet counts orders at their exact times.
+    pub fn history(
+        &self,
+        now: DateTime<Utc>,
+        unit_days: f64,
+        clock: &OccasionClock,
+    ) -> Option<History> {
         let (first, last) = (self.first_purchase?, self.last_purchase?);
+        if self.occasions_follow(clock)
+            && let (Some(a), Some(b)) = (self.occasions.first(), self.occasions.last())
+        {
+            let units = |periods: i32| f64::from(periods) * clock.period_days() / unit_days;
+            let t_x = units(b - a);
+            return Some(History {
+                x: f64::from(self.repeat_occasions(clock)),
+                t_x,
+                t: units(clock.index(now) - a).max(t_x),
+            });
+        }
         let units = |d: chrono::TimeDelta| d.num_seconds() as f64 / DAY_SECONDS / unit_days;
         Some(History {
             x: f64::from(self.repeat_purchases()),
@@ -337,11 +444,15 @@ impl Features {
         })
     }
 
-    /// Mean margin per repeat purchase, the Gamma-Gamma input (None without repeats).
-    pub fn mean_repeat_margin(&self) -> Option<f64> {
-        let repeats = self.repeat_purchases();
-        (repeats > 0)
-            .then(|| (self.margin_minor - self.first_margin_minor) as f64 / f64::from(repeats))
+    /// Mean margin per repeat occasion, the Gamma-Gamma input (None without repeats).
+    pub fn mean_repeat_margin(&self, clock: &OccasionClock) -> Option<f64> {
+        let repeats = self.repeat_occasions(clock);
+        let first = if self.occasions_follow(clock) {
+            self.first_occasion_margin_minor
+        } else {
+            self.first_margin_minor
+        };
+        (repeats > 0).then(|| (self.margin_minor - first) as f64 / f64::from(repeats))
     }
 }
 
@@ -351,6 +462,11 @@ mod tests {
 
     use super::*;
 
+    const UTC: OccasionClock = OccasionClock {
+        time_zone: chrono_tz::Tz::UTC,
+        period: crate::domain::occasions::OccasionPeriod::Day,
+    };
+
     fn day(d: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + Duration::days(d)
     }
@@ -358,9 +474,9 @@ mod tests {
     #[test]
     fn purchases_fold_into_recency_frequency_and_value() {
         let mut f = Features::default();
-        f.record_purchase(day(14), 1000, 300, 0, "tea");
-        f.record_purchase(day(0), 2000, 500, 500, "tea");
-        f.record_purchase(day(28), 1000, 200, 0, "cups");
+        f.record_purchase(day(14), 1000, 300, 0, "tea", &UTC);
+        f.record_purchase(day(0), 2000, 500, 500, "tea", &UTC);
+        f.record_purchase(day(28), 1000, 200, 0, "cups", &UTC);
         assert_eq!(
             f.first_purchase,
             Some(day(0)),
@@ -369,15 +485,99 @@ mod tests {
         assert_eq!(f.last_purchase, Some(day(28)));
         assert_eq!((f.purchases, f.repeat_purchases()), (3, 2));
         assert_eq!(f.categories.len(), 2);
-        assert_eq!(f.usual_interval_days(), Some(14.0));
+        assert_eq!(f.usual_interval_days(&UTC), Some(14.0));
         assert!((f.discount_share() - 500.0 / 4500.0).abs() < 1e-12);
         assert_eq!(
             f.first_margin_minor, 500,
             "the earliest purchase, though it arrived second"
         );
-        assert_eq!(f.mean_repeat_margin(), Some(250.0));
-        let h = f.history(day(35), 7.0).unwrap();
+        assert_eq!(f.mean_repeat_margin(&UTC), Some(250.0));
+        let h = f.history(day(35), 7.0, &UTC).unwrap();
         assert_eq!((h.x, h.t_x, h.t), (2.0, 4.0, 5.0));
+    }
+
+    #[test]
+    fn orders_of_one_day_are_one_occasion() {
+        let hours = |d: i64, h: i64| day(d) + Duration::hours(h);
+        let mut f = Features::default();
+        f.record_purchase(hours(7, 9), 1000, 100, 0, "tea", &UTC);
+        f.record_purchase(hours(0, 10), 500, 40, 0, "tea", &UTC);
+        f.record_purchase(hours(7, 18), 3000, 300, 0, "cups", &UTC);
+        f.record_purchase(hours(0, 23), 700, 60, 0, "tea", &UTC);
+        f.record_purchase(hours(21, 1), 800, 80, 0, "tea", &UTC);
+        assert_eq!((f.purchases, f.occasions.len()), (5, 3));
+        assert_eq!(f.repeat_occasions(&UTC), 2);
+        assert_eq!(
+            f.first_occasion_margin_minor, 100,
+            "both orders of day 0, the later one arriving last"
+        );
+        assert_eq!(
+            f.mean_repeat_margin(&UTC),
+            Some((400.0 + 80.0) / 2.0),
+            "day 7's two orders are one repeat occasion of margin 400"
+        );
+        let h = f.history(hours(28, 5), 7.0, &UTC).unwrap();
+        assert_eq!((h.x, h.t_x, h.t), (2.0, 3.0, 4.0), "whole days in weeks");
+        assert_eq!(
+            f.usual_interval_days(&UTC),
+            Some((hours(21, 1) - hours(0, 10)).num_seconds() as f64 / 86_400.0 / 2.0)
+        );
+
+        let shanghai = OccasionClock::new("Asia/Shanghai", "day").unwrap();
+        let mut g = Features::default();
+        // 15:00 and 17:00 UTC: one day in UTC, two in Shanghai.
+        g.record_purchase(hours(0, 15), 100, 10, 0, "", &shanghai);
+        g.record_purchase(hours(0, 17), 100, 10, 0, "", &shanghai);
+        assert_eq!(g.repeat_occasions(&shanghai), 1);
+        assert!(!g.occasions_follow(&UTC));
+        assert_eq!(
+            g.repeat_occasions(&UTC),
+            1,
+            "numbered by another clock: orders until re-derived"
+        );
+        let orders = [(hours(0, 15), Some(10)), (hours(0, 17), Some(10))];
+        g.rederive_occasions(&UTC, &orders);
+        assert_eq!(
+            (g.repeat_occasions(&UTC), g.first_occasion_margin_minor),
+            (0, 20)
+        );
+    }
+
+    #[test]
+    fn rows_from_before_occasions_are_rederived_from_their_orders() {
+        // An older row: orders folded, no occasions, the first order's margin kept.
+        let mut f: Features = serde_json::from_str(
+            r#"{"first_purchase":"2026-01-01T10:00:00Z","last_purchase":"2026-01-08T10:00:00Z",
+                "purchases":3,"margin_minor":600,"first_margin_minor":100}"#,
+        )
+        .unwrap();
+        assert!(!f.occasions_follow(&UTC));
+        assert_eq!(f.mean_repeat_margin(&UTC), Some(250.0), "orders meanwhile");
+        // The purchases table knows each order's time; older rows lack margins.
+        let orders = [
+            (day(0) + Duration::hours(10), None),
+            (day(0) + Duration::hours(12), Some(200)),
+            (day(7) + Duration::hours(10), None),
+        ];
+        f.rederive_occasions(&UTC, &orders);
+        assert!(f.occasions_follow(&UTC));
+        assert_eq!(f.repeat_occasions(&UTC), 1);
+        assert_eq!(f.first_occasion_margin_minor, 300);
+        assert_eq!(f.mean_repeat_margin(&UTC), Some(300.0));
+    }
+
+    #[test]
+    fn merged_occasions_of_one_day_are_one() {
+        let mut a = Features::default();
+        a.record_purchase(day(2), 100, 10, 0, "", &UTC);
+        a.record_purchase(day(9), 100, 30, 0, "", &UTC);
+        let mut b = Features::default();
+        b.record_purchase(day(2), 100, 5, 0, "", &UTC);
+        b.record_purchase(day(5), 100, 7, 0, "", &UTC);
+        a.absorb(&b);
+        assert_eq!(a.occasions.len(), 3);
+        assert_eq!(a.first_occasion_margin_minor, 15);
+        assert_eq!(a.mean_repeat_margin(&UTC), Some((30.0 + 7.0) / 2.0));
     }
 
     #[test]
@@ -394,7 +594,7 @@ mod tests {
         );
         a.record_survey("s1", Some(4), Some(-2));
         let mut b = Features::default();
-        b.record_purchase(day(3), 100, 10, 0, "tea");
+        b.record_purchase(day(3), 100, 10, 0, "tea", &UTC);
         b.record_survey("s2", Some(2), None);
         b.record_complaint_opened("c2");
         a.absorb(&b);
@@ -411,7 +611,7 @@ mod tests {
             "the merged customer's complaints are known to the survivor"
         );
         assert!(
-            Features::default().history(day(1), 7.0).is_none(),
+            Features::default().history(day(1), 7.0, &UTC).is_none(),
             "no purchase, no history"
         );
     }
@@ -534,10 +734,10 @@ mod tests {
     fn spend_by_period_uses_complete_months_before_now() {
         let mut f = Features::default();
         let at = |m: u32, d: u32| Utc.with_ymd_and_hms(2026, m, d, 12, 0, 0).unwrap();
-        f.record_purchase(at(1, 31), 100, 0, 0, "");
-        f.record_purchase(at(2, 1), 200, 0, 0, "");
-        f.record_purchase(at(3, 15), 400, 0, 0, "");
-        f.record_purchase(at(4, 2), 800, 0, 0, "running month");
+        f.record_purchase(at(1, 31), 100, 0, 0, "", &UTC);
+        f.record_purchase(at(2, 1), 200, 0, 0, "", &UTC);
+        f.record_purchase(at(3, 15), 400, 0, 0, "", &UTC);
+        f.record_purchase(at(4, 2), 800, 0, 0, "running month", &UTC);
         // Now in April: periods of two months are [Dec, Jan] and [Feb, Mar].
         assert_eq!(f.spend_by_period(at(4, 20), 2, 2), vec![100.0, 600.0]);
         assert_eq!(
@@ -546,7 +746,7 @@ mod tests {
             "width 0 is 1"
         );
         let mut g = Features::default();
-        g.record_purchase(at(3, 1), 50, 0, 0, "");
+        g.record_purchase(at(3, 1), 50, 0, 0, "", &UTC);
         g.annual_revenue_minor = Some(7);
         f.annual_revenue_minor = None;
         f.credit_rating = Some("GOOD".into());

@@ -4,6 +4,7 @@ pub mod classify;
 pub mod features;
 pub mod filter;
 pub mod models;
+pub mod occasions;
 pub mod portfolio;
 pub mod scoring;
 pub mod segments;

@@ -13,12 +13,15 @@ use super::features::Features;
 use super::models::bgnbd::{self, BgNbd};
 use super::models::gamma_gamma::{self, GammaGamma};
 use super::models::{FitError, History};
+use super::occasions::OccasionClock;
 use super::value::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoringConfig {
     /// Model time unit in days (7: weeks, as in the CDNOW study).
     pub unit_days: f64,
+    /// What one purchase occasion is (`scoring.time_zone`, `occasion_period`).
+    pub clock: OccasionClock,
     /// Horizon of `expected_purchases`, in model units.
     pub horizon_units: f64,
     pub clv: ClvConfig,
@@ -43,6 +46,7 @@ impl Default for ScoringConfig {
     fn default() -> Self {
         ScoringConfig {
             unit_days: 7.0,
+            clock: OccasionClock::default(),
             horizon_units: 52.0,
             clv: ClvConfig::default(),
             risk: RiskConfig::default(),
@@ -65,6 +69,8 @@ impl ScoringConfig {
         let d = ScoringConfig::default();
         ScoringConfig {
             horizon_units: s.horizon_weeks * 7.0 / d.unit_days,
+            // retention-config refuses other names before this runs.
+            clock: OccasionClock::new(&s.time_zone, &s.occasion_period).unwrap_or_default(),
             fit_sample: s.fit_sample.max(1),
             clv: ClvConfig {
                 annual_discount: s.annual_discount,
@@ -157,8 +163,9 @@ pub struct CalibrationRow {
 
 impl CalibrationRow {
     /// None for a customer without purchases (not part of the population fits).
-    pub fn of(f: &Features, now: DateTime<Utc>, unit_days: f64) -> Option<CalibrationRow> {
-        let h = f.history(now, unit_days)?;
+    pub fn of(f: &Features, now: DateTime<Utc>, cfg: &ScoringConfig) -> Option<CalibrationRow> {
+        let unit_days = cfg.unit_days;
+        let h = f.history(now, unit_days, &cfg.clock)?;
         // Whole days: identical histories group in the fit, and sub-day noise
         // carries no information at a weekly time unit.
         let day = 1.0 / unit_days;
@@ -175,7 +182,7 @@ impl CalibrationRow {
             purchases: f.purchases,
             spend_minor: f.spend_minor,
             margin_minor: f.margin_minor,
-            mean_repeat_margin: f.mean_repeat_margin(),
+            mean_repeat_margin: f.mean_repeat_margin(&cfg.clock),
         })
     }
 }
@@ -452,7 +459,7 @@ pub fn score(
     // Lifecycle: silence against the customer's own rhythm, then the spend trend.
     let periods = f.spend_by_period(now, cfg.trend_quarters, 3);
     let trend = spend_trend(&periods);
-    let interval = f.usual_interval_days();
+    let interval = f.usual_interval_days(&cfg.clock);
     let lifecycle_stage = lifecycle_stage(
         f.purchases,
         days_since_last.unwrap_or(0.0),
@@ -514,7 +521,7 @@ pub fn score(
     let inputs = OrderInputs {
         high_credit: credit_is_high(f.credit_rating.as_deref()),
         big: matches!(size, SizeTier::Large | SizeTier::Medium),
-        loyal: f.repeat_purchases() >= cfg.loyal_min_repeats
+        loyal: f.repeat_occasions(&cfg.clock) >= cfg.loyal_min_repeats
             && matches!(
                 stability,
                 WalletStability::Stable | WalletStability::BasicallyStable
@@ -542,7 +549,10 @@ pub fn score(
                 "share_of_wallet",
                 f.share_of_wallet.map(f2).unwrap_or("unknown (0.50)".into()),
             ),
-            ("repeat_purchases", f.repeat_purchases().to_string()),
+            (
+                "repeat_occasions",
+                f.repeat_occasions(&cfg.clock).to_string(),
+            ),
         ],
     ));
 
@@ -568,11 +578,13 @@ pub fn score(
 
     // BG/NBD and Gamma-Gamma. A customer without purchases is, in the model, a new
     // customer at time zero: alive, with the population's expected purchases.
-    let h = f.history(now, cfg.unit_days).unwrap_or(History {
-        x: 0.0,
-        t_x: 0.0,
-        t: 0.0,
-    });
+    let h = f
+        .history(now, cfg.unit_days, &cfg.clock)
+        .unwrap_or(History {
+            x: 0.0,
+            t_x: 0.0,
+            t: 0.0,
+        });
     let p_alive = cal.bg_nbd.p_alive(&h).clamp(0.0, 1.0);
     let expected_purchases = cal
         .bg_nbd
@@ -593,7 +605,7 @@ pub fn score(
             ("breached_complaints", f.complaints_breached.to_string()),
         ],
     ));
-    let own_mean = f.mean_repeat_margin();
+    let own_mean = f.mean_repeat_margin(&cfg.clock);
     let per_transaction = match own_mean {
         Some(m) if m > 0.0 => cal.gamma_gamma.expected_spend(h.x, m),
         // A loss-making customer: the spend model (positive values) does not apply.
@@ -609,7 +621,7 @@ pub fn score(
     why.push(explain(
         "predicted_clv",
         format!(
-            "expected margin {per_transaction:.0} per purchase over {} months at {:.0}% a year",
+            "expected margin {per_transaction:.0} per purchase occasion over {} months at {:.0}% a year",
             cfg.clv.horizon_months,
             cfg.clv.annual_discount * 100.0
         ),
@@ -700,7 +712,7 @@ mod tests {
                 for k in 0..n {
                     let at = t0() + Duration::days((i % 11) as i64 + (k * gap) as i64);
                     let amount = 1_000 + 250 * ((i * 7 + k) % 9) as i64;
-                    f.record_purchase(at, amount, amount / 3, 0, "tea");
+                    f.record_purchase(at, amount, amount / 3, 0, "tea", &OccasionClock::default());
                 }
                 (format!("c{i}"), f)
             })
@@ -711,7 +723,7 @@ mod tests {
         let pop = population();
         let rows: Vec<CalibrationRow> = pop
             .iter()
-            .filter_map(|(_, f)| CalibrationRow::of(f, now, 7.0))
+            .filter_map(|(_, f)| CalibrationRow::of(f, now, &ScoringConfig::default()))
             .collect();
         let cal = calibrate(&rows, &ScoringConfig::default(), "run-1", now).unwrap();
         (pop, cal)
@@ -786,7 +798,14 @@ mod tests {
         let cfg = ScoringConfig::default();
         let mut f = Features::default();
         for k in 0..6 {
-            f.record_purchase(t0() + Duration::days(399 - 7 * k), 2_000, 700, 0, "tea");
+            f.record_purchase(
+                t0() + Duration::days(399 - 7 * k),
+                2_000,
+                700,
+                0,
+                "tea",
+                &OccasionClock::default(),
+            );
         }
         let active = score("a", &f, now, &cal, &cfg);
         let level = |r: ChurnRisk| ChurnRisk::ALL.iter().position(|x| *x == r).unwrap();
@@ -810,7 +829,7 @@ mod tests {
         let now = t0() + Duration::days(400);
         let rows: Vec<CalibrationRow> = population()
             .iter()
-            .filter_map(|(_, f)| CalibrationRow::of(f, now, 7.0))
+            .filter_map(|(_, f)| CalibrationRow::of(f, now, &ScoringConfig::default()))
             .collect();
         let cfg = ScoringConfig {
             fit_sample: 25,

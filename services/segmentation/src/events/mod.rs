@@ -13,6 +13,7 @@ use retention_proto::segmentation as pb;
 
 use crate::app::{AppError, SegmentationApp};
 use crate::domain::features::Features;
+use crate::domain::occasions::OccasionClock;
 use crate::domain::scoring::Insight;
 use crate::grpc::convert;
 
@@ -146,10 +147,29 @@ impl Change {
         }
     }
 
+    /// The same change about the survivor of a merge that took its customer away;
+    /// none for profile facts, since the survivor's own ones win (as in
+    /// [`Features::absorb`](crate::domain::features::Features::absorb)).
+    pub fn redirected(self, survivor: &str) -> Option<Change> {
+        let mut c = self;
+        match &mut c {
+            Change::Facts { .. } => return None,
+            Change::Purchase { customer_id, .. }
+            | Change::ComplaintOpened { customer_id, .. }
+            | Change::ComplaintResolved { customer_id, .. }
+            | Change::ComplaintReopened { customer_id, .. }
+            | Change::SlaBreached { customer_id, .. }
+            | Change::Survey { customer_id, .. } => *customer_id = survivor.to_string(),
+            Change::Referral { referrer_id, .. } => *referrer_id = survivor.to_string(),
+            Change::Merged { .. } | Change::Erased { .. } => {}
+        }
+        Some(c)
+    }
+
     /// Folds a single-customer change into that customer's features; false when
     /// its effect was there already (a replayed event), and nothing changed.
     /// Purchases are deduplicated before, by the purchases table.
-    pub fn apply_to(&self, f: &mut Features) -> bool {
+    pub fn apply_to(&self, f: &mut Features, clock: &OccasionClock) -> bool {
         match self {
             Change::Facts {
                 credit_rating,
@@ -190,7 +210,14 @@ impl Change {
                 if f.currency.is_empty() {
                     f.currency.clone_from(currency);
                 }
-                f.record_purchase(*at, *amount_minor, *margin_minor, *discount_minor, category);
+                f.record_purchase(
+                    *at,
+                    *amount_minor,
+                    *margin_minor,
+                    *discount_minor,
+                    category,
+                    clock,
+                );
                 true
             }
             Change::Referral { referred_id, .. } => f.record_referral(referred_id),

@@ -36,6 +36,8 @@ pub mod purchase {
         pub purchase_id: String,
         pub customer_id: String,
         pub occur_time: ChronoDateTimeUtc,
+        /// None on purchases recorded before margins were kept.
+        pub margin_minor: Option<i64>,
     }
 
     no_relations!();
@@ -160,6 +162,21 @@ pub mod erased {
         #[sea_orm(primary_key, auto_increment = false)]
         pub customer_id: String,
         pub erase_time: ChronoDateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod merged {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "merged_customers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub customer_id: String,
+        pub survivor_id: String,
+        pub merge_time: ChronoDateTimeUtc,
     }
 
     no_relations!();

@@ -13,6 +13,8 @@ impl MigratorTrait for Migrator {
             Box::new(retention_db::idempotency::IdempotencyMigration),
             Box::new(CreateSegmentationTables),
             Box::new(CreateErasedCustomers),
+            Box::new(CreateMergedCustomers),
+            Box::new(AddPurchaseMargins),
         ]
     }
 }
@@ -207,6 +209,85 @@ impl MigrationTrait for CreateErasedCustomers {
             Table::drop()
                 .table(Alias::new("erased_customers"))
                 .if_exists()
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Where merged-away customers went: events about them that arrive after the
+/// merge (a complaint published before interactions moved it, a redelivered
+/// purchase) belong to the survivor and must not bring the merged record back.
+struct CreateMergedCustomers;
+
+impl MigrationName for CreateMergedCustomers {
+    fn name(&self) -> &str {
+        "m20261202_000001_create_merged_customers"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateMergedCustomers {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("merged_customers")
+                .if_not_exists()
+                .col(string_len("customer_id", 36).primary_key())
+                .col(string_len("survivor_id", 36))
+                .col(timestamp_with_time_zone("merge_time"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("merged_customers_survivor")
+                .table("merged_customers")
+                .col("survivor_id")
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(
+            Table::drop()
+                .table(Alias::new("merged_customers"))
+                .if_exists()
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Each purchase's margin, so that purchase occasions (the margin of all orders
+/// of one day) can be re-derived from the purchases table.
+struct AddPurchaseMargins;
+
+impl MigrationName for AddPurchaseMargins {
+    fn name(&self) -> &str {
+        "m20261202_000002_add_purchase_margins"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddPurchaseMargins {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("purchases")
+                .add_column(big_integer_null("margin_minor"))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("purchases")
+                .drop_column("margin_minor")
                 .to_owned(),
         )
         .await

@@ -187,6 +187,36 @@ async fn merge_folds_features_and_erase_forgets_the_customer() {
         .await,
         0
     );
+    // Late news about the merged customer (a complaint interactions published
+    // before it moved it, a redelivered purchase) reaches the survivor and does
+    // not bring the merged record back.
+    let complaints_sql = format!(
+        "SELECT CAST(CAST(data AS jsonb) ->> 'complaints_total' AS BIGINT) \
+         FROM features WHERE customer_id = '{survivor}'"
+    );
+    let complaints = app.count(&complaints_sql).await;
+    app.complaint_opened(&merged).await;
+    app.purchase(&merged, 301, 1_000, 300).await;
+    app.settle().await;
+    let late = app.insight(&survivor).await.unwrap();
+    assert_eq!(
+        margin(&late),
+        margin(&m) + 300,
+        "the late purchase is the survivor's"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM features WHERE customer_id = '{merged}'"
+        ))
+        .await,
+        0,
+        "the merged record stays gone"
+    );
+    assert_eq!(
+        app.count(&complaints_sql).await,
+        complaints + 1,
+        "the late complaint is the survivor's"
+    );
 
     app.profile_event(&ppb::CustomerErasedEvent {
         customer_id: survivor.clone(),

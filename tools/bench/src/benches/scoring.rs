@@ -39,7 +39,7 @@ fn simulate(rng: &mut Rng, start: DateTime<Utc>, t_weeks: f64) -> Features {
     let mut f = Features::default();
     for w in purchase_weeks(rng, &FREQUENT, t_weeks) {
         let amount = 1_000 + (rng.uniform() * 4_000.0) as i64;
-        f.record_purchase(week(w), amount, amount / 4, 0, "tea");
+        f.record_purchase(week(w), amount, amount / 4, 0, "tea", &Default::default());
     }
     f.currency = "CNY".into();
     f

@@ -1,11 +1,12 @@
-//! The feature store: one row of folded features per customer, and the
-//! erased customers kept so late events about them are dropped.
+//! The feature store: one row of folded features per customer, the erased
+//! customers kept so late events about them are dropped, and the merged-away
+//! ones kept so late events about them reach the survivor.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -13,7 +14,7 @@ use sea_orm::{
 
 use super::{from_json, to_json};
 use crate::domain::features::Features;
-use crate::store::entities::{erased, feature, insight, member, purchase};
+use crate::store::entities::{erased, feature, insight, member, merged, purchase};
 
 /// The customer's features, locked for this transaction (PostgreSQL: the row is
 /// created first so that two first events for one customer serialise on it).
@@ -232,5 +233,50 @@ pub async fn erased_among<C: ConnectionTrait>(
         .await?
         .into_iter()
         .map(|m| m.customer_id)
+        .collect())
+}
+
+/// Records that `merged_id` now lives on as `survivor_id`; customers merged into
+/// `merged_id` before follow it, so one lookup always names the live record.
+pub async fn mark_merged<C: ConnectionTrait>(
+    db: &C,
+    merged_id: &str,
+    survivor_id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    merged::Entity::update_many()
+        .col_expr(merged::Column::SurvivorId, Expr::value(survivor_id))
+        .filter(merged::Column::SurvivorId.eq(merged_id))
+        .exec(db)
+        .await?;
+    merged::Entity::insert(merged::ActiveModel {
+        customer_id: Set(merged_id.to_string()),
+        survivor_id: Set(survivor_id.to_string()),
+        merge_time: Set(at),
+    })
+    .on_conflict(
+        OnConflict::column(merged::Column::CustomerId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// The survivors of the merged-away customers among `customer_ids`.
+pub async fn survivors_of<C: ConnectionTrait>(
+    db: &C,
+    customer_ids: &BTreeSet<String>,
+) -> Result<HashMap<String, String>, DbErr> {
+    if customer_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(merged::Entity::find()
+        .filter(merged::Column::CustomerId.is_in(customer_ids.iter().cloned()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| (m.customer_id, m.survivor_id))
         .collect())
 }

@@ -1,6 +1,7 @@
-//! Purchase times per customer, the input of the BG/NBD fit.
+//! Purchases per customer (time and margin), the input of the BG/NBD fit and
+//! of re-deriving purchase occasions.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
@@ -17,11 +18,13 @@ pub async fn insert_purchase<C: ConnectionTrait>(
     purchase_id: &str,
     customer_id: &str,
     at: DateTime<Utc>,
+    margin_minor: i64,
 ) -> Result<bool, DbErr> {
     let n = purchase::Entity::insert(purchase::ActiveModel {
         purchase_id: Set(purchase_id.to_string()),
         customer_id: Set(customer_id.to_string()),
         occur_time: Set(at),
+        margin_minor: Set(Some(margin_minor)),
     })
     .on_conflict(
         OnConflict::column(purchase::Column::PurchaseId)
@@ -36,17 +39,18 @@ pub async fn insert_purchase<C: ConnectionTrait>(
 /// [`insert_purchase`] for many: the purchase ids that were not recorded before.
 pub async fn insert_purchases<C: ConnectionTrait>(
     db: &C,
-    purchases: &[(&String, &String, DateTime<Utc>)],
+    purchases: &[(&String, &String, DateTime<Utc>, i64)],
 ) -> Result<HashSet<String>, DbErr> {
     if purchases.is_empty() {
         return Ok(HashSet::new());
     }
     let rows = purchases
         .iter()
-        .map(|(pid, cid, at)| purchase::ActiveModel {
+        .map(|(pid, cid, at, margin)| purchase::ActiveModel {
             purchase_id: Set((*pid).clone()),
             customer_id: Set((*cid).clone()),
             occur_time: Set(*at),
+            margin_minor: Set(Some(*margin)),
         });
     let inserted = purchase::Entity::insert_many(rows)
         .on_conflict(
@@ -104,4 +108,29 @@ pub async fn purchase_times_of<C: ConnectionTrait>(
         .into_tuple()
         .all(db)
         .await
+}
+
+/// Each customer's orders (time, and margin where recorded: rows from before
+/// margins were kept have none).
+pub async fn orders_of<C: ConnectionTrait>(
+    db: &C,
+    customer_ids: &BTreeSet<String>,
+) -> Result<HashMap<String, Vec<(DateTime<Utc>, Option<i64>)>>, DbErr> {
+    let mut orders: HashMap<String, Vec<_>> = HashMap::new();
+    if customer_ids.is_empty() {
+        return Ok(orders);
+    }
+    let rows: Vec<(String, DateTime<Utc>, Option<i64>)> = purchase::Entity::find()
+        .select_only()
+        .column(purchase::Column::CustomerId)
+        .column(purchase::Column::OccurTime)
+        .column(purchase::Column::MarginMinor)
+        .filter(purchase::Column::CustomerId.is_in(customer_ids.iter().cloned()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (customer, at, margin) in rows {
+        orders.entry(customer).or_default().push((at, margin));
+    }
+    Ok(orders)
 }

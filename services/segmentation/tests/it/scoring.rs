@@ -233,3 +233,80 @@ async fn a_run_scores_every_customer_of_many_pages_once() {
     );
     app.stop().await;
 }
+
+on_both_backends!(
+    rows_folded_before_occasions_are_rederived_by_the_next_run,
+    rows_folded_before_occasions_are_rederived_by_the_next_run_on
+);
+
+/// A feature row and purchases as an older version left them (orders counted,
+/// no occasions, no margins in the purchases table) are re-derived by the next
+/// scoring run: two orders on one day become one occasion.
+async fn rows_folded_before_occasions_are_rederived_by_the_next_run_on(backend: Backend) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let mut app = TestApp::spawn(backend).await;
+    let ids = app.population(30, 300).await;
+    let who = ids[0].clone();
+    let before = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM purchases WHERE customer_id = '{who}'"
+        ))
+        .await;
+    app.purchase(&who, 310, 1_000, 400).await;
+    app.purchase(&who, 310, 500, 100).await;
+    app.settle().await;
+
+    let db = app.inner.database().await.unwrap();
+    let backend_of = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_string(
+            backend_of,
+            format!("SELECT data FROM features WHERE customer_id = '{who}'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let data: String = row.try_get("", "data").unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&data).unwrap();
+    let live_occasions = json["occasions"].as_array().unwrap().len() as i64;
+    assert_eq!(
+        live_occasions,
+        before + 1,
+        "the population's purchases are on distinct days; day 310's two orders are one more"
+    );
+    for key in ["occasions", "first_occasion_margin_minor", "occasion_clock"] {
+        json.as_object_mut().unwrap().remove(key);
+    }
+    let legacy = json.to_string().replace('\'', "''");
+    db.execute_unprepared(&format!(
+        "UPDATE features SET data = '{legacy}' WHERE customer_id = '{who}'"
+    ))
+    .await
+    .unwrap();
+    db.execute_unprepared("UPDATE purchases SET margin_minor = NULL")
+        .await
+        .unwrap();
+
+    app.run_scoring().await;
+    let row = db
+        .query_one_raw(Statement::from_string(
+            backend_of,
+            format!("SELECT data FROM features WHERE customer_id = '{who}'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let data: String = row.try_get("", "data").unwrap();
+    let json: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(json["occasion_clock"], "day@UTC");
+    assert_eq!(
+        json["occasions"].as_array().unwrap().len() as i64,
+        live_occasions,
+        "re-derived from the purchases table as the live fold had them"
+    );
+    assert_eq!(
+        json["purchases"].as_i64().unwrap(),
+        before + 2,
+        "orders are still counted as orders"
+    );
+}

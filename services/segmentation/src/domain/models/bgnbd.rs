@@ -4,6 +4,9 @@
 
 use super::optimize::{bfgs, nelder_mead};
 use super::special::{digamma, hyp2f1, ln_gamma};
+use super::uncertainty::{
+    ParamEstimate, check_positive, hessian_from_gradient, log_scale_estimates,
+};
 use super::{FitError, History};
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -260,6 +263,45 @@ pub fn fit(data: &[History]) -> Result<BgNbdFit, FitError> {
     })
 }
 
+/// Parameter names in the order of [`standard_errors`]' result (as lifetimes).
+pub const PARAM_NAMES: [&str; 4] = ["r", "alpha", "a", "b"];
+
+/// Step of the numerical Hessian on the log scale: 10⁻⁵ of each parameter.
+const LOG_STEP: f64 = 1e-5;
+
+/// Standard errors and Wald 95 % bounds of `params` (normally [`fit`]'s) on
+/// `data`, in the order r, α, a, b: the observed information, i.e. the inverse
+/// Hessian of the negative total log-likelihood, taken with respect to the
+/// parameters' logarithms and carried to the parameters by the delta method,
+/// `se(θ) = θ·sqrt((H⁻¹)ᵢᵢ)`; bounds `θ ∓ 1.96·se`. This is the definition of
+/// `BetaGeoFitter.summary` in Python `lifetimes` 0.11.3 (see
+/// [`super::uncertainty`]). The Hessian is central differences of the analytic
+/// gradient over the grouped histories: 8 gradient evaluations over the distinct
+/// histories. Fails on invalid data, on parameters that are not finite and
+/// positive, and where the Hessian is not positive definite (not a maximum).
+pub fn standard_errors(data: &[History], params: &BgNbd) -> Result<Vec<ParamEstimate>, FitError> {
+    validate(data)?;
+    let values = [params.r, params.alpha, params.a, params.b];
+    check_positive(&PARAM_NAMES, &values)?;
+    let groups = group(data);
+    let neg_gradient = |p: &[f64]| -> Vec<f64> {
+        let (_, g) = groups.log_likelihood_and_gradient(&from_log(p));
+        g.iter().map(|v| -v).collect()
+    };
+    let at: Vec<f64> = values.iter().map(|v| v.ln()).collect();
+    let hessian = hessian_from_gradient(neg_gradient, &at, &[LOG_STEP; 4]);
+    log_scale_estimates(&PARAM_NAMES, &values, &hessian)
+}
+
+fn from_log(p: &[f64]) -> BgNbd {
+    BgNbd {
+        r: p[0].exp(),
+        alpha: p[1].exp(),
+        a: p[2].exp(),
+        b: p[3].exp(),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -464,6 +506,181 @@ pub(crate) mod tests {
                 t: 3.0
             }]),
             Err(FitError::Invalid { row: 0, .. })
+        ));
+    }
+
+    /// lifetimes 0.11.3 `summary` on the CDNOW fixture: (name, coef, se(coef),
+    /// lower 95% bound, upper 95% bound). Produced from the repository root with
+    /// the bench venv (`make bench-tools`, ~/.cache/retention-bench-venv/bin/python):
+    ///
+    /// ```python
+    /// import lifetimes, pandas as pd
+    /// df = pd.read_csv("services/segmentation/tests/fixtures/cdnow_summary.csv")
+    /// bg = lifetimes.BetaGeoFitter(penalizer_coef=0.0).fit(df["x"], df["t_x"], df["T"])
+    /// print(bg.summary.to_string(float_format="%.10g"))
+    /// rep = df[df["x"] > 0]
+    /// gg = lifetimes.GammaGammaFitter(penalizer_coef=0.0).fit(rep["x"], rep["zbar"])
+    /// print(gg.summary.to_string(float_format="%.10g"))
+    /// ```
+    ///
+    /// which printed (the Gamma-Gamma half is checked in `gamma_gamma`):
+    ///
+    /// ```text
+    ///               coef     se(coef)  lower 95% bound  upper 95% bound
+    /// r     0.2425929283 0.0125573207     0.2179805797     0.2672052768
+    /// alpha  4.413532265  0.378221457      3.672218209      5.154846321
+    /// a     0.7928859664 0.1857190719     0.4288765855      1.156895347
+    /// b      2.425752383 0.7053453435      1.043275509      3.808229256
+    ///          coef     se(coef)  lower 95% bound  upper 95% bound
+    /// p 6.248802496  1.189687048      3.917015882       8.58058911
+    /// q 3.744588461 0.2901656174      3.175863851      4.313313071
+    /// v 15.44774806  4.159993928      7.294159965      23.60133616
+    /// ```
+    ///
+    /// `scripts/lifetimes_summary.py CSV` prints the same tables as JSON.
+    pub(crate) const LIFETIMES_BGNBD_SUMMARY: [(&str, f64, f64, f64, f64); 4] = [
+        ("r", 0.2425929283, 0.0125573207, 0.2179805797, 0.2672052768),
+        ("alpha", 4.413532265, 0.378221457, 3.672218209, 5.154846321),
+        ("a", 0.7928859664, 0.1857190719, 0.4288765855, 1.156895347),
+        ("b", 2.425752383, 0.7053453435, 1.043275509, 3.808229256),
+    ];
+
+    /// Our estimates against a lifetimes summary: standard errors within
+    /// `se_tol` (relative; the acceptance criterion is 5 %), bounds exactly
+    /// value ∓ 1.96·se and within `se_tol` of lifetimes' half-width of its bounds.
+    pub(crate) fn assert_matches_lifetimes(
+        ours: &[ParamEstimate],
+        theirs: &[(&str, f64, f64, f64, f64)],
+        se_tol: f64,
+    ) {
+        assert_eq!(ours.len(), theirs.len());
+        for (e, &(name, coef, se, lower, upper)) in ours.iter().zip(theirs) {
+            assert_eq!(e.name, name);
+            assert!(
+                (e.value - coef).abs() < 0.005 * coef,
+                "{e:?} vs coef {coef}"
+            );
+            assert!(
+                (e.standard_error - se).abs() < se_tol * se,
+                "{name}: se {} vs lifetimes {se}",
+                e.standard_error
+            );
+            let half = 1.96 * e.standard_error;
+            assert!((e.lower_95 - (e.value - half)).abs() < 1e-12 * e.value);
+            assert!((e.upper_95 - (e.value + half)).abs() < 1e-12 * e.value);
+            assert!(e.lower_95 < e.value && e.value < e.upper_95);
+            let their_half = (upper - lower) / 2.0;
+            assert!((their_half - 1.96 * se).abs() < 1e-6 * their_half, "{name}");
+            for (got, want) in [(e.lower_95, lower), (e.upper_95, upper)] {
+                assert!(
+                    (got - want).abs() < se_tol * their_half + (e.value - coef).abs(),
+                    "{name}: bound {got} vs lifetimes {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn standard_errors_match_lifetimes_on_cdnow() {
+        let data: Vec<History> = cdnow().into_iter().map(|(h, _)| h).collect();
+        let fit = fit(&data).unwrap();
+        let est = standard_errors(&data, &fit.params).unwrap();
+        // The done-when: within 5 % (it is better than 1e-6 at our optimum).
+        assert_matches_lifetimes(&est, &LIFETIMES_BGNBD_SUMMARY, 0.05);
+        // At lifetimes' own optimum the definitions agree to the Hessian's
+        // precision (2e-9 measured), not merely within 5 %.
+        let theirs = BgNbd {
+            r: 0.2425929283,
+            alpha: 4.413532265,
+            a: 0.7928859664,
+            b: 2.425752383,
+        };
+        let est = standard_errors(&data, &theirs).unwrap();
+        assert_matches_lifetimes(&est, &LIFETIMES_BGNBD_SUMMARY, 1e-6);
+    }
+
+    #[test]
+    fn the_hessian_of_the_gradient_agrees_with_second_differences() {
+        use crate::domain::models::uncertainty::hessian_from_values;
+        let data: Vec<History> = cdnow().into_iter().map(|(h, _)| h).collect();
+        let g = group(&data);
+        let at = [0.243f64.ln(), 4.414f64.ln(), 0.793f64.ln(), 2.426f64.ln()];
+        let by_grad = hessian_from_gradient(
+            |p| {
+                let (_, g) = g.log_likelihood_and_gradient(&from_log(p));
+                g.iter().map(|v| -v).collect()
+            },
+            &at,
+            &[LOG_STEP; 4],
+        );
+        let by_value = hessian_from_values(|p| -g.log_likelihood(&from_log(p)), &at, &[1e-3; 4]);
+        let scale = by_grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for k in 0..16 {
+            assert!(
+                (by_grad[k] - by_value[k]).abs() < 1e-5 * scale,
+                "{k}: {} vs {}",
+                by_grad[k],
+                by_value[k]
+            );
+        }
+    }
+
+    #[test]
+    fn standard_errors_scale_with_the_data_and_the_time_unit() {
+        let data: Vec<History> = cdnow().into_iter().map(|(h, _)| h).collect();
+        let m = published();
+        let base = standard_errors(&data, &m).unwrap();
+        // Twice the customers, same histories: the information doubles.
+        let twice: Vec<History> = data.iter().chain(&data).copied().collect();
+        for (one, two) in base.iter().zip(standard_errors(&twice, &m).unwrap()) {
+            let ratio = one.standard_error / two.standard_error;
+            assert!((ratio - 2f64.sqrt()).abs() < 1e-6, "{}: {ratio}", one.name);
+        }
+        // Days instead of weeks: α (a time scale) and its error grow 7-fold, the
+        // shape parameters' errors do not move.
+        let days: Vec<History> = data
+            .iter()
+            .map(|h| History {
+                x: h.x,
+                t_x: 7.0 * h.t_x,
+                t: 7.0 * h.t,
+            })
+            .collect();
+        let in_days = BgNbd {
+            alpha: 7.0 * m.alpha,
+            ..m
+        };
+        for (w, d) in base.iter().zip(standard_errors(&days, &in_days).unwrap()) {
+            let factor = if w.name == "alpha" { 7.0 } else { 1.0 };
+            assert!(
+                (d.standard_error / w.standard_error - factor).abs() < 1e-5 * factor,
+                "{}: {} vs {}",
+                w.name,
+                d.standard_error,
+                w.standard_error
+            );
+        }
+    }
+
+    #[test]
+    fn standard_errors_refuse_bad_input() {
+        let data: Vec<History> = cdnow().into_iter().map(|(h, _)| h).collect();
+        assert_eq!(standard_errors(&[], &published()), Err(FitError::Empty));
+        let bad = BgNbd {
+            a: -0.5,
+            ..published()
+        };
+        assert!(matches!(
+            standard_errors(&data, &bad),
+            Err(FitError::NoStandardErrors(m)) if m.contains("a = -0.5")
+        ));
+        let nan = BgNbd {
+            r: f64::NAN,
+            ..published()
+        };
+        assert!(matches!(
+            standard_errors(&data, &nan),
+            Err(FitError::NoStandardErrors(_))
         ));
     }
 }

@@ -144,4 +144,73 @@ async fn cdnow_orders_as_they_are_reproduce_the_published_fits() {
     ] {
         near(name, got, published, 0.01);
     }
+
+    // Standard errors against lifetimes 0.11.3's summary of the same customers.
+    let reference = lifetimes_summary();
+    for (model, estimates) in [
+        ("bgnbd", &m.bg_nbd_estimates),
+        ("gamma_gamma", &m.gamma_gamma_estimates),
+    ] {
+        assert_eq!(estimates.len(), reference[model].as_object().unwrap().len());
+        for e in estimates {
+            let want = &reference[model][&e.name];
+            // γ in cents: its standard error is 100 times the one in dollars.
+            let unit = if e.name == "gamma" { 100.0 } else { 1.0 };
+            let se = want["se"].as_f64().unwrap() * unit;
+            near(&format!("se({})", e.name), e.standard_error, se, 0.05);
+            near(
+                &format!("value({})", e.name),
+                e.value,
+                want["coef"].as_f64().unwrap() * unit,
+                0.01,
+            );
+            assert!(
+                (e.lower_95 - (e.value - 1.96 * e.standard_error)).abs() < 1e-9 * unit
+                    && (e.upper_95 - (e.value + 1.96 * e.standard_error)).abs() < 1e-9 * unit,
+                "{}: Wald bounds",
+                e.name
+            );
+        }
+    }
+}
+
+/// lifetimes' `summary` of the CDNOW customers (`scripts/lifetimes_summary.py`
+/// on the summary fixture), run now when the pinned Python environment of
+/// `make bench-tools` is there; otherwise the values it printed with lifetimes
+/// 0.11.3, numpy 1.26.4 and scipy 1.11.4.
+fn lifetimes_summary() -> serde_json::Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/retention-bench-venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let run = std::process::Command::new(&python)
+        .arg(root.join("scripts/lifetimes_summary.py"))
+        .arg(root.join("services/segmentation/tests/fixtures/cdnow_summary.csv"))
+        .output();
+    match run {
+        Ok(out) if out.status.success() => {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["lifetimes_version"], "0.11.3");
+            v
+        }
+        _ => {
+            println!("{python} with lifetimes not found: its recorded summary is used");
+            serde_json::json!({
+                "bgnbd": {
+                    "r": {"coef": 0.2425929282798216, "se": 0.012557320698193184},
+                    "alpha": {"coef": 4.4135322652718125, "se": 0.3782214570439266},
+                    "a": {"coef": 0.7928859664406493, "se": 0.18571907191206655},
+                    "b": {"coef": 2.42575238262571, "se": 0.7053453435330197}
+                },
+                "gamma_gamma": {
+                    "p": {"coef": 6.248802496079201, "se": 1.1896870480855177},
+                    "q": {"coef": 3.74458846092242, "se": 0.2901656174495046},
+                    "gamma": {"coef": 15.447748064915702, "se": 4.159993928424959}
+                }
+            })
+        }
+    }
 }

@@ -54,6 +54,8 @@ async fn the_demo_runs_the_whole_retention_loop() {
     assert!(strategies.contains(&(wpb::Strategy::PricePromotion as i32)));
     assert!(strategies.contains(&(wpb::Strategy::RelationshipInvestment as i32)));
     for heading in [
+        "Model parameters of scoringRuns/",
+        "95 % interval",
         "Value pyramid",
         "Segment \"Valuable customers at risk\"",
         "Strategies compared",

@@ -12,6 +12,7 @@ use super::classify::*;
 use super::features::Features;
 use super::models::bgnbd::{self, BgNbd};
 use super::models::gamma_gamma::{self, GammaGamma};
+use super::models::uncertainty::ParamEstimate;
 use super::models::{FitError, History};
 use super::occasions::OccasionClock;
 use super::value::*;
@@ -199,6 +200,13 @@ pub struct Calibration {
     pub bg_nbd_log_likelihood: f64,
     pub gamma_gamma: GammaGamma,
     pub gamma_gamma_log_likelihood: f64,
+    /// Standard errors of r, α, a, b and of p, q, γ (none when a fit's
+    /// information matrix is not positive definite, or on calibrations stored
+    /// before they were kept).
+    #[serde(default)]
+    pub bg_nbd_standard_errors: Option<Vec<f64>>,
+    #[serde(default)]
+    pub gamma_gamma_standard_errors: Option<Vec<f64>>,
     /// Customers the fits used (all with a purchase, up to `fit_sample`).
     pub customers: u64,
     pub fit_millis: u64,
@@ -248,6 +256,13 @@ pub fn calibrate(
         })
         .collect();
     let gg = gamma_gamma::fit(&spends).map_err(CalibrationError::GammaGamma)?;
+    let errors = |e: Vec<ParamEstimate>| e.iter().map(|p| p.standard_error).collect();
+    let bg_nbd_standard_errors = bgnbd::standard_errors(&histories, &bg.params)
+        .ok()
+        .map(errors);
+    let gamma_gamma_standard_errors = gamma_gamma::standard_errors(&spends, &gg.params)
+        .ok()
+        .map(errors);
     let fit_millis = started.elapsed().as_millis() as u64;
 
     let recency: Vec<f64> = rows.iter().map(|r| -r.days_since_last).collect();
@@ -266,6 +281,8 @@ pub fn calibrate(
         bg_nbd_log_likelihood: bg.log_likelihood,
         gamma_gamma: gg.params,
         gamma_gamma_log_likelihood: gg.log_likelihood,
+        bg_nbd_standard_errors,
+        gamma_gamma_standard_errors,
         customers: sample.len() as u64,
         fit_millis,
         fit_time: now,

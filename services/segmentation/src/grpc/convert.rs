@@ -6,6 +6,8 @@ use retention_proto::segmentation as pb;
 
 use crate::app::PortfolioReport;
 use crate::domain::classify::*;
+use crate::domain::models::uncertainty::ParamEstimate;
+use crate::domain::models::{bgnbd, gamma_gamma};
 use crate::domain::portfolio::LevelShare;
 use crate::domain::scoring::{Calibration, Insight};
 use crate::domain::segments::{RunState, ScoringRun, Segment};
@@ -174,7 +176,42 @@ pub fn parameters(c: &Calibration) -> pb::ModelParameters {
         fit_millis: c.fit_millis as i64,
         fit_time: Some(ts(c.fit_time)),
         scoring_run: format!("scoringRuns/{}", c.scoring_run),
+        bg_nbd_estimates: estimates(
+            &bgnbd::PARAM_NAMES,
+            &[c.bg_nbd.r, c.bg_nbd.alpha, c.bg_nbd.a, c.bg_nbd.b],
+            c.bg_nbd_standard_errors.as_deref(),
+        ),
+        gamma_gamma_estimates: estimates(
+            &gamma_gamma::PARAM_NAMES,
+            &[c.gamma_gamma.p, c.gamma_gamma.q, c.gamma_gamma.gamma],
+            c.gamma_gamma_standard_errors.as_deref(),
+        ),
     }
+}
+
+fn estimates(
+    names: &[&'static str],
+    values: &[f64],
+    errors: Option<&[f64]>,
+) -> Vec<pb::ParameterEstimate> {
+    let Some(errors) = errors.filter(|e| e.len() == values.len()) else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .zip(values)
+        .zip(errors)
+        .map(|((name, value), se)| {
+            let e = ParamEstimate::new(name, *value, *se);
+            pb::ParameterEstimate {
+                name: e.name.to_string(),
+                value: e.value,
+                standard_error: e.standard_error,
+                lower_95: e.lower_95,
+                upper_95: e.upper_95,
+            }
+        })
+        .collect()
 }
 
 fn shares(rows: &[LevelShare]) -> Vec<pb::LevelShare> {

@@ -95,6 +95,8 @@ enum Command {
     Score,
     /// The portfolio report: pyramid, lifecycle, risk, Pareto share.
     Report,
+    /// The fitted model parameters with standard errors and 95 % intervals.
+    Model,
     /// One customer's insight with its explanations.
     Insight {
         /// "customers/{id}" or the id.
@@ -259,6 +261,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Report => {
             demo::report(&clients, &mut print).await?;
+        }
+        Command::Model => {
+            demo::model(&clients, &mut print).await?;
         }
         Command::Insight { customer } => {
             let name = if customer.contains('/') {

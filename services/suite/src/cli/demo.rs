@@ -118,6 +118,45 @@ pub async fn segment_members(
     }
 }
 
+/// The fitted BG/NBD and Gamma-Gamma parameters with their standard errors and
+/// 95 % intervals (GetModelParameters).
+pub async fn model(c: &Clients, out: Out<'_>) -> anyhow::Result<spb::ModelParameters> {
+    let m = c
+        .segmentation
+        .clone()
+        .get_model_parameters(c.req(spb::GetModelParametersRequest {}))
+        .await?
+        .into_inner();
+    let mut rows = Vec::new();
+    for (model, estimates) in [
+        ("BG/NBD", &m.bg_nbd_estimates),
+        ("Gamma-Gamma", &m.gamma_gamma_estimates),
+    ] {
+        for e in estimates {
+            rows.push(vec![
+                model.to_string(),
+                e.name.clone(),
+                format!("{:.4}", e.value),
+                format!("{:.4}", e.standard_error),
+                format!("{:.4} .. {:.4}", e.lower_95, e.upper_95),
+            ]);
+        }
+    }
+    out(&format!(
+        "Model parameters of {} ({} customers; log-likelihood BG/NBD {:.2}, Gamma-Gamma {:.2}):\n",
+        m.scoring_run, m.customers, m.bg_nbd_log_likelihood, m.gamma_gamma_log_likelihood
+    ));
+    if rows.is_empty() {
+        out("no standard errors: the fit's log-likelihood is not curved at its optimum\n");
+    } else {
+        out(&table(
+            &["model", "parameter", "value", "std. error", "95 % interval"],
+            &rows,
+        ));
+    }
+    Ok(m)
+}
+
 pub async fn report(c: &Clients, out: Out<'_>) -> anyhow::Result<spb::PortfolioReport> {
     let r = c
         .segmentation
@@ -414,6 +453,7 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
         "Scoring run {}: {} customers scored.\n",
         run.name, scored
     ));
+    model(c, out).await?;
     report(c, out).await?;
 
     let plans = [

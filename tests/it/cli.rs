@@ -3,6 +3,7 @@
 //! and the simulated responses show up in the results and the comparison.
 
 use retention_events::EventBus;
+use retention_proto::segmentation as spb;
 use retention_proto::winback as wpb;
 use retention_suite::cli::demo;
 use retention_suite::cli::synth::SynthOptions;
@@ -53,9 +54,92 @@ async fn the_demo_runs_the_whole_retention_loop() {
     assert_eq!(strategies.len(), 2);
     assert!(strategies.contains(&(wpb::Strategy::PricePromotion as i32)));
     assert!(strategies.contains(&(wpb::Strategy::RelationshipInvestment as i32)));
+    // The valuable campaign ranks and caps by the value if retained. Its lapsed
+    // platinum and gold members (P(alive) < 0.2: their expected value is nearly
+    // gone) are reached, though most of the segment would be excluded as
+    // OVER_VALUE_SHARE on the expected value.
+    let valuable = summary
+        .reach
+        .iter()
+        .find(|r| r.segment == "Valuable customers at risk")
+        .unwrap();
+    assert_eq!(
+        valuable.campaign.value_basis,
+        wpb::ValueBasis::IfRetained as i32
+    );
+    let cost = valuable
+        .campaign
+        .offer
+        .as_ref()
+        .unwrap()
+        .cost
+        .as_ref()
+        .unwrap()
+        .minor_units as f64;
+    let share = valuable.campaign.max_cost_share_of_value;
+    let minor =
+        |m: &Option<retention_proto::common::Money>| m.as_ref().map_or(0, |m| m.minor_units);
+    let capped = |value: i64| cost > share * value.max(0) as f64;
+    let members = &valuable.members;
+    let reached: std::collections::HashSet<&str> = valuable
+        .targets
+        .iter()
+        .map(|t| t.customer.as_str())
+        .collect();
+    let on_expected = members
+        .iter()
+        .filter(|m| capped(minor(&m.predicted_clv)))
+        .count();
+    let on_retained = members
+        .iter()
+        .filter(|m| capped(minor(&m.retained_clv)))
+        .count();
+    let lapsed: Vec<_> = members.iter().filter(|m| m.p_alive < 0.2).collect();
+    let lapsed_reached = lapsed
+        .iter()
+        .filter(|m| reached.contains(m.customer.as_str()))
+        .count();
+    let numbers = format!(
+        "{} members, {} reached; over the value share on the expected value {on_expected}, \
+         on the value if retained {on_retained}; {} lapsed, {lapsed_reached} reached",
+        members.len(),
+        reached.len(),
+        lapsed.len()
+    );
+    assert!(
+        2 * on_expected > members.len(),
+        "the expected value would exclude most: {numbers}"
+    );
+    assert!(
+        2 * on_retained < members.len(),
+        "the value if retained excludes few: {numbers}"
+    );
+    assert!(2 * reached.len() > members.len(), "{numbers}");
+    assert!(
+        !lapsed.is_empty() && 2 * lapsed_reached > lapsed.len(),
+        "most lapsed valuable members are reached: {numbers}"
+    );
+    assert!(
+        lapsed.iter().any(|m| reached.contains(m.customer.as_str())
+            && capped(minor(&m.predicted_clv))
+            && matches!(
+                spb::ValueTier::try_from(m.value_tier),
+                Ok(spb::ValueTier::Platinum | spb::ValueTier::Gold)
+            )),
+        "a lapsed platinum or gold member the expected value capped is reached: {numbers}"
+    );
+    assert!(
+        printed.contains("ranked and capped by CLV if retained"),
+        "{printed}"
+    );
+
     for heading in [
         "Model parameters of scoringRuns/",
         "95 % interval",
+        "Backtest scoringRuns/",
+        "calibration repeats",
+        "cumulative predicted",
+        "Contractual retention (shifted-beta-geometric): alpha 0.70",
         "Value pyramid",
         "Segment \"Valuable customers at risk\"",
         "Strategies compared",

@@ -339,6 +339,7 @@ async fn malicious_churners_are_never_targeted_and_erased_customers_vanish_every
             budget: 100_000,
             holdout_share: 0.0,
             channel: "EMAIL".into(),
+            value_basis: wpb::ValueBasis::Unspecified,
         },
     )
     .await

@@ -88,12 +88,7 @@ async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
     }
     assert_eq!(segmentation.count(folded).await.unwrap(), 3);
     let run = sc
-        .run_scoring(segmentation.req(
-            spb::RunScoringRequest {
-                request_id: String::new(),
-            },
-            &s_scopes,
-        ))
+        .run_scoring(segmentation.req(spb::RunScoringRequest::default(), &s_scopes))
         .await
         .unwrap()
         .into_inner();

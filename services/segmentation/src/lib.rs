@@ -52,6 +52,7 @@ pub fn scope_policy() -> ScopePolicy {
         "GetScoringRun",
         "GetModelParameters",
         "GetPortfolioReport",
+        "ProjectRetention",
     ] {
         p = p.require(&m(method), &["segmentation.read"]);
     }
@@ -178,7 +179,7 @@ fn spawn_scheduler(
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            match app.start_run("").await {
+            match app.start_run("", None).await {
                 Ok(run) => tracing::info!(run = %run.id, "scheduled scoring run started"),
                 Err(app::AppError::RunInProgress(_)) => {}
                 Err(e) => tracing::warn!(error = %e, "scheduled scoring run not started"),

@@ -10,10 +10,14 @@ use retention_domain::now;
 use sea_orm::{DbErr, TransactionTrait};
 
 use super::{AppError, AppResult, RUN_PAGE, RUN_WORKERS, SegmentationApp, new_id};
+use crate::domain::backtest::Backtest;
 use crate::domain::features::Features;
 use crate::domain::scoring::{Calibration, CalibrationRow, calibrate};
 use crate::domain::segments::*;
 use crate::store::repo;
+
+/// Purchases a backtest reads per query.
+const BACKTEST_PAGE: u64 = 20_000;
 
 impl SegmentationApp {
     /// Fails runs a previous process left unfinished; call once at start-up.
@@ -21,8 +25,13 @@ impl SegmentationApp {
         Ok(repo::fail_unfinished_runs(&self.db, now()).await?)
     }
 
-    /// Starts a full recompute in the background and returns the run to poll.
-    pub async fn start_run(&self, request_id: &str) -> AppResult<ScoringRun> {
+    /// Starts a full recompute in the background and returns the run to poll;
+    /// with an observation end, a backtest instead (see [`Self::execute_backtest`]).
+    pub async fn start_run(
+        &self,
+        request_id: &str,
+        observation_end: Option<DateTime<Utc>>,
+    ) -> AppResult<ScoringRun> {
         if let Some(id) = self.replay("RunScoring", request_id).await? {
             return self.get_run(&id).await;
         }
@@ -43,6 +52,8 @@ impl SegmentationApp {
             create_time: now(),
             end_time: None,
             error: String::new(),
+            observation_end,
+            backtest: None,
         };
         let txn = self.db.begin().await?;
         if !self
@@ -51,7 +62,7 @@ impl SegmentationApp {
         {
             drop(txn);
             drop(gate);
-            return Box::pin(self.start_run(request_id)).await;
+            return Box::pin(self.start_run(request_id, observation_end)).await;
         }
         repo::insert_run(&txn, &run).await?;
         txn.commit().await?;
@@ -60,7 +71,11 @@ impl SegmentationApp {
         tokio::spawn(async move {
             let _gate = gate;
             let mut run = started;
-            if let Err(e) = app.execute_run(&mut run).await {
+            let done = match run.observation_end {
+                Some(end) => app.execute_backtest(&mut run, end).await,
+                None => app.execute_run(&mut run).await,
+            };
+            if let Err(e) = done {
                 tracing::warn!(run = %run.id, error = %e, "scoring run failed");
                 run.state = RunState::Failed;
                 run.error = e.to_string();
@@ -167,6 +182,69 @@ impl SegmentationApp {
         run.end_time = Some(now());
         repo::save_run(&self.db, run).await?;
         tracing::info!(run = %run.id, customers = scored, "scoring run finished");
+        Ok(())
+    }
+
+    /// A backtest: every customer's orders, read from the purchases table a
+    /// page at a time, split at `observation_end`; the models fitted on the
+    /// calibration part; each customer's prediction for the holdout compared
+    /// with what happened. Only the run row is written: no calibration,
+    /// insight, segment membership or event.
+    async fn execute_backtest(
+        &self,
+        run: &mut ScoringRun,
+        observation_end: DateTime<Utc>,
+    ) -> Result<(), RunFailure> {
+        let at = now();
+        self.progress(run, "reading", 0).await?;
+        let mut bt = Backtest::new(self.cfg.clock, self.cfg.unit_days, observation_end, at);
+        let (mut after, mut customer): (Option<(String, String)>, Option<String>) = (None, None);
+        let mut orders: Vec<(DateTime<Utc>, Option<i64>)> = Vec::new();
+        let mut customers: i64 = 0;
+        loop {
+            let page = repo::purchase_page(
+                &self.db,
+                after.as_ref().map(|(c, p)| (c.as_str(), p.as_str())),
+                BACKTEST_PAGE,
+            )
+            .await?;
+            let Some((c, p, _, _)) = page.last() else {
+                break;
+            };
+            after = Some((c.clone(), p.clone()));
+            for (c, _, t, margin) in page {
+                if customer.as_deref() != Some(c.as_str()) {
+                    if !orders.is_empty() {
+                        bt.add_customer(&orders);
+                        customers += 1;
+                    }
+                    orders.clear();
+                    customer = Some(c);
+                }
+                orders.push((t, margin));
+            }
+            if customers / RUN_PAGE as i64 != run.customers_scored / RUN_PAGE as i64 {
+                run.customers_scored = customers;
+                self.progress(run, "reading", 0).await?;
+            }
+        }
+        if !orders.is_empty() {
+            bt.add_customer(&orders);
+        }
+        self.progress(run, "fitting", 60).await?;
+        let fit_sample = self.cfg.fit_sample;
+        let report = tokio::task::spawn_blocking(move || bt.finish(fit_sample))
+            .await
+            .map_err(|e| RunFailure::Other(format!("backtest task: {e}")))?
+            .map_err(|e| RunFailure::Other(e.to_string()))?;
+        run.customers_scored = report.customers as i64;
+        run.backtest = Some(report);
+        run.state = RunState::Succeeded;
+        run.stage = "done".into();
+        run.percent_complete = 100;
+        run.end_time = Some(now());
+        repo::save_run(&self.db, run).await?;
+        tracing::info!(run = %run.id, customers = run.customers_scored, "backtest finished");
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub fn insight_schema() -> Schema {
         .field("expected_purchases", FieldType::Float)
         .field("churn_risk", FieldType::Enum(ChurnRisk::names()))
         .field("predicted_clv", FieldType::Int)
+        .field("retained_clv", FieldType::Int)
         .field("historical_margin", FieldType::Int)
         .field("purchases", FieldType::Int)
         .field("complaints_open", FieldType::Int)
@@ -68,6 +69,7 @@ impl Record for Insight {
             "expected_purchases" => Value::Float(self.expected_purchases),
             "churn_risk" => text(self.churn_risk.as_str()),
             "predicted_clv" => Value::Int(self.predicted_clv_minor),
+            "retained_clv" => Value::Int(self.retained_clv_minor),
             "historical_margin" => Value::Int(self.historical_margin_minor),
             "purchases" => Value::Int(self.purchases.into()),
             "complaints_open" => Value::Int(self.complaints_open.into()),
@@ -87,6 +89,7 @@ impl Record for Insight {
 pub enum OrderField {
     CustomerId,
     PredictedClv,
+    RetainedClv,
     HistoricalMargin,
     PAlive,
     ChurnProbability,
@@ -97,6 +100,7 @@ impl OrderField {
     pub const ALL: &'static [(&'static str, OrderField)] = &[
         ("customer_id", OrderField::CustomerId),
         ("predicted_clv", OrderField::PredictedClv),
+        ("retained_clv", OrderField::RetainedClv),
         ("historical_margin", OrderField::HistoricalMargin),
         ("p_alive", OrderField::PAlive),
         ("churn_probability", OrderField::ChurnProbability),
@@ -171,6 +175,10 @@ mod tests {
                 .unwrap_err()
                 .contains("predicted_clv")
         );
+        assert_eq!(
+            parse_order_by("retained_clv desc").unwrap().field,
+            OrderField::RetainedClv
+        );
         assert!(parse_order_by("p_alive sideways").is_err());
         assert!(parse_order_by("p_alive desc, customer_id").is_err());
     }
@@ -184,6 +192,10 @@ mod tests {
                 &s
             )
             .is_ok()
+        );
+        assert!(
+            retention_filter::parse_and_check("retained_clv > 100000 && predicted_clv < 1000", &s)
+                .is_ok()
         );
         assert!(retention_filter::parse_and_check("value_tier == \"platinum\"", &s).is_err());
         assert!(retention_filter::parse_and_check("email == \"x\"", &s).is_err());

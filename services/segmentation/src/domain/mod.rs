@@ -1,5 +1,6 @@
 //! Pure rules of the segmentation context: no I/O, unit-tested in place.
 
+pub mod backtest;
 pub mod classify;
 pub mod features;
 pub mod filter;

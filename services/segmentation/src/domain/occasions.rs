@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// The calendar period one occasion covers.
@@ -78,6 +78,33 @@ impl OccasionClock {
         }
     }
 
+    /// When period `index` begins, in UTC (local midnight; at a daylight-saving
+    /// gap, the first instant of the day that exists).
+    pub fn period_start(&self, index: i32) -> DateTime<Utc> {
+        let day = match self.period {
+            OccasionPeriod::Day => index,
+            OccasionPeriod::Week => index * 7 - 3,
+        };
+        let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + 719_163)
+            .unwrap_or(chrono::NaiveDate::MIN);
+        let local = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+        match self.time_zone.from_local_datetime(&local) {
+            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+                t.with_timezone(&Utc)
+            }
+            chrono::LocalResult::None => {
+                (local + chrono::Duration::hours(1)).and_utc() - self.offset_at(local)
+            }
+        }
+    }
+
+    fn offset_at(&self, local: chrono::NaiveDateTime) -> chrono::Duration {
+        use chrono::Offset;
+        let utc = local.and_utc();
+        let offset = self.time_zone.offset_from_utc_datetime(&utc.naive_utc());
+        chrono::Duration::seconds(i64::from(offset.fix().local_minus_utc()))
+    }
+
     /// Days in one period.
     pub fn period_days(&self) -> f64 {
         f64::from(self.period.days())
@@ -122,6 +149,13 @@ mod tests {
             utc_clock.index(utc(2026, 3, 1, 15))
         );
         assert_eq!(shanghai.to_string(), "day@Asia/Shanghai");
+        let d = shanghai.index(utc(2026, 3, 1, 17));
+        assert_eq!(
+            shanghai.period_start(d),
+            utc(2026, 3, 1, 16),
+            "midnight in Shanghai"
+        );
+        assert_eq!(shanghai.index(shanghai.period_start(d)), d);
     }
 
     #[test]
@@ -133,6 +167,7 @@ mod tests {
         assert_eq!(weeks.index(utc(2026, 12, 7, 0)), monday + 1);
         assert_eq!(weeks.index(utc(2026, 11, 29, 23)), monday - 1);
         assert_eq!(weeks.period_days(), 7.0);
+        assert_eq!(weeks.period_start(monday), utc(2026, 11, 30, 0));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::classify::*;
 use super::features::Features;
-use super::models::bgnbd::{self, BgNbd};
-use super::models::gamma_gamma::{self, GammaGamma};
+use super::models::bgnbd::{self, BgNbd, BgNbdFit};
+use super::models::gamma_gamma::{self, GammaGamma, GammaGammaFit};
 use super::models::uncertainty::ParamEstimate;
 use super::models::{FitError, History};
 use super::occasions::OccasionClock;
@@ -233,6 +233,50 @@ pub enum CalibrationError {
     GammaGamma(FitError),
 }
 
+/// The model fits on a systematic sample (every k-th) of at most `fit_sample`
+/// customers, with the parameters' standard errors where the log-likelihood is
+/// curved at the optimum. Gamma-Gamma sees the customers with repeat
+/// occasions and a positive mean margin; its failure is the caller's to judge.
+pub struct ModelFits {
+    pub bg_nbd: BgNbdFit,
+    pub bg_nbd_standard_errors: Option<Vec<f64>>,
+    pub gamma_gamma: Result<GammaGammaFit, FitError>,
+    pub gamma_gamma_standard_errors: Option<Vec<f64>>,
+    /// Customers in the sample.
+    pub customers: u64,
+}
+
+pub fn fit_models(
+    rows: impl ExactSizeIterator<Item = (History, Option<f64>)>,
+    fit_sample: usize,
+) -> Result<ModelFits, CalibrationError> {
+    let step = rows.len().div_ceil(fit_sample.max(1)).max(1);
+    let sample: Vec<(History, Option<f64>)> = rows.step_by(step).collect();
+    let histories: Vec<History> = sample.iter().map(|(h, _)| *h).collect();
+    let bg = bgnbd::fit(&histories).map_err(CalibrationError::BgNbd)?;
+    let errors = |e: Vec<ParamEstimate>| e.iter().map(|p| p.standard_error).collect();
+    let bg_nbd_standard_errors = bgnbd::standard_errors(&histories, &bg.params)
+        .ok()
+        .map(errors);
+    let spends: Vec<(f64, f64)> = sample
+        .iter()
+        .filter_map(|(h, m)| m.filter(|m| *m > 0.0).map(|m| (h.x, m)))
+        .collect();
+    let gg = gamma_gamma::fit(&spends);
+    let gamma_gamma_standard_errors = gg.as_ref().ok().and_then(|g| {
+        gamma_gamma::standard_errors(&spends, &g.params)
+            .ok()
+            .map(errors)
+    });
+    Ok(ModelFits {
+        bg_nbd: bg,
+        bg_nbd_standard_errors,
+        gamma_gamma: gg,
+        gamma_gamma_standard_errors,
+        customers: sample.len() as u64,
+    })
+}
+
 pub fn calibrate(
     rows: &[CalibrationRow],
     cfg: &ScoringConfig,
@@ -243,26 +287,12 @@ pub fn calibrate(
         return Err(CalibrationError::NoPurchases);
     }
     let started = std::time::Instant::now();
-    let step = rows.len().div_ceil(cfg.fit_sample.max(1));
-    let sample: Vec<&CalibrationRow> = rows.iter().step_by(step).collect();
-    let histories: Vec<History> = sample.iter().map(|r| r.history).collect();
-    let bg = bgnbd::fit(&histories).map_err(CalibrationError::BgNbd)?;
-    let spends: Vec<(f64, f64)> = sample
-        .iter()
-        .filter_map(|r| {
-            r.mean_repeat_margin
-                .filter(|m| *m > 0.0)
-                .map(|m| (r.history.x, m))
-        })
-        .collect();
-    let gg = gamma_gamma::fit(&spends).map_err(CalibrationError::GammaGamma)?;
-    let errors = |e: Vec<ParamEstimate>| e.iter().map(|p| p.standard_error).collect();
-    let bg_nbd_standard_errors = bgnbd::standard_errors(&histories, &bg.params)
-        .ok()
-        .map(errors);
-    let gamma_gamma_standard_errors = gamma_gamma::standard_errors(&spends, &gg.params)
-        .ok()
-        .map(errors);
+    let fits = fit_models(
+        rows.iter().map(|r| (r.history, r.mean_repeat_margin)),
+        cfg.fit_sample,
+    )?;
+    let gg = fits.gamma_gamma.map_err(CalibrationError::GammaGamma)?;
+    let bg = fits.bg_nbd;
     let fit_millis = started.elapsed().as_millis() as u64;
 
     let recency: Vec<f64> = rows.iter().map(|r| -r.days_since_last).collect();
@@ -281,9 +311,9 @@ pub fn calibrate(
         bg_nbd_log_likelihood: bg.log_likelihood,
         gamma_gamma: gg.params,
         gamma_gamma_log_likelihood: gg.log_likelihood,
-        bg_nbd_standard_errors,
-        gamma_gamma_standard_errors,
-        customers: sample.len() as u64,
+        bg_nbd_standard_errors: fits.bg_nbd_standard_errors,
+        gamma_gamma_standard_errors: fits.gamma_gamma_standard_errors,
+        customers: fits.customers,
         fit_millis,
         fit_time: now,
         recency: Cuts::from_population(&recency),
@@ -351,7 +381,13 @@ pub struct Insight {
     pub expected_purchases: f64,
     pub churn_probability: f64,
     pub churn_risk: ChurnRisk,
+    /// Discounted expected future margin, weighted by P(alive).
     pub predicted_clv_minor: i64,
+    /// The same value given that the customer is alive (stays, or is won back):
+    /// `predicted_clv ≈ p_alive × retained_clv`. 0 on insights stored before it
+    /// existed, until the next scoring run (the API leaves it unset for them).
+    #[serde(default)]
+    pub retained_clv_minor: i64,
     pub historical_margin_minor: i64,
     pub currency: String,
     pub purchases: u32,
@@ -361,6 +397,16 @@ pub struct Insight {
     pub explanations: Vec<Explanation>,
     pub score_time: DateTime<Utc>,
     pub scoring_run: String,
+}
+
+impl Insight {
+    /// The value if retained; None on an insight stored before it was computed
+    /// (0 beside a non-zero predicted value, which a computed one, whose P(alive)
+    /// multiple the predicted value is, never is).
+    pub fn retained_clv(&self) -> Option<i64> {
+        (self.retained_clv_minor != 0 || self.predicted_clv_minor == 0)
+            .then_some(self.retained_clv_minor)
+    }
 }
 
 fn f2(v: f64) -> String {
@@ -629,12 +675,14 @@ pub fn score(
         Some(m) => m,
         None => cal.gamma_gamma.expected_spend(0.0, 0.0),
     };
-    let clv = discounted_clv(&cal.bg_nbd, &h, per_transaction, &cfg.clv);
-    let predicted_clv_minor = if clv.is_finite() {
-        clv.round() as i64
-    } else {
-        0
-    };
+    let minor = |v: f64| if v.is_finite() { v.round() as i64 } else { 0 };
+    let predicted_clv_minor = minor(discounted_clv(&cal.bg_nbd, &h, per_transaction, &cfg.clv));
+    let retained_clv_minor = minor(discounted_retained_clv(
+        &cal.bg_nbd,
+        &h,
+        per_transaction,
+        &cfg.clv,
+    ));
     why.push(explain(
         "predicted_clv",
         format!(
@@ -645,6 +693,23 @@ pub fn score(
         &[
             ("mean_repeat_margin", own_mean.map(f2).unwrap_or_default()),
             ("expected_purchases", f2(expected_purchases)),
+        ],
+    ));
+    let expected_if_alive = cal
+        .bg_nbd
+        .expected_purchases_if_alive(&h, cfg.horizon_units)
+        .max(0.0);
+    why.push(explain(
+        "retained_clv",
+        format!(
+            "if the customer stays or comes back: expected margin {per_transaction:.0} per purchase occasion over {} months at {:.0}% a year, not weighted by P(alive) {p_alive:.3}",
+            cfg.clv.horizon_months,
+            cfg.clv.annual_discount * 100.0
+        ),
+        &[
+            ("mean_repeat_margin", own_mean.map(f2).unwrap_or_default()),
+            ("expected_purchases_if_alive", f2(expected_if_alive)),
+            ("p_alive", format!("{p_alive:.3}")),
         ],
     ));
 
@@ -662,6 +727,7 @@ pub fn score(
         churn_probability: 1.0 - p_alive,
         churn_risk,
         predicted_clv_minor,
+        retained_clv_minor,
         historical_margin_minor: margin,
         currency: f.currency.clone(),
         purchases: f.purchases,
@@ -839,6 +905,59 @@ mod tests {
         assert!(later.p_alive < active.p_alive);
         assert_eq!(later.lifecycle_stage, LifecycleStage::Terminated);
         assert_eq!(later.churn_risk, ChurnRisk::Critical);
+    }
+
+    #[test]
+    fn the_value_if_retained_is_not_discounted_by_silence() {
+        let now = t0() + Duration::days(400);
+        let (_, cal) = calibrated(now);
+        let cfg = ScoringConfig::default();
+        // A weekly buyer for 20 weeks, the last purchase yesterday.
+        let mut f = Features::default();
+        for k in 0..20 {
+            f.record_purchase(
+                t0() + Duration::days(399 - 7 * k),
+                20_000,
+                7_000,
+                0,
+                "tea",
+                &OccasionClock::default(),
+            );
+        }
+        let active = score("a", &f, now, &cal, &cfg);
+        let lapsed = score("a", &f, now + Duration::days(300), &cal, &cfg);
+        for i in [&active, &lapsed] {
+            let weighted = i.p_alive * i.retained_clv_minor as f64;
+            assert!(
+                (i.predicted_clv_minor as f64 - weighted).abs() <= 1.0,
+                "predicted = P(alive) × retained, up to rounding: {i:?}"
+            );
+            assert!(i.explanations.iter().any(|e| e.field == "retained_clv"));
+        }
+        // This small fixture's fit drops ~29 % of customers after every purchase,
+        // so even the most active one is alive with P 0.69 here (the CDNOW
+        // parameters in `value` give 0.96 and nearly equal values).
+        assert!(active.predicted_clv_minor > 0);
+        assert!(
+            active.predicted_clv_minor as f64 > 0.6 * active.retained_clv_minor as f64,
+            "active: close to the same value ({} vs {})",
+            active.predicted_clv_minor,
+            active.retained_clv_minor
+        );
+        assert_eq!(active.retained_clv(), Some(active.retained_clv_minor));
+        // An insight stored before the value if retained existed reads as unknown.
+        let mut json = serde_json::to_value(&active).unwrap();
+        json.as_object_mut().unwrap().remove("retained_clv_minor");
+        let stored: Insight = serde_json::from_value(json).unwrap();
+        assert_eq!(stored.retained_clv_minor, 0);
+        assert_eq!(stored.retained_clv(), None);
+        assert!(lapsed.p_alive < 0.2, "{}", lapsed.p_alive);
+        assert!(
+            lapsed.retained_clv_minor > 5 * lapsed.predicted_clv_minor.max(1),
+            "lapsed: worth far more if won back ({} vs {})",
+            lapsed.retained_clv_minor,
+            lapsed.predicted_clv_minor
+        );
     }
 
     #[test]

@@ -135,6 +135,10 @@ pub struct ScoringRun {
     pub create_time: DateTime<Utc>,
     pub end_time: Option<DateTime<Utc>>,
     pub error: String,
+    /// Set on a backtest: the end of its calibration period.
+    pub observation_end: Option<DateTime<Utc>>,
+    /// A succeeded backtest's report.
+    pub backtest: Option<super::backtest::BacktestReport>,
 }
 
 impl ScoringRun {
@@ -171,6 +175,7 @@ mod tests {
             churn_probability: 1.0 - p_alive,
             churn_risk: ChurnRisk::Low,
             predicted_clv_minor: 0,
+            retained_clv_minor: 0,
             historical_margin_minor: 0,
             currency: String::new(),
             purchases: 3,

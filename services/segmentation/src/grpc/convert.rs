@@ -5,7 +5,9 @@ use retention_proto::common::Money;
 use retention_proto::segmentation as pb;
 
 use crate::app::PortfolioReport;
+use crate::domain::backtest::BacktestReport;
 use crate::domain::classify::*;
+use crate::domain::models::sbg::SbgFit;
 use crate::domain::models::uncertainty::ParamEstimate;
 use crate::domain::models::{bgnbd, gamma_gamma};
 use crate::domain::portfolio::LevelShare;
@@ -110,6 +112,7 @@ pub fn insight(i: &Insight) -> pb::CustomerInsight {
         churn_probability: i.churn_probability,
         churn_risk: churn_risk(i.churn_risk).into(),
         predicted_clv: Some(money(i.predicted_clv_minor, &i.currency)),
+        retained_clv: i.retained_clv().map(|v| money(v, &i.currency)),
         historical_margin: Some(money(i.historical_margin_minor, &i.currency)),
         explanations: i
             .explanations
@@ -154,6 +157,74 @@ pub fn run(r: &ScoringRun) -> pb::ScoringRun {
         create_time: Some(ts(r.create_time)),
         end_time: r.end_time.map(ts),
         error: r.error.clone(),
+        observation_end: r.observation_end.map(ts),
+        backtest: r.backtest.as_ref().map(backtest),
+    }
+}
+
+/// A timestamp within chrono's range.
+pub fn time(t: prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+fn backtest(b: &BacktestReport) -> pb::BacktestReport {
+    pb::BacktestReport {
+        bg_nbd: Some(pb::BgNbdParameters {
+            r: b.bg_nbd.r,
+            alpha: b.bg_nbd.alpha,
+            a: b.bg_nbd.a,
+            b: b.bg_nbd.b,
+        }),
+        bg_nbd_log_likelihood: b.bg_nbd_log_likelihood,
+        bg_nbd_estimates: estimates(
+            &bgnbd::PARAM_NAMES,
+            &[b.bg_nbd.r, b.bg_nbd.alpha, b.bg_nbd.a, b.bg_nbd.b],
+            b.bg_nbd_standard_errors.as_deref(),
+        ),
+        gamma_gamma: b.gamma_gamma.map(|g| pb::GammaGammaParameters {
+            p: g.p,
+            q: g.q,
+            gamma: g.gamma,
+        }),
+        gamma_gamma_log_likelihood: b.gamma_gamma_log_likelihood,
+        gamma_gamma_estimates: b
+            .gamma_gamma
+            .map(|g| {
+                estimates(
+                    &gamma_gamma::PARAM_NAMES,
+                    &[g.p, g.q, g.gamma],
+                    b.gamma_gamma_standard_errors.as_deref(),
+                )
+            })
+            .unwrap_or_default(),
+        customers: b.customers as i64,
+        fitted_customers: b.fitted_customers as i64,
+        holdout_end: Some(ts(b.holdout_end)),
+        holdout_days: b.holdout_days,
+        predicted_repeat_occasions: b.predicted_total,
+        actual_repeat_occasions: b.actual_total as i64,
+        mean_absolute_error: b.mean_absolute_error,
+        root_mean_squared_error: b.root_mean_squared_error,
+        by_frequency: b
+            .by_frequency
+            .iter()
+            .map(|f| pb::FrequencyBucket {
+                calibration_repeat_occasions: f.calibration_repeats as i32,
+                and_more: f.and_more,
+                customers: f.customers as i64,
+                mean_actual: f.mean_actual,
+                mean_predicted: f.mean_predicted,
+            })
+            .collect(),
+        cumulative: b
+            .cumulative
+            .iter()
+            .map(|p| pb::CumulativePoint {
+                end_time: Some(ts(p.end)),
+                actual: p.actual,
+                predicted: p.predicted,
+            })
+            .collect(),
     }
 }
 
@@ -250,5 +321,38 @@ pub fn report(r: &PortfolioReport) -> pb::PortfolioReport {
             })
             .collect(),
         report_time: Some(ts(r.report_time)),
+    }
+}
+
+/// An sBG fit's projection: survival, retention rate and DERL per period, and
+/// each cohort's expected survivors.
+pub fn retention(
+    fit: &SbgFit,
+    cohorts: &[Vec<f64>],
+    periods: u32,
+    discount: f64,
+) -> pb::RetentionProjection {
+    let m = fit.params;
+    pb::RetentionProjection {
+        alpha: m.alpha,
+        beta: m.beta,
+        log_likelihood: fit.log_likelihood,
+        projection: m
+            .project(periods)
+            .into_iter()
+            .zip(1..)
+            .map(|((survival, retention_rate), t)| pb::RetentionPeriod {
+                period: t as i32,
+                survival,
+                retention_rate,
+                discounted_expected_residual_lifetime: m.derl(discount, t).unwrap_or(0.0),
+            })
+            .collect(),
+        expected: cohorts
+            .iter()
+            .map(|c| pb::CohortSurvivors {
+                survivors: m.expected_survivors(c[0], periods),
+            })
+            .collect(),
     }
 }

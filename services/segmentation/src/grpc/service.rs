@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::app::SegmentationApp;
 use crate::domain::filter::{insight_schema, parse_order_by};
+use crate::domain::models::sbg;
 use crate::domain::segments::validate_segment;
 use crate::store::repo::{OrderValue, order_value};
 
@@ -235,8 +236,25 @@ impl SegmentationService for SegmentationGrpc {
     ) -> Result<Response<pb::ScoringRun>, Status> {
         let mut v = FieldViolations::new();
         check_request_id(&mut v, &req.get_ref().request_id);
+        let observation_end = match req.get_ref().observation_end {
+            None => None,
+            Some(t) => match convert::time(t) {
+                Some(t) if t < retention_domain::now() => Some(t),
+                Some(_) => {
+                    v.add("observation_end", "must be in the past");
+                    None
+                }
+                None => {
+                    v.add("observation_end", "is not a valid timestamp");
+                    None
+                }
+            },
+        };
         v.into_result()?;
-        let run = self.app.start_run(&req.get_ref().request_id).await?;
+        let run = self
+            .app
+            .start_run(&req.get_ref().request_id, observation_end)
+            .await?;
         Ok(Response::new(convert::run(&run)))
     }
 
@@ -257,6 +275,66 @@ impl SegmentationService for SegmentationGrpc {
     ) -> Result<Response<pb::ModelParameters>, Status> {
         let c = self.app.latest_calibration().await?;
         Ok(Response::new(convert::parameters(&c)))
+    }
+
+    async fn project_retention(
+        &self,
+        req: Request<pb::ProjectRetentionRequest>,
+    ) -> Result<Response<pb::RetentionProjection>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        if r.cohorts.is_empty() || r.cohorts.len() > 100 {
+            v.add("cohorts", "one to 100 cohorts");
+        }
+        for (i, c) in r.cohorts.iter().enumerate() {
+            if c.survivors.is_empty() || c.survivors.len() > 1_001 {
+                v.add(
+                    format!("cohorts[{i}].survivors"),
+                    "the cohort size, then up to 1,000 periods",
+                );
+            } else if c.survivors.iter().any(|n| !n.is_finite() || *n < 0.0) {
+                v.add(
+                    format!("cohorts[{i}].survivors"),
+                    "counts must be finite and not negative",
+                );
+            } else if c.survivors.windows(2).any(|w| w[1] > w[0]) {
+                v.add(
+                    format!("cohorts[{i}].survivors"),
+                    "survivors cannot grow from one period to the next",
+                );
+            } else if c.survivors[0] <= 0.0 {
+                v.add(
+                    format!("cohorts[{i}].survivors"),
+                    "the cohort size must be positive",
+                );
+            }
+        }
+        let periods = if r.periods == 0 { 12 } else { r.periods };
+        v.check(
+            (1..=1_000).contains(&periods),
+            "periods",
+            "between 1 and 1,000",
+        );
+        let discount = if r.discount_rate == 0.0 {
+            0.10
+        } else {
+            r.discount_rate
+        };
+        v.check(
+            discount.is_finite() && discount > 0.0,
+            "discount_rate",
+            "must be greater than 0",
+        );
+        v.into_result()?;
+        let cohorts: Vec<Vec<f64>> = r.cohorts.into_iter().map(|c| c.survivors).collect();
+        let fit = sbg::fit_cohorts(&cohorts)
+            .map_err(|e| retention_errors::invalid_argument([("cohorts", e.to_string())]))?;
+        Ok(Response::new(convert::retention(
+            &fit,
+            &cohorts,
+            periods as u32,
+            discount,
+        )))
     }
 
     async fn get_portfolio_report(

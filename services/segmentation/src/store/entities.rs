@@ -70,6 +70,8 @@ pub mod insight {
         pub expected_purchases: f64,
         pub churn_risk: String,
         pub predicted_clv: i64,
+        /// Added by `AddRetainedClv` (0 on rows scored before it).
+        pub retained_clv: i64,
         pub historical_margin: i64,
         pub purchases: i32,
         pub complaints_open: i32,
@@ -133,6 +135,10 @@ pub mod scoring_run {
         pub create_time: ChronoDateTimeUtc,
         pub end_time: Option<ChronoDateTimeUtc>,
         pub error: String,
+        /// Set on backtests.
+        pub observation_end: Option<ChronoDateTimeUtc>,
+        /// A succeeded backtest's report (JSON).
+        pub backtest_report: Option<String>,
     }
 
     no_relations!();

@@ -15,6 +15,8 @@ impl MigratorTrait for Migrator {
             Box::new(CreateErasedCustomers),
             Box::new(CreateMergedCustomers),
             Box::new(AddPurchaseMargins),
+            Box::new(AddBacktests),
+            Box::new(AddRetainedClv),
         ]
     }
 }
@@ -288,6 +290,109 @@ impl MigrationTrait for AddPurchaseMargins {
             Table::alter()
                 .table("purchases")
                 .drop_column("margin_minor")
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Backtests are scoring runs with an observation end; their report is kept on
+/// the run. Purchases are read in (customer, purchase) order by a backtest.
+struct AddBacktests;
+
+impl MigrationName for AddBacktests {
+    fn name(&self) -> &str {
+        "m20261202_000003_add_backtests"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddBacktests {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite adds one at a time.
+        m.alter_table(
+            Table::alter()
+                .table("scoring_runs")
+                .add_column(timestamp_with_time_zone_null("observation_end"))
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("scoring_runs")
+                .add_column(text_null("backtest_report"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("purchases_by_customer")
+                .table("purchases")
+                .col("customer_id")
+                .col("purchase_id")
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for column in ["observation_end", "backtest_report"] {
+            m.alter_table(
+                Table::alter()
+                    .table("scoring_runs")
+                    .drop_column(column)
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Each insight's value if the customer stays or is won back, filterable and
+/// sortable like predicted_clv. Rows scored before it hold 0 until the next
+/// scoring run rescores them.
+struct AddRetainedClv;
+
+impl MigrationName for AddRetainedClv {
+    fn name(&self) -> &str {
+        "m20261202_000004_add_retained_clv"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddRetainedClv {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("insights")
+                .add_column(big_integer("retained_clv").default(0))
+                .to_owned(),
+        )
+        .await?;
+        retention_db::create_index(
+            m,
+            "idx_insights_retained_clv",
+            "insights",
+            &["retained_clv", "customer_id"],
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(
+            Index::drop()
+                .name("idx_insights_retained_clv")
+                .table("insights")
+                .if_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("insights")
+                .drop_column("retained_clv")
                 .to_owned(),
         )
         .await

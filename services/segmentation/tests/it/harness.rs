@@ -187,6 +187,7 @@ impl TestApp {
     pub async fn run_scoring(&mut self) -> pb::ScoringRun {
         let req = self.req(pb::RunScoringRequest {
             request_id: new_id(),
+            ..Default::default()
         });
         let run = self.client.run_scoring(req).await.unwrap().into_inner();
         self.wait_run(&run.name).await

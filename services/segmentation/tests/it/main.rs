@@ -2,6 +2,7 @@
 
 mod events;
 mod harness;
+mod retention;
 mod scoring;
 mod segments;
 mod validation;

@@ -60,6 +60,7 @@ async fn scoring_run_end_to_end_on(backend: Backend) {
         "lifecycle_stage",
         "churn_risk",
         "predicted_clv",
+        "retained_clv",
     ] {
         assert!(
             explained.contains(field),
@@ -109,6 +110,43 @@ async fn scoring_run_end_to_end_on(backend: Backend) {
         seen.windows(2)
             .all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1)),
         "predicted CLV descending, ties by id"
+    );
+
+    // The value if retained: a stored, filterable and sortable column, never
+    // below the P(alive)-weighted value, and far above it for some lapsed ones.
+    let below = app
+        .count("SELECT COUNT(*) FROM insights WHERE predicted_clv > 0 AND retained_clv < predicted_clv")
+        .await;
+    assert_eq!(below, 0);
+    let req = app.req(pb::ListCustomerInsightsRequest {
+        page_size: 200,
+        page_token: String::new(),
+        filter: "retained_clv > 0 && churn_probability > 0.5".into(),
+        order_by: "retained_clv desc".into(),
+    });
+    let lapsed = app
+        .client
+        .list_customer_insights(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .insights;
+    let values: Vec<(i64, i64)> = lapsed
+        .iter()
+        .map(|i| {
+            (
+                i.retained_clv.as_ref().unwrap().minor_units,
+                i.predicted_clv.as_ref().unwrap().minor_units,
+            )
+        })
+        .collect();
+    assert!(!values.is_empty(), "the fixture has customers likely gone");
+    assert!(values.windows(2).all(|w| w[0].0 >= w[1].0), "{values:?}");
+    assert!(
+        values
+            .iter()
+            .all(|(retained, predicted)| 2 * predicted <= retained + 1),
+        "P(alive) < 0.5 at least halves the value: {values:?}"
     );
 
     // Portfolio report over the scored population.
@@ -309,4 +347,100 @@ async fn rows_folded_before_occasions_are_rederived_by_the_next_run_on(backend: 
         before + 2,
         "orders are still counted as orders"
     );
+}
+
+/// Rows of everything a live run writes.
+async fn live_rows(app: &TestApp) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for table in [
+        "insights",
+        "segment_members",
+        "calibrations",
+        "outbox_events",
+        "features",
+    ] {
+        counts.push(app.count(&format!("SELECT COUNT(*) FROM {table}")).await);
+    }
+    counts
+}
+
+on_both_backends!(
+    a_backtest_changes_nothing_live,
+    a_backtest_changes_nothing_live_on
+);
+
+/// A backtest reports on its run and leaves the live model alone: insights,
+/// segment members, the calibration GetModelParameters returns and the outbox
+/// are as they were. An observation end in the future is refused by field.
+async fn a_backtest_changes_nothing_live_on(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let ids = app.population(90, 400).await;
+    let live_run = app.run_scoring().await;
+    let segment = crate::segments::create(&mut app, "purchases >= 2").await;
+    app.settle().await;
+    let counts = live_rows(&app).await;
+    let params = |app: &mut TestApp| {
+        let req = app.req(pb::GetModelParametersRequest {});
+        let mut client = app.client.clone();
+        async move { client.get_model_parameters(req).await.unwrap().into_inner() }
+    };
+    let before_params = params(&mut app).await;
+    let mut before = Vec::new();
+    for id in &ids[..10] {
+        before.push(app.insight(id).await.unwrap());
+    }
+
+    let req = app.req(pb::RunScoringRequest {
+        request_id: new_id(),
+        observation_end: Some(ts(epoch() + chrono::Duration::days(200))),
+    });
+    let started = app.client.run_scoring(req).await.unwrap().into_inner();
+    let run = app.wait_run(&started.name).await;
+    assert_eq!(
+        run.state,
+        pb::ScoringRunState::Succeeded as i32,
+        "{}",
+        run.error
+    );
+    assert_ne!(run.name, live_run.name);
+    let report = run.backtest.expect("the report on the run");
+    assert!(report.customers > 0 && report.customers <= 90);
+    assert!(
+        report.actual_repeat_occasions > 0,
+        "the population buys after day 200"
+    );
+    assert!(report.predicted_repeat_occasions > 0.0);
+    assert!(!report.cumulative.is_empty());
+    assert_eq!(
+        report.by_frequency.iter().map(|b| b.customers).sum::<i64>(),
+        report.customers
+    );
+    // And the report is kept: reading the run again returns it.
+    let again = app.wait_run(&started.name).await;
+    assert_eq!(again.backtest, Some(report));
+
+    assert_eq!(live_rows(&app).await, counts, "no row written live");
+    assert_eq!(
+        params(&mut app).await,
+        before_params,
+        "the live calibration"
+    );
+    for (id, was) in ids[..10].iter().zip(before) {
+        assert_eq!(app.insight(id).await.unwrap(), was, "insight of {id}");
+    }
+    let members = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM segment_members WHERE segment_id = '{}'",
+            segment.name.trim_start_matches("segments/")
+        ))
+        .await;
+    assert!(members > 0, "the segment kept its members");
+
+    let req = app.req(pb::RunScoringRequest {
+        request_id: new_id(),
+        observation_end: Some(ts(chrono::Utc::now() + chrono::Duration::days(1))),
+    });
+    let refused = app.client.run_scoring(req).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violated_fields(&refused), vec!["observation_end"]);
 }

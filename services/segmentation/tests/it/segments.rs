@@ -7,7 +7,7 @@ use retention_testkit::{Backend, on_both_backends};
 
 use crate::harness::*;
 
-async fn create(app: &mut TestApp, filter: &str) -> pb::Segment {
+pub async fn create(app: &mut TestApp, filter: &str) -> pb::Segment {
     let req = app.req(pb::CreateSegmentRequest {
         segment: Some(pb::Segment {
             display_name: "Upset customers".into(),

@@ -5,11 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use retention_proto::segmentation as spb;
 use retention_suite::cli::Clients;
 use retention_suite::cli::backfill::{self, BackfillPlan, Owner};
-use retention_suite::cli::backlog;
 use retention_suite::cli::client::Endpoints;
 use retention_suite::cli::demo::{self, CampaignPlan};
 use retention_suite::cli::show::table;
 use retention_suite::cli::synth::{self, SynthOptions};
+use retention_suite::cli::{backlog, retention};
 
 #[derive(Parser)]
 #[command(
@@ -97,6 +97,29 @@ enum Command {
     Report,
     /// The fitted model parameters with standard errors and 95 % intervals.
     Model,
+    /// Contractual retention (subscriptions): fit the shifted-beta-geometric
+    /// model to cohorts' survivors per period and project survival, retention
+    /// rates and the discounted expected residual lifetime.
+    Retention {
+        /// A cohort's size, then its survivors after each period, e.g.
+        /// 1000,631,468,382.
+        #[arg(long, value_delimiter = ',', required = true)]
+        survivors: Vec<f64>,
+        /// Periods to project.
+        #[arg(long, default_value_t = 12)]
+        periods: i32,
+        /// Discount rate per period for the residual lifetime.
+        #[arg(long, default_value_t = 0.10)]
+        discount_rate: f64,
+    },
+    /// Fit the models on the purchases up to a date only and compare their
+    /// predictions for the time since with what happened (changes nothing live).
+    Backtest {
+        /// End of the calibration period: a date (YYYY-MM-DD, end of that day in
+        /// UTC) or an RFC 3339 time.
+        #[arg(long)]
+        observation_end: String,
+    },
     /// One customer's insight with its explanations.
     Insight {
         /// "customers/{id}" or the id.
@@ -189,6 +212,11 @@ enum Campaign {
         holdout: f64,
         #[arg(long, default_value = "EMAIL")]
         channel: String,
+        /// EXPECTED (predicted CLV) or IF_RETAINED (CLV if retained): what ranks
+        /// the customers and caps the offer cost. Default: EXPECTED, a retention
+        /// campaign's default.
+        #[arg(long)]
+        value_basis: Option<String>,
     },
     /// Select targets and dispatch offers.
     Launch { campaign: String },
@@ -265,6 +293,31 @@ async fn main() -> anyhow::Result<()> {
         Command::Model => {
             demo::model(&clients, &mut print).await?;
         }
+        Command::Retention {
+            survivors,
+            periods,
+            discount_rate,
+        } => {
+            let cohorts = vec![survivors];
+            let p = retention::project(&clients, cohorts.clone(), periods, discount_rate).await?;
+            retention::print(&p, &cohorts, &mut print);
+        }
+        Command::Backtest { observation_end } => {
+            let end = match chrono::DateTime::parse_from_rfc3339(&observation_end) {
+                Ok(t) => t.with_timezone(&chrono::Utc),
+                Err(_) => chrono::NaiveDate::parse_from_str(&observation_end, "%Y-%m-%d")
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "--observation-end {observation_end:?}: a date YYYY-MM-DD or an RFC 3339 time"
+                        )
+                    })?
+                    .and_hms_opt(23, 59, 59)
+                    .unwrap_or_default()
+                    .and_utc(),
+            };
+            let run = demo::backtest(&clients, end, quiet).await?;
+            demo::print_backtest(&run, &mut print);
+        }
         Command::Insight { customer } => {
             let name = if customer.contains('/') {
                 customer
@@ -307,6 +360,7 @@ async fn main() -> anyhow::Result<()> {
             budget,
             holdout,
             channel,
+            value_basis,
         }) => {
             use retention_proto::winback as wpb;
             let plan = CampaignPlan {
@@ -320,6 +374,11 @@ async fn main() -> anyhow::Result<()> {
                 budget,
                 holdout_share: holdout,
                 channel,
+                value_basis: match value_basis {
+                    None => wpb::ValueBasis::Unspecified,
+                    Some(b) => wpb::ValueBasis::from_str_name(&format!("VALUE_BASIS_{b}"))
+                        .ok_or_else(|| anyhow::anyhow!("unknown value basis {b}"))?,
+                },
             };
             let c = demo::create_campaign(&clients, &plan).await?;
             println!("{} created (DRAFT, etag {})", c.name, c.etag);

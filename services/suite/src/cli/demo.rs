@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use retention_domain::sim::Rng;
 use retention_proto::profile as ppb;
 use retention_proto::segmentation as spb;
@@ -38,15 +38,38 @@ fn enum_name(full: &str) -> String {
 
 /// Starts a full scoring run and follows it to the end with a progress bar.
 pub async fn score(c: &Clients, quiet: bool) -> anyhow::Result<spb::ScoringRun> {
+    follow(c, None, quiet).await
+}
+
+/// Starts a backtest as of `observation_end` and follows it to the end.
+pub async fn backtest(
+    c: &Clients,
+    observation_end: DateTime<Utc>,
+    quiet: bool,
+) -> anyhow::Result<spb::ScoringRun> {
+    follow(c, Some(observation_end), quiet).await
+}
+
+async fn follow(
+    c: &Clients,
+    observation_end: Option<DateTime<Utc>>,
+    quiet: bool,
+) -> anyhow::Result<spb::ScoringRun> {
     let mut run = c
         .segmentation
         .clone()
         .run_scoring(c.req(spb::RunScoringRequest {
             request_id: String::new(),
+            observation_end: observation_end.and_then(ts),
         }))
         .await?
         .into_inner();
-    let bar = Progress::new("scoring run", 100, quiet);
+    let label = if observation_end.is_some() {
+        "backtest"
+    } else {
+        "scoring run"
+    };
+    let bar = Progress::new(label, 100, quiet);
     loop {
         bar.set(run.percent_complete.max(0) as u64);
         if run.state == spb::ScoringRunState::Succeeded as i32 {
@@ -118,6 +141,101 @@ pub async fn segment_members(
     }
 }
 
+fn estimate_rows(model: &str, estimates: &[spb::ParameterEstimate]) -> Vec<Vec<String>> {
+    estimates
+        .iter()
+        .map(|e| {
+            vec![
+                model.to_string(),
+                e.name.clone(),
+                format!("{:.4}", e.value),
+                format!("{:.4}", e.standard_error),
+                format!("{:.4} .. {:.4}", e.lower_95, e.upper_95),
+            ]
+        })
+        .collect()
+}
+
+const ESTIMATE_HEADERS: [&str; 5] = ["model", "parameter", "value", "std. error", "95 % interval"];
+
+/// A backtest's report: the fit on the calibration period, predicted against
+/// actual repeat purchase occasions in the holdout, by calibration frequency,
+/// and cumulatively every four weeks.
+pub fn print_backtest(run: &spb::ScoringRun, out: Out<'_>) {
+    let Some(b) = &run.backtest else {
+        out(&format!("{}: no backtest report\n", run.name));
+        return;
+    };
+    let day = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    };
+    out(&format!(
+        "Backtest {}: calibration to {}, holdout to {} ({:.0} days), {} customers ({} fitted)\n",
+        run.name,
+        day(&run.observation_end),
+        day(&b.holdout_end),
+        b.holdout_days,
+        b.customers,
+        b.fitted_customers
+    ));
+    let mut rows = estimate_rows("BG/NBD", &b.bg_nbd_estimates);
+    rows.extend(estimate_rows("Gamma-Gamma", &b.gamma_gamma_estimates));
+    out(&table(&ESTIMATE_HEADERS, &rows));
+    out(&format!(
+        "Holdout repeat purchase occasions: predicted {:.1}, actual {}; per customer MAE {:.3}, RMSE {:.3}\n",
+        b.predicted_repeat_occasions,
+        b.actual_repeat_occasions,
+        b.mean_absolute_error,
+        b.root_mean_squared_error
+    ));
+    let rows: Vec<Vec<String>> = b
+        .by_frequency
+        .iter()
+        .map(|f| {
+            vec![
+                format!(
+                    "{}{}",
+                    f.calibration_repeat_occasions,
+                    if f.and_more { "+" } else { "" }
+                ),
+                f.customers.to_string(),
+                format!("{:.3}", f.mean_actual),
+                format!("{:.3}", f.mean_predicted),
+            ]
+        })
+        .collect();
+    out(&table(
+        &[
+            "calibration repeats",
+            "customers",
+            "mean actual",
+            "mean predicted",
+        ],
+        &rows,
+    ));
+    let points = b.cumulative.len();
+    let rows: Vec<Vec<String>> = b
+        .cumulative
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 4 == 3 || *i + 1 == points)
+        .map(|(_, p)| {
+            vec![
+                day(&p.end_time),
+                format!("{:.0}", p.actual),
+                format!("{:.1}", p.predicted),
+            ]
+        })
+        .collect();
+    out(&table(
+        &["before", "cumulative actual", "cumulative predicted"],
+        &rows,
+    ));
+}
+
 /// The fitted BG/NBD and Gamma-Gamma parameters with their standard errors and
 /// 95 % intervals (GetModelParameters).
 pub async fn model(c: &Clients, out: Out<'_>) -> anyhow::Result<spb::ModelParameters> {
@@ -127,21 +245,8 @@ pub async fn model(c: &Clients, out: Out<'_>) -> anyhow::Result<spb::ModelParame
         .get_model_parameters(c.req(spb::GetModelParametersRequest {}))
         .await?
         .into_inner();
-    let mut rows = Vec::new();
-    for (model, estimates) in [
-        ("BG/NBD", &m.bg_nbd_estimates),
-        ("Gamma-Gamma", &m.gamma_gamma_estimates),
-    ] {
-        for e in estimates {
-            rows.push(vec![
-                model.to_string(),
-                e.name.clone(),
-                format!("{:.4}", e.value),
-                format!("{:.4}", e.standard_error),
-                format!("{:.4} .. {:.4}", e.lower_95, e.upper_95),
-            ]);
-        }
-    }
+    let mut rows = estimate_rows("BG/NBD", &m.bg_nbd_estimates);
+    rows.extend(estimate_rows("Gamma-Gamma", &m.gamma_gamma_estimates));
     out(&format!(
         "Model parameters of {} ({} customers; log-likelihood BG/NBD {:.2}, Gamma-Gamma {:.2}):\n",
         m.scoring_run, m.customers, m.bg_nbd_log_likelihood, m.gamma_gamma_log_likelihood
@@ -149,10 +254,7 @@ pub async fn model(c: &Clients, out: Out<'_>) -> anyhow::Result<spb::ModelParame
     if rows.is_empty() {
         out("no standard errors: the fit's log-likelihood is not curved at its optimum\n");
     } else {
-        out(&table(
-            &["model", "parameter", "value", "std. error", "95 % interval"],
-            &rows,
-        ));
+        out(&table(&ESTIMATE_HEADERS, &rows));
     }
     Ok(m)
 }
@@ -213,6 +315,7 @@ pub fn insight_rows(items: &[spb::CustomerInsight]) -> String {
                 ),
                 format!("{:.2}", i.p_alive),
                 money(i.predicted_clv.as_ref().map_or(0, |m| m.minor_units)),
+                money(i.retained_clv.as_ref().map_or(0, |m| m.minor_units)),
             ]
         })
         .collect();
@@ -224,6 +327,7 @@ pub fn insight_rows(items: &[spb::CustomerInsight]) -> String {
             "risk",
             "P(alive)",
             "predicted CLV",
+            "CLV if retained",
         ],
         &rows,
     )
@@ -255,6 +359,9 @@ pub struct CampaignPlan {
     pub budget: i64,
     pub holdout_share: f64,
     pub channel: String,
+    /// What ranks the customers and caps the offer cost; unspecified: the
+    /// campaign kind's default (the expected value for these retention campaigns).
+    pub value_basis: wpb::ValueBasis,
 }
 
 pub async fn create_campaign(c: &Clients, p: &CampaignPlan) -> anyhow::Result<wpb::Campaign> {
@@ -276,6 +383,7 @@ pub async fn create_campaign(c: &Clients, p: &CampaignPlan) -> anyhow::Result<wp
                 max_cost_share_of_value: 0.5,
                 holdout_share: p.holdout_share,
                 win_window_days: 30,
+                value_basis: p.value_basis as i32,
                 ..Default::default()
             }),
             request_id: String::new(),
@@ -334,6 +442,7 @@ fn arm_row(label: &str, a: &wpb::ArmResults) -> Vec<String> {
         a.won_back.to_string(),
         pct(a.win_back_rate),
         money(a.recovered_margin.as_ref().map_or(0, |m| m.minor_units)),
+        money(a.recovered_value.as_ref().map_or(0, |m| m.minor_units)),
         pct(a.repeat_rate),
     ]
 }
@@ -341,8 +450,13 @@ fn arm_row(label: &str, a: &wpb::ArmResults) -> Vec<String> {
 pub fn results_table(r: &wpb::CampaignResults) -> String {
     let t = r.treated.clone().unwrap_or_default();
     let ctl = r.control.clone().unwrap_or_default();
+    let basis = match wpb::ValueBasis::try_from(r.value_basis) {
+        Ok(wpb::ValueBasis::IfRetained) => "CLV if retained",
+        _ => "predicted CLV",
+    };
     format!(
-        "{}uplift {} (95% CI {} to {}), spend {}, incremental margin {}, ROI {}\n",
+        "{}uplift {} (95% CI {} to {}), spend {}, incremental margin {}, ROI {}; \
+         recovered value on {basis}, incremental {}\n",
         table(
             &[
                 "arm",
@@ -350,6 +464,7 @@ pub fn results_table(r: &wpb::CampaignResults) -> String {
                 "won back",
                 "rate",
                 "recovered margin",
+                "recovered value",
                 "bought again"
             ],
             &[arm_row("treated", &t), arm_row("control", &ctl)],
@@ -360,6 +475,7 @@ pub fn results_table(r: &wpb::CampaignResults) -> String {
         money(r.spend.as_ref().map_or(0, |m| m.minor_units)),
         money(r.incremental_margin.as_ref().map_or(0, |m| m.minor_units)),
         pct(r.roi),
+        money(r.incremental_value.as_ref().map_or(0, |m| m.minor_units)),
     )
 }
 
@@ -415,6 +531,18 @@ pub struct DemoSummary {
     pub scored: i64,
     pub campaigns: Vec<wpb::CampaignResults>,
     pub strategies: Vec<wpb::StrategyOutcome>,
+    /// Per campaign, in launch order: its segment's members and whom it reached.
+    pub reach: Vec<CampaignReach>,
+}
+
+/// A demo campaign's segment and the customers its launch targeted (treated or
+/// control); members not targeted were excluded.
+#[derive(Debug, Clone)]
+pub struct CampaignReach {
+    pub segment: String,
+    pub campaign: wpb::Campaign,
+    pub members: Vec<spb::CustomerInsight>,
+    pub targets: Vec<wpb::CampaignTarget>,
 }
 
 /// The demo. Customers' responses are simulated: treated customers come back more
@@ -454,8 +582,23 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
         run.name, scored
     ));
     model(c, out).await?;
+    // Could the models have foreseen the last quarter? A backtest as of 90 days ago.
+    let bt = backtest(c, Utc::now() - chrono::Duration::days(90), o.quiet).await?;
+    print_backtest(&bt, out);
+    // Contract retention, for subscription businesses: an example cohort (the
+    // "regular" customers of Fader & Hardie 2007), not the synthetic shop's.
+    out("Example: a subscription cohort of 1,000 over seven years\n");
+    let cohort = vec![vec![
+        1000.0, 631.0, 468.0, 382.0, 326.0, 289.0, 262.0, 241.0,
+    ]];
+    let p = super::retention::project(c, cohort.clone(), 12, 0.10).await?;
+    super::retention::print(&p, &cohort, out);
     report(c, out).await?;
 
+    // The valuable are ranked and capped by their value if retained: many of
+    // them have lapsed, so P(alive) has taken their expected value to nearly 0,
+    // yet they are the most profitable to win back (DOMAIN §9). The others keep
+    // the retention campaign's default, the expected value.
     let plans = [
         (
             "Valuable customers at risk",
@@ -464,6 +607,7 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
             wpb::OfferKind::PersonalOutreach,
             "PHONE",
             1_500,
+            wpb::ValueBasis::IfRetained,
         ),
         (
             "Other customers at risk",
@@ -472,10 +616,12 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
             wpb::OfferKind::Discount,
             "SMS",
             800,
+            wpb::ValueBasis::Unspecified,
         ),
     ];
     let mut launched = Vec::new();
-    for (name, filter, strategy, offer, channel, cost) in plans {
+    let mut reach = Vec::new();
+    for (name, filter, strategy, offer, channel, cost, value_basis) in plans {
         let segment = create_segment(c, name, filter).await?;
         out(&format!(
             "\nSegment \"{name}\": {} members ({filter})\n",
@@ -497,6 +643,7 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
                 budget: 10_000_000,
                 holdout_share: 0.3,
                 channel: channel.into(),
+                value_basis,
             },
         )
         .await?;
@@ -506,12 +653,24 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
             .iter()
             .filter(|t| t.arm == wpb::Arm::Treated as i32)
             .count();
+        let basis = match wpb::ValueBasis::try_from(campaign.value_basis) {
+            Ok(wpb::ValueBasis::IfRetained) => "CLV if retained",
+            _ => "predicted CLV",
+        };
         out(&format!(
-            "Campaign {} launched: {} treated, {} in the control group.\n",
+            "Campaign {} launched (ranked and capped by {basis}): {} treated, {} in the control group, {} of the {} members not reached.\n",
             campaign.name,
             treated,
-            enrolled.len() - treated
+            enrolled.len() - treated,
+            members.len().saturating_sub(enrolled.len()),
+            members.len()
         ));
+        reach.push(CampaignReach {
+            segment: name.to_string(),
+            campaign: campaign.clone(),
+            members,
+            targets: enrolled.clone(),
+        });
         launched.push((campaign, strategy, enrolled));
     }
 
@@ -596,5 +755,6 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
         scored: scored as i64,
         campaigns,
         strategies,
+        reach,
     })
 }

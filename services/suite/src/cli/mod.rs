@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod backlog;
 pub mod client;
 pub mod demo;
+pub mod retention;
 pub mod show;
 pub mod synth;
 

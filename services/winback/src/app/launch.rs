@@ -138,6 +138,7 @@ impl WinbackApp {
             .map(|i| Candidate {
                 customer_id: i.customer_id.clone(),
                 predicted_clv_minor: i.predicted_clv_minor,
+                retained_clv_minor: i.retained_clv_minor,
                 churn_type: churn.get(&i.customer_id).copied(),
                 channel_allowed: !opted_out.contains(&i.customer_id),
                 recently_contacted: contacted.contains(&i.customer_id),
@@ -150,6 +151,7 @@ impl WinbackApp {
                 offer_cost_minor: c.offer_cost_minor,
                 budget_minor: (c.budget_minor - c.committed_minor).max(0),
                 max_cost_share_of_value: c.max_cost_share_of_value,
+                value_basis: c.value_basis,
                 holdout_share: c.holdout_share,
                 seed: c.seed as u64,
             },
@@ -280,6 +282,7 @@ fn build_targets(
                 customer_id: customer.clone(),
                 arm: *arm,
                 predicted_clv_minor: i.map_or(0, |i| i.predicted_clv_minor),
+                retained_clv_minor: i.and_then(|i| i.retained_clv_minor),
                 currency: i
                     .map(|i| i.currency.clone())
                     .filter(|c| !c.is_empty())

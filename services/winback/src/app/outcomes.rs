@@ -13,7 +13,7 @@ use crate::domain::attribution::TargetWindow;
 use crate::domain::campaign::{CampaignKind, Strategy};
 use crate::domain::playbook::{Action, Situation, recommend};
 use crate::domain::records::{Campaign, ContactOutcome, Target};
-use crate::domain::results::{ArmOutcome, Uplift, economics, uplift};
+use crate::domain::results::{ArmOutcome, Uplift, economics, incremental, uplift};
 use crate::domain::targeting::Arm;
 use crate::events;
 use crate::store::repo::{self, ArmRow};
@@ -25,6 +25,8 @@ pub struct ArmResults {
     pub won_back: i64,
     pub win_back_rate: f64,
     pub recovered_margin_minor: i64,
+    /// The won-back targets' value on the campaign's basis.
+    pub recovered_value_minor: i64,
     pub mean_days_to_win_back: f64,
     pub repeat_rate: f64,
 }
@@ -38,6 +40,7 @@ impl ArmResults {
             won_back: r.won_back,
             win_back_rate: ratio(r.won_back, r.targets),
             recovered_margin_minor: r.recovered_margin_minor,
+            recovered_value_minor: r.recovered_value_minor,
             mean_days_to_win_back: if days.is_empty() {
                 0.0
             } else {
@@ -70,6 +73,9 @@ pub struct CampaignResults {
     pub spend_minor: i64,
     pub incremental_margin_minor: i64,
     pub roi: Option<f64>,
+    /// The treated arm's recovered value beyond the control rate, on the
+    /// campaign's value basis.
+    pub incremental_value_minor: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +100,7 @@ fn pool(rows: &[ArmRow]) -> ArmRow {
         out.contacted += r.contacted;
         out.won_back += r.won_back;
         out.recovered_margin_minor += r.recovered_margin_minor;
+        out.recovered_value_minor += r.recovered_value_minor;
         out.repeaters += r.repeaters;
         out.days_to_win.extend_from_slice(&r.days_to_win);
     }
@@ -209,7 +216,7 @@ impl WinbackApp {
 
     pub async fn results(&self, campaign_id: &str) -> AppResult<CampaignResults> {
         let campaign = self.get_campaign(campaign_id).await?;
-        let rows = repo::arm_rows(&self.db, campaign_id).await?;
+        let rows = repo::arm_rows(&self.db, campaign_id, campaign.value_basis).await?;
         let arm = |a| rows.get(&a).map(ArmResults::from_row).unwrap_or_default();
         let (treated, control) = (arm(Arm::Treated), arm(Arm::Control));
         let e = economics(
@@ -217,11 +224,18 @@ impl WinbackApp {
             &control.outcome(),
             campaign.committed_minor,
         );
+        let value = incremental(
+            treated.recovered_value_minor,
+            treated.targets.max(0) as u64,
+            control.recovered_value_minor,
+            control.targets.max(0) as u64,
+        );
         Ok(CampaignResults {
             uplift: uplift(&treated.outcome(), &control.outcome()),
             spend_minor: campaign.committed_minor,
             incremental_margin_minor: e.incremental_margin_minor.round() as i64,
             roi: e.roi,
+            incremental_value_minor: value.round() as i64,
             campaign,
             treated,
             control,
@@ -247,7 +261,7 @@ impl WinbackApp {
         for (_, (strategy, campaigns)) in by_strategy {
             let (mut treated, mut control) = (Vec::new(), Vec::new());
             for c in &campaigns {
-                let mut rows = repo::arm_rows(&self.db, &c.id).await?;
+                let mut rows = repo::arm_rows(&self.db, &c.id, c.value_basis).await?;
                 treated.extend(rows.remove(&Arm::Treated));
                 control.extend(rows.remove(&Arm::Control));
             }

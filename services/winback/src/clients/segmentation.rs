@@ -15,7 +15,11 @@ use tonic::{Code, Request, Status};
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetInsight {
     pub customer_id: String,
+    /// The expected value, weighted by P(alive).
     pub predicted_clv_minor: i64,
+    /// The value if the customer stays or comes back; None from a segmentation
+    /// that does not send it.
+    pub retained_clv_minor: Option<i64>,
     pub currency: String,
     /// Names as segmentation publishes them ("DECLINE", "GOLD", "HIGH").
     pub lifecycle_stage: String,
@@ -77,6 +81,8 @@ struct InsightView {
     churn_risk: i32,
     #[prost(message, optional, tag = "14")]
     predicted_clv: Option<Money>,
+    #[prost(message, optional, tag = "19")]
+    retained_clv: Option<Money>,
 }
 
 /// `ListSegmentMembersResponse` and `ListCustomerInsightsResponse` share this shape.
@@ -249,6 +255,7 @@ fn target_insight(i: InsightView) -> TargetInsight {
             .unwrap_or(&i.customer)
             .to_string(),
         predicted_clv_minor: clv.minor_units,
+        retained_clv_minor: i.retained_clv.map(|m| m.minor_units),
         currency: clv.currency_code,
         lifecycle_stage: enum_name(
             pb::LifecycleStage::try_from(i.lifecycle_stage)
@@ -315,6 +322,10 @@ mod tests {
                 currency_code: "CNY".into(),
                 minor_units: 123_456,
             }),
+            retained_clv: Some(Money {
+                currency_code: "CNY".into(),
+                minor_units: 308_640,
+            }),
             p_alive: 0.4,
             explanations: vec![pb::Explanation {
                 field: "lifecycle_stage".into(),
@@ -335,11 +346,20 @@ mod tests {
             TargetInsight {
                 customer_id: "c1".into(),
                 predicted_clv_minor: 123_456,
+                retained_clv_minor: Some(308_640),
                 currency: "CNY".into(),
                 lifecycle_stage: "DECLINE".into(),
                 value_tier: "GOLD".into(),
                 churn_risk: "HIGH".into(),
             }
         );
+        // A segmentation without the value if retained: none, not 0.
+        let older = pb::CustomerInsight {
+            customer: "customers/c2".into(),
+            ..Default::default()
+        };
+        let bytes = prost::Message::encode_to_vec(&older);
+        let view = <InsightView as prost::Message>::decode(bytes.as_slice()).unwrap();
+        assert_eq!(target_insight(view).retained_clv_minor, None);
     }
 }

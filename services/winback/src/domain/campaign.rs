@@ -97,6 +97,8 @@ pub struct CampaignSpec {
     pub target_filter: Option<String>,
     pub budget_minor: i64,
     pub max_cost_share_of_value: f64,
+    /// None: the kind's default ([`super::targeting::ValueBasis::default_for`]).
+    pub value_basis: Option<super::targeting::ValueBasis>,
     pub holdout_share: f64,
     pub win_window_days: i32,
     pub cool_down_days: i32,
@@ -224,6 +226,7 @@ mod tests {
             target_filter: None,
             budget_minor: 1_000_000,
             max_cost_share_of_value: 0.1,
+            value_basis: None,
             holdout_share: 0.2,
             win_window_days: 30,
             cool_down_days: 14,

@@ -6,7 +6,7 @@ use retention_domain::domain_enum;
 
 use super::campaign::{CampaignKind, CampaignSpec, CampaignState, OfferKind, Strategy};
 use super::churn::{ChurnType, ReasonCode};
-use super::targeting::Arm;
+use super::targeting::{Arm, ValueBasis};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Money {
@@ -64,6 +64,8 @@ pub struct Campaign {
     pub target_filter: Option<String>,
     pub budget_minor: i64,
     pub max_cost_share_of_value: f64,
+    /// Resolved at creation: never unspecified.
+    pub value_basis: ValueBasis,
     pub holdout_share: f64,
     pub seed: i64,
     pub win_window_days: i32,
@@ -93,10 +95,11 @@ impl Campaign {
         triggered: bool,
         at: DateTime<Utc>,
     ) -> Option<Campaign> {
+        let kind = spec.kind?;
         Some(Campaign {
             id,
             display_name: spec.display_name.trim().to_string(),
-            kind: spec.kind?,
+            kind,
             strategy: spec.strategy?,
             offer: spec.offer?,
             offer_description,
@@ -107,6 +110,9 @@ impl Campaign {
             target_filter: spec.target_filter.clone(),
             budget_minor: spec.budget_minor,
             max_cost_share_of_value: spec.max_cost_share_of_value,
+            value_basis: spec
+                .value_basis
+                .unwrap_or_else(|| ValueBasis::default_for(kind)),
             holdout_share: spec.holdout_share,
             seed,
             win_window_days: spec.win_window_days,
@@ -134,6 +140,8 @@ pub struct Target {
     pub customer_id: String,
     pub arm: Arm,
     pub predicted_clv_minor: i64,
+    /// None on targets enrolled before the value if retained was kept.
+    pub retained_clv_minor: Option<i64>,
     pub currency: String,
     pub window_start: DateTime<Utc>,
     pub win_deadline: DateTime<Utc>,

@@ -72,6 +72,19 @@ pub fn economics(treated: &ArmOutcome, control: &ArmOutcome, spend_minor: i64) -
     }
 }
 
+/// What the treated arm recovered (margin, or value on the campaign's basis)
+/// beyond what the control group's amount per target predicts for as many
+/// targets: `treated − control / control targets × treated targets` (no control
+/// group: the whole treated amount).
+pub fn incremental(treated: i64, treated_targets: u64, control: i64, control_targets: u64) -> f64 {
+    let baseline = if control_targets == 0 {
+        0.0
+    } else {
+        control as f64 / control_targets as f64 * treated_targets as f64
+    };
+    treated as f64 - baseline
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +112,9 @@ mod tests {
         let e = economics(&t, &c, 200_000);
         assert_eq!(e.incremental_margin_minor, 600_000.0);
         assert_eq!(e.roi, Some(2.0));
+        // The same baseline for recovered value: 3,000,000 beyond 500,000 / 100 · 400.
+        assert_eq!(incremental(5_000_000, 400, 500_000, 100), 3_000_000.0);
+        assert_eq!(incremental(7, 10, 0, 0), 7.0, "no control: all of it");
     }
 
     #[test]

@@ -1,12 +1,44 @@
-//! Who a campaign reaches: exclusions, priority by predicted lifetime value, a cost
-//! cap per customer and a total budget, and a deterministic random holdout kept as
-//! the control group (same seed, same split).
+//! Who a campaign reaches: exclusions, priority by lifetime value (expected, or if
+//! retained: the campaign's value basis), a cost cap per customer and a total
+//! budget, and a deterministic random holdout kept as the control group (same
+//! seed, same split).
 
 use std::collections::BTreeMap;
 
 use retention_domain::domain_enum;
 
+use super::campaign::CampaignKind;
 use super::churn::ChurnType;
+
+domain_enum!(
+    /// Which of a customer's values ranks the candidates and caps the offer cost:
+    /// the expected value (predicted CLV, weighted by P(alive)) or the value if
+    /// the customer stays or comes back (retained CLV, not weighted).
+    ValueBasis { Expected = "EXPECTED", IfRetained = "IF_RETAINED" }
+);
+
+impl ValueBasis {
+    /// Win-back goes after customers who have (probably) left, whose expected
+    /// value P(alive) has driven towards 0: what matters is what they are worth
+    /// once back (DOMAIN §9, the most profitable lost customers). Retention
+    /// (prevention, for customers still active) keeps the expected value.
+    pub fn default_for(kind: CampaignKind) -> ValueBasis {
+        match kind {
+            CampaignKind::Winback => ValueBasis::IfRetained,
+            CampaignKind::Retention => ValueBasis::Expected,
+        }
+    }
+
+    /// The value on this basis of a customer with these values (minor units).
+    /// Without a value if retained (an older segmentation, a target kept before
+    /// it) the expected value stands in: the lower bound.
+    pub fn value_of(self, predicted_clv_minor: i64, retained_clv_minor: Option<i64>) -> i64 {
+        match self {
+            ValueBasis::Expected => predicted_clv_minor,
+            ValueBasis::IfRetained => retained_clv_minor.unwrap_or(predicted_clv_minor),
+        }
+    }
+}
 
 domain_enum!(
     /// Why a candidate was not targeted.
@@ -24,8 +56,11 @@ domain_enum!(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     pub customer_id: String,
-    /// Predicted lifetime value (minor units), the priority.
+    /// Expected lifetime value (minor units), weighted by P(alive).
     pub predicted_clv_minor: i64,
+    /// Lifetime value if the customer stays or comes back (minor units); None
+    /// when segmentation did not say (the expected value then stands in).
+    pub retained_clv_minor: Option<i64>,
     pub churn_type: Option<ChurnType>,
     /// Consent for the campaign's channel.
     pub channel_allowed: bool,
@@ -40,8 +75,10 @@ pub struct TargetingRules {
     pub offer_cost_minor: i64,
     /// Total spend allowed on treated customers (minor units).
     pub budget_minor: i64,
-    /// The offer may cost at most this share of the customer's predicted value.
+    /// The offer may cost at most this share of the customer's value on `value_basis`.
     pub max_cost_share_of_value: f64,
+    /// The value that ranks candidates and caps the offer cost.
+    pub value_basis: ValueBasis,
     /// Share of eligible customers kept as the control group, 0..1.
     pub holdout_share: f64,
     pub seed: u64,
@@ -54,7 +91,7 @@ domain_enum!(
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Selection {
-    /// In priority order (highest predicted value first).
+    /// In priority order (highest value on the basis first).
     pub targets: Vec<(String, Arm)>,
     pub excluded: BTreeMap<String, Exclusion>,
     /// Offer cost committed for the treated arm.
@@ -83,15 +120,23 @@ pub fn in_holdout(seed: u64, id: &str, share: f64) -> bool {
     u < share.clamp(0.0, 1.0)
 }
 
-/// Applies exclusions, then walks candidates by predicted value (ties by id):
-/// holdout customers join the control group (they cost nothing), treated ones
-/// until the budget is spent.
+impl Candidate {
+    /// The candidate's value on `basis` (minor units).
+    pub fn value(&self, basis: ValueBasis) -> i64 {
+        basis.value_of(self.predicted_clv_minor, self.retained_clv_minor)
+    }
+}
+
+/// Applies exclusions, then walks candidates by value on the rules' basis (ties
+/// by id): holdout customers join the control group (they cost nothing), treated
+/// ones until the budget is spent.
 pub fn select(candidates: &[Candidate], rules: &TargetingRules) -> Selection {
     let mut sel = Selection::default();
+    let basis = rules.value_basis;
     let mut ordered: Vec<&Candidate> = candidates.iter().collect();
     ordered.sort_by(|a, b| {
-        b.predicted_clv_minor
-            .cmp(&a.predicted_clv_minor)
+        b.value(basis)
+            .cmp(&a.value(basis))
             .then_with(|| a.customer_id.cmp(&b.customer_id))
     });
     for c in ordered {
@@ -104,7 +149,7 @@ pub fn select(candidates: &[Candidate], rules: &TargetingRules) -> Selection {
         } else if c.in_live_campaign {
             Some(Exclusion::InLiveCampaign)
         } else if (rules.offer_cost_minor as f64)
-            > rules.max_cost_share_of_value * c.predicted_clv_minor.max(0) as f64
+            > rules.max_cost_share_of_value * c.value(basis).max(0) as f64
         {
             Some(Exclusion::OverValueShare)
         } else {
@@ -135,6 +180,7 @@ mod tests {
         Candidate {
             customer_id: format!("c{i:04}"),
             predicted_clv_minor: clv,
+            retained_clv_minor: Some(clv),
             churn_type: Some(ChurnType::Fault),
             channel_allowed: true,
             recently_contacted: false,
@@ -147,6 +193,7 @@ mod tests {
             offer_cost_minor: 1_000,
             budget_minor: 1_000_000,
             max_cost_share_of_value: 0.2,
+            value_basis: ValueBasis::Expected,
             holdout_share: 0.0,
             seed: 7,
         }
@@ -174,6 +221,70 @@ mod tests {
             select(&[at_limit], &rules()).targets.len(),
             1,
             "exactly 20%: allowed"
+        );
+    }
+
+    #[test]
+    fn the_value_basis_ranks_and_caps_lapsed_and_active_customers() {
+        // A lapsed high-margin customer: P(alive) ≈ 0 leaves nearly no expected
+        // value, but 5,000.00 if won back. An active low-value one: about the
+        // same on both bases, below the 5,000 the cap needs (1,000 at 20 %).
+        // An active valuable one: worth the offer either way.
+        let mut lapsed = candidate(1, 300);
+        lapsed.retained_clv_minor = Some(500_000);
+        let mut small = candidate(2, 3_000);
+        small.retained_clv_minor = Some(3_200);
+        let mut valuable = candidate(3, 100_000);
+        valuable.retained_clv_minor = Some(105_000);
+        let cs = [small, valuable, lapsed];
+        let reason = |s: &Selection, i: usize| s.excluded.get(&format!("c{i:04}")).copied();
+        let ids =
+            |s: &Selection| -> Vec<String> { s.targets.iter().map(|(c, _)| c.clone()).collect() };
+
+        let expected = select(&cs, &rules());
+        assert_eq!(reason(&expected, 1), Some(Exclusion::OverValueShare));
+        assert_eq!(reason(&expected, 2), Some(Exclusion::OverValueShare));
+        assert_eq!(ids(&expected), vec!["c0003"]);
+
+        let if_retained = TargetingRules {
+            value_basis: ValueBasis::IfRetained,
+            ..rules()
+        };
+        let s = select(&cs, &if_retained);
+        assert_eq!(
+            reason(&s, 1),
+            None,
+            "the lapsed customer is worth the offer"
+        );
+        assert_eq!(
+            reason(&s, 2),
+            Some(Exclusion::OverValueShare),
+            "the small active one is still capped"
+        );
+        assert_eq!(ids(&s), vec!["c0001", "c0003"], "by value if retained");
+
+        // One offer's budget: it goes to the most valuable on the basis.
+        let one = |value_basis| TargetingRules {
+            budget_minor: 1_000,
+            value_basis,
+            ..rules()
+        };
+        let s = select(&cs, &one(ValueBasis::IfRetained));
+        assert_eq!(ids(&s), vec!["c0001"]);
+        assert_eq!(reason(&s, 3), Some(Exclusion::OverBudget));
+        let s = select(&cs, &one(ValueBasis::Expected));
+        assert_eq!(ids(&s), vec!["c0003"]);
+    }
+
+    #[test]
+    fn win_back_defaults_to_the_value_if_retained_and_retention_to_the_expected() {
+        assert_eq!(
+            ValueBasis::default_for(CampaignKind::Winback),
+            ValueBasis::IfRetained
+        );
+        assert_eq!(
+            ValueBasis::default_for(CampaignKind::Retention),
+            ValueBasis::Expected
         );
     }
 

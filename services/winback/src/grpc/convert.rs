@@ -9,7 +9,7 @@ use crate::domain::campaign::{CampaignKind, CampaignState, OfferKind, Strategy};
 use crate::domain::churn::{ChurnType, ReasonCode};
 use crate::domain::records::*;
 use crate::domain::results::Uplift;
-use crate::domain::targeting::Arm;
+use crate::domain::targeting::{Arm, ValueBasis};
 
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -87,6 +87,16 @@ pub fn state(s: CampaignState) -> pb::CampaignState {
     pb::CampaignState::from_str_name(&format!("CAMPAIGN_STATE_{}", s.as_str())).unwrap_or_default()
 }
 
+pub fn value_basis(b: ValueBasis) -> pb::ValueBasis {
+    pb::ValueBasis::from_str_name(&format!("VALUE_BASIS_{}", b.as_str())).unwrap_or_default()
+}
+
+/// None for VALUE_BASIS_UNSPECIFIED (the kind's default applies) and unknown values.
+pub fn value_basis_from(v: i32) -> Option<ValueBasis> {
+    let b = pb::ValueBasis::try_from(v).ok()?;
+    by_name(b.as_str_name(), "VALUE_BASIS_", ValueBasis::parse)
+}
+
 pub fn arm(a: Arm) -> pb::Arm {
     match a {
         Arm::Treated => pb::Arm::Treated,
@@ -155,6 +165,7 @@ pub fn campaign(c: &Campaign) -> pb::Campaign {
         launch_time: c.launch_time.map(ts),
         end_time: c.end_time.map(ts),
         etag: c.etag(),
+        value_basis: value_basis(c.value_basis).into(),
     }
 }
 
@@ -172,6 +183,7 @@ pub fn target(t: &Target) -> pb::CampaignTarget {
         dispatch_time: t.dispatch_time.map(ts),
         won_back_time: t.won_back_time.map(ts),
         recovered_margin: money(&t.currency, t.recovered_margin_minor),
+        retained_clv: t.retained_clv_minor.and_then(|v| money(&t.currency, v)),
     }
 }
 
@@ -182,6 +194,7 @@ fn arm_results(a: &ArmResults, currency: &str) -> pb::ArmResults {
         won_back: a.won_back,
         win_back_rate: a.win_back_rate,
         recovered_margin: money(currency, a.recovered_margin_minor),
+        recovered_value: money(currency, a.recovered_value_minor),
         mean_days_to_win_back: a.mean_days_to_win_back,
         repeat_rate: a.repeat_rate,
     }
@@ -208,6 +221,8 @@ pub fn results(r: &CampaignResults) -> pb::CampaignResults {
         spend: money(cur, r.spend_minor),
         incremental_margin: money(cur, r.incremental_margin_minor),
         roi: r.roi.unwrap_or(f64::NAN),
+        value_basis: value_basis(r.campaign.value_basis).into(),
+        incremental_value: money(cur, r.incremental_value_minor),
     }
 }
 
@@ -249,6 +264,10 @@ mod tests {
         for o in OfferKind::ALL {
             assert_eq!(offer_kind_from(offer_kind(*o).into()), Some(*o));
         }
+        for b in ValueBasis::ALL {
+            assert_eq!(value_basis_from(value_basis(*b).into()), Some(*b));
+        }
+        assert_eq!(value_basis_from(0), None, "unspecified: the kind's default");
         for o in ContactOutcome::ALL {
             assert_eq!(outcome_from(outcome(*o).into()), Some(*o));
         }

@@ -21,6 +21,7 @@ use crate::domain::campaign::{
 };
 use crate::domain::churn::{ChurnSignals, ChurnType, ReasonCode};
 use crate::domain::records::{ChurnRecord, ContactChannel, Money};
+use crate::domain::targeting::ValueBasis;
 use crate::store::repo::{self, CAMPAIGN_FILTER_FIELDS};
 
 pub struct WinbackGrpc {
@@ -64,6 +65,7 @@ fn campaign_schema() -> Schema {
         .field("triggered", FieldType::Bool)
         .field("create_time", FieldType::Timestamp)
         .field("launch_time", FieldType::Timestamp)
+        .field("value_basis", FieldType::Enum(ValueBasis::names()))
 }
 
 /// A checked filter as a SQL condition; violations are recorded under `filter`.
@@ -144,6 +146,7 @@ fn new_campaign(c: pb::Campaign, v: &mut FieldViolations) -> Option<NewCampaign>
         target_filter: (!c.target_filter.is_empty()).then(|| c.target_filter.clone()),
         budget_minor: budget.minor_units,
         max_cost_share_of_value: c.max_cost_share_of_value,
+        value_basis: convert::value_basis_from(c.value_basis),
         holdout_share: c.holdout_share,
         win_window_days: c.win_window_days,
         cool_down_days: c.cool_down_days,
@@ -168,6 +171,11 @@ fn new_campaign(c: pb::Campaign, v: &mut FieldViolations) -> Option<NewCampaign>
         !c.triggered || spec.target_segment.is_some(),
         "campaign.triggered",
         "a triggered campaign enrols customers entering a segment: set target_segment",
+    );
+    v.check(
+        c.value_basis == 0 || spec.value_basis.is_some(),
+        "campaign.value_basis",
+        "must be VALUE_BASIS_EXPECTED or VALUE_BASIS_IF_RETAINED (unspecified: the kind's default)",
     );
     let schedule_time = time_arg(c.schedule_time.as_ref(), "campaign.schedule_time", v);
     let channel = ContactChannel::parse(&c.channel);

@@ -57,6 +57,8 @@ pub mod campaign {
         pub end_time: Option<ChronoDateTimeUtc>,
         pub update_time: ChronoDateTimeUtc,
         pub version: i64,
+        /// Added by `AddValueBasis`: "EXPECTED" on campaigns created before it.
+        pub value_basis: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -86,6 +88,8 @@ pub mod target {
         pub won_back_time: Option<ChronoDateTimeUtc>,
         pub recovered_margin_minor: i64,
         pub repeat_purchases: i32,
+        /// Added by `AddValueBasis`: None on targets enrolled before it.
+        pub retained_clv_minor: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(retention_db::idempotency::IdempotencyMigration),
             Box::new(CreateWinbackTables),
             Box::new(CreateAttributedPurchases),
+            Box::new(AddValueBasis),
         ]
     }
 }
@@ -230,6 +231,55 @@ impl MigrationTrait for CreateAttributedPurchases {
             Table::drop()
                 .table(Alias::new("attributed_purchases"))
                 .if_exists()
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// A campaign's value basis (the value that ranks candidates and caps the offer
+/// cost) and each target's value if retained. Campaigns created before keep
+/// ranking by the expected value they were launched with; their targets hold no
+/// value if retained.
+struct AddValueBasis;
+
+impl MigrationName for AddValueBasis {
+    fn name(&self) -> &str {
+        "m20261203_000001_add_value_basis"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddValueBasis {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("campaigns")
+                .add_column(string_len("value_basis", 16).default("EXPECTED"))
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("campaign_targets")
+                .add_column(big_integer_null("retained_clv_minor"))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("campaign_targets")
+                .drop_column("retained_clv_minor")
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("campaigns")
+                .drop_column("value_basis")
                 .to_owned(),
         )
         .await

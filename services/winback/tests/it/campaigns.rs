@@ -322,6 +322,120 @@ async fn exclusions_and_the_budget_are_honoured_at_launch() {
     app.stop().await;
 }
 
+/// DOMAIN §9: win back the most profitable lost customers. A lapsed high-margin
+/// customer has almost no expected value (P(alive) ≈ 0) but a high value if won
+/// back; an active small one is worth little either way.
+#[tokio::test]
+async fn win_back_ranks_and_caps_by_the_value_if_retained() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let (lapsed, small, valuable) = (new_id(), new_id(), new_id());
+    let segment = new_id();
+    app.seg.with(|s| {
+        for (id, predicted, retained, p_alive) in [
+            (&lapsed, 300, 500_000, 0.0006),
+            (&small, 3_000, 3_200, 0.94),
+            (&valuable, 100_000, 105_000, 0.95),
+        ] {
+            let mut i = insight(id, predicted);
+            i.retained_clv = money(retained);
+            i.p_alive = p_alive;
+            s.insights.insert(id.clone(), i);
+        }
+        s.segments.insert(
+            segment.clone(),
+            vec![lapsed.clone(), small.clone(), valuable.clone()],
+        );
+    });
+    let complete = |name: &str| pb::CompleteCampaignRequest {
+        name: name.into(),
+        etag: String::new(),
+    };
+
+    // The expected value (chosen explicitly): a 1,000 offer at most 20 % of it
+    // needs 5,000, so the lapsed customer is capped with the small one.
+    let mut spec = TestApp::campaign(&segment);
+    spec.value_basis = pb::ValueBasis::Expected as i32;
+    let expected = app.create(spec).await;
+    assert_eq!(expected.value_basis, pb::ValueBasis::Expected as i32);
+    app.launch(&expected.name).await.unwrap();
+    let targets = app.targets(&expected.name).await;
+    assert_eq!(targets.keys().collect::<Vec<_>>(), vec![&valuable]);
+    let excluded = app.exclusions(&expected.name).await;
+    assert_eq!(
+        excluded.get(&lapsed).map(String::as_str),
+        Some("OVER_VALUE_SHARE")
+    );
+    assert_eq!(
+        excluded.get(&small).map(String::as_str),
+        Some("OVER_VALUE_SHARE")
+    );
+    let req = app.req(complete(&expected.name));
+    app.client.complete_campaign(req).await.unwrap();
+
+    // A win-back campaign's default: the value if retained. The lapsed customer
+    // is reached (first: budget for one offer), the small active one is still capped.
+    let mut spec = TestApp::campaign(&segment);
+    spec.budget = money(1_000);
+    let winback = app.create(spec).await;
+    assert_eq!(winback.value_basis, pb::ValueBasis::IfRetained as i32);
+    app.launch(&winback.name).await.unwrap();
+    let targets = app.targets(&winback.name).await;
+    assert_eq!(targets.keys().collect::<Vec<_>>(), vec![&lapsed]);
+    let t = &targets[&lapsed];
+    assert_eq!(t.arm, pb::Arm::Treated as i32);
+    assert_eq!(t.predicted_clv.as_ref().unwrap().minor_units, 300);
+    assert_eq!(t.retained_clv.as_ref().unwrap().minor_units, 500_000);
+    let excluded = app.exclusions(&winback.name).await;
+    assert_eq!(
+        excluded.get(&small).map(String::as_str),
+        Some("OVER_VALUE_SHARE")
+    );
+    assert_eq!(
+        excluded.get(&valuable).map(String::as_str),
+        Some("OVER_BUDGET")
+    );
+
+    // Won back: the results count the value on the campaign's basis.
+    let launched = chrono::Utc::now();
+    app.purchase(&lapsed, launched + chrono::Duration::days(2), 4_000)
+        .await;
+    app.settle().await;
+    let r = app.results(&winback.name).await;
+    assert_eq!(r.value_basis, pb::ValueBasis::IfRetained as i32);
+    let treated = r.treated.unwrap();
+    assert_eq!(treated.won_back, 1);
+    assert_eq!(treated.recovered_margin.unwrap().minor_units, 4_000);
+    assert_eq!(treated.recovered_value.unwrap().minor_units, 500_000);
+    assert_eq!(
+        r.incremental_value.unwrap().minor_units,
+        500_000,
+        "no control group"
+    );
+
+    // Retention (prevention for active customers) keeps the expected value; the
+    // basis is a filter field; an unknown basis is refused.
+    let mut spec = TestApp::campaign(&segment);
+    spec.kind = pb::CampaignKind::Retention as i32;
+    let retention = app.create(spec).await;
+    assert_eq!(retention.value_basis, pb::ValueBasis::Expected as i32);
+    let req = app.req(pb::ListCampaignsRequest {
+        filter: "value_basis == \"IF_RETAINED\"".into(),
+        ..Default::default()
+    });
+    let listed = app.client.list_campaigns(req).await.unwrap().into_inner();
+    let names: Vec<&str> = listed.campaigns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec![winback.name.as_str()]);
+    let mut bad = TestApp::campaign(&segment);
+    bad.value_basis = 99;
+    let req = app.req(pb::CreateCampaignRequest {
+        campaign: Some(bad),
+        request_id: new_id(),
+    });
+    let err = app.client.create_campaign(req).await.unwrap_err();
+    assert_eq!(violated_fields(&err), vec!["campaign.value_basis"]);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_holdout_split_is_deterministic_and_near_its_share() {
     let mut app = TestApp::spawn(Backend::Sqlite).await;

@@ -236,6 +236,12 @@ impl SegmentationService for Fake {
     ) -> Result<Response<spb::PortfolioReport>, Status> {
         unimplemented()
     }
+    async fn project_retention(
+        &self,
+        _: Request<spb::ProjectRetentionRequest>,
+    ) -> Result<Response<spb::RetentionProjection>, Status> {
+        unimplemented()
+    }
     async fn get_event_backlog(
         &self,
         _: Request<spb::GetEventBacklogRequest>,

@@ -228,6 +228,13 @@ async fn results_match_a_hand_computed_fixture_and_strategies_compare() {
     assert_eq!(r.incremental_margin.unwrap().minor_units, 4_000);
     assert!((r.roi - 1.0).abs() < 1e-9);
     assert_eq!(r.strategy, pb::Strategy::RelationshipInvestment as i32);
+    // Recovered value on the win-back default basis (the value if retained; the
+    // stand-in sends only predicted CLVs, 100,000 each, which stand in for it):
+    // treated 3 x 100,000, control 1 x 100,000; incremental 300,000 - 100,000.
+    assert_eq!(r.value_basis, pb::ValueBasis::IfRetained as i32);
+    assert_eq!(t.recovered_value.unwrap().minor_units, 300_000);
+    assert_eq!(c.recovered_value.unwrap().minor_units, 100_000);
+    assert_eq!(r.incremental_value.unwrap().minor_units, 200_000);
 
     // A price promotion that won nobody back ranks below it.
     let (t2, c2) = split_ids(2, 2);

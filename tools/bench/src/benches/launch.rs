@@ -20,7 +20,7 @@ pub async fn run(candidates: usize) -> anyhow::Result<Vec<Row>> {
     let ns = unique_namespace();
     let segmentation = spawn("segmentation", &ns, |_| {}, retention_segmentation::run).await?;
     let db = Database::connect(segmentation.settings.database.url.as_str()).await?;
-    scoring::populate(&db, candidates).await?;
+    scoring::populate(&db, candidates, false).await?;
     db.close().await?;
     let stoken = mint_token(
         &segmentation.settings,

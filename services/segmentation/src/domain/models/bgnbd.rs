@@ -68,6 +68,24 @@ impl BgNbd {
         };
         lead * body / denom
     }
+
+    /// Expected purchases in the next `horizon` time units *given that the customer
+    /// is alive now* (staying, or come back). Alive at T after x repeats, the
+    /// customer's purchase rate is a posteriori Gamma(r + x, α + T) and their
+    /// dropout probability Beta(a, b + x), independently; a living customer's
+    /// future (Poisson purchases, a dropout chance after each) is that of a new
+    /// customer with these parameters, so this is the paper's E[X(t)] (equation
+    /// 7) with r + x, α + T and b + x. It does not depend on t_x, and
+    /// [`Self::expected_purchases`] (equation 10) is this times [`Self::p_alive`].
+    pub fn expected_purchases_if_alive(&self, h: &History, horizon: f64) -> f64 {
+        let BgNbd { r, alpha, a, b } = *self;
+        let (x, t) = (h.x, h.t);
+        let z = horizon / (alpha + t + horizon);
+        (a + b + x - 1.0) / (a - 1.0)
+            * (1.0
+                - ((alpha + t) / (alpha + t + horizon)).powf(r + x)
+                    * hyp2f1(r + x, b + x, a + b + x - 1.0, z))
+    }
 }
 
 fn validate(data: &[History]) -> Result<(), FitError> {

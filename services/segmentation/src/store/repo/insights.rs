@@ -37,6 +37,7 @@ fn insight_active(i: &Insight) -> Result<insight::ActiveModel, DbErr> {
         expected_purchases: Set(i.expected_purchases),
         churn_risk: Set(i.churn_risk.as_str().into()),
         predicted_clv: Set(i.predicted_clv_minor),
+        retained_clv: Set(i.retained_clv_minor),
         historical_margin: Set(i.historical_margin_minor),
         purchases: Set(i.purchases as i32),
         complaints_open: Set(i.complaints_open as i32),
@@ -50,7 +51,7 @@ fn insight_active(i: &Insight) -> Result<insight::ActiveModel, DbErr> {
 
 pub async fn upsert_insights<C: ConnectionTrait>(db: &C, rows: &[Insight]) -> Result<(), DbErr> {
     use insight::Column as C;
-    // 26 columns: 500 rows stay below SQLite's and PostgreSQL's parameter limits.
+    // 27 columns: 500 rows stay below SQLite's and PostgreSQL's parameter limits.
     for chunk in rows.chunks(500) {
         let models = chunk
             .iter()
@@ -77,6 +78,7 @@ pub async fn upsert_insights<C: ConnectionTrait>(db: &C, rows: &[Insight]) -> Re
                         C::ExpectedPurchases,
                         C::ChurnRisk,
                         C::PredictedClv,
+                        C::RetainedClv,
                         C::HistoricalMargin,
                         C::Purchases,
                         C::ComplaintsOpen,
@@ -152,6 +154,7 @@ pub fn order_value(i: &Insight, field: OrderField) -> OrderValue {
     match field {
         OrderField::CustomerId => OrderValue::Text(i.customer_id.clone()),
         OrderField::PredictedClv => OrderValue::Int(i.predicted_clv_minor),
+        OrderField::RetainedClv => OrderValue::Int(i.retained_clv_minor),
         OrderField::HistoricalMargin => OrderValue::Int(i.historical_margin_minor),
         OrderField::PAlive => OrderValue::Float(i.p_alive),
         OrderField::ChurnProbability => OrderValue::Float(i.churn_probability),
@@ -163,6 +166,7 @@ fn order_column(field: OrderField) -> insight::Column {
     match field {
         OrderField::CustomerId => insight::Column::CustomerId,
         OrderField::PredictedClv => insight::Column::PredictedClv,
+        OrderField::RetainedClv => insight::Column::RetainedClv,
         OrderField::HistoricalMargin => insight::Column::HistoricalMargin,
         OrderField::PAlive => insight::Column::PAlive,
         OrderField::ChurnProbability => insight::Column::ChurnProbability,

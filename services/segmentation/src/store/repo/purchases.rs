@@ -134,3 +134,36 @@ pub async fn orders_of<C: ConnectionTrait>(
     }
     Ok(orders)
 }
+
+/// One page of every purchase in (customer, purchase id) order, after the
+/// given (customer, purchase id): customer, time and margin (none on rows
+/// from before margins were kept).
+pub async fn purchase_page<C: ConnectionTrait>(
+    db: &C,
+    after: Option<(&str, &str)>,
+    limit: u64,
+) -> Result<Vec<(String, String, DateTime<Utc>, Option<i64>)>, DbErr> {
+    let mut q = purchase::Entity::find()
+        .select_only()
+        .column(purchase::Column::CustomerId)
+        .column(purchase::Column::PurchaseId)
+        .column(purchase::Column::OccurTime)
+        .column(purchase::Column::MarginMinor);
+    if let Some((customer, purchase_id)) = after {
+        q = q.filter(
+            sea_orm::Condition::any()
+                .add(purchase::Column::CustomerId.gt(customer))
+                .add(
+                    sea_orm::Condition::all()
+                        .add(purchase::Column::CustomerId.eq(customer))
+                        .add(purchase::Column::PurchaseId.gt(purchase_id)),
+                ),
+        );
+    }
+    q.order_by_asc(purchase::Column::CustomerId)
+        .order_by_asc(purchase::Column::PurchaseId)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await
+}

@@ -11,7 +11,10 @@ use crate::domain::segments::{RunState, ScoringRun};
 use crate::store::entities::{calibration, scoring_run};
 
 fn run_from(m: scoring_run::Model) -> Result<ScoringRun, DbErr> {
+    let backtest = m.backtest_report.as_deref().map(from_json).transpose()?;
     Ok(ScoringRun {
+        observation_end: m.observation_end,
+        backtest,
         state: RunState::parse(&m.state)
             .ok_or_else(|| DbErr::Type(format!("unknown run state {:?}", m.state)))?,
         id: m.id,
@@ -24,8 +27,8 @@ fn run_from(m: scoring_run::Model) -> Result<ScoringRun, DbErr> {
     })
 }
 
-fn run_active(r: &ScoringRun) -> scoring_run::ActiveModel {
-    scoring_run::ActiveModel {
+fn run_active(r: &ScoringRun) -> Result<scoring_run::ActiveModel, DbErr> {
+    Ok(scoring_run::ActiveModel {
         id: Set(r.id.clone()),
         state: Set(r.state.as_str().into()),
         percent_complete: Set(r.percent_complete),
@@ -34,18 +37,20 @@ fn run_active(r: &ScoringRun) -> scoring_run::ActiveModel {
         create_time: Set(r.create_time),
         end_time: Set(r.end_time),
         error: Set(r.error.clone()),
-    }
+        observation_end: Set(r.observation_end),
+        backtest_report: Set(r.backtest.as_ref().map(to_json).transpose()?),
+    })
 }
 
 pub async fn insert_run<C: ConnectionTrait>(db: &C, r: &ScoringRun) -> Result<(), DbErr> {
-    scoring_run::Entity::insert(run_active(r))
+    scoring_run::Entity::insert(run_active(r)?)
         .exec_without_returning(db)
         .await?;
     Ok(())
 }
 
 pub async fn save_run<C: ConnectionTrait>(db: &C, r: &ScoringRun) -> Result<(), DbErr> {
-    scoring_run::Entity::update(run_active(r)).exec(db).await?;
+    scoring_run::Entity::update(run_active(r)?).exec(db).await?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use sea_orm::{
 use super::parse;
 use crate::domain::campaign::{CampaignKind, CampaignState, OfferKind, Strategy};
 use crate::domain::records::{Campaign, ContactChannel};
+use crate::domain::targeting::ValueBasis;
 use crate::store::entities::campaign;
 
 fn campaign_active(c: &Campaign) -> campaign::ActiveModel {
@@ -41,6 +42,7 @@ fn campaign_active(c: &Campaign) -> campaign::ActiveModel {
         end_time: Set(c.end_time),
         update_time: Set(c.update_time),
         version: Set(c.version),
+        value_basis: Set(c.value_basis.as_str().into()),
     }
 }
 
@@ -51,6 +53,7 @@ fn campaign_from(m: campaign::Model) -> Result<Campaign, DbErr> {
         offer: parse(&m.offer_kind, OfferKind::parse)?,
         channel: parse(&m.channel, ContactChannel::parse)?,
         state: parse(&m.state, CampaignState::parse)?,
+        value_basis: parse(&m.value_basis, ValueBasis::parse)?,
         id: m.id,
         display_name: m.display_name,
         offer_description: m.offer_description,
@@ -119,6 +122,7 @@ pub const CAMPAIGN_FILTER_FIELDS: &[&str] = &[
     "triggered",
     "create_time",
     "launch_time",
+    "value_basis",
 ];
 
 /// Newest first; the cursor is the last (create_time, id) returned.

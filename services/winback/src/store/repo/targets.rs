@@ -13,7 +13,7 @@ use sea_orm::{
 use super::{CHUNK, campaigns_in_state, parse};
 use crate::domain::campaign::CampaignState;
 use crate::domain::records::{ContactOutcome, Target};
-use crate::domain::targeting::{Arm, Exclusion};
+use crate::domain::targeting::{Arm, Exclusion, ValueBasis};
 use crate::store::entities::{exclusion, target};
 
 fn target_active(t: &Target) -> target::ActiveModel {
@@ -31,6 +31,7 @@ fn target_active(t: &Target) -> target::ActiveModel {
         won_back_time: Set(t.won_back_time),
         recovered_margin_minor: Set(t.recovered_margin_minor),
         repeat_purchases: Set(t.repeat_purchases),
+        retained_clv_minor: Set(t.retained_clv_minor),
     }
 }
 
@@ -41,6 +42,7 @@ fn target_from(m: target::Model) -> Result<Target, DbErr> {
         campaign_id: m.campaign_id,
         customer_id: m.customer_id,
         predicted_clv_minor: m.predicted_clv_minor,
+        retained_clv_minor: m.retained_clv_minor,
         currency: m.currency,
         window_start: m.window_start,
         win_deadline: m.win_deadline,
@@ -191,13 +193,15 @@ pub async fn busy_customers<C: ConnectionTrait>(
 }
 
 /// Per arm of one campaign: targets, contacted, won back, recovered margin, the
-/// won-back customers who bought again, and the days each win took.
+/// won-back targets' value on the campaign's basis, the won-back customers who
+/// bought again, and the days each win took.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ArmRow {
     pub targets: i64,
     pub contacted: i64,
     pub won_back: i64,
     pub recovered_margin_minor: i64,
+    pub recovered_value_minor: i64,
     pub repeaters: i64,
     pub days_to_win: Vec<f64>,
 }
@@ -205,6 +209,7 @@ pub struct ArmRow {
 pub async fn arm_rows<C: ConnectionTrait>(
     db: &C,
     campaign_id: &str,
+    basis: ValueBasis,
 ) -> Result<HashMap<Arm, ArmRow>, DbErr> {
     let counts: Vec<(String, i64, i64, i64, i64, i64)> = target::Entity::find()
         .select_only()
@@ -239,25 +244,36 @@ pub async fn arm_rows<C: ConnectionTrait>(
                 contacted,
                 won_back,
                 recovered_margin_minor: margin,
+                recovered_value_minor: 0,
                 repeaters,
                 days_to_win: Vec::new(),
             },
         );
     }
-    let won: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = target::Entity::find()
+    type Won = (
+        String,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        i64,
+        Option<i64>,
+    );
+    let won: Vec<Won> = target::Entity::find()
         .select_only()
         .column(target::Column::Arm)
         .column(target::Column::WindowStart)
         .column(target::Column::WonBackTime)
+        .column(target::Column::PredictedClvMinor)
+        .column(target::Column::RetainedClvMinor)
         .filter(target::Column::CampaignId.eq(campaign_id))
         .filter(target::Column::WonBackTime.is_not_null())
         .into_tuple()
         .all(db)
         .await?;
-    for (arm, start, at) in won {
+    for (arm, start, at, predicted, retained) in won {
         if let (Some(row), Some(at)) = (out.get_mut(&parse(&arm, Arm::parse)?), at) {
             row.days_to_win
                 .push((at - start).num_seconds() as f64 / 86_400.0);
+            row.recovered_value_minor += basis.value_of(predicted, retained);
         }
     }
     Ok(out)

@@ -150,14 +150,12 @@ pub async fn purchase_page<C: ConnectionTrait>(
         .column(purchase::Column::OccurTime)
         .column(purchase::Column::MarginMinor);
     if let Some((customer, purchase_id)) = after {
-        q = q.filter(
+        // (customer, purchase) > (after): the redundant `customer_id >=` makes
+        // it an index range, not a filter over the index from its start.
+        q = q.filter(purchase::Column::CustomerId.gte(customer)).filter(
             sea_orm::Condition::any()
                 .add(purchase::Column::CustomerId.gt(customer))
-                .add(
-                    sea_orm::Condition::all()
-                        .add(purchase::Column::CustomerId.eq(customer))
-                        .add(purchase::Column::PurchaseId.gt(purchase_id)),
-                ),
+                .add(purchase::Column::PurchaseId.gt(purchase_id)),
         );
     }
     q.order_by_asc(purchase::Column::CustomerId)

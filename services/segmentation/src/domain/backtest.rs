@@ -161,11 +161,14 @@ impl Backtest {
         for p in occasions.keys().skip(1) {
             *self.repeat_periods.entry(*p).or_default() += 1;
         }
+        // A customer first seen on the last day observed is observed for a day,
+        // as in a live run (the models need T > 0).
+        let day = 1.0 / self.unit_days;
         self.rows.push(Row {
             history: History {
                 x: repeats.len() as f64,
                 t_x: self.units(last - first),
-                t: self.units(self.end_period - first),
+                t: self.units(self.end_period - first).max(day),
             },
             mean_repeat_margin,
             holdout,
@@ -320,6 +323,20 @@ mod tests {
         assert_eq!(r.mean_repeat_margin, Some(30.0), "(40 + 20) / 2");
         assert_eq!(r.holdout, 2, "days 71 and 100; 141 is after the run");
         assert_eq!(b.repeat_periods.values().sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn a_customer_first_seen_on_the_observation_end_is_observed_for_a_day() {
+        let mut b = Backtest::new(OccasionClock::default(), 7.0, day(70), day(140));
+        b.add_customer(&[(day(0), Some(1)), (day(30), Some(1))]);
+        b.add_customer(&[(day(70), Some(10)), (day(90), Some(10))]);
+        let r = b.rows[1];
+        assert_eq!(
+            (r.history.x, r.history.t_x, r.history.t),
+            (0.0, 0.0, 1.0 / 7.0)
+        );
+        assert_eq!(r.holdout, 1);
+        assert!(b.finish(100).is_ok(), "the fit takes them");
     }
 
     #[test]

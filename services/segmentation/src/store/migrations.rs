@@ -241,13 +241,11 @@ impl MigrationTrait for CreateMergedCustomers {
                 .to_owned(),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("merged_customers_survivor")
-                .table("merged_customers")
-                .col("survivor_id")
-                .if_not_exists()
-                .to_owned(),
+        retention_db::create_index(
+            m,
+            "merged_customers_survivor",
+            "merged_customers",
+            &["survivor_id"],
         )
         .await
     }
@@ -324,14 +322,11 @@ impl MigrationTrait for AddBacktests {
                 .to_owned(),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("purchases_by_customer")
-                .table("purchases")
-                .col("customer_id")
-                .col("purchase_id")
-                .if_not_exists()
-                .to_owned(),
+        retention_db::create_index(
+            m,
+            "purchases_by_customer",
+            "purchases",
+            &["customer_id", "purchase_id"],
         )
         .await
     }

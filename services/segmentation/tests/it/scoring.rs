@@ -272,6 +272,21 @@ async fn a_run_scores_every_customer_of_many_pages_once() {
     app.stop().await;
 }
 
+/// A customer's feature row, as stored.
+async fn feature_row(db: &sea_orm::DatabaseConnection, customer: &str) -> serde_json::Value {
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT data FROM features WHERE customer_id = '{customer}'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let data: String = row.try_get("", "data").unwrap();
+    serde_json::from_str(&data).unwrap()
+}
+
 on_both_backends!(
     rows_folded_before_occasions_are_rederived_by_the_next_run,
     rows_folded_before_occasions_are_rederived_by_the_next_run_on
@@ -281,7 +296,7 @@ on_both_backends!(
 /// no occasions, no margins in the purchases table) are re-derived by the next
 /// scoring run: two orders on one day become one occasion.
 async fn rows_folded_before_occasions_are_rederived_by_the_next_run_on(backend: Backend) {
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::ConnectionTrait;
     let mut app = TestApp::spawn(backend).await;
     let ids = app.population(30, 300).await;
     let who = ids[0].clone();
@@ -295,17 +310,7 @@ async fn rows_folded_before_occasions_are_rederived_by_the_next_run_on(backend: 
     app.settle().await;
 
     let db = app.inner.database().await.unwrap();
-    let backend_of = db.get_database_backend();
-    let row = db
-        .query_one_raw(Statement::from_string(
-            backend_of,
-            format!("SELECT data FROM features WHERE customer_id = '{who}'"),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let data: String = row.try_get("", "data").unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(&data).unwrap();
+    let mut json = feature_row(&db, &who).await;
     let live_occasions = json["occasions"].as_array().unwrap().len() as i64;
     assert_eq!(
         live_occasions,
@@ -326,16 +331,7 @@ async fn rows_folded_before_occasions_are_rederived_by_the_next_run_on(backend: 
         .unwrap();
 
     app.run_scoring().await;
-    let row = db
-        .query_one_raw(Statement::from_string(
-            backend_of,
-            format!("SELECT data FROM features WHERE customer_id = '{who}'"),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let data: String = row.try_get("", "data").unwrap();
-    let json: serde_json::Value = serde_json::from_str(&data).unwrap();
+    let json = feature_row(&db, &who).await;
     assert_eq!(json["occasion_clock"], "day@UTC");
     assert_eq!(
         json["occasions"].as_array().unwrap().len() as i64,

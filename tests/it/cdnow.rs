@@ -12,7 +12,7 @@ use futures::StreamExt;
 use retention_events::EventBus;
 use retention_proto::profile as ppb;
 use retention_proto::segmentation as spb;
-use retention_suite::cli::{backlog, demo, synth};
+use retention_suite::cli::{backlog, scoring, synth};
 
 use retention_suite::cli::Clients;
 
@@ -124,7 +124,7 @@ async fn cdnow_orders_as_they_are_reproduce_the_published_fits() {
         "orders, and orders on a day the customer had already ordered"
     );
     ingest(&c, &calibration, end).await;
-    demo::score(&c, true).await.unwrap();
+    scoring::score(&c, true).await.unwrap();
     let m = c
         .segmentation
         .clone()
@@ -271,7 +271,7 @@ async fn a_cdnow_backtest_equals_lifetimes_and_touches_nothing_live() {
         .and_hms_opt(12, 0, 0)
         .unwrap()
         .and_utc();
-    let run = demo::backtest(&c, observation_end, true).await.unwrap();
+    let run = scoring::backtest(&c, observation_end, true).await.unwrap();
     let b = run.backtest.as_ref().expect("a report on the run");
     let want = lifetimes_backtest();
     assert_eq!(b.customers, 2_357);

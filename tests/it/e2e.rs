@@ -15,7 +15,7 @@ use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
 use retention_proto::segmentation as spb;
 use retention_proto::winback as wpb;
-use retention_suite::cli::{demo, synth};
+use retention_suite::cli::{demo, scoring, synth};
 use tonic::transport::Channel;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -115,7 +115,7 @@ async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_se
         (segmentation.count(folded).await.ok()? == total as i64).then_some(())
     })
     .await;
-    demo::score(&c, true).await.unwrap();
+    scoring::score(&c, true).await.unwrap();
     let key = customers[0].clone();
     let insight = c
         .segmentation
@@ -289,7 +289,7 @@ async fn malicious_churners_are_never_targeted_and_erased_customers_vanish_every
         (segmentation.count(folded).await.ok()? == 6).then_some(())
     })
     .await;
-    demo::score(&c, true).await.unwrap();
+    scoring::score(&c, true).await.unwrap();
     let (malicious, erased) = (customers[0].clone(), customers[1].clone());
     for (who, t) in [
         (&malicious, wpb::ChurnType::Malicious),

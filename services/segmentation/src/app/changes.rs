@@ -10,8 +10,9 @@ use retention_events::{OutboxEvent, first_deliveries, first_delivery};
 use sea_orm::{DatabaseTransaction, DbErr, TransactionTrait};
 
 use super::{AppError, AppResult, SegmentationApp};
+use crate::domain::calibration::Calibration;
 use crate::domain::features::Features;
-use crate::domain::scoring::{Calibration, Insight, score};
+use crate::domain::scoring::{Insight, score};
 use crate::domain::segments::*;
 use crate::events::{self, Change};
 use crate::store::repo;

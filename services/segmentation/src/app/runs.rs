@@ -11,8 +11,8 @@ use sea_orm::{DbErr, TransactionTrait};
 
 use super::{AppError, AppResult, RUN_PAGE, RUN_WORKERS, SegmentationApp, new_id};
 use crate::domain::backtest::Backtest;
+use crate::domain::calibration::{Calibration, CalibrationRow, calibrate};
 use crate::domain::features::Features;
-use crate::domain::scoring::{Calibration, CalibrationRow, calibrate};
 use crate::domain::segments::*;
 use crate::store::repo;
 
@@ -223,10 +223,8 @@ impl SegmentationApp {
                 }
                 orders.push((t, margin));
             }
-            if customers / RUN_PAGE as i64 != run.customers_scored / RUN_PAGE as i64 {
-                run.customers_scored = customers;
-                self.progress(run, "reading", 0).await?;
-            }
+            run.customers_scored = customers;
+            self.progress(run, "reading", 0).await?;
         }
         if !orders.is_empty() {
             bt.add_customer(&orders);

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::calibration::{CalibrationError, fit_models};
 use super::models::History;
 use super::models::bgnbd::BgNbd;
 use super::models::gamma_gamma::GammaGamma;
 use super::occasions::OccasionClock;
-use super::scoring::{CalibrationError, fit_models};
 
 /// Calibration frequencies the report tabulates one by one; the last bucket
 /// holds this many and more (the paper's Figure 4: 0..6 and 7+).

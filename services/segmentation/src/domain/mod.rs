@@ -1,6 +1,7 @@
 //! Pure rules of the segmentation context: no I/O, unit-tested in place.
 
 pub mod backtest;
+pub mod calibration;
 pub mod classify;
 pub mod features;
 pub mod filter;

@@ -245,7 +245,7 @@ impl Change {
 }
 
 fn time(t: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.try_into().ok()?))
+    t.and_then(convert::time)
 }
 
 fn facts(c: ppb::CustomerFacts) -> Change {

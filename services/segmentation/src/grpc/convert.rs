@@ -6,12 +6,13 @@ use retention_proto::segmentation as pb;
 
 use crate::app::PortfolioReport;
 use crate::domain::backtest::BacktestReport;
+use crate::domain::calibration::Calibration;
 use crate::domain::classify::*;
 use crate::domain::models::sbg::SbgFit;
 use crate::domain::models::uncertainty::ParamEstimate;
 use crate::domain::models::{bgnbd, gamma_gamma};
 use crate::domain::portfolio::LevelShare;
-use crate::domain::scoring::{Calibration, Insight};
+use crate::domain::scoring::Insight;
 use crate::domain::segments::{RunState, ScoringRun, Segment};
 use crate::domain::value::ChurnRisk;
 

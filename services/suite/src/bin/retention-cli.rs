@@ -9,7 +9,7 @@ use retention_suite::cli::client::Endpoints;
 use retention_suite::cli::demo::{self, CampaignPlan};
 use retention_suite::cli::show::table;
 use retention_suite::cli::synth::{self, SynthOptions};
-use retention_suite::cli::{backlog, retention};
+use retention_suite::cli::{backlog, retention, scoring};
 
 #[derive(Parser)]
 #[command(
@@ -284,14 +284,14 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Score => {
-            let run = demo::score(&clients, quiet).await?;
+            let run = scoring::score(&clients, quiet).await?;
             println!("{}: {} customers scored", run.name, run.customers_scored);
         }
         Command::Report => {
             demo::report(&clients, &mut print).await?;
         }
         Command::Model => {
-            demo::model(&clients, &mut print).await?;
+            scoring::model(&clients, &mut print).await?;
         }
         Command::Retention {
             survivors,
@@ -315,8 +315,8 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_default()
                     .and_utc(),
             };
-            let run = demo::backtest(&clients, end, quiet).await?;
-            demo::print_backtest(&run, &mut print);
+            let run = scoring::backtest(&clients, end, quiet).await?;
+            scoring::print_backtest(&run, &mut print);
         }
         Command::Insight { customer } => {
             let name = if customer.contains('/') {

@@ -7,6 +7,7 @@ pub mod backlog;
 pub mod client;
 pub mod demo;
 pub mod retention;
+pub mod scoring;
 pub mod show;
 pub mod synth;
 

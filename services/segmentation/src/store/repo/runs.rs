@@ -6,7 +6,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{from_json, to_json};
-use crate::domain::scoring::Calibration;
+use crate::domain::calibration::Calibration;
 use crate::domain::segments::{RunState, ScoringRun};
 use crate::store::entities::{calibration, scoring_run};
 

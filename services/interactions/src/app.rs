@@ -2,13 +2,10 @@
 //! transaction (outbox), complaints change only through the state machine, and the
 //! SLA sweep records each breach exactly once even with several replicas.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;
-use retention_events::{EventsError, OutboxEvent, ReplayCounts};
+use retention_events::{EventsError, Outbox, OutboxEvent, ReplayCounts, Written};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
-use tokio::sync::Notify;
 
 use crate::domain::*;
 use crate::events;
@@ -54,7 +51,7 @@ pub struct NewComplaint {
 #[derive(Clone)]
 pub struct InteractionsApp {
     pub db: DatabaseConnection,
-    relay_wakeup: Arc<Notify>,
+    outbox: Outbox,
 }
 
 fn new_id() -> String {
@@ -66,33 +63,11 @@ fn complaint_name(id: &str) -> String {
 }
 
 impl InteractionsApp {
-    pub fn new(db: DatabaseConnection, relay_wakeup: Arc<Notify>) -> Self {
-        InteractionsApp { db, relay_wakeup }
-    }
-
-    async fn commit(&self, txn: DatabaseTransaction, events: Vec<OutboxEvent>) -> AppResult<()> {
-        let wake = !events.is_empty();
-        retention_events::enqueue_all(&txn, events::SOURCE, events).await?;
-        txn.commit().await?;
-        if wake {
-            self.relay_wakeup.notify_one();
+    pub fn new(outbox: Outbox) -> Self {
+        InteractionsApp {
+            db: outbox.db().clone(),
+            outbox,
         }
-        Ok(())
-    }
-
-    async fn replay(&self, method: &str, request_id: &str) -> AppResult<Option<String>> {
-        Ok(retention_db::idempotency::replay(&self.db, method, request_id).await?)
-    }
-
-    /// Records the request id in `txn`; false if a concurrent retry committed first.
-    async fn remember(
-        &self,
-        txn: &DatabaseTransaction,
-        method: &str,
-        request_id: &str,
-        id: &str,
-    ) -> AppResult<bool> {
-        Ok(retention_db::idempotency::remember(txn, method, request_id, id, now()).await?)
     }
 
     pub async fn log_interaction(
@@ -100,10 +75,8 @@ impl InteractionsApp {
         mut i: Interaction,
         request_id: &str,
     ) -> AppResult<Interaction> {
-        if let Some(id) = self.replay("LogInteraction", request_id).await? {
-            return repo::find_interaction(&self.db, &id)
-                .await?
-                .ok_or(AppError::NotFound(id));
+        if let Some(id) = self.outbox.replay("LogInteraction", request_id).await? {
+            return self.find_interaction(id).await;
         }
         if let Some(cid) = &i.complaint_id {
             repo::load_complaint(&self.db, cid)
@@ -111,18 +84,23 @@ impl InteractionsApp {
                 .ok_or_else(|| AppError::NotFound(complaint_name(cid)))?;
         }
         i.id = new_id();
-        let txn = self.db.begin().await?;
-        if !self
-            .remember(&txn, "LogInteraction", request_id, &i.id)
-            .await?
-        {
-            drop(txn);
-            return Box::pin(self.log_interaction(i, request_id)).await;
-        }
-        repo::insert_interaction(&txn, &i).await?;
-        self.commit(txn, vec![events::interaction_logged(&i)])
+        let written = self
+            .outbox
+            .write("LogInteraction", request_id, &i.id, async |txn| {
+                repo::insert_interaction(txn, &i).await?;
+                AppResult::Ok(((), vec![events::interaction_logged(&i)]))
+            })
             .await?;
-        Ok(i)
+        match written {
+            Written::Done(()) => Ok(i),
+            Written::Replayed(id) => self.find_interaction(id).await,
+        }
+    }
+
+    async fn find_interaction(&self, id: String) -> AppResult<Interaction> {
+        repo::find_interaction(&self.db, &id)
+            .await?
+            .ok_or(AppError::NotFound(id))
     }
 
     pub async fn list_interactions(
@@ -135,16 +113,40 @@ impl InteractionsApp {
     }
 
     pub async fn open_complaint(&self, n: NewComplaint, request_id: &str) -> AppResult<Complaint> {
-        if let Some(id) = self.replay("OpenComplaint", request_id).await? {
+        if let Some(id) = self.outbox.replay("OpenComplaint", request_id).await? {
             return self.get_complaint(&id).await;
         }
         let t = now();
-        let txn = self.db.begin().await?;
-        let tier = repo::tier_of(&txn, &n.customer_id).await?;
+        let id = new_id();
+        let written = self
+            .outbox
+            .write("OpenComplaint", request_id, &id, async |txn| {
+                let c = self.new_complaint(txn, id.clone(), n, t).await?;
+                repo::insert_complaint(txn, &c).await?;
+                let evs = vec![events::complaint_opened(&c)];
+                AppResult::Ok((c, evs))
+            })
+            .await?;
+        match written {
+            Written::Done(c) => Ok(c),
+            Written::Replayed(id) => self.get_complaint(&id).await,
+        }
+    }
+
+    /// A complaint as opened at `t`: priority from its severity unless given, SLA
+    /// targets of the priority and the customer's tier.
+    async fn new_complaint(
+        &self,
+        txn: &DatabaseTransaction,
+        id: String,
+        n: NewComplaint,
+        t: DateTime<Utc>,
+    ) -> AppResult<Complaint> {
+        let tier = repo::tier_of(txn, &n.customer_id).await?;
         let priority = n.priority.unwrap_or_else(|| default_priority(n.severity));
-        let targets = repo::targets_for(&txn, priority, tier).await?;
-        let c = Complaint {
-            id: new_id(),
+        let targets = repo::targets_for(txn, priority, tier).await?;
+        Ok(Complaint {
+            id,
             customer_id: n.customer_id.clone(),
             category: n.category,
             severity: n.severity,
@@ -167,17 +169,7 @@ impl InteractionsApp {
             close_time: None,
             update_time: t,
             version: 1,
-        };
-        if !self
-            .remember(&txn, "OpenComplaint", request_id, &c.id)
-            .await?
-        {
-            drop(txn);
-            return Box::pin(self.open_complaint(n, request_id)).await;
-        }
-        repo::insert_complaint(&txn, &c).await?;
-        self.commit(txn, vec![events::complaint_opened(&c)]).await?;
-        Ok(c)
+        })
     }
 
     pub async fn get_complaint(&self, id: &str) -> AppResult<Complaint> {
@@ -231,7 +223,7 @@ impl InteractionsApp {
         if let (ComplaintState::Resolved, Some(r)) = (c.state, c.resolution.as_ref()) {
             evs.push(events::complaint_resolved(&c, r));
         }
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         Ok(c)
     }
 
@@ -249,10 +241,8 @@ impl InteractionsApp {
     }
 
     pub async fn record_survey(&self, mut s: Survey, request_id: &str) -> AppResult<Survey> {
-        if let Some(id) = self.replay("RecordSurvey", request_id).await? {
-            return repo::find_survey(&self.db, &id)
-                .await?
-                .ok_or(AppError::NotFound(id));
+        if let Some(id) = self.outbox.replay("RecordSurvey", request_id).await? {
+            return self.find_survey(id).await;
         }
         if let Some(cid) = &s.complaint_id {
             repo::load_complaint(&self.db, cid)
@@ -260,17 +250,23 @@ impl InteractionsApp {
                 .ok_or_else(|| AppError::NotFound(complaint_name(cid)))?;
         }
         s.id = new_id();
-        let txn = self.db.begin().await?;
-        if !self
-            .remember(&txn, "RecordSurvey", request_id, &s.id)
-            .await?
-        {
-            drop(txn);
-            return Box::pin(self.record_survey(s, request_id)).await;
+        let written = self
+            .outbox
+            .write("RecordSurvey", request_id, &s.id, async |txn| {
+                repo::insert_survey(txn, &s).await?;
+                AppResult::Ok(((), vec![events::survey_recorded(&s)]))
+            })
+            .await?;
+        match written {
+            Written::Done(()) => Ok(s),
+            Written::Replayed(id) => self.find_survey(id).await,
         }
-        repo::insert_survey(&txn, &s).await?;
-        self.commit(txn, vec![events::survey_recorded(&s)]).await?;
-        Ok(s)
+    }
+
+    async fn find_survey(&self, id: String) -> AppResult<Survey> {
+        repo::find_survey(&self.db, &id)
+            .await?
+            .ok_or(AppError::NotFound(id))
     }
 
     pub async fn summary(
@@ -305,7 +301,7 @@ impl InteractionsApp {
             &evs,
             page.last().filter(|_| more).map(|r| r.customer_id.clone()),
         );
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         Ok(counts)
     }
 
@@ -344,7 +340,7 @@ impl InteractionsApp {
                 evs.extend(breaches.into_iter().map(|b| events::sla_breached(&c, b)));
             }
         }
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         Ok(recorded)
     }
 }

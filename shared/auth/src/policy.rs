@@ -49,6 +49,15 @@ impl ScopePolicy {
         self
     }
 
+    /// Each of `methods` of the gRPC service `service` (its full name) needs every
+    /// one of `scopes`.
+    pub fn require_all(mut self, service: &str, methods: &[&str], scopes: &[&str]) -> Self {
+        for m in methods {
+            self = self.require(&format!("/{service}/{m}"), scopes);
+        }
+        self
+    }
+
     /// Paths starting with `prefix` need no token.
     pub fn open_prefix(mut self, prefix: &str) -> Self {
         self.open_prefixes.push(prefix.into());

@@ -8,22 +8,9 @@ use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, Db
 use sea_orm_migration::MigratorTrait;
 
 pub mod filter_sql;
+pub mod schema;
 
-/// Creates an index (if missing) in a migration; the services' schemas share it.
-pub async fn create_index(
-    m: &sea_orm_migration::SchemaManager<'_>,
-    name: &str,
-    table: &str,
-    cols: &[&'static str],
-) -> Result<(), sea_orm::DbErr> {
-    use sea_orm_migration::prelude::{Alias, Index};
-    let mut idx = Index::create();
-    idx.name(name).table(Alias::new(table)).if_not_exists();
-    for c in cols {
-        idx.col(Alias::new(*c));
-    }
-    m.create_index(idx.to_owned()).await
-}
+pub use schema::create_index;
 pub mod idempotency;
 
 pub use sea_orm;

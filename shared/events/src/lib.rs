@@ -27,6 +27,7 @@ mod outbox;
 mod publisher;
 mod relay;
 mod util;
+mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,16 @@ pub use outbox::{
 pub use publisher::{GroupLag, OutgoingEvent, Publisher, RedisPublisher, Room};
 pub use relay::{Relay, RelayOptions, RelayStatus};
 pub use retention_proto::common::EventEnvelope;
+pub use writer::{Outbox, Written};
+
+/// The tables every service has, before its own: the outbox and the consumed
+/// events (this crate), and the request ids of idempotent calls.
+pub fn shared_migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+    vec![
+        Box::new(EventsMigration),
+        Box::new(retention_db::idempotency::IdempotencyMigration),
+    ]
+}
 
 /// Everything that can go wrong in the event pipeline.
 #[derive(Debug, thiserror::Error)]

@@ -3,18 +3,12 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(retention_events::EventsMigration),
-            Box::new(retention_db::idempotency::IdempotencyMigration),
-            Box::new(CreateInteractionTables),
-            Box::new(IndexSurveysByCustomer),
-        ]
-    }
+/// The service's own tables, in the order they were added.
+pub fn own() -> Vec<Box<dyn MigrationTrait>> {
+    vec![
+        Box::new(CreateInteractionTables),
+        Box::new(IndexSurveysByCustomer),
+    ]
 }
 
 #[derive(DeriveMigrationName)]

@@ -3,5 +3,3 @@
 pub mod entities;
 pub mod migrations;
 pub mod repo;
-
-pub use migrations::Migrator;

@@ -8,7 +8,7 @@ use retention_events::{EventsError, Outbox, OutboxEvent, ReplayCounts, Written};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 
 use crate::domain::*;
-use crate::events;
+use crate::events::publish as events;
 use crate::store::repo::{self, ComplaintQuery, InteractionQuery};
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@
 //! `events` (published events, profile events consumed).
 
 pub mod app;
+pub mod convert;
 pub mod domain;
 pub mod events;
 pub mod grpc;
@@ -77,11 +78,11 @@ impl Service for Interactions {
         Ok(Wiring::serve(tonic::service::Routes::new(svc))
             .consume(
                 parts.consumer(events::PROFILE_STREAM),
-                events::ProfileEventsHandler::new(parts.db.clone()),
+                events::consume::ProfileEventsHandler::new(parts.db.clone()),
             )
             .consume(
                 parts.consumer(events::SEGMENTATION_STREAM),
-                events::SegmentationEventsHandler::new(parts.db.clone()),
+                events::consume::SegmentationEventsHandler::new(parts.db.clone()),
             )
             .every(SWEEP_INTERVAL, move || {
                 let app = sweeper.clone();

@@ -1,6 +1,5 @@
 //! gRPC transport: validation and proto <-> domain mapping.
 
-pub mod convert;
 pub mod error;
 pub mod service;
 

@@ -11,8 +11,8 @@ use retention_server::paging::{
 };
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use crate::app::{InteractionsApp, NewComplaint};
+use crate::convert;
 use crate::domain::*;
 use crate::store::repo::{ComplaintQuery, InteractionQuery};
 

@@ -17,10 +17,10 @@ struct CreateInteractionTables;
 #[async_trait::async_trait]
 impl MigrationTrait for CreateInteractionTables {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
+        retention_db::schema::create_table(
+            m,
             Table::create()
                 .table("interactions")
-                .if_not_exists()
                 .col(string_len("id", 36).primary_key())
                 .col(string_len("customer_id", 36))
                 .col(string_len("channel", 16))
@@ -30,8 +30,7 @@ impl MigrationTrait for CreateInteractionTables {
                 .col(string("agent"))
                 .col(text("summary"))
                 .col(timestamp_with_time_zone("occur_time"))
-                .col(string_len_null("complaint_id", 36))
-                .to_owned(),
+                .col(string_len_null("complaint_id", 36)),
         )
         .await?;
         retention_db::create_index(
@@ -41,10 +40,10 @@ impl MigrationTrait for CreateInteractionTables {
             &["customer_id", "occur_time"],
         )
         .await?;
-        m.create_table(
+        retention_db::schema::create_table(
+            m,
             Table::create()
                 .table("complaints")
-                .if_not_exists()
                 .col(string_len("id", 36).primary_key())
                 .col(string_len("customer_id", 36))
                 .col(string_len("category", 32))
@@ -72,8 +71,7 @@ impl MigrationTrait for CreateInteractionTables {
                 .col(integer("reopen_count"))
                 .col(timestamp_with_time_zone_null("close_time"))
                 .col(timestamp_with_time_zone("update_time"))
-                .col(big_integer("version"))
-                .to_owned(),
+                .col(big_integer("version")),
         )
         .await?;
         retention_db::create_index(
@@ -92,22 +90,21 @@ impl MigrationTrait for CreateInteractionTables {
         .await?;
         retention_db::create_index(m, "idx_complaints_open_time", "complaints", &["open_time"])
             .await?;
-        m.create_table(
+        retention_db::schema::create_table(
+            m,
             Table::create()
                 .table("sla_policies")
-                .if_not_exists()
                 .col(string_len("priority", 16))
                 .col(string_len("customer_tier", 16))
                 .col(integer("first_response_minutes"))
                 .col(integer("resolution_minutes"))
-                .primary_key(Index::create().col("priority").col("customer_tier"))
-                .to_owned(),
+                .primary_key(Index::create().col("priority").col("customer_tier")),
         )
         .await?;
-        m.create_table(
+        retention_db::schema::create_table(
+            m,
             Table::create()
                 .table("surveys")
-                .if_not_exists()
                 .col(string_len("id", 36).primary_key())
                 .col(string_len("customer_id", 36))
                 .col(string_len_null("complaint_id", 36))
@@ -115,48 +112,43 @@ impl MigrationTrait for CreateInteractionTables {
                 .col(integer_null("nps"))
                 .col(integer_null("expectation"))
                 .col(integer_null("perceived"))
-                .col(timestamp_with_time_zone("occur_time"))
-                .to_owned(),
+                .col(timestamp_with_time_zone("occur_time")),
         )
         .await?;
         retention_db::create_index(m, "idx_surveys_time", "surveys", &["occur_time"]).await?;
-        m.create_table(
+        retention_db::schema::create_table(
+            m,
             Table::create()
                 .table("customer_tiers")
-                .if_not_exists()
                 .col(string_len("customer_id", 36).primary_key())
                 .col(string_len("tier", 16))
-                .col(timestamp_with_time_zone("update_time"))
-                .to_owned(),
+                .col(timestamp_with_time_zone("update_time")),
         )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for t in [
-            "customer_tiers",
-            "surveys",
-            "sla_policies",
-            "complaints",
-            "interactions",
-        ] {
-            m.drop_table(Table::drop().table(Alias::new(t)).if_exists().to_owned())
-                .await?;
-        }
-        Ok(())
+        retention_db::schema::drop_tables(
+            m,
+            &[
+                "customer_tiers",
+                "surveys",
+                "sla_policies",
+                "complaints",
+                "interactions",
+            ],
+        )
+        .await
     }
 }
 
-/// A backfill pages through the customers with complaints or surveys in id order.
-struct IndexSurveysByCustomer;
-
-/// Named explicitly: the derive names a migration after its file, and this file
-/// already holds one.
-impl MigrationName for IndexSurveysByCustomer {
-    fn name(&self) -> &str {
-        "m20261202_000001_index_surveys_by_customer"
-    }
-}
+// Named explicitly: the derive names a migration after its file, and this file
+// already holds one.
+retention_db::migration!(
+    /// A backfill pages through the customers with complaints or surveys in id order.
+    IndexSurveysByCustomer,
+    "m20261202_000001_index_surveys_by_customer"
+);
 
 #[async_trait::async_trait]
 impl MigrationTrait for IndexSurveysByCustomer {
@@ -165,13 +157,6 @@ impl MigrationTrait for IndexSurveysByCustomer {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_index(
-            Index::drop()
-                .name("idx_surveys_customer")
-                .table(Alias::new("surveys"))
-                .if_exists()
-                .to_owned(),
-        )
-        .await
+        retention_db::schema::drop_index(m, "idx_surveys_customer", "surveys").await
     }
 }

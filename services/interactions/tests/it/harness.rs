@@ -26,9 +26,14 @@ impl TestApp {
             true,
             tweak,
             |settings, listener, stop| {
-                retention_interactions::run(settings, listener, async move {
-                    let _ = stop.await;
-                })
+                retention_server::host::run::<retention_interactions::Interactions>(
+                    settings,
+                    listener,
+                    async move {
+                        let _ = stop.await;
+                    },
+                    None,
+                )
             },
         )
         .await
@@ -62,7 +67,11 @@ impl TestApp {
         ))
         .await
         .expect("connect");
-        retention_interactions::app::InteractionsApp::new(db, Default::default())
+        retention_interactions::app::InteractionsApp::new(retention_events::Outbox::new(
+            db,
+            "interactions",
+            Default::default(),
+        ))
     }
 
     pub async fn open(&mut self, customer: &str, severity: pb::Severity) -> pb::Complaint {

@@ -48,7 +48,7 @@ async fn merge_and_erase_apply_once_even_when_delivered_twice() {
     ))
     .await
     .unwrap();
-    let handler = retention_interactions::events::ProfileEventsHandler::new(db);
+    let handler = retention_interactions::events::consume::ProfileEventsHandler::new(db);
     let merge = envelope(&profile_pb::CustomerMergedEvent {
         survivor_id: id(&survivor),
         merged_id: id(&merged),

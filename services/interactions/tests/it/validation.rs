@@ -144,6 +144,11 @@ async fn scopes_are_enforced() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert_eq!(retention_interactions::scope_policy().methods().count(), 17);
+    assert_eq!(
+        <retention_interactions::Interactions as retention_server::host::Service>::scope_policy()
+            .methods()
+            .count(),
+        17
+    );
     app.stop().await;
 }

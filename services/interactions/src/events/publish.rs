@@ -1,0 +1,135 @@
+//! The events the interactions service publishes, one builder per change; the app
+//! writes them to the outbox in the change's transaction.
+
+use retention_events::OutboxEvent;
+use retention_proto::interactions as pb;
+
+use super::STREAM;
+use crate::convert;
+use crate::domain::*;
+
+pub fn interaction_logged(i: &Interaction) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&i.customer_id),
+        &pb::InteractionLoggedEvent {
+            interaction_id: i.id.clone(),
+            customer_id: i.customer_id.clone(),
+            channel: convert::channel(i.channel).into(),
+            direction: convert::direction(i.direction).into(),
+            kind: i.kind.map_or(0, |k| convert::kind(k).into()),
+            purchase_phase: i.purchase_phase.map_or(0, |p| convert::phase(p).into()),
+            occur_time: Some(convert::ts(i.occur_time)),
+        },
+    )
+}
+
+pub fn complaint_opened(c: &Complaint) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.customer_id),
+        &pb::ComplaintOpenedEvent {
+            complaint_id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            category: convert::category(c.category).into(),
+            severity: convert::severity(c.severity).into(),
+            priority: convert::priority(c.priority).into(),
+            customer_tier: convert::tier(c.customer_tier).into(),
+            open_time: Some(convert::ts(c.open_time)),
+            resolution_due_time: Some(convert::ts(c.resolution_due)),
+        },
+    )
+}
+
+pub fn status_changed(c: &Complaint, from: ComplaintState) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.customer_id),
+        &pb::ComplaintStatusChangedEvent {
+            complaint_id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            from_state: convert::state(from).into(),
+            to_state: convert::state(c.state).into(),
+            escalation_level: c.escalation_level,
+        },
+    )
+}
+
+pub fn complaint_resolved(c: &Complaint, r: &Resolution) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.customer_id),
+        &pb::ComplaintResolvedEvent {
+            complaint_id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            category: convert::category(c.category).into(),
+            outcome: convert::outcome(r.outcome).into(),
+            service_gap: r.service_gap.map_or(0, |g| convert::gap(g).into()),
+            compensation_minor_units: r.compensation.as_ref().map_or(0, |m| m.minor_units),
+            compensation_currency: r
+                .compensation
+                .as_ref()
+                .map(|m| m.currency.clone())
+                .unwrap_or_default(),
+            resolve_time: Some(convert::ts(r.resolve_time)),
+        },
+    )
+}
+
+pub fn sla_breached(c: &Complaint, target: SlaTarget) -> OutboxEvent {
+    let (t, due) = match target {
+        SlaTarget::FirstResponse => (pb::SlaTarget::FirstResponse, c.first_response_due),
+        SlaTarget::Resolution => (pb::SlaTarget::Resolution, c.resolution_due),
+    };
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.customer_id),
+        &pb::ComplaintSlaBreachedEvent {
+            complaint_id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            target: t.into(),
+            due_time: Some(convert::ts(due)),
+            priority: convert::priority(c.priority).into(),
+            customer_tier: convert::tier(c.customer_tier).into(),
+        },
+    )
+}
+
+pub fn survey_recorded(s: &Survey) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&s.customer_id),
+        &pb::SurveyRecordedEvent {
+            survey_id: s.id.clone(),
+            customer_id: s.customer_id.clone(),
+            complaint_id: s.complaint_id.clone().unwrap_or_default(),
+            csat: s.csat.unwrap_or(0),
+            nps: s.nps,
+            expectation: s.expectation.unwrap_or(0),
+            perceived: s.perceived.unwrap_or(0),
+            occur_time: Some(convert::ts(s.occur_time)),
+        },
+    )
+}
+
+/// A backfill's replay of one customer's complaints and surveys, addressed to
+/// `group` alone: each complaint as the events that lead to its current state
+/// ([`replay_steps`]), then each survey.
+pub fn replay(r: &ReplayedCustomer, group: &str) -> Vec<OutboxEvent> {
+    let mut out = Vec::new();
+    for c in &r.complaints {
+        for step in replay_steps(c) {
+            out.push(match step {
+                ReplayStep::Opened => complaint_opened(c),
+                ReplayStep::Breached(target) => sla_breached(c, target),
+                ReplayStep::StatusFrom(from) => status_changed(c, from),
+                ReplayStep::Resolved => match &c.resolution {
+                    Some(res) => complaint_resolved(c, res),
+                    None => continue,
+                },
+            });
+        }
+    }
+    out.extend(r.surveys.iter().map(survey_recorded));
+    out.into_iter().map(|e| e.for_group(group)).collect()
+}

@@ -20,6 +20,7 @@ use bytes::{Buf, BufMut, Bytes};
 use libfuzzer_sys::fuzz_target;
 use retention_config::Settings;
 use retention_events::EventBus;
+use retention_server::host::{self, Service};
 use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -117,29 +118,29 @@ async fn start(dir: &std::path::Path) -> Vec<Channel> {
     };
     let mut listeners = listeners.into_iter();
     let forever = std::future::pending::<()>;
-    tokio::spawn(retention_profile::run_with_bus(
+    tokio::spawn(host::run::<retention_profile::Profile>(
         settings("profile"),
         listeners.next().unwrap(),
         forever(),
-        bus.clone(),
+        Some(bus.clone()),
     ));
-    tokio::spawn(retention_interactions::run_with_bus(
+    tokio::spawn(host::run::<retention_interactions::Interactions>(
         settings("interactions"),
         listeners.next().unwrap(),
         forever(),
-        bus.clone(),
+        Some(bus.clone()),
     ));
-    tokio::spawn(retention_segmentation::run_with_bus(
+    tokio::spawn(host::run::<retention_segmentation::Segmentation>(
         settings("segmentation"),
         listeners.next().unwrap(),
         forever(),
-        bus.clone(),
+        Some(bus.clone()),
     ));
-    tokio::spawn(retention_winback::run_with_bus(
+    tokio::spawn(host::run::<retention_winback::Winback>(
         settings("winback"),
         listeners.next().unwrap(),
         forever(),
-        bus,
+        Some(bus),
     ));
     let mut channels = Vec::new();
     for addr in addresses {
@@ -178,10 +179,10 @@ static SUITE: LazyLock<Suite> = LazyLock::new(|| {
     let defaults = Settings::defaults("fuzz", 0);
     // Every scope any method of the four asks for.
     let policies = [
-        retention_profile::scope_policy(),
-        retention_interactions::scope_policy(),
-        retention_segmentation::scope_policy(),
-        retention_winback::scope_policy(),
+        retention_profile::Profile::scope_policy(),
+        retention_interactions::Interactions::scope_policy(),
+        retention_segmentation::Segmentation::scope_policy(),
+        retention_winback::Winback::scope_policy(),
     ];
     let scopes: std::collections::BTreeSet<&str> = policies
         .iter()

@@ -69,35 +69,17 @@ async fn segmentation_stopped_through_an_ingest_past_the_stream_cap_gets_every_p
         unreachable!()
     };
     let capped = |s: &mut retention_config::Settings| s.events.stream_max_len = CAP;
-    let profile = start(
-        "profile",
-        mode.clone(),
-        capped,
-        |s, l, stop, b| async move { Ok(retention_profile::run_with_bus(s, l, stop, b).await?) },
-    )
-    .await
-    .unwrap();
-    let interactions =
-        start(
-            "interactions",
-            mode.clone(),
-            capped,
-            |s, l, stop, b| async move {
-                Ok(retention_interactions::run_with_bus(s, l, stop, b).await?)
-            },
-        )
+    let profile = start::<retention_profile::Profile>(mode.clone(), capped)
         .await
         .unwrap();
-    let winback = start(
-        "winback",
-        mode.clone(),
-        |s| {
-            capped(s);
-            // Segmentation is down; win-back's consumers do not call it.
-            s.winback.segmentation_endpoint = "http://127.0.0.1:1".into();
-        },
-        |s, l, stop, b| async move { Ok(retention_winback::run_with_bus(s, l, stop, b).await?) },
-    )
+    let interactions = start::<retention_interactions::Interactions>(mode.clone(), capped)
+        .await
+        .unwrap();
+    let winback = start::<retention_winback::Winback>(mode.clone(), |s| {
+        capped(s);
+        // Segmentation is down; win-back's consumers do not call it.
+        s.winback.segmentation_endpoint = "http://127.0.0.1:1".into();
+    })
     .await
     .unwrap();
 
@@ -173,15 +155,7 @@ async fn segmentation_stopped_through_an_ingest_past_the_stream_cap_gets_every_p
 
     // Segmentation starts for the first time: its group was created by the
     // producer, so it receives every event, and the outbox drains.
-    let segmentation =
-        start(
-            "segmentation",
-            mode.clone(),
-            capped,
-            |s, l, stop, b| async move {
-                Ok(retention_segmentation::run_with_bus(s, l, stop, b).await?)
-            },
-        )
+    let segmentation = start::<retention_segmentation::Segmentation>(mode.clone(), capped)
         .await
         .unwrap();
     let started = Instant::now();

@@ -8,6 +8,7 @@ use retention_proto::interactions as ipb;
 use retention_proto::interactions::interaction_service_client::InteractionServiceClient;
 use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
+use retention_server::host::{self, Service};
 use retention_testkit::{Backend, TestService};
 
 mod backfill;
@@ -24,16 +25,10 @@ mod winback;
 #[tokio::test]
 async fn an_erasure_in_profile_reaches_interactions_over_the_in_process_bus() {
     let bus = EventBus::in_process();
-    let profile = embedded("profile", &bus, |s, l, stop, b| async move {
-        Ok(retention_profile::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
-    let interactions = embedded("interactions", &bus, |s, l, stop, b| async move {
-        Ok(retention_interactions::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
+    let profile = embedded::<retention_profile::Profile>(&bus).await.unwrap();
+    let interactions = embedded::<retention_interactions::Interactions>(&bus)
+        .await
+        .unwrap();
     let scopes = [
         "profile.write",
         "profile.admin",
@@ -127,33 +122,18 @@ impl Mode {
     }
 }
 
-/// Spawns one service in `mode`, with the settings adjusted by `tweak`; `run` is
-/// the service's `run_with_bus`.
-fn start<F, Fut>(
-    name: &'static str,
+/// Spawns service `S` in `mode`, with the settings adjusted by `tweak`.
+fn start<S: Service>(
     mode: Mode,
     tweak: impl FnOnce(&mut retention_config::Settings),
-    run: F,
-) -> impl std::future::Future<Output = anyhow::Result<TestService>>
-where
-    F: FnOnce(
-            retention_config::Settings,
-            tokio::net::TcpListener,
-            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-            EventBus,
-        ) -> Fut
-        + Send
-        + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
+) -> impl std::future::Future<Output = anyhow::Result<TestService>> {
     let (backend, with_redis) = match mode {
         Mode::Embedded(_) => (Backend::Sqlite, false),
         Mode::Production { .. } => (Backend::Postgres, true),
     };
     let for_settings = mode.clone();
-    let for_run = mode;
     TestService::spawn(
-        name,
+        S::NAME,
         backend,
         with_redis,
         move |s| {
@@ -163,78 +143,41 @@ where
             tweak(s);
         },
         move |s, l, stop| async move {
-            let bus = match for_run {
-                Mode::Embedded(bus) => bus,
-                Mode::Production { .. } => EventBus::from_settings(&s)?,
+            let bus = match mode {
+                Mode::Embedded(bus) => Some(bus),
+                Mode::Production { .. } => None,
             };
-            let stop = Box::pin(async move {
+            let stop = async move {
                 let _ = stop.await;
-            });
-            run(s, l, stop, bus).await
+            };
+            Ok(host::run::<S>(s, l, stop, bus).await?)
         },
     )
 }
 
-/// Spawns one service in embedded mode on the shared bus.
-fn embedded<F, Fut>(
-    name: &'static str,
+/// Spawns service `S` in embedded mode on the shared bus.
+fn embedded<S: Service>(
     bus: &EventBus,
-    run: F,
-) -> impl std::future::Future<Output = anyhow::Result<TestService>>
-where
-    F: FnOnce(
-            retention_config::Settings,
-            tokio::net::TcpListener,
-            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-            EventBus,
-        ) -> Fut
-        + Send
-        + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    start(name, Mode::Embedded(bus.clone()), |_| {}, run)
+) -> impl std::future::Future<Output = anyhow::Result<TestService>> {
+    start::<S>(Mode::Embedded(bus.clone()), |_| {})
 }
 
 /// The four services in `mode`, win-back pointed at this segmentation:
 /// (profile, interactions, segmentation, winback).
 async fn four_services(mode: &Mode) -> [TestService; 4] {
-    let profile = start(
-        "profile",
-        mode.clone(),
-        |_| {},
-        |s, l, stop, b| async move { Ok(retention_profile::run_with_bus(s, l, stop, b).await?) },
-    )
-    .await
-    .unwrap();
-    let interactions =
-        start(
-            "interactions",
-            mode.clone(),
-            |_| {},
-            |s, l, stop, b| async move {
-                Ok(retention_interactions::run_with_bus(s, l, stop, b).await?)
-            },
-        )
+    let profile = start::<retention_profile::Profile>(mode.clone(), |_| {})
         .await
         .unwrap();
-    let segmentation =
-        start(
-            "segmentation",
-            mode.clone(),
-            |_| {},
-            |s, l, stop, b| async move {
-                Ok(retention_segmentation::run_with_bus(s, l, stop, b).await?)
-            },
-        )
+    let interactions = start::<retention_interactions::Interactions>(mode.clone(), |_| {})
+        .await
+        .unwrap();
+    let segmentation = start::<retention_segmentation::Segmentation>(mode.clone(), |_| {})
         .await
         .unwrap();
     let seg_url = url(&segmentation);
-    let winback = start(
-        "winback",
-        mode.clone(),
-        move |s| s.winback.segmentation_endpoint = seg_url,
-        |s, l, stop, b| async move { Ok(retention_winback::run_with_bus(s, l, stop, b).await?) },
-    )
+    let winback = start::<retention_winback::Winback>(mode.clone(), move |s| {
+        s.winback.segmentation_endpoint = seg_url
+    })
     .await
     .unwrap();
     [profile, interactions, segmentation, winback]
@@ -269,21 +212,13 @@ fn url(t: &TestService) -> String {
 #[tokio::test]
 async fn purchases_and_complaints_reach_segmentations_feature_store() {
     let bus = EventBus::in_process();
-    let profile = embedded("profile", &bus, |s, l, stop, b| async move {
-        Ok(retention_profile::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
-    let interactions = embedded("interactions", &bus, |s, l, stop, b| async move {
-        Ok(retention_interactions::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
-    let segmentation = embedded("segmentation", &bus, |s, l, stop, b| async move {
-        Ok(retention_segmentation::run_with_bus(s, l, stop, b).await?)
-    })
-    .await
-    .unwrap();
+    let profile = embedded::<retention_profile::Profile>(&bus).await.unwrap();
+    let interactions = embedded::<retention_interactions::Interactions>(&bus)
+        .await
+        .unwrap();
+    let segmentation = embedded::<retention_segmentation::Segmentation>(&bus)
+        .await
+        .unwrap();
     let scopes = ["profile.write", "interactions.write"];
     let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
     let mut ic = InteractionServiceClient::new(interactions.channel.clone());

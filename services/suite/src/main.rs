@@ -5,30 +5,21 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use retention_config::Settings;
 use retention_events::EventBus;
-use tokio::net::TcpListener;
+use retention_interactions::Interactions;
+use retention_profile::Profile;
+use retention_segmentation::Segmentation;
+use retention_server::host::{self, Service};
+use retention_winback::Winback;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let profile = Settings::load(
-        retention_profile::SERVICE_NAME,
-        retention_profile::DEFAULT_PORT,
-    )?;
-    let interactions = Settings::load(
-        retention_interactions::SERVICE_NAME,
-        retention_interactions::DEFAULT_PORT,
-    )?;
-    let segmentation = Settings::load(
-        retention_segmentation::SERVICE_NAME,
-        retention_segmentation::DEFAULT_PORT,
-    )?;
-    let mut winback = Settings::load(
-        retention_winback::SERVICE_NAME,
-        retention_winback::DEFAULT_PORT,
-    )?;
+    let profile = load::<Profile>()?;
+    let interactions = load::<Interactions>()?;
+    let segmentation = load::<Segmentation>()?;
+    let mut winback = load::<Winback>()?;
     // In one process the peer is the segmentation started here.
     winback.winback.segmentation_endpoint = format!("http://{}", segmentation.listen_addr());
     let _telemetry = retention_telemetry::init(&retention_telemetry::TelemetryOptions {
@@ -38,13 +29,6 @@ async fn main() -> anyhow::Result<()> {
         log_format: profile.telemetry.log_format.clone(),
     })?;
     let shared_bus = EventBus::for_suite(&profile)?;
-    let bus_for = |s: &Settings| -> anyhow::Result<EventBus> {
-        Ok(if s.redis_url().is_some() {
-            EventBus::from_settings(s)?
-        } else {
-            shared_bus.clone()
-        })
-    };
     let stop = CancellationToken::new();
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -52,57 +36,47 @@ async fn main() -> anyhow::Result<()> {
         signal.cancel();
     });
 
-    let bind = |s: &Settings| {
-        let addr = s.listen_addr();
-        async move {
-            TcpListener::bind(&addr)
-                .await
-                .with_context(|| format!("binding {addr}"))
-        }
-    };
-    let profile_listener = bind(&profile).await?;
-    let interactions_listener = bind(&interactions).await?;
-    let segmentation_listener = bind(&segmentation).await?;
-    let winback_listener = bind(&winback).await?;
+    let listeners = [
+        host::bind(&profile).await?,
+        host::bind(&interactions).await?,
+        host::bind(&segmentation).await?,
+        host::bind(&winback).await?,
+    ];
     print_banner(&profile, &interactions, &segmentation, &winback);
-
-    let (p_bus, i_bus, s_bus, w_bus) = (
-        bus_for(&profile)?,
-        bus_for(&interactions)?,
-        bus_for(&segmentation)?,
-        bus_for(&winback)?,
+    let [p, i, s, w] = listeners;
+    let (p, i, s, w) = tokio::join!(
+        spawn::<Profile>(profile, p, &stop, &shared_bus),
+        spawn::<Interactions>(interactions, i, &stop, &shared_bus),
+        spawn::<Segmentation>(segmentation, s, &stop, &shared_bus),
+        spawn::<Winback>(winback, w, &stop, &shared_bus),
     );
-    let (p_stop, i_stop, s_stop, w_stop) = (stop.clone(), stop.clone(), stop.clone(), stop.clone());
-    let p = tokio::spawn(retention_profile::run_with_bus(
-        profile,
-        profile_listener,
-        async move { p_stop.cancelled().await },
-        p_bus,
-    ));
-    let i = tokio::spawn(retention_interactions::run_with_bus(
-        interactions,
-        interactions_listener,
-        async move { i_stop.cancelled().await },
-        i_bus,
-    ));
-    let s = tokio::spawn(retention_segmentation::run_with_bus(
-        segmentation,
-        segmentation_listener,
-        async move { s_stop.cancelled().await },
-        s_bus,
-    ));
-    let w = tokio::spawn(retention_winback::run_with_bus(
-        winback,
-        winback_listener,
-        async move { w_stop.cancelled().await },
-        w_bus,
-    ));
-    let (p, i, s, w) = tokio::join!(p, i, s, w);
     p??;
     i??;
     s??;
     w??;
     Ok(())
+}
+
+fn load<S: Service>() -> anyhow::Result<Settings> {
+    Ok(Settings::load(S::NAME, S::DEFAULT_PORT)?)
+}
+
+/// Runs `S` until `stop`; on the shared in-process bus unless its settings name
+/// Redis.
+fn spawn<S: Service>(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    stop: &CancellationToken,
+    shared_bus: &EventBus,
+) -> tokio::task::JoinHandle<Result<(), host::HostError>> {
+    let bus = settings.redis_url().is_none().then(|| shared_bus.clone());
+    let stop = stop.clone();
+    tokio::spawn(host::run::<S>(
+        settings,
+        listener,
+        async move { stop.cancelled().await },
+        bus,
+    ))
 }
 
 fn print_banner(

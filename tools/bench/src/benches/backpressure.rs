@@ -65,8 +65,8 @@ async fn pair(
             .insert("profile".into(), groups.into());
         s.events.stream_max_len = max_len;
     };
-    let profile = spawn("profile", &ns, tweak, retention_profile::run).await?;
-    let segmentation = spawn("segmentation", &ns, tweak, retention_segmentation::run).await?;
+    let profile = spawn::<retention_profile::Profile>(&ns, tweak).await?;
+    let segmentation = spawn::<retention_segmentation::Segmentation>(&ns, tweak).await?;
     Ok((profile, segmentation, ns))
 }
 
@@ -162,7 +162,7 @@ async fn stopped(purchases: usize) -> anyhow::Result<Vec<Row>> {
             .insert("profile".into(), "segmentation".into());
         s.events.stream_max_len = cap;
     };
-    let profile = spawn("profile", &ns, tweak, retention_profile::run).await?;
+    let profile = spawn::<retention_profile::Profile>(&ns, tweak).await?;
     let token = mint_token(&profile.settings, &["profile.read", "profile.write"]);
     let customers = create_customers(&profile, &token, 1_000).await?;
     let rows = orders(&customers, purchases);
@@ -179,7 +179,7 @@ async fn stopped(purchases: usize) -> anyhow::Result<Vec<Row>> {
     let on_stream: u64 = redis::cmd("XLEN").arg(&key).query_async(&mut redis).await?;
 
     let started = Instant::now();
-    let segmentation = spawn("segmentation", &ns, tweak, retention_segmentation::run).await?;
+    let segmentation = spawn::<retention_segmentation::Segmentation>(&ns, tweak).await?;
     let folded = until(
         &segmentation,
         "SELECT count(*) FROM purchases",

@@ -26,13 +26,7 @@ pub struct Options {
 }
 
 pub async fn run(o: &Options) -> anyhow::Result<Vec<Row>> {
-    let profile = spawn(
-        "profile",
-        &unique_namespace(),
-        |_| {},
-        retention_profile::run,
-    )
-    .await?;
+    let profile = spawn::<retention_profile::Profile>(&unique_namespace(), |_| {}).await?;
     let token = mint_token(&profile.settings, &["profile.read", "profile.write"]);
     let hot = create_customers(&profile, &token, 1_000).await?;
 

@@ -18,7 +18,7 @@ use crate::table::Row;
 
 pub async fn run(candidates: usize) -> anyhow::Result<Vec<Row>> {
     let ns = unique_namespace();
-    let segmentation = spawn("segmentation", &ns, |_| {}, retention_segmentation::run).await?;
+    let segmentation = spawn::<retention_segmentation::Segmentation>(&ns, |_| {}).await?;
     let db = Database::connect(segmentation.settings.database.url.as_str()).await?;
     scoring::populate(&db, candidates, false).await?;
     db.close().await?;
@@ -53,16 +53,11 @@ pub async fn run(candidates: usize) -> anyhow::Result<Vec<Row>> {
     );
 
     let seg_url = endpoint(&segmentation)?;
-    let winback = spawn(
-        "winback",
-        &ns,
-        move |s| {
-            s.winback.segmentation_endpoint = seg_url;
-            // The target is measured here, not cut off by the server.
-            s.server.request_timeout_ms = 120_000;
-        },
-        retention_winback::run,
-    )
+    let winback = spawn::<retention_winback::Winback>(&ns, move |s| {
+        s.winback.segmentation_endpoint = seg_url;
+        // The target is measured here, not cut off by the server.
+        s.server.request_timeout_ms = 120_000;
+    })
     .await?;
     let wtoken = mint_token(
         &winback.settings,

@@ -9,6 +9,7 @@ pub mod purchases;
 pub mod scoring;
 
 use retention_config::Settings;
+use retention_server::host::Service;
 use retention_testkit::{Backend, TestService};
 
 use crate::table::Row;
@@ -124,22 +125,13 @@ pub fn incomplete(rows: &[Row]) -> Vec<String> {
 
 /// A service on PostgreSQL and Redis (production mode) on a random port, in this
 /// process; `namespace` ties services to the same Redis streams.
-pub async fn spawn<F, Fut, E>(
-    name: &str,
+pub async fn spawn<S: Service>(
     namespace: &str,
     tweak: impl FnOnce(&mut Settings),
-    run: F,
-) -> anyhow::Result<TestService>
-where
-    F: FnOnce(Settings, tokio::net::TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut
-        + Send
-        + 'static,
-    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
-    E: Into<anyhow::Error>,
-{
+) -> anyhow::Result<TestService> {
     let namespace = namespace.to_string();
     TestService::spawn(
-        name,
+        S::NAME,
         Backend::Postgres,
         true,
         move |s| {
@@ -153,13 +145,10 @@ where
             tweak(s);
         },
         move |s, l, stop| {
-            run(
-                s,
-                l,
-                Box::pin(async move {
-                    let _ = stop.await;
-                }),
-            )
+            let stop = async move {
+                let _ = stop.await;
+            };
+            retention_server::host::run::<S>(s, l, stop, None)
         },
     )
     .await

@@ -26,8 +26,8 @@ pub const RATE: f64 = 1_000.0;
 
 pub async fn run(seconds: u64) -> anyhow::Result<Vec<Row>> {
     let ns = unique_namespace();
-    let profile = spawn("profile", &ns, |_| {}, retention_profile::run).await?;
-    let segmentation = spawn("segmentation", &ns, |_| {}, retention_segmentation::run).await?;
+    let profile = spawn::<retention_profile::Profile>(&ns, |_| {}).await?;
+    let segmentation = spawn::<retention_segmentation::Segmentation>(&ns, |_| {}).await?;
     let ptoken = mint_token(&profile.settings, &["profile.read", "profile.write"]);
     let stoken = mint_token(
         &segmentation.settings,

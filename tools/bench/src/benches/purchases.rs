@@ -23,13 +23,7 @@ const STREAMS: usize = 4;
 const PER_STREAM: usize = 10_000;
 
 pub async fn run(purchases: usize) -> anyhow::Result<Vec<Row>> {
-    let profile = spawn(
-        "profile",
-        &unique_namespace(),
-        |_| {},
-        retention_profile::run,
-    )
-    .await?;
+    let profile = spawn::<retention_profile::Profile>(&unique_namespace(), |_| {}).await?;
     let token = mint_token(&profile.settings, &["profile.read", "profile.write"]);
     let customers = create_customers(&profile, &token, 1_000).await?;
     let rows = orders(&customers, purchases);

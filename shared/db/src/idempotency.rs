@@ -16,38 +16,28 @@ enum IdempotencyKeys {
     CreateTime,
 }
 
-/// Services add it to their Migrator list.
-pub struct IdempotencyMigration;
-
-impl MigrationName for IdempotencyMigration {
-    fn name(&self) -> &str {
-        "m20260101_000002_idempotency_keys"
-    }
-}
+crate::migration!(
+    /// One of the shared tables every service's migrator starts with.
+    IdempotencyMigration,
+    "m20260101_000002_idempotency_keys"
+);
 
 #[async_trait::async_trait]
 impl MigrationTrait for IdempotencyMigration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
+        crate::schema::create_table(
+            m,
             Table::create()
                 .table(IdempotencyKeys::Table)
-                .if_not_exists()
                 .col(string_len(IdempotencyKeys::Key, 200).primary_key())
                 .col(string_len(IdempotencyKeys::Resource, 200))
-                .col(timestamp_with_time_zone(IdempotencyKeys::CreateTime))
-                .to_owned(),
+                .col(timestamp_with_time_zone(IdempotencyKeys::CreateTime)),
         )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(
-            Table::drop()
-                .table(IdempotencyKeys::Table)
-                .if_exists()
-                .to_owned(),
-        )
-        .await
+        crate::schema::drop_tables(m, &["idempotency_keys"]).await
     }
 }
 

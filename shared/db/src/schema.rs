@@ -5,7 +5,9 @@
 
 use sea_orm::DbErr;
 use sea_orm_migration::SchemaManager;
-use sea_orm_migration::prelude::{Alias, ColumnDef, Index, Table, TableCreateStatement};
+use sea_orm_migration::prelude::{
+    Alias, ColumnDef, Index, Table, TableAlterStatement, TableCreateStatement,
+};
 
 /// Names a migration: `migration!(AddValueBasis, "m20261203_000001_add_value_basis");`
 /// declares the unit struct and its [`MigrationName`](sea_orm_migration::MigrationName);
@@ -48,13 +50,7 @@ pub async fn add_columns(
     columns: impl IntoIterator<Item = ColumnDef>,
 ) -> Result<(), DbErr> {
     for mut c in columns {
-        m.alter_table(
-            Table::alter()
-                .table(Alias::new(table))
-                .add_column(&mut c)
-                .to_owned(),
-        )
-        .await?;
+        alter(m, table, |t| t.add_column(&mut c)).await?;
     }
     Ok(())
 }
@@ -66,15 +62,19 @@ pub async fn drop_columns(
     columns: &[&str],
 ) -> Result<(), DbErr> {
     for c in columns {
-        m.alter_table(
-            Table::alter()
-                .table(Alias::new(table))
-                .drop_column(Alias::new(*c))
-                .to_owned(),
-        )
-        .await?;
+        alter(m, table, |t| t.drop_column(Alias::new(*c))).await?;
     }
     Ok(())
+}
+
+async fn alter(
+    m: &SchemaManager<'_>,
+    table: &str,
+    change: impl FnOnce(&mut TableAlterStatement) -> &mut TableAlterStatement,
+) -> Result<(), DbErr> {
+    let mut stmt = Table::alter();
+    stmt.table(Alias::new(table));
+    m.alter_table(change(&mut stmt).to_owned()).await
 }
 
 /// Creates an index (unless it exists) named `name` on `cols` of `table`.

@@ -1,12 +1,16 @@
-//! The outbox and inbox tables. Services list [`EventsMigration`] in their own
-//! migrator so both live in the same database as the service's state — the point
+//! The outbox and inbox tables. Every service's migrator starts with
+//! [`EventsMigration`] (see [`crate::shared_migrations`]) so both live in the same database as the service's state — the point
 //! of an outbox is sharing the state change's transaction.
 
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
 
-/// Creates `outbox_events` and `processed_events` on PostgreSQL and SQLite alike
-/// (sea-query builders only, no backend-specific SQL).
-pub struct EventsMigration;
+retention_db::migration!(
+    /// Creates `outbox_events` and `processed_events` on PostgreSQL and SQLite alike
+    /// (sea-query builders only, no backend-specific SQL).
+    EventsMigration,
+    "m20260101_000001_events_outbox"
+);
 
 #[derive(DeriveIden)]
 pub(crate) enum OutboxEvents {
@@ -30,150 +34,73 @@ pub(crate) enum ProcessedEvents {
     ProcessedAt,
 }
 
-impl MigrationName for EventsMigration {
-    fn name(&self) -> &str {
-        "m20260101_000001_events_outbox"
-    }
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for EventsMigration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(OutboxEvents::Table)
-                    .if_not_exists()
-                    // Publication order; a 64-bit counter never wraps in practice.
-                    .col(
-                        ColumnDef::new(OutboxEvents::Seq)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(OutboxEvents::EventId)
-                            .string_len(64)
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(
-                        ColumnDef::new(OutboxEvents::Stream)
-                            .string_len(255)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(OutboxEvents::EventType)
-                            .string_len(255)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(OutboxEvents::CustomerId)
-                            .string_len(128)
-                            .null(),
-                    )
-                    .col(ColumnDef::new(OutboxEvents::Envelope).blob().not_null())
-                    .col(
-                        ColumnDef::new(OutboxEvents::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(OutboxEvents::PublishedAt)
-                            .timestamp_with_time_zone()
-                            .null(),
-                    )
-                    .col(
-                        ColumnDef::new(OutboxEvents::Attempts)
-                            .integer()
-                            .not_null()
-                            .default(0),
-                    )
-                    .to_owned(),
-            )
-            .await?;
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        retention_db::schema::create_table(
+            m,
+            Table::create()
+                .table(OutboxEvents::Table)
+                // Publication order; a 64-bit counter never wraps in practice.
+                .col(
+                    big_integer(OutboxEvents::Seq)
+                        .auto_increment()
+                        .primary_key(),
+                )
+                .col(string_len(OutboxEvents::EventId, 64).unique_key())
+                .col(string_len(OutboxEvents::Stream, 255))
+                .col(string_len(OutboxEvents::EventType, 255))
+                .col(string_len_null(OutboxEvents::CustomerId, 128))
+                .col(blob(OutboxEvents::Envelope))
+                .col(timestamp_with_time_zone(OutboxEvents::CreatedAt))
+                .col(timestamp_with_time_zone_null(OutboxEvents::PublishedAt))
+                .col(integer(OutboxEvents::Attempts).default(0)),
+        )
+        .await?;
         // Partial index: the relay's "oldest unpublished first" scan stays small
         // however many published rows are retained.
-        manager
-            .create_index(
-                Index::create()
-                    .name("idx_outbox_events_unpublished")
-                    .table(OutboxEvents::Table)
-                    .col(OutboxEvents::Seq)
-                    .and_where(Expr::col(OutboxEvents::PublishedAt).is_null())
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_outbox_events_unpublished")
+                .table(OutboxEvents::Table)
+                .col(OutboxEvents::Seq)
+                .and_where(Expr::col(OutboxEvents::PublishedAt).is_null())
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
         // For purging old published rows.
-        manager
-            .create_index(
-                Index::create()
-                    .name("idx_outbox_events_published_at")
-                    .table(OutboxEvents::Table)
-                    .col(OutboxEvents::PublishedAt)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                Table::create()
-                    .table(ProcessedEvents::Table)
-                    .if_not_exists()
-                    .col(
-                        ColumnDef::new(ProcessedEvents::Consumer)
-                            .string_len(128)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(ProcessedEvents::EventId)
-                            .string_len(64)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(ProcessedEvents::ProcessedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .primary_key(
-                        Index::create()
-                            .col(ProcessedEvents::Consumer)
-                            .col(ProcessedEvents::EventId),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("idx_processed_events_processed_at")
-                    .table(ProcessedEvents::Table)
-                    .col(ProcessedEvents::ProcessedAt)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        Ok(())
+        retention_db::create_index(
+            m,
+            "idx_outbox_events_published_at",
+            "outbox_events",
+            &["published_at"],
+        )
+        .await?;
+        retention_db::schema::create_table(
+            m,
+            Table::create()
+                .table(ProcessedEvents::Table)
+                .col(string_len(ProcessedEvents::Consumer, 128))
+                .col(string_len(ProcessedEvents::EventId, 64))
+                .col(timestamp_with_time_zone(ProcessedEvents::ProcessedAt))
+                .primary_key(
+                    Index::create()
+                        .col(ProcessedEvents::Consumer)
+                        .col(ProcessedEvents::EventId),
+                ),
+        )
+        .await?;
+        retention_db::create_index(
+            m,
+            "idx_processed_events_processed_at",
+            "processed_events",
+            &["processed_at"],
+        )
+        .await
     }
 
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(
-                Table::drop()
-                    .table(ProcessedEvents::Table)
-                    .if_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .drop_table(
-                Table::drop()
-                    .table(OutboxEvents::Table)
-                    .if_exists()
-                    .to_owned(),
-            )
-            .await
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        retention_db::schema::drop_tables(m, &["processed_events", "outbox_events"]).await
     }
 }

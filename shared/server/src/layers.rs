@@ -29,22 +29,32 @@ fn sane_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Adds [`RequestId`] to every call (outermost layer, so even refusals carry it).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RequestIdLayer;
+/// Declares a stateless layer and the service it wraps each inner service in.
+macro_rules! unit_layer {
+    ($(#[$doc:meta])* $layer:ident => $service:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $layer;
 
-impl<S> tower::Layer<S> for RequestIdLayer {
-    type Service = RequestIdService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService { inner }
-    }
+        impl<S> tower::Layer<S> for $layer {
+            type Service = $service<S>;
+            fn layer(&self, inner: S) -> Self::Service {
+                $service { inner }
+            }
+        }
+
+        #[doc = concat!("The service [`", stringify!($layer), "`] produces.")]
+        #[derive(Clone, Debug)]
+        pub struct $service<S> {
+            inner: S,
+        }
+    };
 }
 
-/// The service [`RequestIdLayer`] produces.
-#[derive(Clone, Debug)]
-pub struct RequestIdService<S> {
-    inner: S,
-}
+unit_layer!(
+    /// Adds [`RequestId`] to every call (outermost layer, so even refusals carry it).
+    RequestIdLayer => RequestIdService
+);
 
 impl<S, B, RB> tower::Service<http::Request<B>> for RequestIdService<S>
 where
@@ -221,23 +231,11 @@ impl<B: Body + Unpin> Body for TracedBody<B> {
     }
 }
 
-/// A span per call (continuing the caller's W3C trace), the RED log line and the
-/// in-process counters of [`metrics`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TraceLayer;
-
-impl<S> tower::Layer<S> for TraceLayer {
-    type Service = TraceService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        TraceService { inner }
-    }
-}
-
-/// The service [`TraceLayer`] produces.
-#[derive(Clone, Debug)]
-pub struct TraceService<S> {
-    inner: S,
-}
+unit_layer!(
+    /// A span per call (continuing the caller's W3C trace), the RED log line and the
+    /// in-process counters of [`metrics`].
+    TraceLayer => TraceService
+);
 
 impl<S, B, RB> tower::Service<http::Request<B>> for TraceService<S>
 where

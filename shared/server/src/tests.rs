@@ -47,49 +47,56 @@ fn slow(
     })
 }
 
+/// One call through a [`DeadlineLayer`] with `budget` to a handler taking
+/// `handler`, with the client's `grpc-timeout` header if any; the response and
+/// how long the call took.
+async fn call_within(
+    budget: Duration,
+    handler: Duration,
+    grpc_timeout: Option<&str>,
+) -> (http::Response<tonic::body::Body>, Duration) {
+    let mut svc = DeadlineLayer::new(budget).layer(slow(handler));
+    let mut req = http::Request::new(());
+    if let Some(t) = grpc_timeout {
+        req.headers_mut().insert("grpc-timeout", t.parse().unwrap());
+    }
+    let started = Instant::now();
+    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+    (resp, started.elapsed())
+}
+
 #[tokio::test]
 async fn deadline_exceeded_not_cancelled() {
-    let mut svc = DeadlineLayer::new(Duration::from_millis(50)).layer(slow(Duration::from_secs(5)));
-    let started = Instant::now();
-    let resp = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(http::Request::new(()))
-        .await
-        .unwrap();
+    let (resp, took) = call_within(Duration::from_millis(50), Duration::from_secs(5), None).await;
     assert_eq!(status_of(&resp), Some(tonic::Code::DeadlineExceeded as i32));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(took < Duration::from_secs(2));
 }
 
 #[tokio::test]
 async fn a_shorter_client_deadline_wins() {
-    let mut svc = DeadlineLayer::new(Duration::from_secs(30)).layer(slow(Duration::from_secs(5)));
-    let mut req = http::Request::new(());
-    req.headers_mut()
-        .insert("grpc-timeout", "20m".parse().unwrap());
-    let started = Instant::now();
-    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+    let (resp, took) =
+        call_within(Duration::from_secs(30), Duration::from_secs(5), Some("20m")).await;
     assert_eq!(status_of(&resp), Some(tonic::Code::DeadlineExceeded as i32));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(took < Duration::from_secs(2));
     // A longer client deadline does not extend the server budget.
-    let mut svc = DeadlineLayer::new(Duration::from_millis(50)).layer(slow(Duration::from_secs(5)));
-    let mut req = http::Request::new(());
-    req.headers_mut()
-        .insert("grpc-timeout", "1H".parse().unwrap());
-    let started = Instant::now();
-    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+    let (resp, took) = call_within(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        Some("1H"),
+    )
+    .await;
     assert_eq!(status_of(&resp), Some(tonic::Code::DeadlineExceeded as i32));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(took < Duration::from_secs(2));
 }
 
 #[tokio::test]
 async fn calls_within_budget_pass_through_and_see_their_deadline() {
-    let mut fast = DeadlineLayer::new(Duration::from_secs(1)).layer(slow(Duration::from_millis(1)));
-    let mut req = http::Request::new(());
-    req.headers_mut()
-        .insert("grpc-timeout", "500m".parse().unwrap());
-    let resp = fast.ready().await.unwrap().call(req).await.unwrap();
+    let (resp, _) = call_within(
+        Duration::from_secs(1),
+        Duration::from_millis(1),
+        Some("500m"),
+    )
+    .await;
     assert_eq!(status_of(&resp), None, "calls within budget pass through");
     let remaining: u64 = resp.headers()["x-remaining-ms"]
         .to_str()
@@ -101,14 +108,7 @@ async fn calls_within_budget_pass_through_and_see_their_deadline() {
         "handler sees the client's shorter budget: {remaining}"
     );
     // A server budget too large for the clock is no deadline rather than a panic.
-    let mut huge = DeadlineLayer::new(Duration::MAX).layer(slow(Duration::from_millis(1)));
-    let resp = huge
-        .ready()
-        .await
-        .unwrap()
-        .call(http::Request::new(()))
-        .await
-        .unwrap();
+    let (resp, _) = call_within(Duration::MAX, Duration::from_millis(1), None).await;
     assert_eq!(status_of(&resp), None);
 }
 
@@ -505,10 +505,26 @@ impl Running {
             .unwrap()
     }
 
+    /// Started and marked ready, with a channel to it.
+    async fn ready(opts: ServeOptions) -> (Running, tonic::transport::Channel) {
+        let srv = Running::start(opts).await;
+        srv.health.mark_ready(&[]).await;
+        let ch = srv.channel().await;
+        (srv, ch)
+    }
+
     fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+    }
+
+    /// Waits (at most 5 s) for `serve` to return after [`Running::shutdown`].
+    async fn stopped(&mut self) -> Result<(), ServerError> {
+        tokio::time::timeout(Duration::from_secs(5), &mut self.server)
+            .await
+            .expect("serve returned")
+            .unwrap()
     }
 }
 
@@ -556,51 +572,37 @@ async fn wait_for_health(ch: &tonic::transport::Channel, name: &str, want: Pb) -
     seen
 }
 
-async fn list_services_v1(ch: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_request::MessageRequest,
-    };
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = ServerReflectionClient::new(ch)
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    match stream.message().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            l.service.into_iter().map(|s| s.name).collect()
+/// The service names reflection lists, asked in protocol version `$v` (the two
+/// versions have the same messages in different packages).
+macro_rules! list_services {
+    ($name:ident, $v:ident) => {
+        async fn $name(ch: tonic::transport::Channel) -> Vec<String> {
+            use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$v::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$v::{
+                ServerReflectionRequest, server_reflection_request::MessageRequest,
+            };
+            let req = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut stream = ServerReflectionClient::new(ch)
+                .server_reflection_info(tokio_stream::iter(vec![req]))
+                .await
+                .unwrap()
+                .into_inner();
+            match stream.message().await.unwrap().unwrap().message_response {
+                Some(MessageResponse::ListServicesResponse(l)) => {
+                    l.service.into_iter().map(|s| s.name).collect()
+                }
+                other => panic!("unexpected reflection answer {other:?}"),
+            }
         }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
+    };
 }
 
-async fn list_services_v1alpha(ch: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_request::MessageRequest,
-    };
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = ServerReflectionClient::new(ch)
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    match stream.message().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            l.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
-}
+list_services!(list_services_v1, v1);
+list_services!(list_services_v1alpha, v1alpha);
 
 #[tokio::test]
 async fn serve_health_readiness_reflection_auth_deadline_and_graceful_drain() {
@@ -718,10 +720,7 @@ async fn serve_health_readiness_reflection_auth_deadline_and_graceful_drain() {
         "in-flight call completed during drain: {done:?}"
     );
     drop(ch);
-    let result = tokio::time::timeout(Duration::from_secs(5), srv.server)
-        .await
-        .expect("serve returned")
-        .unwrap();
+    let result = srv.stopped().await;
     assert!(result.is_ok(), "{result:?}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -736,24 +735,22 @@ async fn serve_health_readiness_reflection_auth_deadline_and_graceful_drain() {
 
 #[tokio::test]
 async fn drain_gives_up_after_the_drain_timeout() {
-    let mut srv = Running::start(options(
+    let (mut srv, ch) = Running::ready(options(
         Duration::from_secs(30),
         Duration::from_millis(300),
         Duration::ZERO,
     ))
     .await;
-    srv.health.mark_ready(&[]).await;
-    let ch = srv.channel().await;
     let held = token(&["t.call"]);
     let stuck = tokio::spawn(async move { call_slow(ch, &held, 20_000).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     srv.shutdown();
-    let result = tokio::time::timeout(Duration::from_secs(5), srv.server)
-        .await
-        .expect("serve returned despite a stuck call")
-        .unwrap();
-    assert!(result.is_ok(), "{result:?}");
+    let result = srv.stopped().await;
+    assert!(
+        result.is_ok(),
+        "serve returned despite a stuck call: {result:?}"
+    );
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(250) && took < Duration::from_secs(2),
@@ -764,14 +761,12 @@ async fn drain_gives_up_after_the_drain_timeout() {
 
 #[tokio::test]
 async fn an_open_health_watch_does_not_hold_the_drain() {
-    let mut srv = Running::start(options(
+    let (mut srv, ch) = Running::ready(options(
         Duration::from_secs(30),
         Duration::from_secs(10),
         Duration::ZERO,
     ))
     .await;
-    srv.health.mark_ready(&[]).await;
-    let ch = srv.channel().await;
     let mut watch = HealthClient::new(ch.clone())
         .watch(HealthCheckRequest {
             service: String::new(),
@@ -790,10 +785,7 @@ async fn an_open_health_watch_does_not_hold_the_drain() {
         Pb::NotServing as i32,
         "watchers hear NOT_SERVING first"
     );
-    let result = tokio::time::timeout(Duration::from_secs(5), srv.server)
-        .await
-        .expect("serve returned")
-        .unwrap();
+    let result = srv.stopped().await;
     assert!(result.is_ok(), "{result:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -815,9 +807,7 @@ async fn a_caller_past_its_rate_is_refused_with_a_retry_hint_and_others_are_not(
     );
     opts.rate_limit_per_sec = 1;
     opts.rate_limit_burst = 2;
-    let mut srv = Running::start(opts).await;
-    srv.health.mark_ready(&[]).await;
-    let ch = srv.channel().await;
+    let (mut srv, ch) = Running::ready(opts).await;
     let tester = token(&["t.call"]);
     for _ in 0..2 {
         call_slow(ch.clone(), &tester, 0)

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run demo docs docs-check test fuzz bench bench-smoke bench-tools services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
+.PHONY: run demo docs docs-check layers-check test fuzz bench bench-smoke bench-tools services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
 
 help:
 	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
@@ -26,7 +26,7 @@ demo:
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
 	target/debug/retention-cli demo
 
-test: services fmt-check proto-lint proto-breaking docs-check deploy-check clippy nextest bench-smoke fuzz
+test: services fmt-check layers-check proto-lint proto-breaking docs-check deploy-check clippy nextest bench-smoke fuzz
 
 # Every benchmark at a tiny size on the debug build nextest made: fails unless
 # each ran and each target got a figure, so `make bench` works on a fresh clone.
@@ -94,6 +94,11 @@ docs: node-tools
 	@mkdir -p target/docs
 	@npx --no-install buf build -o target/docs/image.json
 	python3 scripts/gen_api_docs.py target/docs/image.json proto
+
+# No module of a service names a module that names it back (scripts/module_cycles.py
+# reads the crate::/super:: paths of every file).
+layers-check:
+	@python3 scripts/module_cycles.py
 
 docs-check: node-tools
 	@rm -rf target/docs && mkdir -p target/docs/out

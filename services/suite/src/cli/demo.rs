@@ -16,8 +16,7 @@ use super::scoring::{backtest, model, print_backtest, score};
 use super::show::{money, pct, table};
 use super::synth::{Loaded, SynthOptions, cny, load_synthetic, record_purchases, ts};
 
-/// Where command output goes (stdout in the binary, a buffer in tests).
-pub type Out<'a> = &'a mut dyn FnMut(&str);
+pub use super::show::Out;
 
 fn enum_name(full: &str) -> String {
     // "VALUE_TIER_PLATINUM" -> "PLATINUM" for the prefixes this CLI prints.

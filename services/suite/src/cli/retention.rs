@@ -4,8 +4,7 @@
 use retention_proto::segmentation as spb;
 
 use super::client::Clients;
-use super::demo::Out;
-use super::show::{pct, table};
+use super::show::{Out, pct, table};
 
 /// Fits the cohorts and projects `periods` periods at `discount_rate`.
 pub async fn project(

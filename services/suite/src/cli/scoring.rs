@@ -8,8 +8,7 @@ use chrono::{DateTime, Utc};
 use retention_proto::segmentation as spb;
 
 use super::client::Clients;
-use super::demo::Out;
-use super::show::{Progress, table};
+use super::show::{Out, Progress, table};
 use super::synth::ts;
 
 /// Starts a full scoring run and follows it to the end with a progress bar.

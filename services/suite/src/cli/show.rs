@@ -2,6 +2,9 @@
 
 use std::io::Write;
 
+/// Where command output goes (stdout in the binary, a buffer in tests).
+pub type Out<'a> = &'a mut dyn FnMut(&str);
+
 /// Columns padded to their widest cell; numbers right-aligned.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();

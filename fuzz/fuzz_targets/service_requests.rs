@@ -98,6 +98,15 @@ fn contract() -> Vec<Method> {
         .collect()
 }
 
+type Serving = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), host::HostError>> + Send>,
+>;
+
+/// Serves `S` on the suite's shared bus for the rest of the process.
+fn serve<S: Service>(settings: Settings, listener: TcpListener, bus: EventBus) -> Serving {
+    Box::pin(host::run::<S>(settings, listener, std::future::pending(), Some(bus)))
+}
+
 async fn start(dir: &std::path::Path) -> Vec<Channel> {
     let bus = EventBus::in_process_for_suite();
     let mut addresses = Vec::new();
@@ -117,31 +126,13 @@ async fn start(dir: &std::path::Path) -> Vec<Channel> {
         s
     };
     let mut listeners = listeners.into_iter();
-    let forever = std::future::pending::<()>;
-    tokio::spawn(host::run::<retention_profile::Profile>(
-        settings("profile"),
-        listeners.next().unwrap(),
-        forever(),
-        Some(bus.clone()),
-    ));
-    tokio::spawn(host::run::<retention_interactions::Interactions>(
-        settings("interactions"),
-        listeners.next().unwrap(),
-        forever(),
-        Some(bus.clone()),
-    ));
-    tokio::spawn(host::run::<retention_segmentation::Segmentation>(
-        settings("segmentation"),
-        listeners.next().unwrap(),
-        forever(),
-        Some(bus.clone()),
-    ));
-    tokio::spawn(host::run::<retention_winback::Winback>(
-        settings("winback"),
-        listeners.next().unwrap(),
-        forever(),
-        Some(bus),
-    ));
+    let mut spawn = |run: fn(Settings, TcpListener, EventBus) -> Serving, name: &str| {
+        tokio::spawn(run(settings(name), listeners.next().unwrap(), bus.clone()));
+    };
+    spawn(serve::<retention_profile::Profile>, "profile");
+    spawn(serve::<retention_interactions::Interactions>, "interactions");
+    spawn(serve::<retention_segmentation::Segmentation>, "segmentation");
+    spawn(serve::<retention_winback::Winback>, "winback");
     let mut channels = Vec::new();
     for addr in addresses {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();

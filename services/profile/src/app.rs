@@ -7,12 +7,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use retention_cache::Cache;
 use retention_errors::FieldViolations;
-use retention_events::{EventsError, OutboxEvent, ReplayCounts};
+use retention_events::{EventsError, Outbox, OutboxEvent, ReplayCounts, Written};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
-use tokio::sync::Notify;
 
 use crate::domain::*;
-use crate::events;
+use crate::events::publish as events;
 use crate::store::repo::{self, CustomerQuery};
 use crate::store::{PiiCipher, StoreError, reseal};
 
@@ -77,7 +76,8 @@ pub struct IngestCounts {
 pub struct ProfileApp {
     pub db: DatabaseConnection,
     pub cache: Cache,
-    relay_wakeup: Arc<Notify>,
+    /// Commits changes with their events; keeps request ids.
+    outbox: Outbox,
     /// Seals PII on its way to the database and the cache.
     pii: Arc<PiiCipher>,
 }
@@ -91,16 +91,11 @@ fn new_id() -> String {
 }
 
 impl ProfileApp {
-    pub fn new(
-        db: DatabaseConnection,
-        cache: Cache,
-        relay_wakeup: Arc<Notify>,
-        pii: Arc<PiiCipher>,
-    ) -> Self {
+    pub fn new(outbox: Outbox, cache: Cache, pii: Arc<PiiCipher>) -> Self {
         ProfileApp {
-            db,
+            db: outbox.db().clone(),
             cache,
-            relay_wakeup,
+            outbox,
             pii,
         }
     }
@@ -126,16 +121,6 @@ impl ProfileApp {
         }
     }
 
-    async fn commit(&self, txn: DatabaseTransaction, events: Vec<OutboxEvent>) -> AppResult<()> {
-        let had_events = !events.is_empty();
-        retention_events::enqueue_all(&txn, events::SOURCE, events).await?;
-        txn.commit().await?;
-        if had_events {
-            self.relay_wakeup.notify_one();
-        }
-        Ok(())
-    }
-
     async fn live(&self, txn: &DatabaseTransaction, id: &str) -> AppResult<Customer> {
         let canonical = repo::resolve_id(txn, id)
             .await?
@@ -146,48 +131,27 @@ impl ProfileApp {
         }
     }
 
-    /// Replays the first result of a request id, if there was one.
-    async fn replay(&self, method: &str, request_id: &str) -> AppResult<Option<String>> {
-        Ok(retention_db::idempotency::replay(&self.db, method, request_id).await?)
-    }
-
-    async fn remember(
-        &self,
-        txn: &DatabaseTransaction,
-        method: &str,
-        request_id: &str,
-        resource: &str,
-        now: DateTime<Utc>,
-    ) -> AppResult<bool> {
-        Ok(retention_db::idempotency::remember(txn, method, request_id, resource, now).await?)
-    }
-
     pub async fn create_customer(
         &self,
         input: CustomerInput,
         request_id: &str,
     ) -> AppResult<Customer> {
-        if let Some(id) = self.replay("CreateCustomer", request_id).await? {
+        if let Some(id) = self.outbox.replay("CreateCustomer", request_id).await? {
             return self.get_customer(&id).await;
         }
-        let now = crate::domain::now();
-        let customer = Customer::create(new_id(), input, now);
-        let txn = self.db.begin().await?;
-        if !self
-            .remember(&txn, "CreateCustomer", request_id, &customer.id, now)
-            .await?
-        {
-            // A concurrent retry won the race; answer with its result.
-            drop(txn);
-            return match self.replay("CreateCustomer", request_id).await? {
-                Some(id) => self.get_customer(&id).await,
-                None => Err(AppError::NotFound(request_id.into())),
-            };
-        }
-        repo::insert_customer(&txn, &self.pii, &customer).await?;
-        self.commit(txn, vec![events::customer_created(&customer)])
+        let customer = Customer::create(new_id(), input, crate::domain::now());
+        let written = self
+            .outbox
+            .write("CreateCustomer", request_id, &customer.id, async |txn| {
+                repo::insert_customer(txn, &self.pii, &customer).await?;
+                AppResult::Ok(((), vec![events::customer_created(&customer)]))
+            })
             .await?;
-        Ok(customer)
+        match written {
+            Written::Done(()) => Ok(customer),
+            // A concurrent retry won the race; answer with its result.
+            Written::Replayed(id) => self.get_customer(&id).await,
+        }
     }
 
     /// Cache-aside read; aliases of merged customers resolve to the survivor.
@@ -268,7 +232,8 @@ impl ProfileApp {
                 },
                 other => other.into(),
             })?;
-        self.commit(txn, vec![events::customer_updated(&c, changed)])
+        self.outbox
+            .commit(txn, vec![events::customer_updated(&c, changed)])
             .await?;
         self.cache.invalidate(&cache_key(&c.id)).await;
         Ok(c)
@@ -294,59 +259,65 @@ impl ProfileApp {
         request_id: &str,
         etag: &str,
     ) -> AppResult<Customer> {
-        if let Some(id) = self.replay("MergeCustomers", request_id).await? {
+        if let Some(id) = self.outbox.replay("MergeCustomers", request_id).await? {
             return self.get_customer(&id).await;
         }
-        let now = crate::domain::now();
-        let txn = self.db.begin().await?;
-        let mut s = self.live(&txn, survivor).await?;
-        let m = self.live(&txn, merged).await?;
-        if s.id == m.id {
-            return Err(AppError::Precondition {
-                subject: customer_name(merged),
-                reason: "is already the survivor (a customer cannot be merged into itself)".into(),
-            });
-        }
-        if !etag.is_empty() && etag != s.etag() {
-            return Err(AppError::EtagMismatch {
-                name: s.name(),
-                sent: etag.into(),
-                current: s.etag(),
-            });
-        }
-        if !self
-            .remember(&txn, "MergeCustomers", request_id, &s.id, now)
+        // The request id is kept for the survivor as it resolves now.
+        let resource = repo::resolve_id(&self.db, survivor)
             .await?
-        {
-            return Err(AppError::Precondition {
-                subject: request_id.into(),
-                reason: "a merge with this request_id is in progress".into(),
-            });
-        }
-        repo::merge_into(&txn, &s.id, &m.id, now).await?;
-        // Survivor gains the merged customer's tags and missing attributes.
-        let expected = s.version;
-        s.tags.extend(m.tags.iter().cloned());
-        s.tags.sort();
-        s.tags.dedup();
-        for (k, v) in &m.attributes {
-            s.attributes.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        let taken: Vec<String> = s.identities.iter().map(|i| i.namespace.clone()).collect();
-        s.identities.extend(
-            m.identities
-                .iter()
-                .filter(|i| !taken.contains(&i.namespace))
-                .cloned(),
-        );
-        s.version += 1;
-        s.update_time = now;
-        repo::update_customer(&txn, &self.pii, &s, expected).await?;
-        self.commit(txn, vec![events::customer_merged(&s.id, &m.id)])
+            .ok_or_else(|| AppError::NotFound(customer_name(survivor)))?;
+        let now = crate::domain::now();
+        let written = self
+            .outbox
+            .write("MergeCustomers", request_id, &resource, async |txn| {
+                let mut s = self.live(txn, survivor).await?;
+                let m = self.live(txn, merged).await?;
+                if s.id == m.id {
+                    return Err(AppError::Precondition {
+                        subject: customer_name(merged),
+                        reason: "is already the survivor (a customer cannot be merged into itself)"
+                            .into(),
+                    });
+                }
+                if !etag.is_empty() && etag != s.etag() {
+                    return Err(AppError::EtagMismatch {
+                        name: s.name(),
+                        sent: etag.into(),
+                        current: s.etag(),
+                    });
+                }
+                repo::merge_into(txn, &s.id, &m.id, now).await?;
+                // Survivor gains the merged customer's tags and missing attributes.
+                let expected = s.version;
+                s.tags.extend(m.tags.iter().cloned());
+                s.tags.sort();
+                s.tags.dedup();
+                for (k, v) in &m.attributes {
+                    s.attributes.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                let taken: Vec<String> = s.identities.iter().map(|i| i.namespace.clone()).collect();
+                s.identities.extend(
+                    m.identities
+                        .iter()
+                        .filter(|i| !taken.contains(&i.namespace))
+                        .cloned(),
+                );
+                s.version += 1;
+                s.update_time = now;
+                repo::update_customer(txn, &self.pii, &s, expected).await?;
+                let evs = vec![events::customer_merged(&s.id, &m.id)];
+                AppResult::Ok(((s.id, m.id), evs))
+            })
             .await?;
-        self.cache.invalidate(&cache_key(&s.id)).await;
-        self.cache.invalidate(&cache_key(&m.id)).await;
-        self.get_customer(&s.id).await
+        match written {
+            Written::Done((s, m)) => {
+                self.cache.invalidate(&cache_key(&s)).await;
+                self.cache.invalidate(&cache_key(&m)).await;
+                self.get_customer(&s).await
+            }
+            // A concurrent retry won the race; answer with its result.
+            Written::Replayed(id) => self.get_customer(&id).await,
+        }
     }
 
     /// Returns the erase time and the number of purchases kept anonymously.
@@ -355,28 +326,43 @@ impl ProfileApp {
         id: &str,
         request_id: &str,
     ) -> AppResult<(DateTime<Utc>, u64)> {
-        let txn = self.db.begin().await?;
-        let canonical = repo::resolve_id(&txn, id)
+        // The request id is kept for the customer as it resolves now.
+        let resource = repo::resolve_id(&self.db, id)
             .await?
             .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
-        let mut c = repo::load_customer(&txn, &self.pii, &canonical)
-            .await?
-            .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
-        let retained = repo::count_purchases(&txn, &c.id).await?;
-        if c.erased {
-            // Erasure is idempotent: a retry (with or without request_id) succeeds.
-            return Ok((c.update_time, retained));
+        let written = self
+            .outbox
+            .write("EraseCustomer", request_id, &resource, async |txn| {
+                let canonical = repo::resolve_id(txn, id)
+                    .await?
+                    .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
+                let mut c = repo::load_customer(txn, &self.pii, &canonical)
+                    .await?
+                    .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
+                let retained = repo::count_purchases(txn, &c.id).await?;
+                if c.erased {
+                    // Erasure is idempotent: a retry (with or without request_id)
+                    // succeeds.
+                    return AppResult::Ok(((c.update_time, retained, None), vec![]));
+                }
+                let now = crate::domain::now();
+                let expected = c.version;
+                c.erase(now);
+                repo::update_customer(txn, &self.pii, &c, expected).await?;
+                let evs = vec![events::customer_erased(&c.id, now)];
+                AppResult::Ok(((now, retained, Some(c.id)), evs))
+            })
+            .await?;
+        match written {
+            Written::Done((at, retained, erased)) => {
+                if let Some(id) = erased {
+                    self.cache.invalidate(&cache_key(&id)).await;
+                }
+                Ok((at, retained))
+            }
+            // A concurrent retry erased it first: answer as a retry after it would.
+            Written::Replayed(id) => Box::pin(self.erase_customer(&id, "")).await,
         }
-        let now = crate::domain::now();
-        let expected = c.version;
-        c.erase(now);
-        repo::update_customer(&txn, &self.pii, &c, expected).await?;
-        self.remember(&txn, "EraseCustomer", request_id, &c.id, now)
-            .await?;
-        self.commit(txn, vec![events::customer_erased(&c.id, now)])
-            .await?;
-        self.cache.invalidate(&cache_key(&c.id)).await;
-        Ok((now, retained))
     }
 
     pub async fn export(
@@ -399,7 +385,8 @@ impl ProfileApp {
         c.version += 1;
         c.update_time = consent.update_time;
         repo::update_customer(&txn, &self.pii, &c, expected).await?;
-        self.commit(txn, vec![events::consent_changed(&c.id, &consent)])
+        self.outbox
+            .commit(txn, vec![events::consent_changed(&c.id, &consent)])
             .await?;
         self.cache.invalidate(&cache_key(&c.id)).await;
         Ok(c)
@@ -421,7 +408,8 @@ impl ProfileApp {
         }
         let (stored, new) = repo::insert_purchase(&txn, &p).await?;
         if new {
-            self.commit(txn, vec![events::purchase_recorded(&stored)])
+            self.outbox
+                .commit(txn, vec![events::purchase_recorded(&stored)])
                 .await?;
         }
         Ok(stored)
@@ -460,7 +448,7 @@ impl ProfileApp {
             recorded: evs.len() as i64,
             duplicates: (rows.len() - evs.len()) as i64,
         };
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         Ok((counts, failures))
     }
 
@@ -496,7 +484,8 @@ impl ProfileApp {
             occur_time: at,
         };
         if repo::insert_referral(&txn, &r).await? {
-            self.commit(txn, vec![events::referral_recorded(&r)])
+            self.outbox
+                .commit(txn, vec![events::referral_recorded(&r)])
                 .await?;
         }
         Ok(r)
@@ -522,7 +511,7 @@ impl ProfileApp {
             &evs,
             page.last().filter(|_| more).map(|r| r.customer.id.clone()),
         );
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         Ok(counts)
     }
 }

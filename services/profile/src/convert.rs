@@ -1,5 +1,6 @@
-//! proto <-> domain mapping. Unknown enum numbers and malformed values become
-//! field violations here; business rules live in `domain`.
+//! proto <-> domain mapping for the profile API and its events. Unknown enum
+//! numbers and malformed values become field violations here; business rules live
+//! in `domain`. Imports only `domain`.
 
 use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;

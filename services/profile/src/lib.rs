@@ -1,154 +1,127 @@
 //! The customer profile service: the system of record for customers, their contact
 //! permissions, purchases and referrals (DESIGN §1).
 //!
-//! Layers: `domain` (pure rules), `store` (sea-orm entities, migrations, queries),
-//! `app` (use cases: one transaction per change, outbox events, cache invalidation),
-//! `grpc` (tonic service, proto <-> domain), `events` (what it publishes).
+//! Layers, each importing only those before it: `domain` (pure rules),
+//! `convert` (proto <-> domain), `store` (sea-orm entities, migrations, queries,
+//! PII sealing), `events` (what it publishes), `app` (use cases: one transaction
+//! per change, outbox events, cache invalidation), `grpc` (tonic service, request
+//! validation, PII masking). It consumes no events.
 
 pub mod app;
+pub mod convert;
 pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod store;
 
-use retention_auth::{AuthLayer, ScopePolicy};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use retention_auth::ScopePolicy;
 use retention_cache::{Cache, CacheConfig};
 use retention_config::Settings;
-use retention_db::DbOptions;
-use retention_events::{EventBus, Relay, RelayOptions};
 use retention_proto::profile::customer_profile_service_server::CustomerProfileServiceServer;
-use retention_server::HealthHandle;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use retention_server::host::{HostError, Parts, Service, Wiring};
+use sea_orm_migration::MigrationTrait;
 
-pub const SERVICE_NAME: &str = "profile";
-pub const DEFAULT_PORT: u16 = 50051;
-const GRPC_SERVICE: &str = "retention.profile.v1.CustomerProfileService";
+/// The service as the host runs it (`retention_server::host`).
+pub struct Profile;
 
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Db(#[from] retention_db::DbError),
-    #[error(transparent)]
-    Events(#[from] retention_events::EventsError),
-    #[error(transparent)]
-    Server(#[from] retention_server::ServerError),
-    #[error(transparent)]
-    PiiKeys(#[from] store::PiiKeyError),
-}
+/// Its migrations: the shared tables, then its own.
+pub type Migrator = retention_server::host::Migrator<Profile>;
 
-/// Every method and the scopes it needs (deny by default for anything unlisted).
-pub fn scope_policy() -> ScopePolicy {
-    let m = |name: &str| format!("/{GRPC_SERVICE}/{name}");
-    let mut p = ScopePolicy::new();
-    for method in [
-        "GetCustomer",
-        "BatchGetCustomers",
-        "ListCustomers",
-        "ListPurchases",
-    ] {
-        p = p.require(&m(method), &["profile.read"]);
+impl Service for Profile {
+    const NAME: &'static str = "profile";
+    const DEFAULT_PORT: u16 = 50051;
+    const GRPC_SERVICE: &'static str = "retention.profile.v1.CustomerProfileService";
+    const STREAM: &'static str = events::STREAM;
+
+    /// Every method and the scopes it needs (deny by default for anything unlisted).
+    fn scope_policy() -> ScopePolicy {
+        let read = [
+            "GetCustomer",
+            "BatchGetCustomers",
+            "ListCustomers",
+            "ListPurchases",
+        ];
+        let write = [
+            "CreateCustomer",
+            "UpdateCustomer",
+            "UpdateConsent",
+            "RecordPurchase",
+            "RecordPurchases",
+            "RecordReferral",
+        ];
+        let admin = [
+            "MergeCustomers",
+            "EraseCustomer",
+            "ExportCustomerData",
+            "BackfillEvents",
+            "GetEventBacklog",
+        ];
+        ScopePolicy::new()
+            .require_all(Self::GRPC_SERVICE, &read, &["profile.read"])
+            .require_all(Self::GRPC_SERVICE, &write, &["profile.write"])
+            .require_all(Self::GRPC_SERVICE, &admin, &["profile.admin"])
     }
-    for method in [
-        "CreateCustomer",
-        "UpdateCustomer",
-        "UpdateConsent",
-        "RecordPurchase",
-        "RecordPurchases",
-        "RecordReferral",
-    ] {
-        p = p.require(&m(method), &["profile.write"]);
+
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        store::migrations::own()
     }
-    for method in [
-        "MergeCustomers",
-        "EraseCustomer",
-        "ExportCustomerData",
-        "BackfillEvents",
-        "GetEventBacklog",
-    ] {
-        p = p.require(&m(method), &["profile.admin"]);
+
+    async fn build(parts: Parts) -> Result<Wiring, HostError> {
+        // Keys first: a service that could not read its PII must not start.
+        let pii = Arc::new(
+            store::PiiCipher::from_settings(
+                &parts.settings.pii,
+                parts.settings.auth.allow_dev_secret,
+            )
+            .map_err(HostError::service)?,
+        );
+        let cache = Cache::connect(CacheConfig::from_settings(&parts.settings)).await;
+        let app = app::ProfileApp::new(parts.outbox.clone(), cache, pii);
+        let sweeper = app.clone();
+        let max = parts.max_message_bytes();
+        let svc = CustomerProfileServiceServer::new(grpc::ProfileService::new(
+            app,
+            parts.backlog.clone(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        Ok(
+            Wiring::serve(tonic::service::Routes::new(svc)).once(async move {
+                match sweeper.reseal_pii().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "PII sealed under the current key"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "PII reseal sweep stopped; it runs again at the next start")
+                    }
+                }
+            }),
+        )
     }
-    p
-}
 
-/// Runs the service on `listener` until `shutdown` resolves: migrations first,
-/// health NOT_SERVING until ready, relay flushed on the way out.
-pub async fn run(
-    settings: Settings,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), RunError> {
-    let bus = EventBus::from_settings(&settings)?;
-    run_with_bus(settings, listener, shutdown, bus).await
-}
-
-/// As [`run`] on a given bus: the embedded all-in-one process shares one
-/// in-process bus between the services.
-pub async fn run_with_bus(
-    settings: Settings,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    bus: EventBus,
-) -> Result<(), RunError> {
-    // Keys first: a service that could not read its PII must not start.
-    let pii = std::sync::Arc::new(store::PiiCipher::from_settings(
-        &settings.pii,
-        settings.auth.allow_dev_secret,
-    )?);
-    let health = HealthHandle::new().await;
-    let db = retention_db::connect(&DbOptions::from_settings(&settings.database)).await?;
-    retention_db::migrate::<store::Migrator>(&db).await?;
-    let cache = Cache::connect(CacheConfig::from_settings(&settings)).await;
-
-    let relay = Relay::new(
-        db.clone(),
-        bus.publisher(),
-        RelayOptions::from_settings(&settings.events, SERVICE_NAME),
-    );
-    let relay_status = relay.status();
-    let app = app::ProfileApp::new(db.clone(), cache, relay.notifier(), pii);
-    let relay_stop = CancellationToken::new();
-    let relay_task = relay.spawn(relay_stop.clone());
-    let sweeper = app.clone();
-    let reseal_task = tokio::spawn(async move {
-        match sweeper.reseal_pii().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "PII sealed under the current key"),
-            Err(e) => {
-                tracing::warn!(error = %e, "PII reseal sweep stopped; it runs again at the next start")
-            }
-        }
-    });
-
-    let max_bytes = settings.server.max_message_bytes;
-    let backlog = retention_events::BacklogProbe::new(
-        db.clone(),
-        &bus,
-        events::STREAM,
-        &settings.events,
-        relay_status,
-    );
-    let svc = CustomerProfileServiceServer::new(grpc::ProfileService::new(app, backlog))
-        .max_decoding_message_size(max_bytes)
-        .max_encoding_message_size(max_bytes);
-    let probe_db = db.clone();
-    let result = retention_server::serve_ready(
-        &settings.server,
-        listener,
-        tonic::service::Routes::new(svc),
-        AuthLayer::from_settings(&settings.auth, scope_policy()),
-        health,
-        GRPC_SERVICE,
-        move || {
-            let db = probe_db.clone();
-            async move { retention_db::ping(&db).await }
-        },
-        shutdown,
-    )
-    .await;
-    relay_stop.cancel();
-    reseal_task.abort();
-    let _ = relay_task.await;
-    let _ = db.close().await;
-    Ok(result?)
+    /// Embedded/dev mode only: a token and a ready-to-paste call, so a new user can
+    /// try the service at once.
+    fn dev_banner(settings: &Settings, addr: SocketAddr) {
+        let token = retention_auth::TokenMinter::hs256(
+            settings.auth.jwt_secret.as_bytes(),
+            &settings.auth.issuer,
+            &settings.auth.audience,
+        )
+        .mint(
+            "dev-user",
+            &["profile.read", "profile.write", "profile.admin", "pii.read"],
+            std::time::Duration::from_secs(12 * 3600),
+        );
+        println!(
+            "\nretention-profile listening on {addr} (embedded mode: {}; development token below, valid 12 h)\n\n\
+             Try it (grpcurl):\n  grpcurl -plaintext -H 'authorization: Bearer {token}' \\\n    \
+             -d '{{\"customer\":{{\"kind\":\"CUSTOMER_KIND_INDIVIDUAL\",\"display_name\":\"Li Lei\",\"email\":\"li.lei@example.com\"}}}}' \\\n    \
+             {addr} retention.profile.v1.CustomerProfileService/CreateCustomer\n\n\
+             or (buf curl, via npx):\n  npx buf curl --protocol grpc --http2-prior-knowledge -H 'authorization: Bearer {token}' \\\n    \
+             -d '{{\"page_size\":10}}' http://{addr}/retention.profile.v1.CustomerProfileService/ListCustomers\n",
+            settings.database.url
+        );
+    }
 }

@@ -7,13 +7,8 @@ use chrono::{DateTime, Datelike, Utc};
 use retention_errors::FieldViolations;
 
 use super::enums::*;
+use super::money::Money;
 use super::validate::*;
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Money {
-    pub currency: String,
-    pub minor_units: i64,
-}
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Demographics {

@@ -3,12 +3,14 @@
 pub mod customer;
 pub mod enums;
 pub mod filter;
+pub mod money;
 pub mod purchase;
 pub mod replay;
 pub mod validate;
 
 pub use customer::*;
 pub use enums::*;
+pub use money::*;
 pub use purchase::*;
 pub use replay::*;
 

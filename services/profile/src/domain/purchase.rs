@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;
 
-use super::customer::Money;
+use super::money::Money;
 use super::validate::*;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 
 use retention_errors::FieldViolations;
 
-use super::customer::Money;
+use super::money::Money;
 
 /// The longest e-mail address accepted (RFC 5321's path limit less the brackets).
 pub const MAX_EMAIL: usize = 254;

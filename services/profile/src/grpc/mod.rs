@@ -1,6 +1,6 @@
-//! gRPC transport: request validation, proto <-> domain mapping, PII masking.
+//! gRPC transport: request validation, domain <-> proto through `crate::convert`,
+//! PII masking.
 
-pub mod convert;
 pub mod error;
 pub mod service;
 

@@ -13,8 +13,8 @@ use retention_server::paging::{
     decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
 };
 
-use super::convert;
 use crate::app::{AppError, ProfileApp};
+use crate::convert;
 use crate::domain::filter::customer_filter_schema;
 use crate::domain::now;
 use crate::domain::validate::MAX_EMAIL;
@@ -68,6 +68,22 @@ fn customer_id(name: &str, field: &str) -> Result<String, Status> {
     })
 }
 
+/// The customer id `name` names, or a violation of `field`.
+fn customer_ref(name: &str, field: impl Into<String>, v: &mut FieldViolations) -> Option<String> {
+    let id = parse_customer_name(name);
+    v.check(id.is_some(), field, "must be \"customers/{uuid}\"");
+    id
+}
+
+/// The required part `x` of a request; when missing, every violation so far and
+/// `field` as required.
+fn required<T>(x: Option<T>, field: &str, v: &mut FieldViolations) -> Result<T, Status> {
+    x.ok_or_else(|| {
+        v.add(field, "is required");
+        std::mem::take(v).into_status()
+    })
+}
+
 #[tonic::async_trait]
 impl CustomerProfileService for ProfileService {
     async fn get_event_backlog(
@@ -85,10 +101,7 @@ impl CustomerProfileService for ProfileService {
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         check_request_id(&mut v, &r.request_id);
-        let Some(c) = r.customer else {
-            v.add("customer", "is required");
-            return Err(v.into_status());
-        };
+        let c = required(r.customer, "customer", &mut v)?;
         let mut input = convert::customer_input(&c, "customer", &mut v);
         input.normalize();
         v.extend(input.validate("customer", true, now()));
@@ -129,10 +142,7 @@ impl CustomerProfileService for ProfileService {
         );
         let mut ids = Vec::new();
         for (i, n) in names.iter().enumerate() {
-            match parse_customer_name(n) {
-                Some(id) => ids.push(id),
-                None => v.add(format!("names[{i}]"), "must be \"customers/{uuid}\""),
-            }
+            ids.extend(customer_ref(n, format!("names[{i}]"), &mut v));
         }
         v.into_result()?;
         let mut customers = Vec::with_capacity(ids.len());
@@ -153,10 +163,7 @@ impl CustomerProfileService for ProfileService {
         let pii = sees_pii(&req);
         let r = req.into_inner();
         let mut v = FieldViolations::new();
-        let Some(c) = r.customer else {
-            v.add("customer", "is required");
-            return Err(v.into_status());
-        };
+        let c = required(r.customer, "customer", &mut v)?;
         let id = customer_id(&c.name, "customer.name")?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let mut patch = convert::customer_input(&c, "customer", &mut v);
@@ -248,14 +255,8 @@ impl CustomerProfileService for ProfileService {
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         check_request_id(&mut v, &r.request_id);
-        let survivor = parse_customer_name(&r.survivor);
-        let merged = parse_customer_name(&r.merged);
-        v.check(
-            survivor.is_some(),
-            "survivor",
-            "must be \"customers/{uuid}\"",
-        );
-        v.check(merged.is_some(), "merged", "must be \"customers/{uuid}\"");
+        let survivor = customer_ref(&r.survivor, "survivor", &mut v);
+        let merged = customer_ref(&r.merged, "merged", &mut v);
         v.into_result()?;
         let (Some(s), Some(m)) = (survivor, merged) else {
             return Err(Status::invalid_argument("survivor and merged are required"));
@@ -345,16 +346,8 @@ impl CustomerProfileService for ProfileService {
     ) -> Result<Response<pb::Purchase>, Status> {
         let r = req.into_inner();
         let mut v = FieldViolations::new();
-        let Some(p) = r.purchase else {
-            v.add("purchase", "is required");
-            return Err(v.into_status());
-        };
-        let owner = parse_customer_name(&p.customer);
-        v.check(
-            owner.is_some(),
-            "purchase.customer",
-            "must be \"customers/{uuid}\"",
-        );
+        let p = required(r.purchase, "purchase", &mut v)?;
+        let owner = customer_ref(&p.customer, "purchase.customer", &mut v);
         let input = convert::purchase_input(&p, "purchase", &mut v);
         v.extend(input.validate("purchase", now()));
         v.into_result()?;
@@ -395,8 +388,7 @@ impl CustomerProfileService for ProfileService {
             let mut positions = Vec::with_capacity(msg.purchases.len());
             for p in &msg.purchases {
                 let mut v = FieldViolations::new();
-                let owner = parse_customer_name(&p.customer);
-                v.check(owner.is_some(), "customer", "must be \"customers/{uuid}\"");
+                let owner = customer_ref(&p.customer, "customer", &mut v);
                 let input = convert::purchase_input(p, "purchase", &mut v);
                 v.extend(input.validate("purchase", now()));
                 match owner {
@@ -461,22 +453,9 @@ impl CustomerProfileService for ProfileService {
     ) -> Result<Response<pb::Referral>, Status> {
         let r = req.into_inner();
         let mut v = FieldViolations::new();
-        let Some(rf) = r.referral else {
-            v.add("referral", "is required");
-            return Err(v.into_status());
-        };
-        let a = parse_customer_name(&rf.referrer);
-        let b = parse_customer_name(&rf.referred);
-        v.check(
-            a.is_some(),
-            "referral.referrer",
-            "must be \"customers/{uuid}\"",
-        );
-        v.check(
-            b.is_some(),
-            "referral.referred",
-            "must be \"customers/{uuid}\"",
-        );
+        let rf = required(r.referral, "referral", &mut v)?;
+        let a = customer_ref(&rf.referrer, "referral.referrer", &mut v);
+        let b = customer_ref(&rf.referred, "referral.referred", &mut v);
         let at = rf
             .occur_time
             .as_ref()

@@ -1,85 +1,29 @@
 //! Schema of the profile database. Written with sea-query builders only, so the
 //! same migrations run on PostgreSQL and SQLite.
 
+use retention_db::schema::{
+    add_columns, create_index, create_table, drop_columns, drop_index, drop_tables,
+};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(retention_events::EventsMigration),
-            Box::new(retention_db::idempotency::IdempotencyMigration),
-            Box::new(CreateProfileTables),
-            Box::new(AddEmailLookup),
-        ]
-    }
+/// The service's own tables, in the order they were added (the shared ones come
+/// from the host).
+pub fn own() -> Vec<Box<dyn MigrationTrait>> {
+    vec![Box::new(CreateProfileTables), Box::new(AddEmailLookup)]
 }
 
-/// PII is sealed from here on (`store::pii`); rows from before are sealed by the
-/// startup sweep (`store::reseal`), which also fills their lookup hashes.
-struct AddEmailLookup;
-
-// Named by hand: the derived name is the module's, which the first migration
-// of this file already has.
-impl MigrationName for AddEmailLookup {
-    fn name(&self) -> &str {
-        "m20261201_000001_customers_email_lookup"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for AddEmailLookup {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table("customers")
-                .add_column(string_len_null("email_hash", 64))
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .name("idx_customers_email_hash")
-                .table("customers")
-                .col("email_hash")
-                .if_not_exists()
-                .to_owned(),
-        )
-        .await
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_index(
-            Index::drop()
-                .name("idx_customers_email_hash")
-                .table("customers")
-                .if_exists()
-                .to_owned(),
-        )
-        .await?;
-        m.alter_table(
-            Table::alter()
-                .table("customers")
-                .drop_column("email_hash")
-                .to_owned(),
-        )
-        .await
-    }
-}
-
-#[derive(DeriveMigrationName)]
-struct CreateProfileTables;
+// Named as `DeriveMigrationName` named it when this file held only this
+// migration: after the file.
+retention_db::migration!(CreateProfileTables, "migrations");
 
 #[async_trait::async_trait]
 impl MigrationTrait for CreateProfileTables {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("customers")
-                .if_not_exists()
                 .col(string_len("id", 36).primary_key())
                 .col(string_len("kind", 16))
                 .col(string_null("display_name"))
@@ -107,53 +51,46 @@ impl MigrationTrait for CreateProfileTables {
                 .col(boolean("erased"))
                 .col(timestamp_with_time_zone_null("erase_time"))
                 .col(timestamp_with_time_zone("create_time"))
-                .col(timestamp_with_time_zone("update_time"))
-                .to_owned(),
+                .col(timestamp_with_time_zone("update_time")),
         )
         .await?;
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("customer_identities")
-                .if_not_exists()
                 .col(string_len("namespace", 64))
                 .col(string_len("value", 256))
                 .col(string_len("customer_id", 36))
-                .primary_key(Index::create().col("namespace").col("value"))
-                .to_owned(),
+                .primary_key(Index::create().col("namespace").col("value")),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("idx_identities_customer")
-                .table("customer_identities")
-                .col("customer_id")
-                .if_not_exists()
-                .to_owned(),
+        create_index(
+            m,
+            "idx_identities_customer",
+            "customer_identities",
+            &["customer_id"],
         )
         .await?;
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("customer_aliases")
-                .if_not_exists()
                 .col(string_len("alias_id", 36).primary_key())
                 .col(string_len("survivor_id", 36))
-                .col(timestamp_with_time_zone("merge_time"))
-                .to_owned(),
+                .col(timestamp_with_time_zone("merge_time")),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("idx_aliases_survivor")
-                .table("customer_aliases")
-                .col("survivor_id")
-                .if_not_exists()
-                .to_owned(),
+        create_index(
+            m,
+            "idx_aliases_survivor",
+            "customer_aliases",
+            &["survivor_id"],
         )
         .await?;
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("purchases")
-                .if_not_exists()
                 .col(string_len("id", 36).primary_key())
                 .col(string_len("customer_id", 36))
                 .col(string_len("origin_customer_id", 36))
@@ -165,10 +102,10 @@ impl MigrationTrait for CreateProfileTables {
                 .col(big_integer("discount_minor"))
                 .col(string_len_null("product_category", 64))
                 .col(string_len_null("channel", 64))
-                .col(timestamp_with_time_zone("create_time"))
-                .to_owned(),
+                .col(timestamp_with_time_zone("create_time")),
         )
         .await?;
+        // Unique: the schema helpers create plain indexes only.
         m.create_index(
             Index::create()
                 .name("uq_purchases_origin_order")
@@ -180,50 +117,57 @@ impl MigrationTrait for CreateProfileTables {
                 .to_owned(),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("idx_purchases_customer_time")
-                .table("purchases")
-                .col("customer_id")
-                .col("occur_time")
-                .if_not_exists()
-                .to_owned(),
+        create_index(
+            m,
+            "idx_purchases_customer_time",
+            "purchases",
+            &["customer_id", "occur_time"],
         )
         .await?;
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("referrals")
-                .if_not_exists()
                 .col(string_len("referrer_id", 36))
                 .col(string_len("referred_id", 36))
                 .col(timestamp_with_time_zone("occur_time"))
-                .primary_key(Index::create().col("referrer_id").col("referred_id"))
-                .to_owned(),
+                .primary_key(Index::create().col("referrer_id").col("referred_id")),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("idx_referrals_referred")
-                .table("referrals")
-                .col("referred_id")
-                .if_not_exists()
-                .to_owned(),
-        )
-        .await?;
-        Ok(())
+        create_index(m, "idx_referrals_referred", "referrals", &["referred_id"]).await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for t in [
-            "referrals",
-            "purchases",
-            "customer_aliases",
-            "customer_identities",
-            "customers",
-        ] {
-            m.drop_table(Table::drop().table(t).if_exists().to_owned())
-                .await?;
-        }
-        Ok(())
+        drop_tables(
+            m,
+            &[
+                "referrals",
+                "purchases",
+                "customer_aliases",
+                "customer_identities",
+                "customers",
+            ],
+        )
+        .await
+    }
+}
+
+retention_db::migration!(
+    /// PII is sealed from here on (`store::pii`); rows from before are sealed by the
+    /// startup sweep (`store::reseal`), which also fills their lookup hashes.
+    AddEmailLookup,
+    "m20261201_000001_customers_email_lookup"
+);
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddEmailLookup {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        add_columns(m, "customers", [string_len_null("email_hash", 64)]).await?;
+        create_index(m, "idx_customers_email_hash", "customers", &["email_hash"]).await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        drop_index(m, "idx_customers_email_hash", "customers").await?;
+        drop_columns(m, "customers", &["email_hash"]).await
     }
 }

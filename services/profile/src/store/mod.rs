@@ -8,6 +8,5 @@ pub mod pii;
 pub mod repo;
 pub mod reseal;
 
-pub use migrations::Migrator;
 pub use pii::{PiiCipher, PiiError, PiiKeyError};
 pub use repo::StoreError;

@@ -238,20 +238,15 @@ pub async fn merge_into<C: ConnectionTrait>(
         .rows_affected;
     // Referrals: re-point both sides, dropping pairs that would duplicate an
     // existing one or become self-referrals.
+    let either_side = referral::Column::ReferrerId
+        .eq(merged)
+        .or(referral::Column::ReferredId.eq(merged));
     let refs = referral::Entity::find()
-        .filter(
-            referral::Column::ReferrerId
-                .eq(merged)
-                .or(referral::Column::ReferredId.eq(merged)),
-        )
+        .filter(either_side.clone())
         .all(db)
         .await?;
     referral::Entity::delete_many()
-        .filter(
-            referral::Column::ReferrerId
-                .eq(merged)
-                .or(referral::Column::ReferredId.eq(merged)),
-        )
+        .filter(either_side)
         .exec(db)
         .await?;
     for r in refs {
@@ -353,6 +348,16 @@ pub async fn live_owners<C: ConnectionTrait>(
 /// Ids per `IN (...)` list, well inside both backends' parameter limits.
 const IN_CHUNK: usize = 1_000;
 
+/// A purchase whose (origin customer, order id) pair is stored already is skipped.
+fn known_order() -> OnConflict {
+    OnConflict::columns([
+        purchase::Column::OriginCustomerId,
+        purchase::Column::OrderId,
+    ])
+    .do_nothing()
+    .to_owned()
+}
+
 /// Inserts the purchases whose (origin customer, order id) pair is new, 500 rows
 /// per statement; returns the ids of those inserted. A pair repeated within
 /// `ps` is inserted once, as the first occurrence.
@@ -364,14 +369,7 @@ pub async fn insert_purchases<C: ConnectionTrait>(
     // 12 columns: 500 rows stay below SQLite's parameter limit.
     for chunk in ps.chunks(500) {
         let keys = purchase::Entity::insert_many(chunk.iter().map(purchase_to_active))
-            .on_conflict(
-                OnConflict::columns([
-                    purchase::Column::OriginCustomerId,
-                    purchase::Column::OrderId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
+            .on_conflict(known_order())
             .exec_with_returning_keys(db)
             .await?;
         inserted.extend(keys);
@@ -386,14 +384,7 @@ pub async fn insert_purchase<C: ConnectionTrait>(
     p: &Purchase,
 ) -> Result<(Purchase, bool), StoreError> {
     let inserted = purchase::Entity::insert(purchase_to_active(p))
-        .on_conflict(
-            OnConflict::columns([
-                purchase::Column::OriginCustomerId,
-                purchase::Column::OrderId,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
+        .on_conflict(known_order())
         .exec_without_returning(db)
         .await?;
     if inserted > 0 {
@@ -467,26 +458,32 @@ pub async fn referrals_of<C: ConnectionTrait>(
     db: &C,
     customer_id: &str,
 ) -> Result<(Vec<Referral>, Vec<Referral>), StoreError> {
-    let map = |r: referral::Model| Referral {
+    let given = referrals_where(db, referral::Column::ReferrerId, customer_id).await?;
+    let received = referrals_where(db, referral::Column::ReferredId, customer_id).await?;
+    Ok((given, received))
+}
+
+/// The referrals whose `side` (referrer or referred) is `customer_id`.
+async fn referrals_where<C: ConnectionTrait>(
+    db: &C,
+    side: referral::Column,
+    customer_id: &str,
+) -> Result<Vec<Referral>, StoreError> {
+    Ok(referral::Entity::find()
+        .filter(side.eq(customer_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(referral_from_row)
+        .collect())
+}
+
+fn referral_from_row(r: referral::Model) -> Referral {
+    Referral {
         referrer_id: r.referrer_id,
         referred_id: r.referred_id,
         occur_time: r.occur_time,
-    };
-    let given = referral::Entity::find()
-        .filter(referral::Column::ReferrerId.eq(customer_id))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(map)
-        .collect();
-    let received = referral::Entity::find()
-        .filter(referral::Column::ReferredId.eq(customer_id))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(map)
-        .collect();
-    Ok((given, received))
+    }
 }
 
 /// The customers (live and erased) with ids in [`from`, `to`) after `after`, at
@@ -560,11 +557,7 @@ pub async fn customers_for_replay<C: ConnectionTrait>(
             referrals
                 .entry(r.referrer_id.clone())
                 .or_default()
-                .push(Referral {
-                    referrer_id: r.referrer_id,
-                    referred_id: r.referred_id,
-                    occur_time: r.occur_time,
-                });
+                .push(referral_from_row(r));
         }
     }
     let mut out = Vec::with_capacity(rows.len());

@@ -1,6 +1,7 @@
 //! Every method needs a bearer token with its scope; health is open.
 
 use retention_proto::profile as pb;
+use retention_server::host::Service;
 use retention_testkit::Backend;
 use tonic::Code;
 
@@ -96,7 +97,7 @@ async fn each_method_needs_its_scope() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // Every method of the service is in the policy (deny-by-default would hide a gap).
-    let policy = retention_profile::scope_policy();
+    let policy = <retention_profile::Profile as Service>::scope_policy();
     assert_eq!(policy.methods().count(), 15);
     app.stop().await;
 }

@@ -83,34 +83,12 @@ async fn replays_the_current_state_for_one_group(backend: Backend) {
         (pb::ContactChannel::Email, pb::ConsentStatus::Granted),
         (pb::ContactChannel::Email, pb::ConsentStatus::Withdrawn),
     ] {
-        app.client
-            .update_consent(app.req(pb::UpdateConsentRequest {
-                name: a.name.clone(),
-                channel: channel as i32,
-                status: status as i32,
-                source: "form".into(),
-            }))
-            .await
-            .unwrap();
+        app.consent(&a.name, channel, status, "form").await;
     }
     for (who, order) in [(&a, "a-1"), (&a, "a-2"), (&d, "d-1")] {
-        app.client
-            .record_purchase(app.req(pb::RecordPurchaseRequest {
-                purchase: Some(purchase(&who.name, order, 1_000)),
-            }))
-            .await
-            .unwrap();
+        app.record(purchase(&who.name, order, 1_000)).await;
     }
-    app.client
-        .record_referral(app.req(pb::RecordReferralRequest {
-            referral: Some(pb::Referral {
-                referrer: a.name.clone(),
-                referred: b.name.clone(),
-                occur_time: None,
-            }),
-        }))
-        .await
-        .unwrap();
+    app.refer(&a.name, &b.name).await;
     app.merge(&b.name, &d.name).await;
     app.erase(&c.name).await;
     let live = envelopes(&app).await;

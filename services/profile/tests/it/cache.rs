@@ -54,14 +54,7 @@ async fn reads_fill_the_cache_and_writes_invalidate_it() {
     ))
     .await
     .unwrap();
-    let hit = app
-        .client
-        .get_customer(app.req(pb::GetCustomerRequest {
-            name: c.name.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let hit = app.get(&c.name).await;
     assert_eq!(
         hit.demographics.as_ref().unwrap().region,
         "Shanghai",
@@ -84,14 +77,7 @@ async fn reads_fill_the_cache_and_writes_invalidate_it() {
         redis_get(&url, &key).await.is_none(),
         "the write invalidated the entry"
     );
-    let fresh = app
-        .client
-        .get_customer(app.req(pb::GetCustomerRequest {
-            name: c.name.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let fresh = app.get(&c.name).await;
     assert_eq!(fresh.email, "changed@example.com");
     assert_eq!(fresh.demographics.unwrap().region, "Behind The Cache");
     app.stop().await;
@@ -113,14 +99,7 @@ async fn the_service_keeps_answering_with_redis_stopped() {
     redis.stop();
     // Reads, writes and creates all still succeed from the database.
     for i in 0..5 {
-        let got = app
-            .client
-            .get_customer(app.req(pb::GetCustomerRequest {
-                name: c.name.clone(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let got = app.get(&c.name).await;
         assert_eq!(got.name, c.name);
         let mut patch = got.clone();
         patch.email = format!("v{i}@example.com");
@@ -136,14 +115,7 @@ async fn the_service_keeps_answering_with_redis_stopped() {
             .unwrap()
             .into_inner();
         assert_eq!(updated.email, format!("v{i}@example.com"));
-        let again = app
-            .client
-            .get_customer(app.req(pb::GetCustomerRequest {
-                name: c.name.clone(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let again = app.get(&c.name).await;
         assert_eq!(
             again.email,
             format!("v{i}@example.com"),

@@ -19,14 +19,7 @@ async fn create_get_update_list(backend: Backend) {
     assert_eq!(created.etag, "\"1\"");
     assert!(!created.pii_masked);
 
-    let got = app
-        .client
-        .get_customer(app.req(pb::GetCustomerRequest {
-            name: created.name.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = app.get(&created.name).await;
     assert_eq!(got, created);
 
     // Update with the right etag succeeds and bumps it.
@@ -82,16 +75,13 @@ async fn create_get_update_list(backend: Backend) {
 
     // Consent per channel.
     let consented = app
-        .client
-        .update_consent(app.req(pb::UpdateConsentRequest {
-            name: created.name.clone(),
-            channel: pb::ContactChannel::Email as i32,
-            status: pb::ConsentStatus::Withdrawn as i32,
-            source: "unsubscribe-link".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+        .consent(
+            &created.name,
+            pb::ContactChannel::Email,
+            pb::ConsentStatus::Withdrawn,
+            "unsubscribe-link",
+        )
+        .await;
     assert_eq!(consented.consents.len(), 1);
     assert_eq!(
         consented.consents[0].status,
@@ -122,18 +112,7 @@ async fn list_filters_and_pages(backend: Backend) {
             share_of_wallet: Some(i as f64 / 10.0),
             ..Default::default()
         });
-        let req = app.req(pb::CreateCustomerRequest {
-            customer: Some(c),
-            request_id: String::new(),
-        });
-        business.push(
-            app.client
-                .create_customer(req)
-                .await
-                .unwrap()
-                .into_inner()
-                .name,
-        );
+        business.push(app.create_with(c).await.name);
     }
     app.create("Private Person").await;
 
@@ -150,49 +129,35 @@ async fn list_filters_and_pages(backend: Backend) {
             .collect::<Vec<_>>()
     };
 
-    let all_business = app
-        .client
-        .list_customers(app.req(list("kind == \"BUSINESS\"", 100, String::new())))
-        .await
-        .unwrap()
-        .into_inner();
+    let all_business = app.list("kind == \"BUSINESS\"", 100, String::new()).await;
     assert_eq!(names(&all_business), business, "id order is creation order");
 
     let tagged = app
-        .client
-        .list_customers(app.req(list(
+        .list(
             "\"key-account\" in tags && attributes.tier == \"gold\"",
             100,
             String::new(),
-        )))
-        .await
-        .unwrap()
-        .into_inner();
+        )
+        .await;
     assert_eq!(
         names(&tagged),
         vec![business[0].clone(), business[2].clone()]
     );
 
     let wallet = app
-        .client
-        .list_customers(app.req(list(
+        .list(
             "share_of_wallet >= 0.5 || credit_rating == \"BEST\"",
             100,
             String::new(),
-        )))
-        .await
-        .unwrap()
-        .into_inner();
+        )
+        .await;
     assert_eq!(names(&wallet), business[5..].to_vec());
 
     // A missing value fails a predicate (two-valued, like in-memory evaluation), so
     // its negation matches the customer without firmographics.
     let negated = app
-        .client
-        .list_customers(app.req(list("!(credit_rating == \"GOOD\")", 100, String::new())))
-        .await
-        .unwrap()
-        .into_inner();
+        .list("!(credit_rating == \"GOOD\")", 100, String::new())
+        .await;
     assert_eq!(negated.customers.len(), 1);
     assert_eq!(negated.customers[0].display_name, "Private Person");
 
@@ -201,30 +166,14 @@ async fn list_filters_and_pages(backend: Backend) {
     let mut token = String::new();
     let mut pages = 0;
     loop {
-        let page = app
-            .client
-            .list_customers(app.req(list("kind == \"BUSINESS\"", 3, token.clone())))
-            .await
-            .unwrap()
-            .into_inner();
+        let page = app.list("kind == \"BUSINESS\"", 3, token.clone()).await;
         seen.extend(names(&page));
         pages += 1;
         if pages == 1 {
             // A write between pages: update one already seen and create a new one.
             let mut late = customer("Late Firm");
             late.kind = pb::CustomerKind::Business as i32;
-            let req = app.req(pb::CreateCustomerRequest {
-                customer: Some(late),
-                request_id: String::new(),
-            });
-            business.push(
-                app.client
-                    .create_customer(req)
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .name,
-            );
+            business.push(app.create_with(late).await.name);
         }
         if page.next_page_token.is_empty() {
             break;
@@ -235,12 +184,7 @@ async fn list_filters_and_pages(backend: Backend) {
     assert_eq!(pages, 3);
 
     // A token cannot be reused with another filter.
-    let first = app
-        .client
-        .list_customers(app.req(list("kind == \"BUSINESS\"", 2, String::new())))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = app.list("kind == \"BUSINESS\"", 2, String::new()).await;
     let err = app
         .client
         .list_customers(app.req(list("kind == \"INDIVIDUAL\"", 2, first.next_page_token)))
@@ -341,19 +285,8 @@ async fn unknown_customers_are_not_found() {
 async fn identities_are_unique_per_namespace() {
     let mut app = TestApp::spawn(Backend::Postgres).await;
     let mut a = customer("Owner");
-    a.identities = vec![pb::ExternalIdentity {
-        namespace: "crm".into(),
-        value: "C-42".into(),
-    }];
-    let owner = app
-        .client
-        .create_customer(app.req(pb::CreateCustomerRequest {
-            customer: Some(a.clone()),
-            request_id: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    a.identities = vec![identity("crm", "C-42")];
+    let owner = app.create_with(a.clone()).await;
     let before = app.outbox_count("CustomerCreatedEvent").await;
     let err = app
         .client

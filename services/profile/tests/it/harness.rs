@@ -1,9 +1,11 @@
 //! spawn_app: a profile service per test.
 
 use retention_config::Settings;
+use retention_profile::Profile;
 use retention_proto::common::Money;
 use retention_proto::profile as pb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
+use retention_server::host::HostError;
 use retention_testkit::{Backend, SpawnedService, TestService};
 use sea_orm::DatabaseConnection;
 use tonic::Request;
@@ -28,19 +30,9 @@ impl TestApp {
         with_redis: bool,
         tweak: impl FnOnce(&mut Settings),
     ) -> TestApp {
-        let mut inner = TestService::spawn(
-            "profile",
-            backend,
-            with_redis,
-            tweak,
-            |settings, listener, stop| {
-                retention_profile::run(settings, listener, async move {
-                    let _ = stop.await;
-                })
-            },
-        )
-        .await
-        .expect("spawn profile");
+        let mut inner = TestService::spawn("profile", backend, with_redis, tweak, run)
+            .await
+            .expect("spawn profile");
         TestApp {
             settings: inner.settings.clone(),
             client: CustomerProfileServiceClient::new(inner.channel.clone()),
@@ -74,14 +66,106 @@ impl TestApp {
     }
 
     pub async fn create(&mut self, name: &str) -> pb::Customer {
+        self.create_with(customer(name)).await
+    }
+
+    /// Creates `c` (no request id).
+    pub async fn create_with(&mut self, c: pb::Customer) -> pb::Customer {
         let req = self.req(pb::CreateCustomerRequest {
-            customer: Some(customer(name)),
+            customer: Some(c),
             request_id: String::new(),
         });
         self.client
             .create_customer(req)
             .await
             .expect("create")
+            .into_inner()
+    }
+
+    /// Reads the customer `name` with every scope (PII included).
+    pub async fn get(&mut self, name: &str) -> pb::Customer {
+        let req = self.req(pb::GetCustomerRequest { name: name.into() });
+        self.client
+            .get_customer(req)
+            .await
+            .expect("get")
+            .into_inner()
+    }
+
+    /// A page of the customers matching `filter` (no e-mail lookup).
+    pub async fn list(
+        &mut self,
+        filter: &str,
+        page_size: i32,
+        page_token: String,
+    ) -> pb::ListCustomersResponse {
+        let req = self.req(pb::ListCustomersRequest {
+            filter: filter.into(),
+            page_size,
+            page_token,
+            email: String::new(),
+        });
+        self.client
+            .list_customers(req)
+            .await
+            .expect("list")
+            .into_inner()
+    }
+
+    /// Everything held about the customer `name`.
+    pub async fn export(&mut self, name: &str) -> pb::ExportCustomerDataResponse {
+        let req = self.req(pb::ExportCustomerDataRequest { name: name.into() });
+        self.client
+            .export_customer_data(req)
+            .await
+            .expect("export")
+            .into_inner()
+    }
+
+    /// Sets the customer `name`'s consent on `channel` to `status`.
+    pub async fn consent(
+        &mut self,
+        name: &str,
+        channel: pb::ContactChannel,
+        status: pb::ConsentStatus,
+        source: &str,
+    ) -> pb::Customer {
+        let req = self.req(pb::UpdateConsentRequest {
+            name: name.into(),
+            channel: channel as i32,
+            status: status as i32,
+            source: source.into(),
+        });
+        self.client
+            .update_consent(req)
+            .await
+            .expect("update consent")
+            .into_inner()
+    }
+
+    /// Records the purchase `p`.
+    pub async fn record(&mut self, p: pb::Purchase) -> pb::Purchase {
+        let req = self.req(pb::RecordPurchaseRequest { purchase: Some(p) });
+        self.client
+            .record_purchase(req)
+            .await
+            .expect("record purchase")
+            .into_inner()
+    }
+
+    /// Records that `referrer` referred `referred` (at the time of the call).
+    pub async fn refer(&mut self, referrer: &str, referred: &str) -> pb::Referral {
+        let req = self.req(pb::RecordReferralRequest {
+            referral: Some(pb::Referral {
+                referrer: referrer.into(),
+                referred: referred.into(),
+                occur_time: None,
+            }),
+        });
+        self.client
+            .record_referral(req)
+            .await
+            .expect("record referral")
             .into_inner()
     }
 
@@ -132,11 +216,7 @@ impl TestApp {
         tweak(&mut self.settings);
         let settings = self.settings.clone();
         let service = SpawnedService::spawn(move |listener, stop| async move {
-            retention_profile::run(settings, listener, async move {
-                let _ = stop.await;
-            })
-            .await
-            .map_err(Into::into)
+            run(settings, listener, stop).await.map_err(Into::into)
         })
         .await
         .expect("restart profile");
@@ -155,6 +235,18 @@ impl TestApp {
     }
 }
 
+/// The profile service on `listener` (its own bus) until `stop` resolves or drops.
+pub async fn run(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future + Send + 'static,
+) -> Result<(), HostError> {
+    let shutdown = async move {
+        let _ = stop.await;
+    };
+    retention_server::host::run::<Profile>(settings, listener, shutdown, None).await
+}
+
 pub fn customer(name: &str) -> pb::Customer {
     pb::Customer {
         kind: pb::CustomerKind::Individual as i32,
@@ -168,6 +260,13 @@ pub fn customer(name: &str) -> pb::Customer {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+pub fn identity(namespace: &str, value: &str) -> pb::ExternalIdentity {
+    pb::ExternalIdentity {
+        namespace: namespace.into(),
+        value: value.into(),
     }
 }
 

@@ -10,53 +10,17 @@ use retention_testkit::on_both_backends;
 async fn merge_moves_history_and_leaves_an_alias(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let mut a = customer("Survivor");
-    a.identities = vec![pb::ExternalIdentity {
-        namespace: "crm".into(),
-        value: "S".into(),
-    }];
-    let survivor = app
-        .client
-        .create_customer(app.req(pb::CreateCustomerRequest {
-            customer: Some(a),
-            request_id: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    a.identities = vec![identity("crm", "S")];
+    let survivor = app.create_with(a).await;
     let mut b = customer("Duplicate");
-    b.identities = vec![pb::ExternalIdentity {
-        namespace: "shop".into(),
-        value: "D".into(),
-    }];
+    b.identities = vec![identity("shop", "D")];
     b.tags = vec!["newsletter".into()];
-    let merged = app
-        .client
-        .create_customer(app.req(pb::CreateCustomerRequest {
-            customer: Some(b),
-            request_id: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let merged = app.create_with(b).await;
     let friend = app.create("Friend").await;
     for (who, order) in [(&survivor, "1"), (&merged, "1"), (&merged, "2")] {
-        app.client
-            .record_purchase(app.req(pb::RecordPurchaseRequest {
-                purchase: Some(purchase(&who.name, order, 100)),
-            }))
-            .await
-            .unwrap();
+        app.record(purchase(&who.name, order, 100)).await;
     }
-    app.client
-        .record_referral(app.req(pb::RecordReferralRequest {
-            referral: Some(pb::Referral {
-                referrer: merged.name.clone(),
-                referred: friend.name.clone(),
-                occur_time: None,
-            }),
-        }))
-        .await
-        .unwrap();
+    app.refer(&merged.name, &friend.name).await;
 
     let result = app
         .client
@@ -80,14 +44,7 @@ async fn merge_moves_history_and_leaves_an_alias(backend: Backend) {
     assert!(result.tags.contains(&"newsletter".to_string()));
 
     // The old id resolves to the survivor.
-    let via_alias = app
-        .client
-        .get_customer(app.req(pb::GetCustomerRequest {
-            name: merged.name.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let via_alias = app.get(&merged.name).await;
     assert_eq!(via_alias.name, survivor.name);
     assert_eq!(via_alias.merged_names, vec![merged.name.clone()]);
     assert_eq!(
@@ -97,25 +54,11 @@ async fn merge_moves_history_and_leaves_an_alias(backend: Backend) {
 
     // History moved: both customers' orders "1" coexist, and re-sending the merged
     // customer's order via its old id is still recognised.
-    let export = app
-        .client
-        .export_customer_data(app.req(pb::ExportCustomerDataRequest {
-            name: survivor.name.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let export = app.export(&survivor.name).await;
     assert_eq!(export.purchases.len(), 3);
     assert_eq!(export.referrals_given.len(), 1);
     assert_eq!(export.referrals_given[0].referred, friend.name);
-    let resend = app
-        .client
-        .record_purchase(app.req(pb::RecordPurchaseRequest {
-            purchase: Some(purchase(&merged.name, "2", 100)),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let resend = app.record(purchase(&merged.name, "2", 100)).await;
     assert_eq!(resend.customer, survivor.name);
     assert_eq!(app.count("SELECT COUNT(*) FROM purchases").await, 3);
     assert_eq!(app.outbox_count("CustomerMergedEvent").await, 1);
@@ -138,27 +81,11 @@ on_both_backends!(merge_works, merge_moves_history_and_leaves_an_alias);
 async fn erase_removes_pii_and_keeps_purchases(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let mut c = customer("Erase Me");
-    c.identities = vec![pb::ExternalIdentity {
-        namespace: "crm".into(),
-        value: "E-1".into(),
-    }];
+    c.identities = vec![identity("crm", "E-1")];
     c.attributes
         .insert("note".into(), "lives at 1 Main St".into());
-    let c = app
-        .client
-        .create_customer(app.req(pb::CreateCustomerRequest {
-            customer: Some(c),
-            request_id: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    app.client
-        .record_purchase(app.req(pb::RecordPurchaseRequest {
-            purchase: Some(purchase(&c.name, "o", 500)),
-        }))
-        .await
-        .unwrap();
+    let c = app.create_with(c).await;
+    app.record(purchase(&c.name, "o", 500)).await;
     // Warm the cache so erasure must invalidate it.
     app.client
         .get_customer(app.req(pb::GetCustomerRequest {
@@ -213,13 +140,7 @@ async fn erase_removes_pii_and_keeps_purchases(backend: Backend) {
         "erased customers are gone from reads (and the cache)"
     );
     // Erasure is idempotent.
-    app.client
-        .erase_customer(app.req(pb::EraseCustomerRequest {
-            name: c.name.clone(),
-            request_id: String::new(),
-        }))
-        .await
-        .unwrap();
+    app.erase(&c.name).await;
     assert_eq!(app.outbox_count("CustomerErasedEvent").await, 1);
     app.stop().await;
 }
@@ -230,30 +151,9 @@ async fn export_returns_everything_held() {
     let mut app = TestApp::spawn(Backend::Postgres).await;
     let c = app.create("Exporter").await;
     let friend = app.create("Friend").await;
-    app.client
-        .record_purchase(app.req(pb::RecordPurchaseRequest {
-            purchase: Some(purchase(&c.name, "o", 500)),
-        }))
-        .await
-        .unwrap();
-    app.client
-        .record_referral(app.req(pb::RecordReferralRequest {
-            referral: Some(pb::Referral {
-                referrer: friend.name.clone(),
-                referred: c.name.clone(),
-                occur_time: None,
-            }),
-        }))
-        .await
-        .unwrap();
-    let export = app
-        .client
-        .export_customer_data(app.req(pb::ExportCustomerDataRequest {
-            name: c.name.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    app.record(purchase(&c.name, "o", 500)).await;
+    app.refer(&friend.name, &c.name).await;
+    let export = app.export(&c.name).await;
     let exported = export.customer.unwrap();
     assert_eq!(exported.email, c.email);
     assert_eq!(export.purchases.len(), 1);

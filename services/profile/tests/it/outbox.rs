@@ -49,31 +49,15 @@ async fn one_event_per_committed_change(backend: Backend) {
             .await
             .is_err()
     );
-    app.client
-        .update_consent(app.req(pb::UpdateConsentRequest {
-            name: a.name.clone(),
-            channel: pb::ContactChannel::Sms as i32,
-            status: pb::ConsentStatus::Granted as i32,
-            source: "form".into(),
-        }))
-        .await
-        .unwrap();
-    app.client
-        .record_purchase(app.req(pb::RecordPurchaseRequest {
-            purchase: Some(purchase(&a.name, "1", 10)),
-        }))
-        .await
-        .unwrap();
-    app.client
-        .record_referral(app.req(pb::RecordReferralRequest {
-            referral: Some(pb::Referral {
-                referrer: a.name.clone(),
-                referred: b.name.clone(),
-                occur_time: None,
-            }),
-        }))
-        .await
-        .unwrap();
+    app.consent(
+        &a.name,
+        pb::ContactChannel::Sms,
+        pb::ConsentStatus::Granted,
+        "form",
+    )
+    .await;
+    app.record(purchase(&a.name, "1", 10)).await;
+    app.refer(&a.name, &b.name).await;
     app.merge(&a.name, &b.name).await;
     app.erase(&a.name).await;
 

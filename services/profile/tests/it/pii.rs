@@ -232,7 +232,7 @@ async fn outside_the_embedded_mode_the_service_does_not_start_without_pii_keys()
     settings.auth.allow_dev_secret = false;
     settings.pii = PiiSettings::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = retention_profile::run(settings, listener, std::future::pending())
+    let err = crate::harness::run(settings, listener, std::future::pending::<()>())
         .await
         .expect_err("started without keys");
     assert!(

@@ -11,22 +11,10 @@ async fn purchases_are_idempotent_per_order(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let c = app.create("Buyer").await;
     let p = purchase(&c.name, "order-1", 12_800);
-    let first = app
-        .client
-        .record_purchase(app.req(pb::RecordPurchaseRequest {
-            purchase: Some(p.clone()),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = app.record(p.clone()).await;
     assert!(first.name.starts_with(&format!("{}/purchases/", c.name)));
     assert_eq!(first.amount, cny(12_800));
-    let again = app
-        .client
-        .record_purchase(app.req(pb::RecordPurchaseRequest { purchase: Some(p) }))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = app.record(p).await;
     assert_eq!(
         again, first,
         "re-sending an order is a no-op returning the original"
@@ -84,10 +72,7 @@ async fn purchases_are_idempotent_per_order(backend: Backend) {
             seconds: 1_700_100_000 + i,
             nanos: 0,
         });
-        app.client
-            .record_purchase(app.req(pb::RecordPurchaseRequest { purchase: Some(p) }))
-            .await
-            .unwrap();
+        app.record(p).await;
     }
     let mut orders = Vec::new();
     let mut token = String::new();

@@ -69,15 +69,13 @@ impl Service for Profile {
         store::migrations::own()
     }
 
+    /// Keys first: a service that could not read its PII must not start.
+    fn preflight(settings: &Settings) -> Result<(), HostError> {
+        pii_cipher(settings).map(drop)
+    }
+
     async fn build(parts: Parts) -> Result<Wiring, HostError> {
-        // Keys first: a service that could not read its PII must not start.
-        let pii = Arc::new(
-            store::PiiCipher::from_settings(
-                &parts.settings.pii,
-                parts.settings.auth.allow_dev_secret,
-            )
-            .map_err(HostError::service)?,
-        );
+        let pii = Arc::new(pii_cipher(&parts.settings)?);
         let cache = Cache::connect(CacheConfig::from_settings(&parts.settings)).await;
         let app = app::ProfileApp::new(parts.outbox.clone(), cache, pii);
         let sweeper = app.clone();
@@ -124,4 +122,9 @@ impl Service for Profile {
             settings.database.url
         );
     }
+}
+
+fn pii_cipher(settings: &Settings) -> Result<store::PiiCipher, HostError> {
+    store::PiiCipher::from_settings(&settings.pii, settings.auth.allow_dev_secret)
+        .map_err(HostError::service)
 }

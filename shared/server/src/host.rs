@@ -3,7 +3,8 @@
 //! scopes, migrations, and in [`Service::build`] its gRPC routes, consumers and
 //! background jobs); [`run`] does the rest in this order:
 //!
-//! 1. health NOT_SERVING; connect to the database and apply the migrations;
+//! 1. the service's preflight checks; health NOT_SERVING; connect to the database
+//!    and apply the migrations;
 //! 2. the outbox relay, then the service's own parts on an [`Outbox`];
 //! 3. its consumers and jobs, all under one cancellation;
 //! 4. serve (auth, limits, readiness following the database) until shutdown;
@@ -47,6 +48,12 @@ pub trait Service: Sized + 'static {
     /// Its own tables, in order; the shared ones (outbox, consumed events,
     /// request ids) come first on their own, see [`Migrator`].
     fn migrations() -> Vec<Box<dyn MigrationTrait>>;
+
+    /// Checks made before the database is touched: what the service cannot run
+    /// without (keys), so a misconfigured replica neither migrates nor starts.
+    fn preflight(_settings: &Settings) -> Result<(), HostError> {
+        Ok(())
+    }
 
     /// Builds its app on the shared parts and says what to serve and run.
     fn build(parts: Parts) -> impl Future<Output = Result<Wiring, HostError>> + Send;
@@ -194,6 +201,7 @@ pub async fn run<S: Service>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     bus: Option<EventBus>,
 ) -> Result<(), HostError> {
+    S::preflight(&settings)?;
     let bus = match bus {
         Some(bus) => bus,
         None => EventBus::from_settings(&settings)?,

@@ -1,31 +1,12 @@
 //! proto <-> domain mapping for the interactions API.
 
-use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;
 use retention_proto::common;
 use retention_proto::interactions as pb;
 
 use crate::domain::*;
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
-pub fn from_ts(
-    t: &prost_types::Timestamp,
-    field: &str,
-    v: &mut FieldViolations,
-) -> Option<DateTime<Utc>> {
-    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000);
-    let d = nanos.and_then(|n| DateTime::<Utc>::from_timestamp(t.seconds, n));
-    if d.is_none() {
-        v.add(field, "is not a valid timestamp");
-    }
-    d
-}
+pub use retention_errors::time::{instant_arg as from_ts, timestamp as ts};
 
 /// Domain and proto enums share variant names, so one list maps both ways: out
 /// (domain -> proto) and in (proto number -> domain, 0 = unset, unknown = violation).

@@ -2,34 +2,13 @@
 //! numbers and malformed values become field violations here; business rules live
 //! in `domain`. Imports only `domain`.
 
-use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;
 use retention_proto::common;
 use retention_proto::profile as pb;
 
 use crate::domain::*;
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
-pub fn from_ts(
-    t: &prost_types::Timestamp,
-    field: &str,
-    v: &mut FieldViolations,
-) -> Option<DateTime<Utc>> {
-    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000);
-    match nanos.and_then(|n| DateTime::<Utc>::from_timestamp(t.seconds, n)) {
-        Some(d) => Some(d),
-        None => {
-            v.add(field, "is not a valid timestamp");
-            None
-        }
-    }
-}
+pub use retention_errors::time::{instant_arg as from_ts, timestamp as ts};
 
 pub fn money(m: &Money) -> common::Money {
     common::Money {

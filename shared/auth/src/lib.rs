@@ -124,5 +124,12 @@ pub fn caller<T>(req: &tonic::Request<T>) -> Result<&Caller, Status> {
         .get::<Caller>()
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }
+
+/// The authenticated caller's subject, for audit records; "" when the call was
+/// not authenticated (an open method).
+pub fn subject<T>(req: &tonic::Request<T>) -> String {
+    caller(req).map(|c| c.subject.clone()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@
 //! using these builders.
 
 pub mod names;
+pub mod time;
 
 use std::time::Duration;
 

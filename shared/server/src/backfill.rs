@@ -127,6 +127,57 @@ pub fn backfill_page(
     }
 }
 
+/// What a BackfillEvents call asks: the same fields in each owner's request.
+#[derive(Debug, Clone, Copy)]
+pub struct BackfillRequest<'a> {
+    pub consumer_group: &'a str,
+    pub customer_id_from: &'a str,
+    pub customer_id_to: &'a str,
+    pub page_size: i32,
+    pub page_token: &'a str,
+}
+
+/// What a BackfillEvents call answers.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillAnswer {
+    pub customer_count: i64,
+    pub event_counts: std::collections::HashMap<String, i64>,
+    pub next_page_token: String,
+}
+
+/// One BackfillEvents call of `caller`: the request checked (field violations as
+/// INVALID_ARGUMENT), the page replayed by `replay` in one transaction, the call
+/// audited, and the token of the next page when more of the range follows.
+pub async fn backfill<E>(
+    caller: &str,
+    req: BackfillRequest<'_>,
+    replay: impl AsyncFnOnce(&BackfillPage) -> Result<retention_events::ReplayCounts, E>,
+) -> Result<BackfillAnswer, tonic::Status>
+where
+    tonic::Status: From<E>,
+{
+    let mut v = FieldViolations::new();
+    let page = backfill_page(
+        req.consumer_group,
+        req.customer_id_from,
+        req.customer_id_to,
+        req.page_size,
+        req.page_token,
+        &mut v,
+    );
+    v.into_result()?;
+    let counts = replay(&page).await?;
+    retention_telemetry::audit(caller, "events.backfill", &[&page.group]);
+    Ok(BackfillAnswer {
+        customer_count: counts.customers,
+        event_counts: counts.events.into_iter().collect(),
+        next_page_token: counts
+            .next_after
+            .map(|last| page.next_token(&last))
+            .unwrap_or_default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use retention_errors::FieldViolations;
 use retention_errors::names::{check_request_id, name_arg};
 use retention_proto::interactions as pb;
 use retention_proto::interactions::interaction_service_server::InteractionService;
-use retention_server::backfill::backfill_page;
+use retention_server::backfill::{BackfillRequest, backfill};
 use retention_server::paging::{
     decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
 };
@@ -501,38 +501,24 @@ impl InteractionService for InteractionsService {
         &self,
         req: Request<pb::BackfillEventsRequest>,
     ) -> Result<Response<pb::BackfillEventsResponse>, Status> {
-        let caller = retention_auth::caller(&req)
-            .map(|c| c.subject.clone())
-            .unwrap_or_default();
+        let caller = retention_auth::subject(&req);
         let r = req.into_inner();
-        let mut v = FieldViolations::new();
-        let page = backfill_page(
-            &r.consumer_group,
-            &r.customer_id_from,
-            &r.customer_id_to,
-            r.page_size,
-            &r.page_token,
-            &mut v,
-        );
-        v.into_result()?;
-        let counts = self
-            .app
-            .backfill(
-                &page.group,
-                page.from.as_deref(),
-                page.to.as_deref(),
-                page.after.as_deref(),
-                page.limit,
-            )
-            .await?;
-        retention_telemetry::audit(&caller, "events.backfill", &[&page.group]);
+        let fields = BackfillRequest {
+            consumer_group: &r.consumer_group,
+            customer_id_from: &r.customer_id_from,
+            customer_id_to: &r.customer_id_to,
+            page_size: r.page_size,
+            page_token: &r.page_token,
+        };
+        let a = backfill(&caller, fields, async |p| {
+            let (from, to, after) = (p.from.as_deref(), p.to.as_deref(), p.after.as_deref());
+            self.app.backfill(&p.group, from, to, after, p.limit).await
+        })
+        .await?;
         Ok(Response::new(pb::BackfillEventsResponse {
-            customer_count: counts.customers,
-            event_counts: counts.events.into_iter().collect(),
-            next_page_token: counts
-                .next_after
-                .map(|last| page.next_token(&last))
-                .unwrap_or_default(),
+            customer_count: a.customer_count,
+            event_counts: a.event_counts,
+            next_page_token: a.next_page_token,
         }))
     }
 }

@@ -8,7 +8,7 @@ use retention_proto::profile::customer_profile_service_server::CustomerProfileSe
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use retention_server::backfill::backfill_page;
+use retention_server::backfill::{BackfillRequest, backfill};
 use retention_server::paging::{
     decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
 };
@@ -43,11 +43,6 @@ fn sees_pii<T>(req: &Request<T>) -> bool {
 }
 
 /// The audited caller: the token subject the auth layer put on the request.
-fn who<T>(req: &Request<T>) -> String {
-    retention_auth::caller(req)
-        .map(|c| c.subject.clone())
-        .unwrap_or_default()
-}
 
 fn render(c: &Customer, pii: bool) -> pb::Customer {
     if pii {
@@ -118,7 +113,11 @@ impl CustomerProfileService for ProfileService {
         let id = customer_id(&req.get_ref().name, "name")?;
         let c = self.app.get_customer(&id).await?;
         if pii {
-            retention_telemetry::audit(&who(&req), "customer.read_pii", &[&c.name()]);
+            retention_telemetry::audit(
+                &retention_auth::subject(&req),
+                "customer.read_pii",
+                &[&c.name()],
+            );
         }
         Ok(Response::new(render(&c, pii)))
     }
@@ -151,7 +150,7 @@ impl CustomerProfileService for ProfileService {
         }
         if pii {
             let read: Vec<&str> = customers.iter().map(|c| c.name.as_str()).collect();
-            retention_telemetry::audit(&who(&req), "customer.read_pii", &read);
+            retention_telemetry::audit(&retention_auth::subject(&req), "customer.read_pii", &read);
         }
         Ok(Response::new(pb::BatchGetCustomersResponse { customers }))
     }
@@ -182,7 +181,7 @@ impl CustomerProfileService for ProfileService {
         req: Request<pb::ListCustomersRequest>,
     ) -> Result<Response<pb::ListCustomersResponse>, Status> {
         let pii = sees_pii(&req);
-        let caller = who(&req);
+        let caller = retention_auth::subject(&req);
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         let limit = page_size(r.page_size, &mut v);
@@ -251,7 +250,7 @@ impl CustomerProfileService for ProfileService {
         req: Request<pb::MergeCustomersRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
         let pii = sees_pii(&req);
-        let caller = who(&req);
+        let caller = retention_auth::subject(&req);
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         check_request_id(&mut v, &r.request_id);
@@ -273,7 +272,7 @@ impl CustomerProfileService for ProfileService {
         &self,
         req: Request<pb::EraseCustomerRequest>,
     ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
-        let caller = who(&req);
+        let caller = retention_auth::subject(&req);
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         check_request_id(&mut v, &r.request_id);
@@ -295,7 +294,11 @@ impl CustomerProfileService for ProfileService {
         let pii = sees_pii(&req);
         let id = customer_id(&req.get_ref().name, "name")?;
         let (c, purchases, given, received) = self.app.export(&id).await?;
-        retention_telemetry::audit(&who(&req), "customer.export", &[&c.name()]);
+        retention_telemetry::audit(
+            &retention_auth::subject(&req),
+            "customer.export",
+            &[&c.name()],
+        );
         Ok(Response::new(pb::ExportCustomerDataResponse {
             customer: Some(render(&c, pii)),
             purchases: purchases.iter().map(convert::purchase).collect(),
@@ -475,36 +478,24 @@ impl CustomerProfileService for ProfileService {
         &self,
         req: Request<pb::BackfillEventsRequest>,
     ) -> Result<Response<pb::BackfillEventsResponse>, Status> {
-        let caller = who(&req);
+        let caller = retention_auth::subject(&req);
         let r = req.into_inner();
-        let mut v = FieldViolations::new();
-        let page = backfill_page(
-            &r.consumer_group,
-            &r.customer_id_from,
-            &r.customer_id_to,
-            r.page_size,
-            &r.page_token,
-            &mut v,
-        );
-        v.into_result()?;
-        let counts = self
-            .app
-            .backfill(
-                &page.group,
-                page.from.as_deref(),
-                page.to.as_deref(),
-                page.after.as_deref(),
-                page.limit,
-            )
-            .await?;
-        retention_telemetry::audit(&caller, "events.backfill", &[&page.group]);
+        let fields = BackfillRequest {
+            consumer_group: &r.consumer_group,
+            customer_id_from: &r.customer_id_from,
+            customer_id_to: &r.customer_id_to,
+            page_size: r.page_size,
+            page_token: &r.page_token,
+        };
+        let a = backfill(&caller, fields, async |p| {
+            let (from, to, after) = (p.from.as_deref(), p.to.as_deref(), p.after.as_deref());
+            self.app.backfill(&p.group, from, to, after, p.limit).await
+        })
+        .await?;
         Ok(Response::new(pb::BackfillEventsResponse {
-            customer_count: counts.customers,
-            event_counts: counts.events.into_iter().collect(),
-            next_page_token: counts
-                .next_after
-                .map(|last| page.next_token(&last))
-                .unwrap_or_default(),
+            customer_count: a.customer_count,
+            event_counts: a.event_counts,
+            next_page_token: a.next_page_token,
         }))
     }
 }

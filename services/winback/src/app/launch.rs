@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use retention_domain::now;
+use retention_events::OutboxEvent;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 
-use super::{AppError, AppResult, WinbackApp, campaign_name, concurrent, step};
+use super::{AppError, AppResult, WinbackApp, concurrent, save, step};
 use crate::clients::TargetInsight;
 use crate::domain::campaign::{CampaignAction, CampaignState};
-use crate::domain::records::{Campaign, Target};
+use crate::domain::records::{Campaign, Target, campaign_name};
 use crate::domain::targeting::{Arm, Candidate, Selection, TargetingRules, select};
-use crate::events;
+use crate::events::publish as events;
 use crate::store::repo;
 
 impl WinbackApp {
@@ -73,7 +74,7 @@ impl WinbackApp {
         insights: Vec<TargetInsight>,
     ) -> AppResult<Campaign> {
         let at = now();
-        let txn = self.db.begin().await?;
+        let txn = self.db().begin().await?;
         let mut c = repo::load_campaign(&txn, &seen.id)
             .await?
             .ok_or_else(|| AppError::NotFound(campaign_name(&seen.id)))?;
@@ -87,36 +88,43 @@ impl WinbackApp {
             .into_iter()
             .filter(|i| seen_ids.insert(i.customer_id.clone()))
             .collect();
-        let sel = self.select_targets(&txn, &c, &insights, at).await?;
-        let targets = build_targets(&c, &sel, &insights, at);
-        c.committed_minor += sel.committed_minor;
-        repo::insert_targets(&txn, &targets).await?;
-        repo::insert_exclusions(&txn, &c.id, &sel.excluded).await?;
-        if !repo::update_campaign(&txn, &c, expected).await? {
-            return Err(concurrent(&c.id, expected));
-        }
+        let (targets, excluded) = self.enrol(&txn, &mut c, &insights, at).await?;
+        save(&txn, &c, expected).await?;
         let treated = targets.iter().filter(|t| t.arm == Arm::Treated).count() as i64;
         let mut evs = vec![events::campaign_launched(
             &c,
             treated,
             targets.len() as i64 - treated,
         )];
-        evs.extend(
-            targets
-                .iter()
-                .filter(|t| t.arm == Arm::Treated)
-                .map(|t| events::offer_dispatched(&c, t)),
-        );
-        self.commit(txn, evs).await?;
+        evs.extend(dispatched(&c, &targets));
+        self.outbox.commit(txn, evs).await?;
         tracing::info!(
             campaign = %c.id,
             candidates = insights.len(),
             treated,
             control = targets.len() as i64 - treated,
-            excluded = sel.excluded.len(),
+            excluded,
             "campaign launched"
         );
         Ok(c)
+    }
+
+    /// Selects `c`'s targets among `insights` and writes them with the exclusions;
+    /// their offer cost is committed to the campaign's budget. Returns the targets
+    /// and how many customers were excluded.
+    async fn enrol(
+        &self,
+        txn: &DatabaseTransaction,
+        c: &mut Campaign,
+        insights: &[TargetInsight],
+        at: DateTime<Utc>,
+    ) -> AppResult<(Vec<Target>, usize)> {
+        let sel = self.select_targets(txn, c, insights, at).await?;
+        let targets = build_targets(c, &sel, insights, at);
+        c.committed_minor += sel.committed_minor;
+        repo::insert_targets(txn, &targets).await?;
+        repo::insert_exclusions(txn, &c.id, &sel.excluded).await?;
+        Ok((targets, sel.excluded.len()))
     }
 
     /// Exclusions from this service's records, then the selection within what is
@@ -161,7 +169,7 @@ impl WinbackApp {
     /// The segments running triggered campaigns enrol from.
     pub async fn triggered_segments(&self) -> AppResult<HashSet<String>> {
         Ok(
-            repo::campaigns_in_state(&self.db, &[CampaignState::Running])
+            repo::campaigns_in_state(self.db(), &[CampaignState::Running])
                 .await?
                 .into_iter()
                 .filter(|c| c.triggered)
@@ -182,7 +190,7 @@ impl WinbackApp {
         customer_id: &str,
     ) -> AppResult<usize> {
         let campaigns: Vec<Campaign> =
-            repo::campaigns_in_state(&self.db, &[CampaignState::Running])
+            repo::campaigns_in_state(self.db(), &[CampaignState::Running])
                 .await?
                 .into_iter()
                 .filter(|c| c.triggered && c.target_segment.as_deref() == Some(segment_id))
@@ -199,7 +207,7 @@ impl WinbackApp {
                 })?
         };
         let at = now();
-        let txn = self.db.begin().await?;
+        let txn = self.db().begin().await?;
         if !retention_events::first_delivery(&txn, consumer, event_id).await? {
             return Ok(0);
         }
@@ -218,29 +226,17 @@ impl WinbackApp {
                 continue;
             }
             let expected = c.version;
-            let insights = [insight];
-            let sel = self.select_targets(&txn, &c, &insights, at).await?;
-            let targets = build_targets(&c, &sel, &insights, at);
-            c.committed_minor += sel.committed_minor;
             c.version += 1;
             c.update_time = at;
-            repo::insert_targets(&txn, &targets).await?;
-            repo::insert_exclusions(&txn, &c.id, &sel.excluded).await?;
+            let (targets, _) = self.enrol(&txn, &mut c, &[insight], at).await?;
             if !targets.is_empty() {
                 repo::clear_exclusion(&txn, &c.id, customer_id).await?;
             }
-            if !repo::update_campaign(&txn, &c, expected).await? {
-                return Err(concurrent(&c.id, expected));
-            }
+            save(&txn, &c, expected).await?;
             enrolled += targets.len();
-            evs.extend(
-                targets
-                    .iter()
-                    .filter(|t| t.arm == Arm::Treated)
-                    .map(|t| events::offer_dispatched(&c, t)),
-            );
+            evs.extend(dispatched(&c, &targets));
         }
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         Ok(enrolled)
     }
 
@@ -249,7 +245,7 @@ impl WinbackApp {
     /// check.
     pub async fn launch_due(&self, at: DateTime<Utc>) -> AppResult<usize> {
         let mut started = 0;
-        for c in repo::campaigns_in_state(&self.db, &[CampaignState::Scheduled]).await? {
+        for c in repo::campaigns_in_state(self.db(), &[CampaignState::Scheduled]).await? {
             if c.schedule_time.is_none_or(|t| t > at) {
                 continue;
             }
@@ -260,6 +256,17 @@ impl WinbackApp {
         }
         Ok(started)
     }
+}
+
+/// An OfferDispatched event for each treated target (the control group gets none).
+fn dispatched<'a>(
+    c: &'a Campaign,
+    targets: &'a [Target],
+) -> impl Iterator<Item = OutboxEvent> + 'a {
+    targets
+        .iter()
+        .filter(|t| t.arm == Arm::Treated)
+        .map(move |t| events::offer_dispatched(c, t))
 }
 
 fn build_targets(

@@ -6,24 +6,20 @@
 mod launch;
 mod outcomes;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use retention_domain::now;
 use retention_errors::FieldViolations;
-use retention_events::{EventsError, OutboxEvent};
+use retention_events::{EventsError, Outbox, Written};
 use sea_orm::sea_query::SimpleExpr;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
-use tokio::sync::Notify;
-
-pub use outcomes::{ArmResults, CampaignResults, StrategyOutcome};
 
 use crate::clients::{PeerError, SegmentationClient};
 use crate::domain::campaign::{CampaignAction, CampaignSpec, CampaignState, IllegalTransition};
 use crate::domain::churn::{ChurnSignals, ChurnSuggestion, classify};
 use crate::domain::records::*;
-use crate::events;
+use crate::events::publish as events;
 use crate::store::repo;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +53,6 @@ pub enum AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
-pub fn campaign_name(id: &str) -> String {
-    format!("campaigns/{id}")
-}
-
-pub fn churn_name(id: &str) -> String {
-    format!("churnRecords/{id}")
-}
-
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -83,46 +71,21 @@ pub struct NewCampaign {
 
 #[derive(Clone)]
 pub struct WinbackApp {
-    pub db: DatabaseConnection,
+    outbox: Outbox,
     segmentation: SegmentationClient,
-    relay_wakeup: Arc<Notify>,
 }
 
 impl WinbackApp {
-    pub fn new(
-        db: DatabaseConnection,
-        segmentation: SegmentationClient,
-        relay_wakeup: Arc<Notify>,
-    ) -> Self {
+    pub fn new(outbox: Outbox, segmentation: SegmentationClient) -> Self {
         WinbackApp {
-            db,
+            outbox,
             segmentation,
-            relay_wakeup,
         }
     }
 
-    async fn commit(&self, txn: DatabaseTransaction, evs: Vec<OutboxEvent>) -> AppResult<()> {
-        let wake = !evs.is_empty();
-        retention_events::enqueue_all(&txn, events::SOURCE, evs).await?;
-        txn.commit().await?;
-        if wake {
-            self.relay_wakeup.notify_one();
-        }
-        Ok(())
-    }
-
-    async fn replay(&self, method: &str, request_id: &str) -> AppResult<Option<String>> {
-        Ok(retention_db::idempotency::replay(&self.db, method, request_id).await?)
-    }
-
-    async fn remember(
-        &self,
-        txn: &DatabaseTransaction,
-        method: &str,
-        request_id: &str,
-        id: &str,
-    ) -> AppResult<bool> {
-        Ok(retention_db::idempotency::remember(txn, method, request_id, id, now()).await?)
+    /// The service's database (reads, and the consumers' own transactions).
+    pub fn db(&self) -> &DatabaseConnection {
+        self.outbox.db()
     }
 
     // ---- churn records --------------------------------------------------------
@@ -136,7 +99,7 @@ impl WinbackApp {
         request_id: &str,
         budget: Option<Duration>,
     ) -> AppResult<ChurnRecord> {
-        if let Some(id) = self.replay("RecordChurn", request_id).await? {
+        if let Some(id) = self.outbox.replay("RecordChurn", request_id).await? {
             return self.get_churn(&id).await;
         }
         if r.value_at_churn.is_none() {
@@ -153,21 +116,21 @@ impl WinbackApp {
         }
         r.id = new_id();
         r.create_time = now();
-        let txn = self.db.begin().await?;
-        if !self
-            .remember(&txn, "RecordChurn", request_id, &r.id)
-            .await?
-        {
-            drop(txn);
-            return Box::pin(self.record_churn(r, request_id, budget)).await;
+        let written = self
+            .outbox
+            .write("RecordChurn", request_id, &r.id, async |txn| {
+                repo::insert_churn(txn, &r).await?;
+                AppResult::Ok(((), vec![events::churn_recorded(&r)]))
+            })
+            .await?;
+        match written {
+            Written::Done(()) => Ok(r),
+            Written::Replayed(id) => self.get_churn(&id).await,
         }
-        repo::insert_churn(&txn, &r).await?;
-        self.commit(txn, vec![events::churn_recorded(&r)]).await?;
-        Ok(r)
     }
 
     pub async fn get_churn(&self, id: &str) -> AppResult<ChurnRecord> {
-        repo::find_churn(&self.db, id)
+        repo::find_churn(self.db(), id)
             .await?
             .ok_or_else(|| AppError::NotFound(churn_name(id)))
     }
@@ -178,7 +141,7 @@ impl WinbackApp {
         before: Option<(DateTime<Utc>, String)>,
         limit: u64,
     ) -> AppResult<Vec<ChurnRecord>> {
-        Ok(repo::list_churn(&self.db, filter, before, limit).await?)
+        Ok(repo::list_churn(self.db(), filter, before, limit).await?)
     }
 
     /// The suggestion from the caller's signals merged with the complaint history
@@ -189,7 +152,7 @@ impl WinbackApp {
         mut s: ChurnSignals,
     ) -> AppResult<ChurnSuggestion> {
         let (unresolved, breached, escalated) =
-            repo::complaint_counts(&self.db, customer_id).await?;
+            repo::complaint_counts(self.db(), customer_id).await?;
         s.unresolved_complaints = s.unresolved_complaints.max(unresolved);
         s.breached_complaints = s.breached_complaints.max(breached);
         s.escalated_complaints = s.escalated_complaints.max(escalated);
@@ -199,7 +162,7 @@ impl WinbackApp {
     // ---- campaigns ------------------------------------------------------------
 
     pub async fn create_campaign(&self, n: NewCampaign, request_id: &str) -> AppResult<Campaign> {
-        if let Some(id) = self.replay("CreateCampaign", request_id).await? {
+        if let Some(id) = self.outbox.replay("CreateCampaign", request_id).await? {
             return self.get_campaign(&id).await;
         }
         let seed = n.seed.unwrap_or_else(|| {
@@ -220,21 +183,21 @@ impl WinbackApp {
             now(),
         )
         .ok_or_else(|| AppError::Invalid(FieldViolations::new()))?;
-        let txn = self.db.begin().await?;
-        if !self
-            .remember(&txn, "CreateCampaign", request_id, &c.id)
-            .await?
-        {
-            drop(txn);
-            return Box::pin(self.create_campaign(n, request_id)).await;
+        let written = self
+            .outbox
+            .write("CreateCampaign", request_id, &c.id, async |txn| {
+                repo::insert_campaign(txn, &c).await?;
+                AppResult::Ok(((), Vec::new()))
+            })
+            .await?;
+        match written {
+            Written::Done(()) => Ok(c),
+            Written::Replayed(id) => self.get_campaign(&id).await,
         }
-        repo::insert_campaign(&txn, &c).await?;
-        self.commit(txn, Vec::new()).await?;
-        Ok(c)
     }
 
     pub async fn get_campaign(&self, id: &str) -> AppResult<Campaign> {
-        repo::load_campaign(&self.db, id)
+        repo::load_campaign(self.db(), id)
             .await?
             .ok_or_else(|| AppError::NotFound(campaign_name(id)))
     }
@@ -245,19 +208,17 @@ impl WinbackApp {
         before: Option<(DateTime<Utc>, String)>,
         limit: u64,
     ) -> AppResult<Vec<Campaign>> {
-        Ok(repo::list_campaigns(&self.db, filter, before, limit).await?)
+        Ok(repo::list_campaigns(self.db(), filter, before, limit).await?)
     }
 
     /// Pause, complete or cancel: one state-machine step, guarded by the etag.
     pub async fn act(&self, id: &str, action: CampaignAction, etag: &str) -> AppResult<Campaign> {
-        let txn = self.db.begin().await?;
+        let txn = self.db().begin().await?;
         let mut c = self.load_checked(&txn, id, etag).await?;
         let expected = c.version;
         step(&mut c, action, now())?;
-        if !repo::update_campaign(&txn, &c, expected).await? {
-            return Err(concurrent(id, expected));
-        }
-        self.commit(txn, Vec::new()).await?;
+        save(&txn, &c, expected).await?;
+        self.outbox.commit(txn, Vec::new()).await?;
         Ok(c)
     }
 
@@ -298,6 +259,14 @@ fn step(c: &mut Campaign, action: CampaignAction, at: DateTime<Utc>) -> AppResul
     c.state = to;
     c.update_time = at;
     c.version += 1;
+    Ok(())
+}
+
+/// Writes `c` over the version `expected`; a concurrent change refuses it.
+async fn save(txn: &DatabaseTransaction, c: &Campaign, expected: i64) -> AppResult<()> {
+    if !repo::update_campaign(txn, c, expected).await? {
+        return Err(concurrent(&c.id, expected));
+    }
     Ok(())
 }
 

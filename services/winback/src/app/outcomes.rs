@@ -8,87 +8,39 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::TransactionTrait;
 
-use super::{AppError, AppResult, WinbackApp, campaign_name};
+use super::{AppError, AppResult, WinbackApp};
 use crate::domain::attribution::TargetWindow;
 use crate::domain::campaign::{CampaignKind, Strategy};
 use crate::domain::playbook::{Action, Situation, recommend};
-use crate::domain::records::{Campaign, ContactOutcome, Target};
-use crate::domain::results::{ArmOutcome, Uplift, economics, incremental, uplift};
+use crate::domain::records::{Campaign, ContactOutcome, Target, target_name};
+use crate::domain::results::{
+    ArmResults, CampaignResults, StrategyOutcome, economics, incremental, uplift,
+};
 use crate::domain::targeting::Arm;
-use crate::events;
+use crate::events::publish as events;
 use crate::store::repo::{self, ArmRow};
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ArmResults {
-    pub targets: i64,
-    pub contacted: i64,
-    pub won_back: i64,
-    pub win_back_rate: f64,
-    pub recovered_margin_minor: i64,
-    /// The won-back targets' value on the campaign's basis.
-    pub recovered_value_minor: i64,
-    pub mean_days_to_win_back: f64,
-    pub repeat_rate: f64,
-}
-
-impl ArmResults {
-    fn from_row(r: &ArmRow) -> ArmResults {
-        let days = &r.days_to_win;
-        ArmResults {
-            targets: r.targets,
-            contacted: r.contacted,
-            won_back: r.won_back,
-            win_back_rate: ratio(r.won_back, r.targets),
-            recovered_margin_minor: r.recovered_margin_minor,
-            recovered_value_minor: r.recovered_value_minor,
-            mean_days_to_win_back: if days.is_empty() {
-                0.0
-            } else {
-                days.iter().sum::<f64>() / days.len() as f64
-            },
-            repeat_rate: ratio(r.repeaters, r.won_back),
-        }
-    }
-
-    fn outcome(&self) -> ArmOutcome {
-        ArmOutcome {
-            targets: self.targets.max(0) as u64,
-            won_back: self.won_back.max(0) as u64,
-            recovered_margin_minor: self.recovered_margin_minor,
-        }
+/// What one arm's row says, as reported: rates and means from the counts.
+fn arm_results(r: &ArmRow) -> ArmResults {
+    let days = &r.days_to_win;
+    ArmResults {
+        targets: r.targets,
+        contacted: r.contacted,
+        won_back: r.won_back,
+        win_back_rate: ratio(r.won_back, r.targets),
+        recovered_margin_minor: r.recovered_margin_minor,
+        recovered_value_minor: r.recovered_value_minor,
+        mean_days_to_win_back: if days.is_empty() {
+            0.0
+        } else {
+            days.iter().sum::<f64>() / days.len() as f64
+        },
+        repeat_rate: ratio(r.repeaters, r.won_back),
     }
 }
 
 fn ratio(a: i64, b: i64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct CampaignResults {
-    pub campaign: Campaign,
-    pub treated: ArmResults,
-    pub control: ArmResults,
-    /// None without both arms: no control group, no proof.
-    pub uplift: Option<Uplift>,
-    pub spend_minor: i64,
-    pub incremental_margin_minor: i64,
-    pub roi: Option<f64>,
-    /// The treated arm's recovered value beyond the control rate, on the
-    /// campaign's value basis.
-    pub incremental_value_minor: i64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StrategyOutcome {
-    pub strategy: Strategy,
-    pub campaigns: i64,
-    pub currency: String,
-    pub treated: ArmResults,
-    pub control: ArmResults,
-    pub uplift: Option<Uplift>,
-    pub spend_minor: i64,
-    pub incremental_margin_minor: i64,
-    pub roi: Option<f64>,
 }
 
 /// Pools rows of several campaigns into one (counts and money add; the means are
@@ -117,8 +69,8 @@ impl WinbackApp {
         outcome: ContactOutcome,
         at: DateTime<Utc>,
     ) -> AppResult<Target> {
-        let name = format!("{}/targets/{customer_id}", campaign_name(campaign_id));
-        let txn = self.db.begin().await?;
+        let name = target_name(campaign_id, customer_id);
+        let txn = self.db().begin().await?;
         let mut t = repo::find_target(&txn, campaign_id, customer_id)
             .await?
             .ok_or_else(|| AppError::NotFound(name.clone()))?;
@@ -138,14 +90,9 @@ impl WinbackApp {
     }
 
     pub async fn target(&self, campaign_id: &str, customer_id: &str) -> AppResult<Target> {
-        repo::find_target(&self.db, campaign_id, customer_id)
+        repo::find_target(self.db(), campaign_id, customer_id)
             .await?
-            .ok_or_else(|| {
-                AppError::NotFound(format!(
-                    "{}/targets/{customer_id}",
-                    campaign_name(campaign_id)
-                ))
-            })
+            .ok_or_else(|| AppError::NotFound(target_name(campaign_id, customer_id)))
     }
 
     pub async fn list_targets(
@@ -155,7 +102,7 @@ impl WinbackApp {
         limit: u64,
     ) -> AppResult<Vec<Target>> {
         self.get_campaign(campaign_id).await?;
-        Ok(repo::list_targets(&self.db, campaign_id, after, limit).await?)
+        Ok(repo::list_targets(self.db(), campaign_id, after, limit).await?)
     }
 
     /// A purchase by `customer_id` at `at`: the first purchase inside a target's
@@ -172,7 +119,7 @@ impl WinbackApp {
         at: DateTime<Utc>,
         margin_minor: i64,
     ) -> AppResult<usize> {
-        let txn = self.db.begin().await?;
+        let txn = self.db().begin().await?;
         if !retention_events::first_delivery(&txn, consumer, event_id).await? {
             return Ok(0);
         }
@@ -210,14 +157,14 @@ impl WinbackApp {
             repo::update_target(&txn, &t).await?;
         }
         let won = evs.len();
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         Ok(won)
     }
 
     pub async fn results(&self, campaign_id: &str) -> AppResult<CampaignResults> {
         let campaign = self.get_campaign(campaign_id).await?;
-        let rows = repo::arm_rows(&self.db, campaign_id, campaign.value_basis).await?;
-        let arm = |a| rows.get(&a).map(ArmResults::from_row).unwrap_or_default();
+        let rows = repo::arm_rows(self.db(), campaign_id, campaign.value_basis).await?;
+        let arm = |a| rows.get(&a).map(arm_results).unwrap_or_default();
         let (treated, control) = (arm(Arm::Treated), arm(Arm::Control));
         let e = economics(
             &treated.outcome(),
@@ -250,7 +197,7 @@ impl WinbackApp {
         end: Option<DateTime<Utc>>,
     ) -> AppResult<Vec<StrategyOutcome>> {
         let mut by_strategy: BTreeMap<&'static str, (Strategy, Vec<Campaign>)> = BTreeMap::new();
-        for c in repo::launched_campaigns(&self.db, kind, start, end).await? {
+        for c in repo::launched_campaigns(self.db(), kind, start, end).await? {
             by_strategy
                 .entry(c.strategy.as_str())
                 .or_insert_with(|| (c.strategy, Vec::new()))
@@ -261,12 +208,12 @@ impl WinbackApp {
         for (_, (strategy, campaigns)) in by_strategy {
             let (mut treated, mut control) = (Vec::new(), Vec::new());
             for c in &campaigns {
-                let mut rows = repo::arm_rows(&self.db, &c.id, c.value_basis).await?;
+                let mut rows = repo::arm_rows(self.db(), &c.id, c.value_basis).await?;
                 treated.extend(rows.remove(&Arm::Treated));
                 control.extend(rows.remove(&Arm::Control));
             }
-            let treated = ArmResults::from_row(&pool(&treated));
-            let control = ArmResults::from_row(&pool(&control));
+            let treated = arm_results(&pool(&treated));
+            let control = arm_results(&pool(&control));
             let spend: i64 = campaigns.iter().map(|c| c.committed_minor).sum();
             let e = economics(&treated.outcome(), &control.outcome(), spend);
             out.push(StrategyOutcome {
@@ -306,8 +253,8 @@ impl WinbackApp {
                 name: format!("customers/{customer_id}"),
                 source,
             })?;
-        let (unresolved, _, _) = repo::complaint_counts(&self.db, customer_id).await?;
-        let churn_type = repo::churn_types(&self.db, &[customer_id.to_string()])
+        let (unresolved, _, _) = repo::complaint_counts(self.db(), customer_id).await?;
+        let churn_type = repo::churn_types(self.db(), &[customer_id.to_string()])
             .await?
             .remove(customer_id);
         let situation = Situation {

@@ -18,6 +18,48 @@ domain_enum!(
 );
 
 domain_enum!(
+    /// Which of a customer's values ranks the candidates and caps the offer cost:
+    /// the expected value (predicted CLV, weighted by P(alive)) or the value if
+    /// the customer stays or comes back (retained CLV, not weighted).
+    ValueBasis { Expected = "EXPECTED", IfRetained = "IF_RETAINED" }
+);
+
+impl ValueBasis {
+    /// Win-back goes after customers who have (probably) left, whose expected
+    /// value P(alive) has driven towards 0: what matters is what they are worth
+    /// once back (DOMAIN §9, the most profitable lost customers). Retention
+    /// (prevention, for customers still active) keeps the expected value.
+    pub fn default_for(kind: CampaignKind) -> ValueBasis {
+        match kind {
+            CampaignKind::Winback => ValueBasis::IfRetained,
+            CampaignKind::Retention => ValueBasis::Expected,
+        }
+    }
+
+    /// The value on this basis of a customer with these values (minor units).
+    /// Without a value if retained (an older segmentation, a target kept before
+    /// it) the expected value stands in: the lower bound.
+    pub fn value_of(self, predicted_clv_minor: i64, retained_clv_minor: Option<i64>) -> i64 {
+        match self {
+            ValueBasis::Expected => predicted_clv_minor,
+            ValueBasis::IfRetained => retained_clv_minor.unwrap_or(predicted_clv_minor),
+        }
+    }
+}
+
+domain_enum!(
+    /// The contact channels of profile's consent (a campaign's channel is one).
+    ContactChannel {
+        Email = "EMAIL",
+        Sms = "SMS",
+        Phone = "PHONE",
+        Post = "POST",
+        Push = "PUSH",
+        InPerson = "IN_PERSON",
+    }
+);
+
+domain_enum!(
     /// DOMAIN §1, §9: how the campaign tries to bring customers back.
     Strategy {
         PricePromotion = "PRICE_PROMOTION",
@@ -97,8 +139,8 @@ pub struct CampaignSpec {
     pub target_filter: Option<String>,
     pub budget_minor: i64,
     pub max_cost_share_of_value: f64,
-    /// None: the kind's default ([`super::targeting::ValueBasis::default_for`]).
-    pub value_basis: Option<super::targeting::ValueBasis>,
+    /// None: the kind's default ([`ValueBasis::default_for`]).
+    pub value_basis: Option<ValueBasis>,
     pub holdout_share: f64,
     pub win_window_days: i32,
     pub cool_down_days: i32,
@@ -132,12 +174,9 @@ pub fn validate(c: &CampaignSpec, prefix: &str, v: &mut retention_errors::FieldV
         "must be an ISO 4217 code such as \"CNY\"",
     );
     v.check(
-        super::records::ContactChannel::parse(&c.channel).is_some(),
+        ContactChannel::parse(&c.channel).is_some(),
         f("channel"),
-        format!(
-            "must be one of {}",
-            super::records::ContactChannel::names().join(", ")
-        ),
+        format!("must be one of {}", ContactChannel::names().join(", ")),
     );
     v.check(
         c.target_segment.is_some() != c.target_filter.is_some(),

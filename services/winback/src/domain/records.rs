@@ -4,9 +4,24 @@
 use chrono::{DateTime, Utc};
 use retention_domain::domain_enum;
 
-use super::campaign::{CampaignKind, CampaignSpec, CampaignState, OfferKind, Strategy};
+use super::campaign::{CampaignKind, CampaignSpec, CampaignState, OfferKind, Strategy, ValueBasis};
 use super::churn::{ChurnType, ReasonCode};
-use super::targeting::{Arm, ValueBasis};
+use super::targeting::Arm;
+
+/// Resource name of a churn record.
+pub fn churn_name(id: &str) -> String {
+    format!("churnRecords/{id}")
+}
+
+/// Resource name of a campaign.
+pub fn campaign_name(id: &str) -> String {
+    format!("campaigns/{id}")
+}
+
+/// Resource name of one target of a campaign.
+pub fn target_name(campaign_id: &str, customer_id: &str) -> String {
+    format!("{}/targets/{customer_id}", campaign_name(campaign_id))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Money {
@@ -37,17 +52,8 @@ domain_enum!(
     }
 );
 
-domain_enum!(
-    /// The contact channels of profile's consent (a campaign's channel is one).
-    ContactChannel {
-        Email = "EMAIL",
-        Sms = "SMS",
-        Phone = "PHONE",
-        Post = "POST",
-        Push = "PUSH",
-        InPerson = "IN_PERSON",
-    }
-);
+/// Defined beside the campaign spec that checks it.
+pub use super::campaign::ContactChannel;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Campaign {

@@ -2,6 +2,9 @@
 //! treated and control groups, the uplift with a 95% confidence interval, and the
 //! money (DOMAIN §9: strategies are compared on measured outcomes).
 
+use super::campaign::Strategy;
+use super::records::Campaign;
+
 /// Counts and money of one arm.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ArmOutcome {
@@ -59,12 +62,12 @@ pub struct Economics {
 }
 
 pub fn economics(treated: &ArmOutcome, control: &ArmOutcome, spend_minor: i64) -> Economics {
-    let baseline = if control.targets == 0 {
-        0.0
-    } else {
-        control.recovered_margin_minor as f64 / control.targets as f64 * treated.targets as f64
-    };
-    let incremental = treated.recovered_margin_minor as f64 - baseline;
+    let incremental = incremental(
+        treated.recovered_margin_minor,
+        treated.targets,
+        control.recovered_margin_minor,
+        control.targets,
+    );
     Economics {
         incremental_margin_minor: incremental,
         spend_minor,
@@ -83,6 +86,59 @@ pub fn incremental(treated: i64, treated_targets: u64, control: i64, control_tar
         control as f64 / control_targets as f64 * treated_targets as f64
     };
     treated as f64 - baseline
+}
+
+/// What one arm of a campaign (or of several, pooled) achieved, as reported.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArmResults {
+    pub targets: i64,
+    pub contacted: i64,
+    pub won_back: i64,
+    pub win_back_rate: f64,
+    pub recovered_margin_minor: i64,
+    /// The won-back targets' value on the campaign's basis.
+    pub recovered_value_minor: i64,
+    pub mean_days_to_win_back: f64,
+    pub repeat_rate: f64,
+}
+
+impl ArmResults {
+    /// The counts and money the statistics read.
+    pub fn outcome(&self) -> ArmOutcome {
+        ArmOutcome {
+            targets: self.targets.max(0) as u64,
+            won_back: self.won_back.max(0) as u64,
+            recovered_margin_minor: self.recovered_margin_minor,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignResults {
+    pub campaign: Campaign,
+    pub treated: ArmResults,
+    pub control: ArmResults,
+    /// None without both arms: no control group, no proof.
+    pub uplift: Option<Uplift>,
+    pub spend_minor: i64,
+    pub incremental_margin_minor: i64,
+    pub roi: Option<f64>,
+    /// The treated arm's recovered value beyond the control rate, on the
+    /// campaign's value basis.
+    pub incremental_value_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategyOutcome {
+    pub strategy: Strategy,
+    pub campaigns: i64,
+    pub currency: String,
+    pub treated: ArmResults,
+    pub control: ArmResults,
+    pub uplift: Option<Uplift>,
+    pub spend_minor: i64,
+    pub incremental_margin_minor: i64,
+    pub roi: Option<f64>,
 }
 
 #[cfg(test)]

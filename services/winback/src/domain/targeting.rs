@@ -7,38 +7,10 @@ use std::collections::BTreeMap;
 
 use retention_domain::domain_enum;
 
-use super::campaign::CampaignKind;
 use super::churn::ChurnType;
 
-domain_enum!(
-    /// Which of a customer's values ranks the candidates and caps the offer cost:
-    /// the expected value (predicted CLV, weighted by P(alive)) or the value if
-    /// the customer stays or comes back (retained CLV, not weighted).
-    ValueBasis { Expected = "EXPECTED", IfRetained = "IF_RETAINED" }
-);
-
-impl ValueBasis {
-    /// Win-back goes after customers who have (probably) left, whose expected
-    /// value P(alive) has driven towards 0: what matters is what they are worth
-    /// once back (DOMAIN §9, the most profitable lost customers). Retention
-    /// (prevention, for customers still active) keeps the expected value.
-    pub fn default_for(kind: CampaignKind) -> ValueBasis {
-        match kind {
-            CampaignKind::Winback => ValueBasis::IfRetained,
-            CampaignKind::Retention => ValueBasis::Expected,
-        }
-    }
-
-    /// The value on this basis of a customer with these values (minor units).
-    /// Without a value if retained (an older segmentation, a target kept before
-    /// it) the expected value stands in: the lower bound.
-    pub fn value_of(self, predicted_clv_minor: i64, retained_clv_minor: Option<i64>) -> i64 {
-        match self {
-            ValueBasis::Expected => predicted_clv_minor,
-            ValueBasis::IfRetained => retained_clv_minor.unwrap_or(predicted_clv_minor),
-        }
-    }
-}
+/// Defined beside the campaign whose spec holds it.
+pub use super::campaign::ValueBasis;
 
 domain_enum!(
     /// Why a candidate was not targeted.
@@ -175,6 +147,7 @@ pub fn select(candidates: &[Candidate], rules: &TargetingRules) -> Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::campaign::CampaignKind;
 
     fn candidate(i: usize, clv: i64) -> Candidate {
         Candidate {

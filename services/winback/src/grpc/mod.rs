@@ -1,7 +1,6 @@
-//! Transport: the tonic service, proto <-> domain mapping, and the one place
-//! errors become statuses.
+//! Transport: the tonic service (validation, then one use case per method) and
+//! the one place errors become statuses; the proto mapping is `crate::convert`.
 
-pub mod convert;
 mod error;
 mod service;
 

@@ -14,8 +14,8 @@ use retention_server::remaining_budget;
 use sea_orm::sea_query::SimpleExpr;
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use crate::app::{NewCampaign, WinbackApp};
+use crate::convert;
 use crate::domain::campaign::{
     CampaignAction, CampaignKind, CampaignSpec, CampaignState, OfferKind, Strategy, validate,
 };
@@ -35,9 +35,58 @@ impl WinbackGrpc {
     }
 
     fn backend(&self) -> sea_orm::DbBackend {
-        sea_orm::ConnectionTrait::get_database_backend(&self.app.db)
+        sea_orm::ConnectionTrait::get_database_backend(self.app.db())
+    }
+
+    /// One page of a filtered, newest-first `listing` asked with `(filter,
+    /// page_size, page_token)`: the arguments checked, then `list` (filter, cursor,
+    /// limit), then the page and the token after it (by `cursor` of the last row).
+    async fn newest_first<T, Fut>(
+        &self,
+        listing: &Listing,
+        (filter, size, token_in): (&str, i32, &str),
+        list: impl FnOnce(Option<SimpleExpr>, Option<(DateTime<Utc>, String)>, u64) -> Fut,
+        cursor: impl Fn(&T) -> String,
+    ) -> Result<(Vec<T>, String), Status>
+    where
+        Fut: std::future::Future<Output = Result<Vec<T>, crate::app::AppError>>,
+    {
+        let mut v = FieldViolations::new();
+        let limit = page_size(size, &mut v);
+        let filter_expr = filter_arg(
+            filter,
+            &(listing.schema)(),
+            listing.cols,
+            self.backend(),
+            &mut v,
+        );
+        let after = decode_token(token_in, listing.kind, filter, &mut v);
+        let before = time_cursor(after, &mut v);
+        v.into_result()?;
+        let rows = list(filter_expr, before, limit + 1).await?;
+        let (rows, next) = split_page(rows, limit, cursor);
+        Ok((rows, token(listing.kind, filter, next)))
     }
 }
+
+/// A filtered, newest-first listing: its page tokens' kind and its filter.
+struct Listing {
+    kind: &'static str,
+    schema: fn() -> Schema,
+    cols: &'static [&'static str],
+}
+
+const CHURN_LISTING: Listing = Listing {
+    kind: "churnRecords",
+    schema: churn_schema,
+    cols: CHURN_FILTER_FIELDS,
+};
+
+const CAMPAIGN_LISTING: Listing = Listing {
+    kind: "campaigns",
+    schema: campaign_schema,
+    cols: CAMPAIGN_FILTER_FIELDS,
+};
 
 const MAX_EVIDENCE: usize = 10_000;
 const MAX_TEXT: usize = 500;
@@ -100,6 +149,14 @@ fn time_cursor(c: Option<String>, v: &mut FieldViolations) -> Option<(DateTime<U
 fn token(kind: &str, query: &str, next: Option<String>) -> String {
     next.map(|c| encode_token(kind, query, &c))
         .unwrap_or_default()
+}
+
+/// The id in the one resource name a call takes, or INVALID_ARGUMENT on `field`.
+fn id_arg(name: &str, collection: &str, field: &str) -> Result<String, Status> {
+    let mut v = FieldViolations::new();
+    let id = name_arg(name, collection, field, &mut v);
+    v.into_result()?;
+    Ok(id)
 }
 
 fn customer_arg(name: &str, field: &str, v: &mut FieldViolations) -> String {
@@ -270,9 +327,7 @@ impl WinbackService for WinbackGrpc {
         &self,
         req: Request<pb::GetChurnRecordRequest>,
     ) -> Result<Response<pb::ChurnRecord>, Status> {
-        let mut v = FieldViolations::new();
-        let id = name_arg(&req.get_ref().name, "churnRecords", "name", &mut v);
-        v.into_result()?;
+        let id = id_arg(&req.get_ref().name, "churnRecords", "name")?;
         Ok(Response::new(convert::churn_record(
             &self.app.get_churn(&id).await?,
         )))
@@ -283,23 +338,17 @@ impl WinbackService for WinbackGrpc {
         req: Request<pb::ListChurnRecordsRequest>,
     ) -> Result<Response<pb::ListChurnRecordsResponse>, Status> {
         let r = req.into_inner();
-        let mut v = FieldViolations::new();
-        let limit = page_size(r.page_size, &mut v);
-        let filter = filter_arg(
-            &r.filter,
-            &churn_schema(),
-            CHURN_FILTER_FIELDS,
-            self.backend(),
-            &mut v,
-        );
-        let cursor = decode_token(&r.page_token, "churnRecords", &r.filter, &mut v);
-        let before = time_cursor(cursor, &mut v);
-        v.into_result()?;
-        let rows = self.app.list_churn(filter, before, limit + 1).await?;
-        let (rows, next) = split_page(rows, limit, |last| time_key(last.churn_time, &last.id));
+        let (rows, next_page_token) = self
+            .newest_first(
+                &CHURN_LISTING,
+                (&r.filter, r.page_size, &r.page_token),
+                |filter, before, limit| self.app.list_churn(filter, before, limit),
+                |last| time_key(last.churn_time, &last.id),
+            )
+            .await?;
         Ok(Response::new(pb::ListChurnRecordsResponse {
             churn_records: rows.iter().map(convert::churn_record).collect(),
-            next_page_token: token("churnRecords", &r.filter, next),
+            next_page_token,
         }))
     }
 
@@ -373,9 +422,7 @@ impl WinbackService for WinbackGrpc {
         &self,
         req: Request<pb::GetCampaignRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
-        let mut v = FieldViolations::new();
-        let id = name_arg(&req.get_ref().name, "campaigns", "name", &mut v);
-        v.into_result()?;
+        let id = id_arg(&req.get_ref().name, "campaigns", "name")?;
         Ok(Response::new(convert::campaign(
             &self.app.get_campaign(&id).await?,
         )))
@@ -386,23 +433,17 @@ impl WinbackService for WinbackGrpc {
         req: Request<pb::ListCampaignsRequest>,
     ) -> Result<Response<pb::ListCampaignsResponse>, Status> {
         let r = req.into_inner();
-        let mut v = FieldViolations::new();
-        let limit = page_size(r.page_size, &mut v);
-        let filter = filter_arg(
-            &r.filter,
-            &campaign_schema(),
-            CAMPAIGN_FILTER_FIELDS,
-            self.backend(),
-            &mut v,
-        );
-        let cursor = decode_token(&r.page_token, "campaigns", &r.filter, &mut v);
-        let before = time_cursor(cursor, &mut v);
-        v.into_result()?;
-        let rows = self.app.list_campaigns(filter, before, limit + 1).await?;
-        let (rows, next) = split_page(rows, limit, |last| time_key(last.create_time, &last.id));
+        let (rows, next_page_token) = self
+            .newest_first(
+                &CAMPAIGN_LISTING,
+                (&r.filter, r.page_size, &r.page_token),
+                |filter, before, limit| self.app.list_campaigns(filter, before, limit),
+                |last| time_key(last.create_time, &last.id),
+            )
+            .await?;
         Ok(Response::new(pb::ListCampaignsResponse {
             campaigns: rows.iter().map(convert::campaign).collect(),
-            next_page_token: token("campaigns", &r.filter, next),
+            next_page_token,
         }))
     }
 
@@ -411,9 +452,7 @@ impl WinbackService for WinbackGrpc {
         req: Request<pb::LaunchCampaignRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
         let budget = remaining_budget(&req);
-        let mut v = FieldViolations::new();
-        let id = name_arg(&req.get_ref().name, "campaigns", "name", &mut v);
-        v.into_result()?;
+        let id = id_arg(&req.get_ref().name, "campaigns", "name")?;
         let c = self.app.launch(&id, &req.get_ref().etag, budget).await?;
         let who = retention_auth::caller(&req)
             .map(|c| c.subject.as_str())
@@ -505,9 +544,7 @@ impl WinbackService for WinbackGrpc {
         &self,
         req: Request<pb::GetCampaignResultsRequest>,
     ) -> Result<Response<pb::CampaignResults>, Status> {
-        let mut v = FieldViolations::new();
-        let id = name_arg(&req.get_ref().name, "campaigns", "name", &mut v);
-        v.into_result()?;
+        let id = id_arg(&req.get_ref().name, "campaigns", "name")?;
         Ok(Response::new(convert::results(
             &self.app.results(&id).await?,
         )))
@@ -542,9 +579,7 @@ impl WinbackService for WinbackGrpc {
         req: Request<pb::RecommendRetentionActionsRequest>,
     ) -> Result<Response<pb::RecommendRetentionActionsResponse>, Status> {
         let budget = remaining_budget(&req);
-        let mut v = FieldViolations::new();
-        let customer_id = customer_arg(&req.get_ref().customer, "customer", &mut v);
-        v.into_result()?;
+        let customer_id = id_arg(&req.get_ref().customer, "customers", "customer")?;
         let actions = self.app.recommend(&customer_id, budget).await?;
         Ok(Response::new(pb::RecommendRetentionActionsResponse {
             actions: actions
@@ -566,9 +601,7 @@ impl WinbackGrpc {
         etag: &str,
         action: CampaignAction,
     ) -> Result<Response<pb::Campaign>, Status> {
-        let mut v = FieldViolations::new();
-        let id = name_arg(name, "campaigns", "name", &mut v);
-        v.into_result()?;
+        let id = id_arg(name, "campaigns", "name")?;
         let c = self.app.act(&id, action, etag).await?;
         Ok(Response::new(convert::campaign(&c)))
     }

@@ -1,33 +1,33 @@
 //! Schema of the win-back database (sea-query builders: PostgreSQL and SQLite).
+//! Only the service's own tables: the shared ones (outbox, inbox, request ids)
+//! come first from the host (`retention_server::host::Migrator`).
 
+use retention_db::schema::{add_columns, create_index, create_table, drop_columns, drop_tables};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(retention_events::EventsMigration),
-            Box::new(retention_db::idempotency::IdempotencyMigration),
-            Box::new(CreateWinbackTables),
-            Box::new(CreateAttributedPurchases),
-            Box::new(AddValueBasis),
-        ]
-    }
+/// The service's own migrations, in the order they were added.
+pub fn own() -> Vec<Box<dyn MigrationTrait>> {
+    vec![
+        Box::new(CreateWinbackTables),
+        Box::new(CreateAttributedPurchases),
+        Box::new(AddValueBasis),
+    ]
 }
 
-#[derive(DeriveMigrationName)]
-struct CreateWinbackTables;
+retention_db::migration!(
+    /// The first schema (named after this file, as the derive it replaced did).
+    CreateWinbackTables,
+    "migrations"
+);
 
 #[async_trait::async_trait]
 impl MigrationTrait for CreateWinbackTables {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("churn_records")
-                .if_not_exists()
                 .col(string_len("id", 36).primary_key())
                 .col(string_len("customer_id", 36))
                 .col(string_len("churn_type", 16))
@@ -37,28 +37,27 @@ impl MigrationTrait for CreateWinbackTables {
                 .col(timestamp_with_time_zone("churn_time"))
                 .col(big_integer_null("value_minor"))
                 .col(string_len_null("value_currency", 3))
-                .col(timestamp_with_time_zone("create_time"))
-                .to_owned(),
+                .col(timestamp_with_time_zone("create_time")),
         )
         .await?;
-        retention_db::create_index(
+        create_index(
             m,
             "idx_churn_records_customer",
             "churn_records",
             &["customer_id", "churn_time"],
         )
         .await?;
-        retention_db::create_index(
+        create_index(
             m,
             "idx_churn_records_time",
             "churn_records",
             &["churn_time", "id"],
         )
         .await?;
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("campaigns")
-                .if_not_exists()
                 .col(string_len("id", 36).primary_key())
                 .col(string("display_name"))
                 .col(string_len("kind", 16))
@@ -85,28 +84,27 @@ impl MigrationTrait for CreateWinbackTables {
                 .col(timestamp_with_time_zone_null("launch_time"))
                 .col(timestamp_with_time_zone_null("end_time"))
                 .col(timestamp_with_time_zone("update_time"))
-                .col(big_integer("version"))
-                .to_owned(),
+                .col(big_integer("version")),
         )
         .await?;
-        retention_db::create_index(
+        create_index(
             m,
             "idx_campaigns_create",
             "campaigns",
             &["create_time", "id"],
         )
         .await?;
-        retention_db::create_index(
+        create_index(
             m,
             "idx_campaigns_state",
             "campaigns",
             &["state", "schedule_time"],
         )
         .await?;
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("campaign_targets")
-                .if_not_exists()
                 .col(string_len("campaign_id", 36))
                 .col(string_len("customer_id", 36))
                 .col(string_len("arm", 16))
@@ -122,54 +120,50 @@ impl MigrationTrait for CreateWinbackTables {
                 .col(timestamp_with_time_zone_null("won_back_time"))
                 .col(big_integer("recovered_margin_minor"))
                 .col(integer("repeat_purchases"))
-                .primary_key(Index::create().col("campaign_id").col("customer_id"))
-                .to_owned(),
+                .primary_key(Index::create().col("campaign_id").col("customer_id")),
         )
         .await?;
-        retention_db::create_index(
+        create_index(
             m,
             "idx_targets_customer",
             "campaign_targets",
             &["customer_id", "win_deadline"],
         )
         .await?;
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("campaign_exclusions")
-                .if_not_exists()
                 .col(string_len("campaign_id", 36))
                 .col(string_len("customer_id", 36))
                 .col(string_len("reason", 32))
-                .primary_key(Index::create().col("campaign_id").col("customer_id"))
-                .to_owned(),
+                .primary_key(Index::create().col("campaign_id").col("customer_id")),
         )
         .await?;
         // Read models of other services' facts, kept from their events.
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("consents")
-                .if_not_exists()
                 .col(string_len("customer_id", 36))
                 .col(string_len("channel", 16))
                 .col(boolean("granted"))
-                .primary_key(Index::create().col("customer_id").col("channel"))
-                .to_owned(),
+                .primary_key(Index::create().col("customer_id").col("channel")),
         )
         .await?;
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("complaint_signals")
-                .if_not_exists()
                 .col(string_len("complaint_id", 36).primary_key())
                 .col(string_len("customer_id", 36))
                 .col(boolean("unresolved"))
                 .col(boolean("breached"))
                 .col(boolean("escalated"))
-                .col(timestamp_with_time_zone("update_time"))
-                .to_owned(),
+                .col(timestamp_with_time_zone("update_time")),
         )
         .await?;
-        retention_db::create_index(
+        create_index(
             m,
             "idx_complaint_signals_customer",
             "complaint_signals",
@@ -179,45 +173,40 @@ impl MigrationTrait for CreateWinbackTables {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for t in [
-            "complaint_signals",
-            "consents",
-            "campaign_exclusions",
-            "campaign_targets",
-            "campaigns",
-            "churn_records",
-        ] {
-            m.drop_table(Table::drop().table(Alias::new(t)).if_exists().to_owned())
-                .await?;
-        }
-        Ok(())
+        drop_tables(
+            m,
+            &[
+                "complaint_signals",
+                "consents",
+                "campaign_exclusions",
+                "campaign_targets",
+                "campaigns",
+                "churn_records",
+            ],
+        )
+        .await
     }
 }
 
-struct CreateAttributedPurchases;
-
-/// Named explicitly: the derive names a migration after its file, and this file
-/// already holds one.
-impl MigrationName for CreateAttributedPurchases {
-    fn name(&self) -> &str {
-        "m20261202_000001_create_attributed_purchases"
-    }
-}
+retention_db::migration!(
+    /// Purchases already attributed against targets (a replay counts for nothing).
+    CreateAttributedPurchases,
+    "m20261202_000001_create_attributed_purchases"
+);
 
 #[async_trait::async_trait]
 impl MigrationTrait for CreateAttributedPurchases {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
+        create_table(
+            m,
             Table::create()
                 .table("attributed_purchases")
-                .if_not_exists()
                 .col(string_len("purchase_id", 64).primary_key())
                 .col(string_len("customer_id", 36))
-                .col(timestamp_with_time_zone("record_time"))
-                .to_owned(),
+                .col(timestamp_with_time_zone("record_time")),
         )
         .await?;
-        retention_db::create_index(
+        create_index(
             m,
             "idx_attributed_purchases_customer",
             "attributed_purchases",
@@ -227,61 +216,38 @@ impl MigrationTrait for CreateAttributedPurchases {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(
-            Table::drop()
-                .table(Alias::new("attributed_purchases"))
-                .if_exists()
-                .to_owned(),
-        )
-        .await
+        drop_tables(m, &["attributed_purchases"]).await
     }
 }
 
-/// A campaign's value basis (the value that ranks candidates and caps the offer
-/// cost) and each target's value if retained. Campaigns created before keep
-/// ranking by the expected value they were launched with; their targets hold no
-/// value if retained.
-struct AddValueBasis;
-
-impl MigrationName for AddValueBasis {
-    fn name(&self) -> &str {
-        "m20261203_000001_add_value_basis"
-    }
-}
+retention_db::migration!(
+    /// A campaign's value basis (the value that ranks candidates and caps the offer
+    /// cost) and each target's value if retained. Campaigns created before keep
+    /// ranking by the expected value they were launched with; their targets hold no
+    /// value if retained.
+    AddValueBasis,
+    "m20261203_000001_add_value_basis"
+);
 
 #[async_trait::async_trait]
 impl MigrationTrait for AddValueBasis {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table("campaigns")
-                .add_column(string_len("value_basis", 16).default("EXPECTED"))
-                .to_owned(),
+        add_columns(
+            m,
+            "campaigns",
+            [string_len("value_basis", 16).default("EXPECTED").to_owned()],
         )
         .await?;
-        m.alter_table(
-            Table::alter()
-                .table("campaign_targets")
-                .add_column(big_integer_null("retained_clv_minor"))
-                .to_owned(),
+        add_columns(
+            m,
+            "campaign_targets",
+            [big_integer_null("retained_clv_minor")],
         )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table("campaign_targets")
-                .drop_column("retained_clv_minor")
-                .to_owned(),
-        )
-        .await?;
-        m.alter_table(
-            Table::alter()
-                .table("campaigns")
-                .drop_column("value_basis")
-                .to_owned(),
-        )
-        .await
+        drop_columns(m, "campaign_targets", &["retained_clv_minor"]).await?;
+        drop_columns(m, "campaigns", &["value_basis"]).await
     }
 }

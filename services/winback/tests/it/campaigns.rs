@@ -150,33 +150,9 @@ async fn every_illegal_transition_is_refused_through_the_api() {
         &mut TestApp,
         String,
     ) -> futures::future::BoxFuture<'_, Result<pb::Campaign, tonic::Status>>;
-    let pause: Call = |a, n| {
-        Box::pin(async move {
-            let r = a.req(pb::PauseCampaignRequest {
-                name: n,
-                etag: String::new(),
-            });
-            a.client.pause_campaign(r).await.map(|r| r.into_inner())
-        })
-    };
-    let complete: Call = |a, n| {
-        Box::pin(async move {
-            let r = a.req(pb::CompleteCampaignRequest {
-                name: n,
-                etag: String::new(),
-            });
-            a.client.complete_campaign(r).await.map(|r| r.into_inner())
-        })
-    };
-    let cancel: Call = |a, n| {
-        Box::pin(async move {
-            let r = a.req(pb::CancelCampaignRequest {
-                name: n,
-                etag: String::new(),
-            });
-            a.client.cancel_campaign(r).await.map(|r| r.into_inner())
-        })
-    };
+    let pause: Call = |a, n| Box::pin(async move { a.pause(&n).await });
+    let complete: Call = |a, n| Box::pin(async move { a.complete(&n).await });
+    let cancel: Call = |a, n| Box::pin(async move { a.cancel(&n).await });
     let launch: Call = |a, n| Box::pin(async move { a.launch(&n).await });
     let refused = |r: Result<pb::Campaign, tonic::Status>| {
         let e = r.expect_err("an illegal transition was accepted");
@@ -302,11 +278,7 @@ async fn exclusions_and_the_budget_are_honoured_at_launch() {
     assert!(auth.is_some_and(|a| a.starts_with("Bearer ")));
 
     // A cool-down: the other campaign contacted ids[2] just now.
-    let req = app.req(pb::CompleteCampaignRequest {
-        name: other.name.clone(),
-        etag: String::new(),
-    });
-    app.client.complete_campaign(req).await.unwrap();
+    app.complete(&other.name).await.unwrap();
     let mut again = TestApp::campaign(&other_segment);
     again.cool_down_days = 14;
     let again = app.create(again).await;
@@ -456,11 +428,7 @@ async fn the_holdout_split_is_deterministic_and_near_its_share() {
         app.launch(&c.name).await.unwrap();
         split.push(arms(&app.targets(&c.name).await));
         // Completed, so the next campaign may take the same customers.
-        let req = app.req(pb::CompleteCampaignRequest {
-            name: c.name.clone(),
-            etag: String::new(),
-        });
-        app.client.complete_campaign(req).await.unwrap();
+        app.complete(&c.name).await.unwrap();
     }
     assert_eq!(split[0].len(), n);
     assert_eq!(split[0], split[1], "same seed, different split");

@@ -19,6 +19,26 @@ fn record(customer: &str, t: pb::ChurnType) -> pb::ChurnRecord {
     }
 }
 
+fn opened(complaint_id: String, customer_id: String) -> ipb::ComplaintOpenedEvent {
+    ipb::ComplaintOpenedEvent {
+        complaint_id,
+        customer_id,
+        ..Default::default()
+    }
+}
+
+async fn list_churn(
+    app: &mut TestApp,
+    req: pb::ListChurnRecordsRequest,
+) -> pb::ListChurnRecordsResponse {
+    let req = app.req(req);
+    app.client
+        .list_churn_records(req)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn churn_records_are_kept_valued_listed_and_idempotent() {
     let mut app = TestApp::spawn(Backend::Postgres).await;
@@ -56,44 +76,38 @@ async fn churn_records_are_kept_valued_listed_and_idempotent() {
     let got = app.client.get_churn_record(req).await.unwrap().into_inner();
     assert_eq!(got.churn_type, pb::ChurnType::Competitive as i32);
 
-    let req = app.req(pb::ListChurnRecordsRequest {
-        filter: "churn_type == \"FAULT\"".into(),
-        ..Default::default()
-    });
-    let list = app
-        .client
-        .list_churn_records(req)
-        .await
-        .unwrap()
-        .into_inner();
+    let list = list_churn(
+        &mut app,
+        pb::ListChurnRecordsRequest {
+            filter: "churn_type == \"FAULT\"".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(list.churn_records.len(), 1);
     assert_eq!(
         list.churn_records[0].customer,
         format!("customers/{}", ids[0])
     );
     // Paging: one per page, newest first, then the end.
-    let req = app.req(pb::ListChurnRecordsRequest {
-        page_size: 1,
-        ..Default::default()
-    });
-    let page = app
-        .client
-        .list_churn_records(req)
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list_churn(
+        &mut app,
+        pb::ListChurnRecordsRequest {
+            page_size: 1,
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(page.churn_records[0].name, r.name);
-    let req = app.req(pb::ListChurnRecordsRequest {
-        page_size: 1,
-        page_token: page.next_page_token,
-        ..Default::default()
-    });
-    let page = app
-        .client
-        .list_churn_records(req)
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list_churn(
+        &mut app,
+        pb::ListChurnRecordsRequest {
+            page_size: 1,
+            page_token: page.next_page_token,
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(page.churn_records[0].name, names[0].name);
     assert!(page.next_page_token.is_empty());
 
@@ -177,15 +191,8 @@ async fn classify_churn_reads_each_signal() {
     // The complaint history comes from interactions' events.
     let angry = new_id();
     let complaint = new_id();
-    app.publish(
-        "retention.interactions.events",
-        &ipb::ComplaintOpenedEvent {
-            complaint_id: complaint.clone(),
-            customer_id: angry.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
+    app.publish_interactions(&opened(complaint.clone(), angry.clone()))
+        .await;
     app.settle().await;
     let c = classify(&mut app, &angry, none.clone()).await;
     assert_eq!(c.churn_type, pb::ChurnType::Fault as i32);
@@ -195,25 +202,19 @@ async fn classify_churn_reads_each_signal() {
         c.reasons
     );
 
-    app.publish(
-        "retention.interactions.events",
-        &ipb::ComplaintSlaBreachedEvent {
-            complaint_id: complaint.clone(),
-            customer_id: angry.clone(),
-            ..Default::default()
-        },
-    )
+    app.publish_interactions(&ipb::ComplaintSlaBreachedEvent {
+        complaint_id: complaint.clone(),
+        customer_id: angry.clone(),
+        ..Default::default()
+    })
     .await;
-    app.publish(
-        "retention.interactions.events",
-        &ipb::ComplaintStatusChangedEvent {
-            complaint_id: complaint.clone(),
-            customer_id: angry.clone(),
-            from_state: ipb::ComplaintState::Open as i32,
-            to_state: ipb::ComplaintState::InProgress as i32,
-            escalation_level: 1,
-        },
-    )
+    app.publish_interactions(&ipb::ComplaintStatusChangedEvent {
+        complaint_id: complaint.clone(),
+        customer_id: angry.clone(),
+        from_state: ipb::ComplaintState::Open as i32,
+        to_state: ipb::ComplaintState::InProgress as i32,
+        escalation_level: 1,
+    })
     .await;
     app.settle().await;
     let c = classify(&mut app, &angry, none.clone()).await;
@@ -222,35 +223,18 @@ async fn classify_churn_reads_each_signal() {
     // A complaint opened and resolved leaves no fault signal.
     let calm = new_id();
     let calm_complaint = new_id();
-    app.publish(
-        "retention.interactions.events",
-        &ipb::ComplaintOpenedEvent {
-            complaint_id: calm_complaint.clone(),
-            customer_id: calm.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
-    app.publish(
-        "retention.interactions.events",
-        &ipb::ComplaintResolvedEvent {
-            complaint_id: calm_complaint.clone(),
-            customer_id: calm.clone(),
-            ..Default::default()
-        },
-    )
+    app.publish_interactions(&opened(calm_complaint.clone(), calm.clone()))
+        .await;
+    app.publish_interactions(&ipb::ComplaintResolvedEvent {
+        complaint_id: calm_complaint.clone(),
+        customer_id: calm.clone(),
+        ..Default::default()
+    })
     .await;
     // Interactions' backfill replays the resolved complaint as opened, then
     // resolved: opened again under a new event id changes nothing here.
-    app.publish(
-        "retention.interactions.events",
-        &ipb::ComplaintOpenedEvent {
-            complaint_id: calm_complaint,
-            customer_id: calm.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
+    app.publish_interactions(&opened(calm_complaint, calm.clone()))
+        .await;
     app.settle().await;
     let c = classify(&mut app, &calm, none).await;
     assert_eq!(
@@ -266,15 +250,8 @@ async fn classify_churn_reads_each_signal() {
 async fn the_playbook_needs_segmentation_and_erasure_removes_the_customer() {
     let mut app = TestApp::spawn(Backend::Postgres).await;
     let (segment, ids) = app.segment(&[300_000]);
-    app.publish(
-        "retention.interactions.events",
-        &ipb::ComplaintOpenedEvent {
-            complaint_id: new_id(),
-            customer_id: ids[0].clone(),
-            ..Default::default()
-        },
-    )
-    .await;
+    app.publish_interactions(&opened(new_id(), ids[0].clone()))
+        .await;
     app.settle().await;
     let req = app.req(pb::RecommendRetentionActionsRequest {
         customer: format!("customers/{}", ids[0]),

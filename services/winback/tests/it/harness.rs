@@ -322,9 +322,14 @@ impl TestApp {
                 tweak(s);
             },
             |settings, listener, stop| {
-                retention_winback::run(settings, listener, async move {
-                    let _ = stop.await;
-                })
+                retention_server::host::run::<retention_winback::Winback>(
+                    settings,
+                    listener,
+                    async move {
+                        let _ = stop.await;
+                    },
+                    None,
+                )
             },
         )
         .await
@@ -402,6 +407,39 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
+    pub async fn pause(&mut self, name: &str) -> Result<pb::Campaign, Status> {
+        let req = self.req(pb::PauseCampaignRequest {
+            name: name.into(),
+            etag: String::new(),
+        });
+        self.client
+            .pause_campaign(req)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn complete(&mut self, name: &str) -> Result<pb::Campaign, Status> {
+        let req = self.req(pb::CompleteCampaignRequest {
+            name: name.into(),
+            etag: String::new(),
+        });
+        self.client
+            .complete_campaign(req)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn cancel(&mut self, name: &str) -> Result<pb::Campaign, Status> {
+        let req = self.req(pb::CancelCampaignRequest {
+            name: name.into(),
+            etag: String::new(),
+        });
+        self.client
+            .cancel_campaign(req)
+            .await
+            .map(|r| r.into_inner())
+    }
+
     pub async fn get(&mut self, name: &str) -> pb::Campaign {
         let req = self.req(pb::GetCampaignRequest { name: name.into() });
         self.client.get_campaign(req).await.unwrap().into_inner()
@@ -444,6 +482,11 @@ impl TestApp {
 
     pub async fn publish<M: prost::Name>(&mut self, stream: &str, msg: &M) -> EventEnvelope {
         self.feeder.publish(stream, msg).await.unwrap()
+    }
+
+    /// Publishes `msg` as interactions would.
+    pub async fn publish_interactions<M: prost::Name>(&mut self, msg: &M) -> EventEnvelope {
+        self.publish("retention.interactions.events", msg).await
     }
 
     /// Delivers `env` again (the consumer must not apply it twice).

@@ -2,7 +2,19 @@
 //! the schema is created on a fresh database and a second run changes nothing.
 
 use retention_testkit::{Backend, TestDb, test_settings};
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+
+async fn count(conn: &DatabaseConnection, sql: &str) -> i64 {
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            sql.to_string(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
 
 #[tokio::test]
 async fn migrate_only_creates_the_schema_once_on_both_backends() {
@@ -10,31 +22,18 @@ async fn migrate_only_creates_the_schema_once_on_both_backends() {
         let db = TestDb::new(backend).await.unwrap();
         let settings = test_settings("winback", &db, false);
         for _ in 0..2 {
-            retention_db::migrate_only::<retention_winback::store::Migrator>(&settings.database)
+            retention_db::migrate_only::<retention_winback::Migrator>(&settings.database)
                 .await
                 .unwrap();
         }
         let conn = Database::connect(settings.database.url.as_str())
             .await
             .unwrap();
-        let row = conn
-            .query_one_raw(Statement::from_string(
-                conn.get_database_backend(),
-                "SELECT COUNT(*) FROM seaql_migrations".to_string(),
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 5);
-        let row = conn
-            .query_one_raw(Statement::from_string(
-                conn.get_database_backend(),
-                "SELECT COUNT(*) FROM campaigns".to_string(),
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 0);
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM seaql_migrations").await,
+            5
+        );
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM campaigns").await, 0);
         conn.close().await.unwrap();
     }
 }
@@ -43,7 +42,7 @@ async fn migrate_only_creates_the_schema_once_on_both_backends() {
 /// they were launched with; their targets hold no value if retained.
 #[tokio::test]
 async fn campaigns_from_before_value_bases_keep_the_expected_value() {
-    use retention_winback::store::Migrator;
+    use retention_winback::Migrator;
     use sea_orm_migration::MigratorTrait;
     for backend in [Backend::Postgres, Backend::Sqlite] {
         let db = TestDb::new(backend).await.unwrap();

@@ -27,6 +27,20 @@ fn split_ids(treated: usize, control: usize) -> (Vec<String>, Vec<String>) {
     (t, c)
 }
 
+/// A campaign launched on `treated` + `control` customers split by [`split_ids`]:
+/// (treated ids, control ids, campaign name, launch time).
+async fn launch_split(
+    app: &mut TestApp,
+    treated: usize,
+    control: usize,
+    strategy: pb::Strategy,
+) -> (Vec<String>, Vec<String>, String, DateTime<Utc>) {
+    let (t, c) = split_ids(treated, control);
+    let all: Vec<String> = t.iter().chain(&c).cloned().collect();
+    let (name, launched) = launch_on(app, &all, strategy).await;
+    (t, c, name, launched)
+}
+
 async fn launch_on(
     app: &mut TestApp,
     ids: &[String],
@@ -55,9 +69,8 @@ async fn launch_on(
 #[tokio::test]
 async fn purchases_inside_the_window_win_customers_back_and_outside_do_not() {
     let mut app = TestApp::spawn(Backend::Postgres).await;
-    let (treated, control) = split_ids(4, 1);
-    let all: Vec<String> = treated.iter().chain(&control).cloned().collect();
-    let (name, launched) = launch_on(&mut app, &all, pb::Strategy::PricePromotion).await;
+    let (treated, control, name, launched) =
+        launch_split(&mut app, 4, 1, pb::Strategy::PricePromotion).await;
 
     let won = app
         .purchase(&treated[0], launched + Duration::days(1), 3_000)
@@ -173,9 +186,8 @@ async fn a_replayed_purchase_counts_once() {
 #[tokio::test]
 async fn results_match_a_hand_computed_fixture_and_strategies_compare() {
     let mut app = TestApp::spawn(Backend::Sqlite).await;
-    let (treated, control) = split_ids(4, 4);
-    let all: Vec<String> = treated.iter().chain(&control).cloned().collect();
-    let (name, launched) = launch_on(&mut app, &all, pb::Strategy::RelationshipInvestment).await;
+    let (treated, control, name, launched) =
+        launch_split(&mut app, 4, 4, pb::Strategy::RelationshipInvestment).await;
     // 3 of 4 treated and 1 of 4 controls buy inside the window, 2,000 margin each.
     for id in treated[..3].iter().chain(&control[..1]) {
         app.purchase(id, launched + Duration::days(3), 2_000).await;
@@ -237,9 +249,7 @@ async fn results_match_a_hand_computed_fixture_and_strategies_compare() {
     assert_eq!(r.incremental_value.unwrap().minor_units, 200_000);
 
     // A price promotion that won nobody back ranks below it.
-    let (t2, c2) = split_ids(2, 2);
-    let others: Vec<String> = t2.iter().chain(&c2).cloned().collect();
-    launch_on(&mut app, &others, pb::Strategy::PricePromotion).await;
+    launch_split(&mut app, 2, 2, pb::Strategy::PricePromotion).await;
     let req = app.req(pb::CompareStrategiesRequest::default());
     let rows = app
         .client

@@ -2,13 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{ExprTrait, SimpleExpr};
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::sea_query::SimpleExpr;
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
-use super::parse;
+use super::{newest_first, parse};
 use crate::domain::campaign::{CampaignKind, CampaignState, OfferKind, Strategy};
 use crate::domain::records::{Campaign, ContactChannel};
 use crate::domain::targeting::ValueBasis;
@@ -132,29 +129,18 @@ pub async fn list_campaigns<C: ConnectionTrait>(
     before: Option<(DateTime<Utc>, String)>,
     limit: u64,
 ) -> Result<Vec<Campaign>, DbErr> {
-    let mut q = campaign::Entity::find();
-    if let Some(f) = filter {
-        q = q.filter(f);
-    }
-    if let Some((t, id)) = before {
-        q = q.filter(
-            Condition::any()
-                .add(campaign::Column::CreateTime.lt(t))
-                .add(
-                    campaign::Column::CreateTime
-                        .eq(t)
-                        .and(campaign::Column::Id.lt(id)),
-                ),
-        );
-    }
-    q.order_by_desc(campaign::Column::CreateTime)
-        .order_by_desc(campaign::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(campaign_from)
-        .collect()
+    newest_first::<campaign::Entity>(
+        filter,
+        before,
+        campaign::Column::CreateTime,
+        campaign::Column::Id,
+        limit,
+    )
+    .all(db)
+    .await?
+    .into_iter()
+    .map(campaign_from)
+    .collect()
 }
 
 pub async fn campaigns_in_state<C: ConnectionTrait>(

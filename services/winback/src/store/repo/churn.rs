@@ -4,13 +4,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{ExprTrait, SimpleExpr};
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::sea_query::SimpleExpr;
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::{CHUNK, parse};
+use super::{CHUNK, newest_first, parse};
 use crate::domain::churn::{ChurnType, ReasonCode};
 use crate::domain::records::{ChurnRecord, Money};
 use crate::store::entities::churn_record;
@@ -80,29 +77,18 @@ pub async fn list_churn<C: ConnectionTrait>(
     before: Option<(DateTime<Utc>, String)>,
     limit: u64,
 ) -> Result<Vec<ChurnRecord>, DbErr> {
-    let mut q = churn_record::Entity::find();
-    if let Some(f) = filter {
-        q = q.filter(f);
-    }
-    if let Some((t, id)) = before {
-        q = q.filter(
-            Condition::any()
-                .add(churn_record::Column::ChurnTime.lt(t))
-                .add(
-                    churn_record::Column::ChurnTime
-                        .eq(t)
-                        .and(churn_record::Column::Id.lt(id)),
-                ),
-        );
-    }
-    q.order_by_desc(churn_record::Column::ChurnTime)
-        .order_by_desc(churn_record::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(churn_from)
-        .collect()
+    newest_first::<churn_record::Entity>(
+        filter,
+        before,
+        churn_record::Column::ChurnTime,
+        churn_record::Column::Id,
+        limit,
+    )
+    .all(db)
+    .await?
+    .into_iter()
+    .map(churn_from)
+    .collect()
 }
 
 /// The churn type that governs targeting, per customer: malicious if any record

@@ -162,25 +162,16 @@ pub async fn merge_customer<C: ConnectionTrait>(
     merged: &str,
     survivor: &str,
 ) -> Result<(), DbErr> {
-    churn_record::Entity::update_many()
-        .col_expr(churn_record::Column::CustomerId, Expr::val(survivor))
-        .filter(churn_record::Column::CustomerId.eq(merged))
-        .exec(db)
-        .await?;
-    complaint_signal::Entity::update_many()
-        .col_expr(complaint_signal::Column::CustomerId, Expr::val(survivor))
-        .filter(complaint_signal::Column::CustomerId.eq(merged))
-        .exec(db)
-        .await?;
-    attributed_purchase::Entity::update_many()
-        .col_expr(attributed_purchase::Column::CustomerId, Expr::val(survivor))
-        .filter(attributed_purchase::Column::CustomerId.eq(merged))
-        .exec(db)
-        .await?;
-    consent::Entity::delete_many()
-        .filter(consent::Column::CustomerId.eq(merged))
-        .exec(db)
-        .await?;
+    rename(db, churn_record::Column::CustomerId, merged, survivor).await?;
+    rename(db, complaint_signal::Column::CustomerId, merged, survivor).await?;
+    rename(
+        db,
+        attributed_purchase::Column::CustomerId,
+        merged,
+        survivor,
+    )
+    .await?;
+    delete(db, consent::Column::CustomerId, merged).await?;
     let survivor_campaigns: HashSet<String> = target::Entity::find()
         .select_only()
         .column(target::Column::CampaignId)
@@ -210,10 +201,7 @@ pub async fn merge_customer<C: ConnectionTrait>(
                 .await?;
         }
     }
-    exclusion::Entity::delete_many()
-        .filter(exclusion::Column::CustomerId.eq(merged))
-        .exec(db)
-        .await?;
+    delete(db, exclusion::Column::CustomerId, merged).await?;
     Ok(())
 }
 
@@ -224,29 +212,38 @@ pub async fn erase_customer<C: ConnectionTrait>(
     customer_id: &str,
     pseudonym: &str,
 ) -> Result<(), DbErr> {
-    churn_record::Entity::delete_many()
-        .filter(churn_record::Column::CustomerId.eq(customer_id))
+    delete(db, churn_record::Column::CustomerId, customer_id).await?;
+    delete(db, complaint_signal::Column::CustomerId, customer_id).await?;
+    delete(db, attributed_purchase::Column::CustomerId, customer_id).await?;
+    delete(db, consent::Column::CustomerId, customer_id).await?;
+    delete(db, exclusion::Column::CustomerId, customer_id).await?;
+    rename(db, target::Column::CustomerId, customer_id, pseudonym).await
+}
+
+/// Rows of `col`'s table whose `col` is `from` get `to` there.
+async fn rename<Col, C>(db: &C, col: Col, from: &str, to: &str) -> Result<(), DbErr>
+where
+    Col: ColumnTrait,
+    Col::EntityName: EntityTrait,
+    C: ConnectionTrait,
+{
+    <Col::EntityName as EntityTrait>::update_many()
+        .col_expr(col, Expr::val(to))
+        .filter(col.eq(from))
         .exec(db)
         .await?;
-    complaint_signal::Entity::delete_many()
-        .filter(complaint_signal::Column::CustomerId.eq(customer_id))
-        .exec(db)
-        .await?;
-    attributed_purchase::Entity::delete_many()
-        .filter(attributed_purchase::Column::CustomerId.eq(customer_id))
-        .exec(db)
-        .await?;
-    consent::Entity::delete_many()
-        .filter(consent::Column::CustomerId.eq(customer_id))
-        .exec(db)
-        .await?;
-    exclusion::Entity::delete_many()
-        .filter(exclusion::Column::CustomerId.eq(customer_id))
-        .exec(db)
-        .await?;
-    target::Entity::update_many()
-        .col_expr(target::Column::CustomerId, Expr::val(pseudonym))
-        .filter(target::Column::CustomerId.eq(customer_id))
+    Ok(())
+}
+
+/// Deletes the rows of `col`'s table whose `col` is `value`.
+async fn delete<Col, C>(db: &C, col: Col, value: &str) -> Result<(), DbErr>
+where
+    Col: ColumnTrait,
+    Col::EntityName: EntityTrait,
+    C: ConnectionTrait,
+{
+    <Col::EntityName as EntityTrait>::delete_many()
+        .filter(col.eq(value))
         .exec(db)
         .await?;
     Ok(())

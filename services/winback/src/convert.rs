@@ -1,14 +1,14 @@
-//! Domain <-> proto mapping of win-back resources.
+//! Domain <-> proto mapping of win-back resources, shared by the transport
+//! (`grpc`) and the published events (`events::publish`); it reads only `domain`.
 
 use chrono::{DateTime, Utc};
 use retention_proto::common;
 use retention_proto::winback as pb;
 
-use crate::app::{ArmResults, CampaignResults, StrategyOutcome, campaign_name, churn_name};
 use crate::domain::campaign::{CampaignKind, CampaignState, OfferKind, Strategy};
 use crate::domain::churn::{ChurnType, ReasonCode};
 use crate::domain::records::*;
-use crate::domain::results::Uplift;
+use crate::domain::results::{ArmResults, CampaignResults, StrategyOutcome, Uplift};
 use crate::domain::targeting::{Arm, ValueBasis};
 
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -171,11 +171,7 @@ pub fn campaign(c: &Campaign) -> pb::Campaign {
 
 pub fn target(t: &Target) -> pb::CampaignTarget {
     pb::CampaignTarget {
-        name: format!(
-            "{}/targets/{}",
-            campaign_name(&t.campaign_id),
-            t.customer_id
-        ),
+        name: target_name(&t.campaign_id, &t.customer_id),
         customer: format!("customers/{}", t.customer_id),
         arm: arm(t.arm).into(),
         predicted_clv: money(&t.currency, t.predicted_clv_minor),

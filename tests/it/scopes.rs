@@ -2,6 +2,7 @@
 //! policy, and is refused without a token, refused to a token lacking any one of
 //! its scopes, and let past the guard with exactly its scopes.
 
+use retention_server::host::Service;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -45,10 +46,10 @@ async fn call(service: &TestService, path: &str, scopes: Option<&[&str]>) -> Cod
 async fn every_method_refuses_a_token_lacking_any_of_its_scopes() {
     let services = four_services(&Mode::Embedded(EventBus::in_process_for_suite())).await;
     let policies: [ScopePolicy; 4] = [
-        retention_profile::scope_policy(),
-        retention_interactions::scope_policy(),
-        retention_segmentation::scope_policy(),
-        retention_winback::scope_policy(),
+        retention_profile::Profile::scope_policy(),
+        retention_interactions::Interactions::scope_policy(),
+        retention_segmentation::Segmentation::scope_policy(),
+        retention_winback::Winback::scope_policy(),
     ];
     let every_scope: BTreeSet<&str> = policies
         .iter()

@@ -1,7 +1,6 @@
 //! Domain <-> proto mapping of win-back resources, shared by the transport
 //! (`grpc`) and the published events (`events::publish`); it reads only `domain`.
 
-use chrono::{DateTime, Utc};
 use retention_proto::common;
 use retention_proto::winback as pb;
 
@@ -11,20 +10,7 @@ use crate::domain::records::*;
 use crate::domain::results::{ArmResults, CampaignResults, StrategyOutcome, Uplift};
 use crate::domain::targeting::{Arm, ValueBasis};
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
-/// A timestamp from the wire; None when it is out of range.
-pub fn from_ts(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    u32::try_from(t.nanos)
-        .ok()
-        .filter(|n| *n < 1_000_000_000)
-        .and_then(|n| DateTime::from_timestamp(t.seconds, n))
-}
+pub use retention_errors::time::{instant as from_ts, timestamp as ts};
 
 pub fn money(currency: &str, minor_units: i64) -> Option<common::Money> {
     Some(common::Money {

@@ -11,10 +11,11 @@ use sea_orm::{DatabaseTransaction, DbErr, TransactionTrait};
 
 use super::{AppError, AppResult, SegmentationApp};
 use crate::domain::calibration::Calibration;
+use crate::domain::changes::Change;
 use crate::domain::features::Features;
 use crate::domain::scoring::{Insight, score};
 use crate::domain::segments::*;
-use crate::events::{self, Change};
+use crate::events::{self, publish};
 use crate::store::repo;
 
 /// Customers above which scoring runs on the blocking pool.
@@ -31,16 +32,16 @@ fn scoring_events(
 ) -> Vec<OutboxEvent> {
     let mut evs: Vec<OutboxEvent> = entered
         .iter()
-        .map(|s| events::membership_changed(s, &new.customer_id, true, at))
+        .map(|s| publish::membership_changed(s, &new.customer_id, true, at))
         .chain(
             left.iter()
-                .map(|s| events::membership_changed(s, &new.customer_id, false, at)),
+                .map(|s| publish::membership_changed(s, &new.customer_id, false, at)),
         )
         .collect();
     if let Some(p) = prev
         && p.churn_risk != new.churn_risk
     {
-        evs.push(events::churn_risk_changed(p, new));
+        evs.push(publish::churn_risk_changed(p, new));
     }
     let changed = prev.is_none_or(|p| {
         (
@@ -56,7 +57,7 @@ fn scoring_events(
         )
     });
     if changed {
-        evs.push(events::customer_scored(new));
+        evs.push(publish::customer_scored(new));
     }
     evs
 }
@@ -95,7 +96,7 @@ impl SegmentationApp {
             Change::Erased { customer_id } => {
                 repo::mark_erased(&txn, customer_id, at).await?;
                 for s in repo::delete_customer(&txn, customer_id).await? {
-                    evs.push(events::membership_changed(&s, customer_id, false, at));
+                    evs.push(publish::membership_changed(&s, customer_id, false, at));
                 }
             }
             Change::Merged {
@@ -112,7 +113,7 @@ impl SegmentationApp {
                 let merged = repo::find_features(&txn, merged_id).await?;
                 repo::repoint_purchases(&txn, merged_id, survivor_id).await?;
                 for s in repo::delete_customer(&txn, merged_id).await? {
-                    evs.push(events::membership_changed(&s, merged_id, false, at));
+                    evs.push(publish::membership_changed(&s, merged_id, false, at));
                 }
                 repo::mark_merged(&txn, merged_id, survivor_id, at).await?;
                 touched.push(merged_id.clone());
@@ -147,7 +148,7 @@ impl SegmentationApp {
                 evs.extend(self.rescore(&txn, id, &f, at).await?);
             }
         }
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         self.invalidate(&touched).await;
         Ok(())
     }
@@ -319,7 +320,7 @@ impl SegmentationApp {
         let rows: Vec<(&String, &Features)> = changed.iter().map(|(id, f)| (id, f)).collect();
         repo::save_features_many(&txn, &rows, at).await?;
         let evs = self.rescore_many(&txn, changed, at).await?;
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         self.invalidate(&moved.into_iter().collect::<Vec<_>>())
             .await;
         Ok(())

@@ -10,20 +10,19 @@ use chrono::{DateTime, Utc};
 use retention_cache::Cache;
 use retention_domain::now;
 use retention_errors::FieldViolations;
-use retention_events::{EventsError, OutboxEvent};
+use retention_events::{EventsError, Outbox, OutboxEvent, Written};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
-use tokio::sync::Notify;
 
 mod changes;
 mod report;
 mod runs;
 
-pub use report::PortfolioReport;
+pub use crate::domain::portfolio::PortfolioReport;
 
 use crate::domain::filter::OrderBy;
 use crate::domain::scoring::{Insight, ScoringConfig};
 use crate::domain::segments::*;
-use crate::events::{self};
+use crate::events::publish;
 use crate::store::repo::{self, OrderValue};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +62,8 @@ pub struct SegmentationApp {
     pub db: DatabaseConnection,
     pub cache: Cache,
     pub cfg: Arc<ScoringConfig>,
-    relay_wakeup: Arc<Notify>,
+    /// Commits changes with their events; keeps request ids (AIP-155).
+    outbox: Outbox,
     /// One scoring run at a time in this process.
     run_gate: Arc<tokio::sync::Mutex<()>>,
 }
@@ -92,29 +92,14 @@ async fn load_checked(txn: &DatabaseTransaction, id: &str, etag: &str) -> AppRes
 }
 
 impl SegmentationApp {
-    pub fn new(
-        db: DatabaseConnection,
-        cache: Cache,
-        cfg: ScoringConfig,
-        relay_wakeup: Arc<Notify>,
-    ) -> Self {
+    pub fn new(outbox: Outbox, cache: Cache, cfg: ScoringConfig) -> Self {
         SegmentationApp {
-            db,
+            db: outbox.db().clone(),
             cache,
             cfg: Arc::new(cfg),
-            relay_wakeup,
+            outbox,
             run_gate: Arc::new(tokio::sync::Mutex::new(())),
         }
-    }
-
-    async fn commit(&self, txn: DatabaseTransaction, evs: Vec<OutboxEvent>) -> AppResult<()> {
-        let wake = !evs.is_empty();
-        retention_events::enqueue_all(&txn, events::SOURCE, evs).await?;
-        txn.commit().await?;
-        if wake {
-            self.relay_wakeup.notify_one();
-        }
-        Ok(())
     }
 
     async fn invalidate(&self, ids: &[String]) {
@@ -170,21 +155,6 @@ impl SegmentationApp {
 
     // ---- segments ------------------------------------------------------------------
 
-    async fn replay(&self, method: &str, request_id: &str) -> AppResult<Option<String>> {
-        Ok(retention_db::idempotency::replay(&self.db, method, request_id).await?)
-    }
-
-    /// Records the request id in `txn`; false if a concurrent retry committed first.
-    async fn remember(
-        &self,
-        txn: &DatabaseTransaction,
-        method: &str,
-        request_id: &str,
-        id: &str,
-    ) -> AppResult<bool> {
-        Ok(retention_db::idempotency::remember(txn, method, request_id, id, now()).await?)
-    }
-
     /// Brings a segment's members in line with its filter; returns the events.
     async fn materialise(
         &self,
@@ -212,10 +182,10 @@ impl SegmentationApp {
         repo::remove_members(txn, &left).await?;
         Ok(entered
             .iter()
-            .map(|(seg, c)| events::membership_changed(seg, c, true, at))
+            .map(|(seg, c)| publish::membership_changed(seg, c, true, at))
             .chain(
                 left.iter()
-                    .map(|(seg, c)| events::membership_changed(seg, c, false, at)),
+                    .map(|(seg, c)| publish::membership_changed(seg, c, false, at)),
             )
             .collect())
     }
@@ -232,7 +202,7 @@ impl SegmentationApp {
         let Some(expr) = expr.filter(|_| v.is_empty()) else {
             return Err(AppError::Invalid(v));
         };
-        if let Some(id) = self.replay("CreateSegment", request_id).await? {
+        if let Some(id) = self.outbox.replay("CreateSegment", request_id).await? {
             return self.get_segment(&id).await;
         }
         let at = now();
@@ -245,22 +215,20 @@ impl SegmentationApp {
             update_time: at,
             version: 1,
         };
-        let txn = self.db.begin().await?;
-        if !self
-            .remember(&txn, "CreateSegment", request_id, &s.id)
-            .await?
-        {
-            drop(txn);
-            return match self.replay("CreateSegment", request_id).await? {
-                Some(id) => self.get_segment(&id).await,
-                None => Err(AppError::NotFound(request_id.into())),
-            };
+        let id = s.id.clone();
+        let written = self
+            .outbox
+            .write("CreateSegment", request_id, &id, async |txn| {
+                repo::insert_segment(txn, &s).await?;
+                let evs = self.materialise(txn, &s, &expr, at).await?;
+                let count = repo::member_count(txn, &s.id).await?;
+                AppResult::Ok(((s, count), evs))
+            })
+            .await?;
+        match written {
+            Written::Done(created) => Ok(created),
+            Written::Replayed(id) => self.get_segment(&id).await,
         }
-        repo::insert_segment(&txn, &s).await?;
-        let evs = self.materialise(&txn, &s, &expr, at).await?;
-        let count = repo::member_count(&txn, &s.id).await?;
-        self.commit(txn, evs).await?;
-        Ok((s, count))
     }
 
     pub async fn get_segment(&self, id: &str) -> AppResult<(Segment, u64)> {
@@ -320,7 +288,7 @@ impl SegmentationApp {
             Vec::new()
         };
         let n = repo::member_count(&txn, id).await?;
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await?;
         Ok((s, n))
     }
 
@@ -334,9 +302,9 @@ impl SegmentationApp {
         repo::delete_segment(&txn, id).await?;
         let evs = members
             .iter()
-            .map(|c| events::membership_changed(id, c, false, at))
+            .map(|c| publish::membership_changed(id, c, false, at))
             .collect();
-        self.commit(txn, evs).await
+        Ok(self.outbox.commit(txn, evs).await?)
     }
 
     pub async fn list_segments(

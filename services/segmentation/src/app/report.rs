@@ -4,21 +4,8 @@ use chrono::{DateTime, Utc};
 use retention_domain::now;
 
 use super::{AppResult, RUN_PAGE, SegmentationApp};
-use crate::domain::portfolio::{CohortRow, LevelShare, PeriodActivity, PeriodRate, level_shares};
+use crate::domain::portfolio::{PeriodActivity, PortfolioReport, level_shares};
 use crate::store::repo;
-
-/// The portfolio figures of GetPortfolioReport.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PortfolioReport {
-    pub value_tiers: Vec<LevelShare>,
-    pub management_tiers: Vec<LevelShare>,
-    pub lifecycle_stages: Vec<LevelShare>,
-    pub churn_risks: Vec<LevelShare>,
-    pub pareto_share: f64,
-    pub rates: Vec<PeriodRate>,
-    pub cohorts: Vec<CohortRow>,
-    pub report_time: DateTime<Utc>,
-}
 
 impl SegmentationApp {
     /// Streams the insights and the purchase ledger once each; memory grows with

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use retention_domain::now;
+use retention_events::Written;
 use sea_orm::{DbErr, TransactionTrait};
 
 use super::{AppError, AppResult, RUN_PAGE, RUN_WORKERS, SegmentationApp, new_id};
@@ -32,7 +33,7 @@ impl SegmentationApp {
         request_id: &str,
         observation_end: Option<DateTime<Utc>>,
     ) -> AppResult<ScoringRun> {
-        if let Some(id) = self.replay("RunScoring", request_id).await? {
+        if let Some(id) = self.outbox.replay("RunScoring", request_id).await? {
             return self.get_run(&id).await;
         }
         let gate = self
@@ -55,17 +56,18 @@ impl SegmentationApp {
             observation_end,
             backtest: None,
         };
-        let txn = self.db.begin().await?;
-        if !self
-            .remember(&txn, "RunScoring", request_id, &run.id)
-            .await?
-        {
-            drop(txn);
+        let written = self
+            .outbox
+            .write("RunScoring", request_id, &run.id, async |txn| {
+                repo::insert_run(txn, &run).await?;
+                AppResult::Ok(((), Vec::new()))
+            })
+            .await?;
+        if let Written::Replayed(id) = written {
+            // A concurrent retry started it: answer with that run.
             drop(gate);
-            return Box::pin(self.start_run(request_id, observation_end)).await;
+            return self.get_run(&id).await;
         }
-        repo::insert_run(&txn, &run).await?;
-        txn.commit().await?;
         let app = self.clone();
         let started = run.clone();
         tokio::spawn(async move {
@@ -291,7 +293,7 @@ impl SegmentationApp {
         let page = repo::page_features(&txn, after.as_deref(), upto.as_deref(), None, true).await?;
         let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
         let evs = self.rescore_with(&txn, page, cal, at).await?;
-        self.commit(txn, evs).await?;
+        self.outbox.commit(txn, evs).await.map_err(AppError::from)?;
         self.invalidate(&ids).await;
         Ok(ids.len() as u64)
     }

@@ -8,12 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::classify::*;
+use super::config::ScoringConfig;
 use super::features::Features;
 use super::models::bgnbd::{self, BgNbd, BgNbdFit};
 use super::models::gamma_gamma::{self, GammaGamma, GammaGammaFit};
 use super::models::uncertainty::ParamEstimate;
 use super::models::{FitError, History};
-use super::scoring::ScoringConfig;
 
 /// Quintile cut-offs: the least value that earns each score from 2 to 5 (None when
 /// no one in the population earned it). Derived from [`quintiles`], so scoring the

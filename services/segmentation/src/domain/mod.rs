@@ -2,7 +2,9 @@
 
 pub mod backtest;
 pub mod calibration;
+pub mod changes;
 pub mod classify;
+pub mod config;
 pub mod features;
 pub mod filter;
 pub mod models;

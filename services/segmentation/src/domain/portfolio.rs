@@ -5,6 +5,19 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+/// The portfolio figures of GetPortfolioReport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortfolioReport {
+    pub value_tiers: Vec<LevelShare>,
+    pub management_tiers: Vec<LevelShare>,
+    pub lifecycle_stages: Vec<LevelShare>,
+    pub churn_risks: Vec<LevelShare>,
+    pub pareto_share: f64,
+    pub rates: Vec<PeriodRate>,
+    pub cohorts: Vec<CohortRow>,
+    pub report_time: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelShare {
     pub level: String,

@@ -1,6 +1,6 @@
-//! gRPC transport: validation and proto <-> domain mapping.
+//! gRPC transport: validation, errors as statuses; the proto <-> domain mapping
+//! is the crate's `convert`.
 
-pub mod convert;
 pub mod error;
 pub mod service;
 

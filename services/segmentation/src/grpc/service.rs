@@ -7,8 +7,8 @@ use retention_proto::segmentation::segmentation_service_server::SegmentationServ
 use retention_server::paging::{decode_token, encode_token, page_size, split_page};
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use crate::app::SegmentationApp;
+use crate::convert;
 use crate::domain::filter::{insight_schema, parse_order_by};
 use crate::domain::models::sbg;
 use crate::domain::segments::validate_segment;
@@ -25,14 +25,61 @@ impl SegmentationGrpc {
     }
 }
 
+/// One List call's paging (AIP-158): its page size, and page tokens bound to
+/// the collection `kind` and the `query` (filter and order, or parent) they
+/// were made for.
+struct Pager<'a> {
+    kind: &'static str,
+    query: &'a str,
+    limit: u64,
+}
+
+impl<'a> Pager<'a> {
+    /// Checks `page_size` (violations in `v`).
+    fn new(kind: &'static str, query: &'a str, size: i32, v: &mut FieldViolations) -> Self {
+        Pager {
+            kind,
+            query,
+            limit: page_size(size, v),
+        }
+    }
+
+    /// The cursor in `token` (None for the first page); violations in `v`.
+    fn after(&self, token: &str, v: &mut FieldViolations) -> Option<String> {
+        decode_token(token, self.kind, self.query, v)
+    }
+
+    /// How many rows to read: one more than a page, to know if another follows.
+    fn fetch(&self) -> u64 {
+        self.limit + 1
+    }
+
+    /// `rows` cut to a page, and the token of the next page ("" after the last).
+    fn page<T>(&self, rows: Vec<T>, cursor: impl Fn(&T) -> String) -> (Vec<T>, String) {
+        let (rows, next) = split_page(rows, self.limit, cursor);
+        let token = next
+            .map(|c| encode_token(self.kind, self.query, &c))
+            .unwrap_or_default();
+        (rows, token)
+    }
+}
+
+/// The id in `name` (the request's only field to check), of `collection`.
+fn id_in(name: &str, collection: &str) -> Result<String, Status> {
+    let mut v = FieldViolations::new();
+    let id = name_arg(name, collection, "name", &mut v);
+    v.into_result()?;
+    Ok(id)
+}
+
 /// "insights/{id}" or "customers/{id}" -> the customer id.
-fn customer_of(name: &str, v: &mut FieldViolations) -> String {
+fn customer_of(name: &str) -> Result<String, Status> {
     let collection = if name.starts_with("customers/") {
         "customers"
     } else {
         "insights"
     };
-    name_arg(name, collection, "name", v)
+    id_in(name, collection)
 }
 
 #[tonic::async_trait]
@@ -48,10 +95,7 @@ impl SegmentationService for SegmentationGrpc {
         &self,
         req: Request<pb::GetCustomerInsightRequest>,
     ) -> Result<Response<pb::CustomerInsight>, Status> {
-        let r = req.into_inner();
-        let mut v = FieldViolations::new();
-        let id = customer_of(&r.name, &mut v);
-        v.into_result()?;
+        let id = customer_of(&req.get_ref().name)?;
         let i = self.app.get_insight(&id).await?;
         Ok(Response::new(convert::insight(&i)))
     }
@@ -62,7 +106,8 @@ impl SegmentationService for SegmentationGrpc {
     ) -> Result<Response<pb::ListCustomerInsightsResponse>, Status> {
         let r = req.into_inner();
         let mut v = FieldViolations::new();
-        let limit = page_size(r.page_size, &mut v);
+        let query = format!("{}\u{1f}{}", r.filter, r.order_by);
+        let pager = Pager::new("insights", &query, r.page_size, &mut v);
         let filter = match retention_filter::parse_and_check(&r.filter, &insight_schema()) {
             Ok(f) => f,
             Err(e) => {
@@ -77,8 +122,7 @@ impl SegmentationService for SegmentationGrpc {
                 None
             }
         };
-        let query = format!("{}\u{1f}{}", r.filter, r.order_by);
-        let after = decode_token(&r.page_token, "insights", &query, &mut v).and_then(|c| {
+        let after = pager.after(&r.page_token, &mut v).and_then(|c| {
             let parsed = serde_json::from_str::<(OrderValue, String)>(&c).ok();
             if parsed.is_none() {
                 v.add("page_token", "is not a valid page token");
@@ -89,17 +133,15 @@ impl SegmentationService for SegmentationGrpc {
         let order = order.expect("validated");
         let rows = self
             .app
-            .list_insights(filter.as_ref(), order, after, limit + 1)
+            .list_insights(filter.as_ref(), order, after, pager.fetch())
             .await?;
-        let (rows, next) = split_page(rows, limit, |last| {
+        let (rows, next_page_token) = pager.page(rows, |last| {
             serde_json::to_string(&(order_value(last, order.field), &last.customer_id))
                 .unwrap_or_default()
         });
         Ok(Response::new(pb::ListCustomerInsightsResponse {
             insights: rows.iter().map(convert::insight).collect(),
-            next_page_token: next
-                .map(|c| encode_token("insights", &query, &c))
-                .unwrap_or_default(),
+            next_page_token,
         }))
     }
 
@@ -133,9 +175,7 @@ impl SegmentationService for SegmentationGrpc {
         &self,
         req: Request<pb::GetSegmentRequest>,
     ) -> Result<Response<pb::Segment>, Status> {
-        let mut v = FieldViolations::new();
-        let id = name_arg(&req.get_ref().name, "segments", "name", &mut v);
-        v.into_result()?;
+        let id = id_in(&req.get_ref().name, "segments")?;
         let (s, n) = self.app.get_segment(&id).await?;
         Ok(Response::new(convert::segment(&s, n)))
     }
@@ -181,9 +221,7 @@ impl SegmentationService for SegmentationGrpc {
         req: Request<pb::DeleteSegmentRequest>,
     ) -> Result<Response<pb::DeleteSegmentResponse>, Status> {
         let r = req.into_inner();
-        let mut v = FieldViolations::new();
-        let id = name_arg(&r.name, "segments", "name", &mut v);
-        v.into_result()?;
+        let id = id_in(&r.name, "segments")?;
         self.app.delete_segment(&id, &r.etag).await?;
         Ok(Response::new(pb::DeleteSegmentResponse {}))
     }
@@ -194,16 +232,17 @@ impl SegmentationService for SegmentationGrpc {
     ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
         let r = req.into_inner();
         let mut v = FieldViolations::new();
-        let limit = page_size(r.page_size, &mut v);
-        let after = decode_token(&r.page_token, "segments", "", &mut v);
+        let pager = Pager::new("segments", "", r.page_size, &mut v);
+        let after = pager.after(&r.page_token, &mut v);
         v.into_result()?;
-        let rows = self.app.list_segments(after.as_deref(), limit + 1).await?;
-        let (rows, next) = split_page(rows, limit, |(s, _)| s.id.clone());
+        let rows = self
+            .app
+            .list_segments(after.as_deref(), pager.fetch())
+            .await?;
+        let (rows, next_page_token) = pager.page(rows, |(s, _)| s.id.clone());
         Ok(Response::new(pb::ListSegmentsResponse {
             segments: rows.iter().map(|(s, n)| convert::segment(s, *n)).collect(),
-            next_page_token: next
-                .map(|c| encode_token("segments", "", &c))
-                .unwrap_or_default(),
+            next_page_token,
         }))
     }
 
@@ -214,19 +253,17 @@ impl SegmentationService for SegmentationGrpc {
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         let id = name_arg(&r.segment, "segments", "segment", &mut v);
-        let limit = page_size(r.page_size, &mut v);
-        let after = decode_token(&r.page_token, "members", &id, &mut v);
+        let pager = Pager::new("members", &id, r.page_size, &mut v);
+        let after = pager.after(&r.page_token, &mut v);
         v.into_result()?;
         let rows = self
             .app
-            .list_members(&id, after.as_deref(), limit + 1)
+            .list_members(&id, after.as_deref(), pager.fetch())
             .await?;
-        let (rows, next) = split_page(rows, limit, |i| i.customer_id.clone());
+        let (rows, next_page_token) = pager.page(rows, |i| i.customer_id.clone());
         Ok(Response::new(pb::ListSegmentMembersResponse {
             members: rows.iter().map(convert::insight).collect(),
-            next_page_token: next
-                .map(|c| encode_token("members", &id, &c))
-                .unwrap_or_default(),
+            next_page_token,
         }))
     }
 
@@ -262,9 +299,7 @@ impl SegmentationService for SegmentationGrpc {
         &self,
         req: Request<pb::GetScoringRunRequest>,
     ) -> Result<Response<pb::ScoringRun>, Status> {
-        let mut v = FieldViolations::new();
-        let id = name_arg(&req.get_ref().name, "scoringRuns", "name", &mut v);
-        v.into_result()?;
+        let id = id_in(&req.get_ref().name, "scoringRuns")?;
         let run = self.app.get_run(&id).await?;
         Ok(Response::new(convert::run(&run)))
     }

@@ -4,5 +4,3 @@
 pub mod entities;
 pub mod migrations;
 pub mod repo;
-
-pub use migrations::Migrator;

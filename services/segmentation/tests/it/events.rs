@@ -5,16 +5,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retention_cache::Cache;
-use retention_events::{EventHandler, HandlerError};
+use retention_events::{EventHandler, HandlerError, Outbox};
 use retention_proto::common::EventEnvelope;
 use retention_proto::interactions as ipb;
 use retention_proto::profile as ppb;
 use retention_segmentation::app::SegmentationApp;
 use retention_segmentation::domain::scoring::ScoringConfig;
-use retention_segmentation::events::UpstreamHandler;
+use retention_segmentation::events::consume::UpstreamHandler;
 use retention_testkit::{Backend, unique_namespace};
+use sea_orm::DatabaseConnection;
 
 use crate::harness::{TestApp, envelope, epoch, new_id, ts};
+
+/// The consumer's handler on the service's database, driven directly (as a
+/// second replica's consumer would be), with a cache of its own.
+fn handler(db: DatabaseConnection) -> Arc<UpstreamHandler> {
+    let outbox = Outbox::new(db, "segmentation", Arc::new(tokio::sync::Notify::new()));
+    let cache = Cache::in_process(unique_namespace(), Duration::from_secs(60));
+    UpstreamHandler::new(SegmentationApp::new(
+        outbox,
+        cache,
+        ScoringConfig::default(),
+    ))
+}
 
 fn purchase(customer: &str, purchase_id: &str) -> EventEnvelope {
     envelope(&ppb::PurchaseRecordedEvent {
@@ -72,14 +85,7 @@ async fn check(app: &TestApp, a: &str, b: &str) {
 #[tokio::test]
 async fn a_batch_applies_each_event_once_and_in_order() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    let db = app.inner.database().await.unwrap();
-    let cache = Cache::in_process(unique_namespace(), Duration::from_secs(60));
-    let handler = UpstreamHandler::new(SegmentationApp::new(
-        db,
-        cache,
-        ScoringConfig::default(),
-        Arc::new(tokio::sync::Notify::new()),
-    ));
+    let handler = handler(app.inner.database().await.unwrap());
     let (a, b) = (new_id(), new_id());
     let first = purchase(&a, &new_id());
     let republished = EventEnvelope {
@@ -190,13 +196,7 @@ async fn a_replay_changes_nothing_already_there_and_rebuilds_what_is_gone() {
     use ipb::ComplaintState as S;
     let app = TestApp::spawn(Backend::Postgres).await;
     let db = app.inner.database().await.unwrap();
-    let cache = Cache::in_process(unique_namespace(), Duration::from_secs(60));
-    let handler = UpstreamHandler::new(SegmentationApp::new(
-        db.clone(),
-        cache,
-        ScoringConfig::default(),
-        Arc::new(tokio::sync::Notify::new()),
-    ));
+    let handler = handler(db.clone());
     let (a, late, open) = (new_id(), new_id(), new_id());
     let created = envelope(&ppb::CustomerCreatedEvent {
         customer: Some(ppb::CustomerFacts {

@@ -7,6 +7,7 @@ use retention_proto::interactions as ipb;
 use retention_proto::profile as ppb;
 use retention_proto::segmentation as pb;
 use retention_proto::segmentation::segmentation_service_client::SegmentationServiceClient;
+use retention_segmentation::Segmentation;
 use retention_testkit::{Backend, StreamFeeder, TestService};
 use tonic::Request;
 use tonic::transport::Channel;
@@ -59,9 +60,14 @@ impl TestApp {
             true,
             |_| {},
             |settings, listener, stop| {
-                retention_segmentation::run(settings, listener, async move {
-                    let _ = stop.await;
-                })
+                retention_server::host::run::<Segmentation>(
+                    settings,
+                    listener,
+                    async move {
+                        let _ = stop.await;
+                    },
+                    None,
+                )
             },
         )
         .await
@@ -72,6 +78,15 @@ impl TestApp {
             inner,
             feeder,
         }
+    }
+
+    /// A service with `n` customers (see [`Self::population`]) scored by one
+    /// full run; their ids.
+    pub async fn scored(backend: Backend, n: usize, until: i64) -> (TestApp, Vec<String>) {
+        let mut app = TestApp::spawn(backend).await;
+        let ids = app.population(n, until).await;
+        app.run_scoring().await;
+        (app, ids)
     }
 
     pub fn req<T>(&self, msg: T) -> Request<T> {

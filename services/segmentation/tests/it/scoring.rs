@@ -172,9 +172,7 @@ async fn scoring_run_end_to_end_on(backend: Backend) {
 
 #[tokio::test]
 async fn insights_are_cached_and_invalidated_on_rescoring() {
-    let mut app = TestApp::spawn(Backend::Postgres).await;
-    let ids = app.population(60, 300).await;
-    app.run_scoring().await;
+    let (mut app, ids) = TestApp::scored(Backend::Postgres, 60, 300).await;
     let who = ids[5].clone();
     let first = app.insight(&who).await.unwrap();
     let key = format!("{}:insight:{who}", app.inner.settings.redis.namespace);

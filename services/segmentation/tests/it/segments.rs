@@ -39,9 +39,7 @@ async fn members(app: &mut TestApp, segment: &str) -> Vec<String> {
 on_both_backends!(enter_and_exit_on_rescoring, enter_and_exit_on);
 
 async fn enter_and_exit_on(backend: Backend) {
-    let mut app = TestApp::spawn(backend).await;
-    let ids = app.population(60, 300).await;
-    app.run_scoring().await;
+    let (mut app, ids) = TestApp::scored(backend, 60, 300).await;
     let seg = create(&mut app, "complaints_open > 0").await;
     assert_eq!(seg.member_count, 0);
     // Someone whose risk can still rise.
@@ -109,9 +107,7 @@ async fn enter_and_exit_on(backend: Backend) {
 
 #[tokio::test]
 async fn segment_updates_rematerialise_and_deletes_release_members() {
-    let mut app = TestApp::spawn(Backend::Postgres).await;
-    app.population(40, 300).await;
-    app.run_scoring().await;
+    let (mut app, _) = TestApp::scored(Backend::Postgres, 40, 300).await;
     let seg = create(&mut app, "purchases >= 1").await;
     assert_eq!(seg.member_count, 40, "materialised on create");
     let req = app.req(pb::UpdateSegmentRequest {
@@ -160,9 +156,7 @@ async fn segment_updates_rematerialise_and_deletes_release_members() {
 
 #[tokio::test]
 async fn merge_folds_features_and_erase_forgets_the_customer() {
-    let mut app = TestApp::spawn(Backend::Postgres).await;
-    let ids = app.population(50, 300).await;
-    app.run_scoring().await;
+    let (mut app, ids) = TestApp::scored(Backend::Postgres, 50, 300).await;
     let seg = create(&mut app, "purchases >= 1").await;
     let (survivor, merged) = (ids[1].clone(), ids[2].clone());
     let a = app.insight(&survivor).await.unwrap();

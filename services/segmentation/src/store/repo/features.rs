@@ -12,7 +12,7 @@ use sea_orm::{
     QuerySelect,
 };
 
-use super::{from_json, to_json};
+use super::{after_key, from_json, keep_existing, to_json};
 use crate::domain::features::Features;
 use crate::store::entities::{erased, feature, insight, member, merged, purchase};
 
@@ -139,14 +139,10 @@ pub async fn page_features<C: ConnectionTrait>(
     limit: Option<u64>,
     lock: bool,
 ) -> Result<Vec<(String, Features)>, DbErr> {
-    let mut q = feature::Entity::find();
-    if let Some(a) = after {
-        q = q.filter(feature::Column::CustomerId.gt(a));
-    }
+    let mut q = after_key(feature::Entity::find(), feature::Column::CustomerId, after);
     if let Some(u) = upto {
         q = q.filter(feature::Column::CustomerId.lte(u));
     }
-    q = q.order_by_asc(feature::Column::CustomerId);
     if let Some(n) = limit {
         q = q.limit(n);
     }
@@ -202,11 +198,7 @@ pub async fn mark_erased<C: ConnectionTrait>(
         customer_id: Set(customer_id.to_string()),
         erase_time: Set(at),
     })
-    .on_conflict(
-        OnConflict::column(erased::Column::CustomerId)
-            .do_nothing()
-            .to_owned(),
-    )
+    .on_conflict(keep_existing(erased::Column::CustomerId))
     .exec_without_returning(db)
     .await?;
     Ok(())
@@ -254,11 +246,7 @@ pub async fn mark_merged<C: ConnectionTrait>(
         survivor_id: Set(survivor_id.to_string()),
         merge_time: Set(at),
     })
-    .on_conflict(
-        OnConflict::column(merged::Column::CustomerId)
-            .do_nothing()
-            .to_owned(),
-    )
+    .on_conflict(keep_existing(merged::Column::CustomerId))
     .exec_without_returning(db)
     .await?;
     Ok(())

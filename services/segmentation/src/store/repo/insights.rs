@@ -11,7 +11,7 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
-use super::{from_json, to_json};
+use super::{after_key, from_json, to_json};
 use crate::domain::filter::{OrderBy, OrderField, insight_schema};
 use crate::domain::scoring::Insight;
 use crate::store::entities::insight;
@@ -253,20 +253,17 @@ pub async fn report_rows<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<ReportRow>, DbErr> {
     use insight::Column as C;
-    let mut q = insight::Entity::find()
-        .select_only()
-        .columns([
-            C::CustomerId,
-            C::ValueTier,
-            C::ManagementTier,
-            C::LifecycleStage,
-            C::ChurnRisk,
-            C::HistoricalMargin,
-        ])
-        .order_by_asc(C::CustomerId)
-        .limit(limit);
-    if let Some(a) = after {
-        q = q.filter(C::CustomerId.gt(a));
-    }
-    q.into_tuple().all(db).await
+    let q = insight::Entity::find().select_only().columns([
+        C::CustomerId,
+        C::ValueTier,
+        C::ManagementTier,
+        C::LifecycleStage,
+        C::ChurnRisk,
+        C::HistoricalMargin,
+    ]);
+    after_key(q, C::CustomerId, after)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await
 }

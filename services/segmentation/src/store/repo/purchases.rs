@@ -5,11 +5,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
+use super::{after_key, keep_existing};
 use crate::store::entities::purchase;
 
 /// False when the purchase is already recorded.
@@ -26,11 +27,7 @@ pub async fn insert_purchase<C: ConnectionTrait>(
         occur_time: Set(at),
         margin_minor: Set(Some(margin_minor)),
     })
-    .on_conflict(
-        OnConflict::column(purchase::Column::PurchaseId)
-            .do_nothing()
-            .to_owned(),
-    )
+    .on_conflict(keep_existing(purchase::Column::PurchaseId))
     .exec_without_returning(db)
     .await?;
     Ok(n > 0)
@@ -53,11 +50,7 @@ pub async fn insert_purchases<C: ConnectionTrait>(
             margin_minor: Set(Some(*margin)),
         });
     let inserted = purchase::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::column(purchase::Column::PurchaseId)
-                .do_nothing()
-                .to_owned(),
-        )
+        .on_conflict(keep_existing(purchase::Column::PurchaseId))
         .exec_with_returning_keys(db)
         .await?;
     Ok(inserted.into_iter().collect())
@@ -82,12 +75,12 @@ pub async fn purchase_times<C: ConnectionTrait>(
     after_customer: Option<&str>,
     limit_rows: u64,
 ) -> Result<Vec<(String, DateTime<Utc>)>, DbErr> {
-    let mut q = purchase::Entity::find();
-    if let Some(a) = after_customer {
-        q = q.filter(purchase::Column::CustomerId.gt(a));
-    }
-    Ok(q.order_by_asc(purchase::Column::CustomerId)
-        .order_by_asc(purchase::Column::OccurTime)
+    let q = after_key(
+        purchase::Entity::find(),
+        purchase::Column::CustomerId,
+        after_customer,
+    );
+    Ok(q.order_by_asc(purchase::Column::OccurTime)
         .limit(limit_rows)
         .all(db)
         .await?

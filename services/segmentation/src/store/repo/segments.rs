@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
 };
 
+use super::after_key;
 use crate::domain::segments::Segment;
 use crate::store::entities::{member, segment};
 
@@ -82,17 +82,15 @@ pub async fn list_segments<C: ConnectionTrait>(
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<Segment>, DbErr> {
-    let mut q = segment::Entity::find();
-    if let Some(a) = after {
-        q = q.filter(segment::Column::Id.gt(a));
-    }
-    Ok(q.order_by_asc(segment::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(segment_from)
-        .collect())
+    Ok(
+        after_key(segment::Entity::find(), segment::Column::Id, after)
+            .limit(limit)
+            .all(db)
+            .await?
+            .into_iter()
+            .map(segment_from)
+            .collect(),
+    )
 }
 
 pub async fn all_segments<C: ConnectionTrait>(db: &C) -> Result<Vec<Segment>, DbErr> {
@@ -178,14 +176,11 @@ pub async fn list_members<C: ConnectionTrait>(
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<String>, DbErr> {
-    let mut q = member::Entity::find()
+    let q = member::Entity::find()
         .select_only()
         .column(member::Column::CustomerId)
         .filter(member::Column::SegmentId.eq(segment_id));
-    if let Some(a) = after {
-        q = q.filter(member::Column::CustomerId.gt(a));
-    }
-    q.order_by_asc(member::Column::CustomerId)
+    after_key(q, member::Column::CustomerId, after)
         .limit(limit)
         .into_tuple::<String>()
         .all(db)

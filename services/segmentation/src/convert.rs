@@ -1,17 +1,18 @@
-//! Domain <-> proto mapping of segmentation resources.
+//! Domain <-> proto mapping of segmentation resources, shared by the gRPC layer
+//! and the published events; it knows the domain and the protos only.
 
 use chrono::{DateTime, Utc};
 use retention_proto::common::Money;
 use retention_proto::segmentation as pb;
 
-use crate::app::PortfolioReport;
 use crate::domain::backtest::BacktestReport;
 use crate::domain::calibration::Calibration;
 use crate::domain::classify::*;
+use crate::domain::models::bgnbd::{self, BgNbd};
+use crate::domain::models::gamma_gamma::{self, GammaGamma};
 use crate::domain::models::sbg::SbgFit;
 use crate::domain::models::uncertainty::ParamEstimate;
-use crate::domain::models::{bgnbd, gamma_gamma};
-use crate::domain::portfolio::LevelShare;
+use crate::domain::portfolio::{LevelShare, PortfolioReport};
 use crate::domain::scoring::Insight;
 use crate::domain::segments::{RunState, ScoringRun, Segment};
 use crate::domain::value::ChurnRisk;
@@ -170,33 +171,14 @@ pub fn time(t: prost_types::Timestamp) -> Option<DateTime<Utc>> {
 
 fn backtest(b: &BacktestReport) -> pb::BacktestReport {
     pb::BacktestReport {
-        bg_nbd: Some(pb::BgNbdParameters {
-            r: b.bg_nbd.r,
-            alpha: b.bg_nbd.alpha,
-            a: b.bg_nbd.a,
-            b: b.bg_nbd.b,
-        }),
+        bg_nbd: Some(bg_nbd_params(&b.bg_nbd)),
         bg_nbd_log_likelihood: b.bg_nbd_log_likelihood,
-        bg_nbd_estimates: estimates(
-            &bgnbd::PARAM_NAMES,
-            &[b.bg_nbd.r, b.bg_nbd.alpha, b.bg_nbd.a, b.bg_nbd.b],
-            b.bg_nbd_standard_errors.as_deref(),
-        ),
-        gamma_gamma: b.gamma_gamma.map(|g| pb::GammaGammaParameters {
-            p: g.p,
-            q: g.q,
-            gamma: g.gamma,
-        }),
+        bg_nbd_estimates: bg_nbd_estimates(&b.bg_nbd, b.bg_nbd_standard_errors.as_deref()),
+        gamma_gamma: b.gamma_gamma.as_ref().map(gamma_gamma_params),
         gamma_gamma_log_likelihood: b.gamma_gamma_log_likelihood,
         gamma_gamma_estimates: b
             .gamma_gamma
-            .map(|g| {
-                estimates(
-                    &gamma_gamma::PARAM_NAMES,
-                    &[g.p, g.q, g.gamma],
-                    b.gamma_gamma_standard_errors.as_deref(),
-                )
-            })
+            .map(|g| gamma_gamma_estimates(&g, b.gamma_gamma_standard_errors.as_deref()))
             .unwrap_or_default(),
         customers: b.customers as i64,
         fitted_customers: b.fitted_customers as i64,
@@ -231,34 +213,45 @@ fn backtest(b: &BacktestReport) -> pb::BacktestReport {
 
 pub fn parameters(c: &Calibration) -> pb::ModelParameters {
     pb::ModelParameters {
-        bg_nbd: Some(pb::BgNbdParameters {
-            r: c.bg_nbd.r,
-            alpha: c.bg_nbd.alpha,
-            a: c.bg_nbd.a,
-            b: c.bg_nbd.b,
-        }),
+        bg_nbd: Some(bg_nbd_params(&c.bg_nbd)),
         bg_nbd_log_likelihood: c.bg_nbd_log_likelihood,
-        gamma_gamma: Some(pb::GammaGammaParameters {
-            p: c.gamma_gamma.p,
-            q: c.gamma_gamma.q,
-            gamma: c.gamma_gamma.gamma,
-        }),
+        gamma_gamma: Some(gamma_gamma_params(&c.gamma_gamma)),
         gamma_gamma_log_likelihood: c.gamma_gamma_log_likelihood,
         customers: c.customers as i64,
         fit_millis: c.fit_millis as i64,
         fit_time: Some(ts(c.fit_time)),
         scoring_run: format!("scoringRuns/{}", c.scoring_run),
-        bg_nbd_estimates: estimates(
-            &bgnbd::PARAM_NAMES,
-            &[c.bg_nbd.r, c.bg_nbd.alpha, c.bg_nbd.a, c.bg_nbd.b],
-            c.bg_nbd_standard_errors.as_deref(),
-        ),
-        gamma_gamma_estimates: estimates(
-            &gamma_gamma::PARAM_NAMES,
-            &[c.gamma_gamma.p, c.gamma_gamma.q, c.gamma_gamma.gamma],
+        bg_nbd_estimates: bg_nbd_estimates(&c.bg_nbd, c.bg_nbd_standard_errors.as_deref()),
+        gamma_gamma_estimates: gamma_gamma_estimates(
+            &c.gamma_gamma,
             c.gamma_gamma_standard_errors.as_deref(),
         ),
     }
+}
+
+fn bg_nbd_params(m: &BgNbd) -> pb::BgNbdParameters {
+    pb::BgNbdParameters {
+        r: m.r,
+        alpha: m.alpha,
+        a: m.a,
+        b: m.b,
+    }
+}
+
+fn gamma_gamma_params(g: &GammaGamma) -> pb::GammaGammaParameters {
+    pb::GammaGammaParameters {
+        p: g.p,
+        q: g.q,
+        gamma: g.gamma,
+    }
+}
+
+fn bg_nbd_estimates(m: &BgNbd, errors: Option<&[f64]>) -> Vec<pb::ParameterEstimate> {
+    estimates(&bgnbd::PARAM_NAMES, &[m.r, m.alpha, m.a, m.b], errors)
+}
+
+fn gamma_gamma_estimates(g: &GammaGamma, errors: Option<&[f64]>) -> Vec<pb::ParameterEstimate> {
+    estimates(&gamma_gamma::PARAM_NAMES, &[g.p, g.q, g.gamma], errors)
 }
 
 fn estimates(

@@ -243,10 +243,12 @@ async fn an_emptied_read_model_is_rebuilt_by_a_backfill_and_equals_the_one_fed_l
     let idb = sea_orm::Database::connect(interactions.settings.database.url.as_str())
         .await
         .unwrap();
-    let breaches = retention_interactions::app::InteractionsApp::new(idb, Default::default())
-        .sweep(chrono::Utc::now() + chrono::Duration::days(30))
-        .await
-        .unwrap();
+    let breaches = retention_interactions::app::InteractionsApp::new(
+        retention_events::Outbox::new(idb, "interactions", Default::default()),
+    )
+    .sweep(chrono::Utc::now() + chrono::Duration::days(30))
+    .await
+    .unwrap();
     assert!(breaches > 0);
     // ... and a merge and an erasure.
     pc.merge_customers(c.req(ppb::MergeCustomersRequest {

@@ -150,7 +150,7 @@ fn start<S: Service>(
             let stop = async move {
                 let _ = stop.await;
             };
-            Ok(host::run::<S>(s, l, stop, bus).await?)
+            host::run::<S>(s, l, stop, bus).await
         },
     )
 }

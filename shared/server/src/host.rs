@@ -287,6 +287,9 @@ pub async fn main<S: Service>() -> Result<(), HostError> {
         return Ok(());
     }
     let listener = bind(&settings).await?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "retention-{} listening", S::NAME);
+    }
     if settings.auth.allow_dev_secret
         && settings.auth.jwt_secret == retention_config::DEV_JWT_SECRET
         && let Ok(addr) = listener.local_addr()

@@ -42,8 +42,6 @@ fn sees_pii<T>(req: &Request<T>) -> bool {
         .is_some_and(|c| c.has(PII_SCOPE))
 }
 
-/// The audited caller: the token subject the auth layer put on the request.
-
 fn render(c: &Customer, pii: bool) -> pb::Customer {
     if pii {
         convert::customer(c, false)

@@ -153,10 +153,9 @@ pub async fn run(n: usize) -> anyhow::Result<Vec<Row>> {
     let (purchases, write_time) = populate(&db, n, true).await?;
 
     let app = SegmentationApp::new(
-        db.clone(),
+        retention_events::Outbox::new(db.clone(), "segmentation", Default::default()),
         Cache::in_process("bench", Duration::from_secs(60)),
         ScoringConfig::default(),
-        Default::default(),
     );
     for filter in [
         r#"churn_probability > 0.7 && value_tier in ["PLATINUM", "GOLD"]"#,

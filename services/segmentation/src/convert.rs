@@ -1,7 +1,6 @@
 //! Domain <-> proto mapping of segmentation resources, shared by the gRPC layer
 //! and the published events; it knows the domain and the protos only.
 
-use chrono::{DateTime, Utc};
 use retention_proto::common::Money;
 use retention_proto::segmentation as pb;
 
@@ -17,12 +16,7 @@ use crate::domain::scoring::Insight;
 use crate::domain::segments::{RunState, ScoringRun, Segment};
 use crate::domain::value::ChurnRisk;
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+pub use retention_errors::time::{instant, timestamp as ts};
 
 pub fn value_tier(t: ValueTier) -> pb::ValueTier {
     match t {
@@ -162,11 +156,6 @@ pub fn run(r: &ScoringRun) -> pb::ScoringRun {
         observation_end: r.observation_end.map(ts),
         backtest: r.backtest.as_ref().map(backtest),
     }
-}
-
-/// A timestamp within chrono's range.
-pub fn time(t: prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
 }
 
 fn backtest(b: &BacktestReport) -> pb::BacktestReport {

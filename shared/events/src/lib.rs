@@ -43,6 +43,8 @@ pub use bus::{DeadLetter, InProcessBus, InProcessPublisher};
 pub use bus_consumer::run_in_process;
 pub use consumer::{ConsumerOptions, RedisConsumer};
 pub use event_bus::EventBus;
+#[doc(hidden)]
+pub use futures as __futures;
 pub use migration::EventsMigration;
 pub use outbox::{
     Backlog, OutboxEvent, ReplayCounts, backlog, enqueue, enqueue_all, first_deliveries,
@@ -140,6 +142,42 @@ pub trait EventHandler: Send + Sync + 'static {
             out
         })
     }
+}
+
+/// Implements [`EventHandler`] for a handler type by its inherent
+/// `async fn apply(&self, &EventEnvelope) -> Result<(), HandlerError>`, and with
+/// `batch` also by its `async fn apply_batch(&self, &[EventEnvelope]) ->
+/// Vec<Result<(), HandlerError>>` (one transaction for many events).
+#[macro_export]
+macro_rules! event_handler {
+    ($handler:ty) => {
+        impl $crate::EventHandler for $handler {
+            fn handle<'a>(
+                &'a self,
+                envelope: &'a $crate::EventEnvelope,
+            ) -> $crate::__futures::future::BoxFuture<'a, Result<(), $crate::HandlerError>> {
+                Box::pin(self.apply(envelope))
+            }
+        }
+    };
+    ($handler:ty, batch) => {
+        impl $crate::EventHandler for $handler {
+            fn handle<'a>(
+                &'a self,
+                envelope: &'a $crate::EventEnvelope,
+            ) -> $crate::__futures::future::BoxFuture<'a, Result<(), $crate::HandlerError>> {
+                Box::pin(self.apply(envelope))
+            }
+
+            fn handle_batch<'a>(
+                &'a self,
+                envelopes: &'a [$crate::EventEnvelope],
+            ) -> $crate::__futures::future::BoxFuture<'a, Vec<Result<(), $crate::HandlerError>>>
+            {
+                Box::pin(self.apply_batch(envelopes))
+            }
+        }
+    };
 }
 
 /// A span for handling one event, in the trace of the call that caused it.

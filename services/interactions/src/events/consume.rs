@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use retention_events::{EventEnvelope, EventHandler, HandlerError, decode_payload, first_delivery};
+use retention_events::{EventEnvelope, HandlerError, decode_payload, first_delivery};
 use retention_proto::profile as profile_pb;
 use retention_proto::segmentation as segmentation_pb;
 use sea_orm::{DatabaseConnection, TransactionTrait};
@@ -45,14 +44,7 @@ impl ProfileEventsHandler {
     }
 }
 
-impl EventHandler for ProfileEventsHandler {
-    fn handle<'a>(
-        &'a self,
-        envelope: &'a EventEnvelope,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(self.apply(envelope))
-    }
-}
+retention_events::event_handler!(ProfileEventsHandler);
 
 /// Keeps the `customer_tiers` read model (SLA targets per tier) current from
 /// segmentation's CustomerScored and ChurnRiskChanged, which both carry the
@@ -98,11 +90,4 @@ impl SegmentationEventsHandler {
     }
 }
 
-impl EventHandler for SegmentationEventsHandler {
-    fn handle<'a>(
-        &'a self,
-        envelope: &'a EventEnvelope,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(self.apply(envelope))
-    }
-}
+retention_events::event_handler!(SegmentationEventsHandler);

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
-use retention_events::{EventEnvelope, EventHandler, HandlerError, decode_payload};
+use retention_events::{EventEnvelope, HandlerError, decode_payload};
 use retention_proto::interactions as ipb;
 use retention_proto::profile as ppb;
 
@@ -14,7 +13,7 @@ use crate::convert;
 use crate::domain::changes::Change;
 
 fn time(t: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.and_then(convert::time)
+    t.as_ref().and_then(convert::instant)
 }
 
 fn facts(c: ppb::CustomerFacts) -> Change {
@@ -200,18 +199,4 @@ fn handler_error(e: AppError) -> HandlerError {
     }
 }
 
-impl EventHandler for UpstreamHandler {
-    fn handle<'a>(
-        &'a self,
-        envelope: &'a EventEnvelope,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(self.apply(envelope))
-    }
-
-    fn handle_batch<'a>(
-        &'a self,
-        envelopes: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Vec<Result<(), HandlerError>>> {
-        Box::pin(self.apply_batch(envelopes))
-    }
-}
+retention_events::event_handler!(UpstreamHandler, batch);

@@ -275,7 +275,7 @@ impl SegmentationService for SegmentationGrpc {
         check_request_id(&mut v, &req.get_ref().request_id);
         let observation_end = match req.get_ref().observation_end {
             None => None,
-            Some(t) => match convert::time(t) {
+            Some(t) => match convert::instant(&t) {
                 Some(t) if t < retention_domain::now() => Some(t),
                 Some(_) => {
                     v.add("observation_end", "must be in the past");

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use retention_domain::now;
 use retention_events::{
-    EventEnvelope, EventHandler, HandlerError, decode_payload, first_deliveries, first_delivery,
+    EventEnvelope, HandlerError, decode_payload, first_deliveries, first_delivery,
 };
 use retention_proto::interactions as ipb;
 use retention_proto::profile as ppb;
@@ -103,14 +102,7 @@ impl ProfileEventsHandler {
     }
 }
 
-impl EventHandler for ProfileEventsHandler {
-    fn handle<'a>(
-        &'a self,
-        envelope: &'a EventEnvelope,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(self.apply(envelope))
-    }
-}
+retention_events::event_handler!(ProfileEventsHandler);
 
 /// Interactions' complaints, as the churn signals ClassifyChurn and the playbook
 /// read.
@@ -163,14 +155,7 @@ impl InteractionsEventsHandler {
     }
 }
 
-impl EventHandler for InteractionsEventsHandler {
-    fn handle<'a>(
-        &'a self,
-        envelope: &'a EventEnvelope,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(self.apply(envelope))
-    }
-}
+retention_events::event_handler!(InteractionsEventsHandler);
 
 /// Segmentation's membership changes: entering a segment enrols the customer in
 /// the running triggered campaigns on it.
@@ -256,18 +241,4 @@ impl SegmentationEventsHandler {
     }
 }
 
-impl EventHandler for SegmentationEventsHandler {
-    fn handle<'a>(
-        &'a self,
-        envelope: &'a EventEnvelope,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(self.apply(envelope))
-    }
-
-    fn handle_batch<'a>(
-        &'a self,
-        envelopes: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Vec<Result<(), HandlerError>>> {
-        Box::pin(self.apply_batch(envelopes))
-    }
-}
+retention_events::event_handler!(SegmentationEventsHandler, batch);

@@ -108,6 +108,13 @@ pub fn not_found(resource_type: &str, name: &str) -> Status {
     )
 }
 
+/// NOT_FOUND for the resource `name` (`"<collection>/<id>"`), its type the
+/// collection in the singular (`complaints/…` is a `complaint`).
+pub fn resource_not_found(name: &str) -> Status {
+    let collection = name.split('/').next().unwrap_or("resource");
+    not_found(collection.trim_end_matches('s'), name)
+}
+
 /// ALREADY_EXISTS naming the resource that holds the contested value.
 pub fn already_exists(resource_type: &str, name: &str, description: &str) -> Status {
     Status::with_error_details(

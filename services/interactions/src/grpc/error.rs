@@ -10,15 +10,7 @@ impl From<AppError> for Status {
     fn from(e: AppError) -> Status {
         match e {
             AppError::Invalid(v) => v.into_status(),
-            AppError::NotFound(name) => {
-                let kind = name
-                    .split('/')
-                    .next()
-                    .unwrap_or("resource")
-                    .trim_end_matches('s')
-                    .to_string();
-                retention_errors::not_found(&kind, &name)
-            }
+            AppError::NotFound(name) => retention_errors::resource_not_found(&name),
             AppError::EtagMismatch {
                 name,
                 sent,

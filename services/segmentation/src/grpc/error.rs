@@ -10,10 +10,7 @@ impl From<AppError> for Status {
     fn from(e: AppError) -> Status {
         match e {
             AppError::Invalid(v) => v.into_status(),
-            AppError::NotFound(name) => {
-                let kind = name.split('/').next().unwrap_or("resource");
-                retention_errors::not_found(kind.trim_end_matches('s'), &name)
-            }
+            AppError::NotFound(name) => retention_errors::resource_not_found(&name),
             AppError::NotScored { name, reason } => {
                 retention_errors::failed_precondition("NOT_SCORED", &name, &reason)
             }

@@ -11,17 +11,10 @@ impl From<AppError> for Status {
     fn from(e: AppError) -> Status {
         match e {
             AppError::Invalid(v) => v.into_status(),
-            AppError::NotFound(name) => {
-                let kind = if name.contains("/targets/") {
-                    "campaignTarget"
-                } else {
-                    name.split('/')
-                        .next()
-                        .unwrap_or("resource")
-                        .trim_end_matches('s')
-                };
-                retention_errors::not_found(kind, &name)
+            AppError::NotFound(name) if name.contains("/targets/") => {
+                retention_errors::not_found("campaignTarget", &name)
             }
+            AppError::NotFound(name) => retention_errors::resource_not_found(&name),
             AppError::EtagMismatch {
                 name,
                 sent,

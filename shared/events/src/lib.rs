@@ -151,31 +151,27 @@ pub trait EventHandler: Send + Sync + 'static {
 #[macro_export]
 macro_rules! event_handler {
     ($handler:ty) => {
-        impl $crate::EventHandler for $handler {
-            fn handle<'a>(
-                &'a self,
-                envelope: &'a $crate::EventEnvelope,
-            ) -> $crate::__futures::future::BoxFuture<'a, Result<(), $crate::HandlerError>> {
-                Box::pin(self.apply(envelope))
-            }
-        }
+        $crate::event_handler!(@impl $handler {});
     };
     ($handler:ty, batch) => {
-        impl $crate::EventHandler for $handler {
-            fn handle<'a>(
-                &'a self,
-                envelope: &'a $crate::EventEnvelope,
-            ) -> $crate::__futures::future::BoxFuture<'a, Result<(), $crate::HandlerError>> {
-                Box::pin(self.apply(envelope))
-            }
-
+        $crate::event_handler!(@impl $handler {
             fn handle_batch<'a>(
                 &'a self,
                 envelopes: &'a [$crate::EventEnvelope],
-            ) -> $crate::__futures::future::BoxFuture<'a, Vec<Result<(), $crate::HandlerError>>>
-            {
+            ) -> $crate::__futures::future::BoxFuture<'a, Vec<Result<(), $crate::HandlerError>>> {
                 Box::pin(self.apply_batch(envelopes))
             }
+        });
+    };
+    (@impl $handler:ty { $($batch:tt)* }) => {
+        impl $crate::EventHandler for $handler {
+            fn handle<'a>(
+                &'a self,
+                envelope: &'a $crate::EventEnvelope,
+            ) -> $crate::__futures::future::BoxFuture<'a, Result<(), $crate::HandlerError>> {
+                Box::pin(self.apply(envelope))
+            }
+            $($batch)*
         }
     };
 }

@@ -145,6 +145,35 @@ pub struct BackfillAnswer {
     pub next_page_token: String,
 }
 
+/// The owners' requests and responses carry the same fields.
+macro_rules! owner_messages {
+    ($($pb:ident),*) => {$(
+        impl<'a> From<&'a retention_proto::$pb::BackfillEventsRequest> for BackfillRequest<'a> {
+            fn from(r: &'a retention_proto::$pb::BackfillEventsRequest) -> Self {
+                BackfillRequest {
+                    consumer_group: &r.consumer_group,
+                    customer_id_from: &r.customer_id_from,
+                    customer_id_to: &r.customer_id_to,
+                    page_size: r.page_size,
+                    page_token: &r.page_token,
+                }
+            }
+        }
+
+        impl From<BackfillAnswer> for retention_proto::$pb::BackfillEventsResponse {
+            fn from(a: BackfillAnswer) -> Self {
+                retention_proto::$pb::BackfillEventsResponse {
+                    customer_count: a.customer_count,
+                    event_counts: a.event_counts,
+                    next_page_token: a.next_page_token,
+                }
+            }
+        }
+    )*};
+}
+
+owner_messages!(profile, interactions);
+
 /// One BackfillEvents call of `caller`: the request checked (field violations as
 /// INVALID_ARGUMENT), the page replayed by `replay` in one transaction, the call
 /// audited, and the token of the next page when more of the range follows.

@@ -5,7 +5,7 @@ use retention_errors::FieldViolations;
 use retention_errors::names::{check_request_id, name_arg};
 use retention_proto::interactions as pb;
 use retention_proto::interactions::interaction_service_server::InteractionService;
-use retention_server::backfill::{BackfillRequest, backfill};
+use retention_server::backfill::backfill;
 use retention_server::paging::{
     decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
 };
@@ -503,22 +503,11 @@ impl InteractionService for InteractionsService {
     ) -> Result<Response<pb::BackfillEventsResponse>, Status> {
         let caller = retention_auth::subject(&req);
         let r = req.into_inner();
-        let fields = BackfillRequest {
-            consumer_group: &r.consumer_group,
-            customer_id_from: &r.customer_id_from,
-            customer_id_to: &r.customer_id_to,
-            page_size: r.page_size,
-            page_token: &r.page_token,
-        };
-        let a = backfill(&caller, fields, async |p| {
+        let answer = backfill(&caller, (&r).into(), async |p| {
             let (from, to, after) = (p.from.as_deref(), p.to.as_deref(), p.after.as_deref());
             self.app.backfill(&p.group, from, to, after, p.limit).await
         })
         .await?;
-        Ok(Response::new(pb::BackfillEventsResponse {
-            customer_count: a.customer_count,
-            event_counts: a.event_counts,
-            next_page_token: a.next_page_token,
-        }))
+        Ok(Response::new(answer.into()))
     }
 }

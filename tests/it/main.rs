@@ -8,7 +8,7 @@ use retention_proto::interactions as ipb;
 use retention_proto::interactions::interaction_service_client::InteractionServiceClient;
 use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
-use retention_server::host::{self, Service};
+use retention_server::host::Service;
 use retention_testkit::{Backend, TestService};
 
 mod backfill;
@@ -123,43 +123,27 @@ impl Mode {
 }
 
 /// Spawns service `S` in `mode`, with the settings adjusted by `tweak`.
-fn start<S: Service>(
+async fn start<S: Service>(
     mode: Mode,
     tweak: impl FnOnce(&mut retention_config::Settings),
-) -> impl std::future::Future<Output = anyhow::Result<TestService>> {
-    let (backend, with_redis) = match mode {
-        Mode::Embedded(_) => (Backend::Sqlite, false),
-        Mode::Production { .. } => (Backend::Postgres, true),
-    };
-    let for_settings = mode.clone();
-    TestService::spawn(
-        S::NAME,
-        backend,
-        with_redis,
-        move |s| {
-            if let Mode::Production { namespace } = for_settings {
+) -> anyhow::Result<TestService> {
+    match mode {
+        Mode::Embedded(bus) => {
+            TestService::start::<S>(Backend::Sqlite, false, tweak, Some(bus)).await
+        }
+        Mode::Production { namespace } => {
+            let tweak = move |s: &mut retention_config::Settings| {
                 s.redis.namespace = namespace;
-            }
-            tweak(s);
-        },
-        move |s, l, stop| async move {
-            let bus = match mode {
-                Mode::Embedded(bus) => Some(bus),
-                Mode::Production { .. } => None,
+                tweak(s);
             };
-            let stop = async move {
-                let _ = stop.await;
-            };
-            host::run::<S>(s, l, stop, bus).await
-        },
-    )
+            TestService::start::<S>(Backend::Postgres, true, tweak, None).await
+        }
+    }
 }
 
 /// Spawns service `S` in embedded mode on the shared bus.
-fn embedded<S: Service>(
-    bus: &EventBus,
-) -> impl std::future::Future<Output = anyhow::Result<TestService>> {
-    start::<S>(Mode::Embedded(bus.clone()), |_| {})
+async fn embedded<S: Service>(bus: &EventBus) -> anyhow::Result<TestService> {
+    start::<S>(Mode::Embedded(bus.clone()), |_| {}).await
 }
 
 /// The four services in `mode`, win-back pointed at this segmentation:

@@ -365,6 +365,23 @@ impl TestService {
         })
     }
 
+    /// [`TestService::spawn`] of service `S` as the host runs it, on `bus` (the
+    /// embedded bus services share) or, with `None`, the bus its settings name.
+    pub async fn start<S: retention_server::host::Service>(
+        backend: Backend,
+        with_redis: bool,
+        tweak: impl FnOnce(&mut Settings),
+        bus: Option<retention_events::EventBus>,
+    ) -> anyhow::Result<TestService> {
+        TestService::spawn(S::NAME, backend, with_redis, tweak, move |s, l, stop| {
+            let stop = async move {
+                let _ = stop.await;
+            };
+            retention_server::host::run::<S>(s, l, stop, bus)
+        })
+        .await
+    }
+
     /// A request with a token carrying exactly `scopes`.
     pub fn req<T>(&self, msg: T, scopes: &[&str]) -> tonic::Request<T> {
         with_token(msg, &mint_token(&self.settings, scopes))

@@ -20,24 +20,10 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-        let inner = TestService::spawn(
-            "interactions",
-            backend,
-            true,
-            tweak,
-            |settings, listener, stop| {
-                retention_server::host::run::<retention_interactions::Interactions>(
-                    settings,
-                    listener,
-                    async move {
-                        let _ = stop.await;
-                    },
-                    None,
-                )
-            },
-        )
-        .await
-        .expect("spawn interactions");
+        let inner =
+            TestService::start::<retention_interactions::Interactions>(backend, true, tweak, None)
+                .await
+                .expect("spawn interactions");
         TestApp {
             client: InteractionServiceClient::new(inner.channel.clone()),
             inner,

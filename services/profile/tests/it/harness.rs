@@ -30,7 +30,7 @@ impl TestApp {
         with_redis: bool,
         tweak: impl FnOnce(&mut Settings),
     ) -> TestApp {
-        let mut inner = TestService::spawn("profile", backend, with_redis, tweak, run)
+        let mut inner = TestService::start::<Profile>(backend, with_redis, tweak, None)
             .await
             .expect("spawn profile");
         TestApp {

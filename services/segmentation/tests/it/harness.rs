@@ -54,24 +54,9 @@ pub fn new_id() -> String {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
-        let inner = TestService::spawn(
-            "segmentation",
-            backend,
-            true,
-            |_| {},
-            |settings, listener, stop| {
-                retention_server::host::run::<Segmentation>(
-                    settings,
-                    listener,
-                    async move {
-                        let _ = stop.await;
-                    },
-                    None,
-                )
-            },
-        )
-        .await
-        .expect("spawn segmentation");
+        let inner = TestService::start::<Segmentation>(backend, true, |_| {}, None)
+            .await
+            .expect("spawn segmentation");
         let feeder = StreamFeeder::connect(&inner.settings).await.unwrap();
         TestApp {
             client: SegmentationServiceClient::new(inner.channel.clone()),

@@ -311,8 +311,7 @@ impl TestApp {
         seg_server: Option<SpawnedService>,
         tweak: impl FnOnce(&mut retention_config::Settings) + Send + 'static,
     ) -> TestApp {
-        let inner = TestService::spawn(
-            "winback",
+        let inner = TestService::start::<retention_winback::Winback>(
             backend,
             true,
             move |s| {
@@ -321,16 +320,7 @@ impl TestApp {
                 s.winback.schedule_check_secs = 1;
                 tweak(s);
             },
-            |settings, listener, stop| {
-                retention_server::host::run::<retention_winback::Winback>(
-                    settings,
-                    listener,
-                    async move {
-                        let _ = stop.await;
-                    },
-                    None,
-                )
-            },
+            None,
         )
         .await
         .expect("spawn winback");

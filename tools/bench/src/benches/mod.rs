@@ -130,28 +130,17 @@ pub async fn spawn<S: Service>(
     tweak: impl FnOnce(&mut Settings),
 ) -> anyhow::Result<TestService> {
     let namespace = namespace.to_string();
-    TestService::spawn(
-        S::NAME,
-        Backend::Postgres,
-        true,
-        move |s| {
-            s.redis.namespace = namespace;
-            // Benchmarks measure the service, not the logging.
-            s.telemetry.log_filter = "error".into();
-            s.database.max_connections = 8;
-            // One load generator is one caller: the benchmarks measure capacity,
-            // which the per-caller limit would cap.
-            s.server.rate_limit_per_sec = 0;
-            tweak(s);
-        },
-        move |s, l, stop| {
-            let stop = async move {
-                let _ = stop.await;
-            };
-            retention_server::host::run::<S>(s, l, stop, None)
-        },
-    )
-    .await
+    let tweak = move |s: &mut Settings| {
+        s.redis.namespace = namespace;
+        // Benchmarks measure the service, not the logging.
+        s.telemetry.log_filter = "error".into();
+        s.database.max_connections = 8;
+        // One load generator is one caller: the benchmarks measure capacity,
+        // which the per-caller limit would cap.
+        s.server.rate_limit_per_sec = 0;
+        tweak(s);
+    };
+    TestService::start::<S>(Backend::Postgres, true, tweak, None).await
 }
 
 /// Starts a scoring run over gRPC and waits until it has succeeded.

@@ -4,6 +4,18 @@ pub use serde;
 
 pub mod sim;
 
+/// The largest absolute amount one money field may carry, in minor units: 10^15,
+/// ten trillion in a currency with two decimals, far beyond any purchase, offer or
+/// budget, while 9,000 of them still sum inside an `i64`. Every API field holding
+/// money is checked against it at the edge (INVALID_ARGUMENT naming the field);
+/// sums over many amounts use checked or 128-bit arithmetic, never a silent wrap.
+pub const MAX_MINOR_UNITS: i64 = 1_000_000_000_000_000;
+
+/// Whether `minor_units` is within [`MAX_MINOR_UNITS`] either way.
+pub fn money_in_bounds(minor_units: i64) -> bool {
+    minor_units.checked_abs().is_some_and(|a| a <= MAX_MINOR_UNITS)
+}
+
 /// A closed domain vocabulary stored and filtered by its upper-case names, so the
 /// database and filter expressions read like the domain (`LifecycleStage::Decline`
 /// is stored as "DECLINE").

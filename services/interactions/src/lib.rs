@@ -1,9 +1,11 @@
 //! The interactions service: contact history, complaint handling with SLAs, and
 //! satisfaction surveys (DESIGN §1; DOMAIN §6-§7).
 //!
-//! Layers: `domain` (pure rules: complaint state machine, SLA clock, summary),
-//! `store` (sea-orm), `app` (use cases, outbox, SLA sweep), `grpc` (tonic),
-//! `events` (published events, profile events consumed).
+//! Layers, each using only those before it: `domain` (pure rules: complaint state
+//! machine, SLA clock, summary, replay), `convert` (proto <-> domain), `store`
+//! (sea-orm), `events::publish` (the events it publishes), `app` (use cases on the
+//! outbox, SLA sweep), `events::consume` (profile and segmentation events into its
+//! read models), `grpc` (tonic); this file wires them on the shared host.
 
 pub mod app;
 pub mod convert;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use retention_proto::common::Money;
 use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
 
-use crate::process::{SERVICES, count, dev_token, free_port, retention_in, serving, with_token};
+use crate::process::{
+    SERVICES, count, dev_token, free_port, load_purchase, retention_in, serving, with_token,
+};
 use crate::{Mode, start};
 
 /// Purchase facts folded into segmentation's feature rows, summed.
@@ -20,19 +21,7 @@ const FOLDED_SQLITE: &str =
     "SELECT CAST(COALESCE(SUM(json_extract(data, '$.purchases')), 0) AS INTEGER) FROM features";
 
 fn purchase(customer: &str, i: i64) -> ppb::Purchase {
-    ppb::Purchase {
-        customer: customer.to_string(),
-        order_id: format!("order-{i}"),
-        occur_time: Some(prost_types::Timestamp {
-            seconds: 1_780_000_000 + i * 3_600,
-            nanos: 0,
-        }),
-        amount: Some(Money {
-            currency_code: "CNY".into(),
-            minor_units: 10_000,
-        }),
-        ..Default::default()
-    }
+    load_purchase(customer, i, 3_600)
 }
 
 /// Profile's GetEventBacklog, with its admin scope.

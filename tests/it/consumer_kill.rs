@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use retention_proto::common::Money;
 use retention_proto::profile as ppb;
 use retention_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
 use retention_testkit::TestDb;
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use crate::process::{
-    SERVICES, count, dev_token, free_port, load_customer, retention_in, serving, unpublished,
-    with_token,
+    SERVICES, count, dev_token, free_port, load_customer, load_purchase, retention_in, serving,
+    unpublished, with_token,
 };
 
 const CLAIM_IDLE_MS: u64 = 1_000;
@@ -149,19 +148,7 @@ async fn a_replica_killed_mid_batch_leaves_its_events_to_another_and_each_applie
                 };
                 for order in 0..3 {
                     let purchase = ppb::RecordPurchaseRequest {
-                        purchase: Some(ppb::Purchase {
-                            customer: c.get_ref().name.clone(),
-                            order_id: format!("order-{order}"),
-                            occur_time: Some(prost_types::Timestamp {
-                                seconds: 1_780_000_000 + order * 86_400,
-                                nanos: 0,
-                            }),
-                            amount: Some(Money {
-                                currency_code: "CNY".into(),
-                                minor_units: 10_000,
-                            }),
-                            ..Default::default()
-                        }),
+                        purchase: Some(load_purchase(&c.get_ref().name, order, 86_400)),
                     };
                     if client
                         .record_purchase(with_token(purchase, &token))

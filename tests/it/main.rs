@@ -38,21 +38,7 @@ async fn an_erasure_in_profile_reaches_interactions_over_the_in_process_bus() {
     let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
     let mut ic = InteractionServiceClient::new(interactions.channel.clone());
 
-    let customer = pc
-        .create_customer(profile.req(
-            ppb::CreateCustomerRequest {
-                customer: Some(ppb::Customer {
-                    kind: ppb::CustomerKind::Individual as i32,
-                    display_name: "Li Lei".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-            &scopes,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let customer = create_customer(&profile, "Li Lei", &scopes).await;
     ic.log_interaction(interactions.req(
         ipb::LogInteractionRequest {
             interaction: Some(ipb::Interaction {
@@ -206,21 +192,7 @@ async fn purchases_and_complaints_reach_segmentations_feature_store() {
     let scopes = ["profile.write", "interactions.write"];
     let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
     let mut ic = InteractionServiceClient::new(interactions.channel.clone());
-    let customer = pc
-        .create_customer(profile.req(
-            ppb::CreateCustomerRequest {
-                customer: Some(ppb::Customer {
-                    kind: ppb::CustomerKind::Individual as i32,
-                    display_name: "Han Meimei".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-            &scopes,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let customer = create_customer(&profile, "Han Meimei", &scopes).await;
     for order in ["o-1", "o-2"] {
         pc.record_purchase(profile.req(
             ppb::RecordPurchaseRequest {
@@ -279,6 +251,29 @@ async fn purchases_and_complaints_reach_segmentations_feature_store() {
     profile.stop().await.unwrap();
     interactions.stop().await.unwrap();
     segmentation.stop().await.unwrap();
+}
+
+/// A new individual customer named `display_name`, created through the API.
+async fn create_customer(
+    profile: &TestService,
+    display_name: &str,
+    scopes: &[&str],
+) -> ppb::Customer {
+    CustomerProfileServiceClient::new(profile.channel.clone())
+        .create_customer(profile.req(
+            ppb::CreateCustomerRequest {
+                customer: Some(ppb::Customer {
+                    kind: ppb::CustomerKind::Individual as i32,
+                    display_name: display_name.into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            scopes,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 fn chrono_free_now() -> i64 {

@@ -75,6 +75,24 @@ pub fn dev_token(scopes: &[&str]) -> String {
     retention_testkit::mint_token(&retention_config::Settings::defaults("profile", 0), scopes)
 }
 
+/// Load order `order-{i}` of `customer`, 100.00 CNY, `spacing` seconds after the
+/// one before it.
+pub fn load_purchase(customer: &str, i: i64, spacing: i64) -> ppb::Purchase {
+    ppb::Purchase {
+        customer: customer.to_string(),
+        order_id: format!("order-{i}"),
+        occur_time: Some(prost_types::Timestamp {
+            seconds: 1_780_000_000 + i * spacing,
+            nanos: 0,
+        }),
+        amount: Some(retention_proto::common::Money {
+            currency_code: "CNY".into(),
+            minor_units: 10_000,
+        }),
+        ..Default::default()
+    }
+}
+
 /// The create of load caller `caller`'s `i`-th customer.
 pub fn load_customer(caller: usize, i: usize) -> ppb::CreateCustomerRequest {
     ppb::CreateCustomerRequest {

@@ -9,6 +9,8 @@
 //! ```
 
 use chrono::{DateTime, Duration, Utc};
+use retention_domain::{MAX_MINOR_UNITS, money_in_bounds};
+use retention_errors::FieldViolations;
 
 use super::enums::*;
 
@@ -16,6 +18,27 @@ use super::enums::*;
 pub struct Money {
     pub currency: String,
     pub minor_units: i64,
+}
+
+impl Money {
+    /// Violations of `field` (e.g. "resolution.compensation"): an ISO 4217 code and
+    /// an amount from 0 to [`MAX_MINOR_UNITS`], so sums over many compensations stay
+    /// far inside an `i64`.
+    pub fn validate_compensation(&self, field: &str, v: &mut FieldViolations) {
+        if !money_in_bounds(self.minor_units) {
+            v.add(
+                format!("{field}.minor_units"),
+                format!("must be at most {MAX_MINOR_UNITS} in absolute value (MAX_MINOR_UNITS)"),
+            );
+        } else if self.minor_units < 0 {
+            v.add(format!("{field}.minor_units"), "must not be negative");
+        }
+        v.check(
+            self.currency.len() == 3 && self.currency.chars().all(|c| c.is_ascii_uppercase()),
+            format!("{field}.currency_code"),
+            "must be a three-letter upper-case ISO 4217 code",
+        );
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +269,53 @@ mod tests {
             update_time: now,
             version: 1,
         }
+    }
+
+    fn compensation_violations(minor_units: i64, currency: &str) -> Vec<(String, String)> {
+        let mut v = FieldViolations::new();
+        Money {
+            currency: currency.into(),
+            minor_units,
+        }
+        .validate_compensation("resolution.compensation", &mut v);
+        v.iter()
+            .map(|(f, d)| (f.to_string(), d.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn compensation_is_bounded_and_not_negative() {
+        for ok in [0, 1, MAX_MINOR_UNITS] {
+            assert!(compensation_violations(ok, "EUR").is_empty(), "{ok}");
+        }
+        for bad in [
+            MAX_MINOR_UNITS + 1,
+            1 << 62,
+            i64::MAX,
+            -MAX_MINOR_UNITS - 1,
+            i64::MIN,
+        ] {
+            let got = compensation_violations(bad, "EUR");
+            assert_eq!(got.len(), 1, "{bad}: {got:?}");
+            assert_eq!(got[0].0, "resolution.compensation.minor_units");
+            assert!(
+                got[0].1.contains("1000000000000000") && got[0].1.contains("MAX_MINOR_UNITS"),
+                "{got:?}"
+            );
+        }
+        assert_eq!(
+            compensation_violations(-1, "eur"),
+            vec![
+                (
+                    "resolution.compensation.minor_units".to_string(),
+                    "must not be negative".to_string()
+                ),
+                (
+                    "resolution.compensation.currency_code".to_string(),
+                    "must be a three-letter upper-case ISO 4217 code".to_string()
+                ),
+            ]
+        );
     }
 
     fn resolution(now: DateTime<Utc>) -> Resolution {

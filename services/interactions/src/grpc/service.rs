@@ -311,18 +311,12 @@ impl InteractionService for InteractionsService {
             &mut v,
         );
         let gap = convert::gap_in(res.service_gap, "resolution.service_gap", &mut v);
-        if let Some(m) = &res.compensation {
-            v.check(
-                m.minor_units >= 0,
-                "resolution.compensation.minor_units",
-                "must not be negative",
-            );
-            v.check(
-                m.currency_code.len() == 3
-                    && m.currency_code.chars().all(|c| c.is_ascii_uppercase()),
-                "resolution.compensation.currency_code",
-                "must be a three-letter upper-case ISO 4217 code",
-            );
+        let compensation = res.compensation.map(|m| Money {
+            currency: m.currency_code,
+            minor_units: m.minor_units,
+        });
+        if let Some(m) = &compensation {
+            m.validate_compensation("resolution.compensation", &mut v);
         }
         check_text(&mut v, "resolution.root_cause", &res.root_cause, 2000);
         let Some(outcome) = outcome else {
@@ -331,10 +325,7 @@ impl InteractionService for InteractionsService {
         v.into_result()?;
         let resolution = Resolution {
             outcome,
-            compensation: res.compensation.map(|m| Money {
-                currency: m.currency_code,
-                minor_units: m.minor_units,
-            }),
+            compensation,
             root_cause: res.root_cause.trim().to_string(),
             service_gap: gap,
             resolve_time: now(),

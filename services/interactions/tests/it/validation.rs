@@ -152,3 +152,54 @@ async fn scopes_are_enforced() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn compensation_beyond_max_minor_units_is_refused() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let name = app.open(&customer(), pb::Severity::Low).await.name;
+    let resolve = |app: &TestApp, minor_units: i64| {
+        app.req(pb::ResolveComplaintRequest {
+            name: name.clone(),
+            resolution: Some(pb::Resolution {
+                outcome: pb::ResolutionOutcome::Compensated as i32,
+                compensation: Some(retention_proto::common::Money {
+                    currency_code: "CNY".into(),
+                    minor_units,
+                }),
+                root_cause: "courier lost parcel".into(),
+                service_gap: pb::ServiceGap::Procedure as i32,
+                resolve_time: None,
+            }),
+            etag: String::new(),
+        })
+    };
+    let max = retention_domain::MAX_MINOR_UNITS;
+    for poison in [1 << 62, i64::MAX, max + 1, i64::MIN] {
+        let err = app
+            .client
+            .resolve_complaint(resolve(&app, poison))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{poison}: {err:?}");
+        let violations = retention_errors::field_violations(&err);
+        assert_eq!(violations.len(), 1, "{poison}: {violations:?}");
+        assert_eq!(violations[0].0, "resolution.compensation.minor_units");
+        assert!(violations[0].1.contains(&max.to_string()), "{violations:?}");
+    }
+    let resolved = app
+        .client
+        .resolve_complaint(resolve(&app, max))
+        .await
+        .expect("an amount exactly at the bound is accepted")
+        .into_inner();
+    assert_eq!(
+        resolved
+            .resolution
+            .unwrap()
+            .compensation
+            .unwrap()
+            .minor_units,
+        max
+    );
+    app.stop().await;
+}

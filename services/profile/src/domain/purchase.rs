@@ -165,6 +165,38 @@ mod tests {
     }
 
     #[test]
+    fn amounts_beyond_max_minor_units_are_reported_per_field() {
+        let p = PurchaseInput {
+            order_id: "A-1".into(),
+            occur_time: Some(Utc::now()),
+            amount: eur(1 << 62),
+            gross_margin: eur(i64::MAX),
+            discount: eur(retention_domain::MAX_MINOR_UNITS + 1),
+            ..Default::default()
+        };
+        let fields: Vec<String> = p
+            .validate("purchase", Utc::now())
+            .iter()
+            .map(|(f, _)| f.to_string())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "purchase.amount.minor_units",
+                "purchase.gross_margin.minor_units",
+                "purchase.discount.minor_units"
+            ]
+        );
+        let at_bound = PurchaseInput {
+            amount: eur(retention_domain::MAX_MINOR_UNITS),
+            gross_margin: eur(-retention_domain::MAX_MINOR_UNITS),
+            discount: eur(retention_domain::MAX_MINOR_UNITS),
+            ..p
+        };
+        assert!(at_bound.validate("purchase", Utc::now()).is_empty());
+    }
+
+    #[test]
     fn defaults_fill_margin_and_discount_in_the_amount_currency() {
         let p = PurchaseInput {
             order_id: "A".into(),

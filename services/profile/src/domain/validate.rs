@@ -1,5 +1,6 @@
 //! Field-level syntax rules shared by the customer and purchase rules.
 
+use retention_domain::{MAX_MINOR_UNITS, money_in_bounds};
 use retention_errors::FieldViolations;
 
 use super::money::Money;
@@ -34,6 +35,9 @@ pub fn check_token(v: &mut FieldViolations, field: &str, s: &str, max: usize) {
     }
 }
 
+/// A money field: an ISO 4217 code and an amount within [`MAX_MINOR_UNITS`] either
+/// way (so sums over many amounts stay far inside an `i64`), not negative unless
+/// `allow_negative`.
 pub fn check_money(v: &mut FieldViolations, field: &str, m: &Money, allow_negative: bool) {
     if !is_currency(&m.currency) {
         v.add(
@@ -41,9 +45,16 @@ pub fn check_money(v: &mut FieldViolations, field: &str, m: &Money, allow_negati
             "must be a three-letter upper-case ISO 4217 code",
         );
     }
-    if !allow_negative && m.minor_units < 0 {
+    if !money_in_bounds(m.minor_units) {
+        v.add(format!("{field}.minor_units"), out_of_bounds_message());
+    } else if !allow_negative && m.minor_units < 0 {
         v.add(format!("{field}.minor_units"), "must not be negative");
     }
+}
+
+/// What an amount beyond [`MAX_MINOR_UNITS`] is told.
+pub fn out_of_bounds_message() -> String {
+    format!("must be at most {MAX_MINOR_UNITS} in absolute value (MAX_MINOR_UNITS)")
 }
 
 pub fn is_currency(c: &str) -> bool {
@@ -99,6 +110,51 @@ pub fn is_attribute_key(k: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn money_violations(minor_units: i64, allow_negative: bool) -> Vec<(String, String)> {
+        let mut v = FieldViolations::new();
+        let m = Money {
+            currency: "EUR".into(),
+            minor_units,
+        };
+        check_money(&mut v, "p.amount", &m, allow_negative);
+        v.iter()
+            .map(|(f, d)| (f.to_string(), d.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn money_is_bounded_both_ways() {
+        for ok in [0, 1, MAX_MINOR_UNITS] {
+            assert!(money_violations(ok, false).is_empty(), "{ok}");
+        }
+        assert!(money_violations(-MAX_MINOR_UNITS, true).is_empty());
+        for (bad, allow_negative) in [
+            (MAX_MINOR_UNITS + 1, false),
+            (1 << 62, false),
+            (i64::MAX, true),
+            (-MAX_MINOR_UNITS - 1, true),
+            (i64::MIN, true),
+            // Out of bounds and negative: one violation, the bound.
+            (i64::MIN, false),
+        ] {
+            let got = money_violations(bad, allow_negative);
+            assert_eq!(
+                got,
+                vec![("p.amount.minor_units".to_string(), out_of_bounds_message())],
+                "{bad}"
+            );
+        }
+        assert!(out_of_bounds_message().contains("1000000000000000"));
+        // The negative rule is unchanged within the bound.
+        assert_eq!(
+            money_violations(-1, false),
+            vec![(
+                "p.amount.minor_units".to_string(),
+                "must not be negative".to_string()
+            )]
+        );
+    }
 
     #[test]
     fn emails() {

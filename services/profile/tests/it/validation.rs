@@ -255,3 +255,102 @@ async fn names_masks_and_request_ids_are_checked() {
     assert_eq!(violated_fields(&err), vec!["channel"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn purchases_refuse_amounts_beyond_max_minor_units() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let c = app.create("Poison").await;
+    let max = retention_domain::MAX_MINOR_UNITS;
+    // Three purchases of 2^62 would wrap an i64 sum; one with an i64::MAX margin.
+    let mut poison: Vec<(pb::Purchase, Vec<&str>)> = (0..3)
+        .map(|i| {
+            let mut p = purchase(&c.name, &format!("huge-{i}"), 1 << 62);
+            p.gross_margin = cny(0);
+            (p, vec!["purchase.amount.minor_units"])
+        })
+        .collect();
+    let mut margin = purchase(&c.name, "margin", 100);
+    margin.gross_margin = cny(i64::MAX);
+    poison.push((margin, vec!["purchase.gross_margin.minor_units"]));
+
+    // Single path: INVALID_ARGUMENT naming the field and the bound.
+    for (p, fields) in &poison {
+        let err = app
+            .client
+            .record_purchase(app.req(pb::RecordPurchaseRequest {
+                purchase: Some(p.clone()),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert_eq!(&violated_fields(&err), fields);
+        let described = retention_errors::field_violations(&err);
+        assert!(described[0].1.contains(&max.to_string()), "{described:?}");
+    }
+
+    // Bulk path: each poison row is rejected by position, naming the field; the
+    // good row beside them lands.
+    let mut rows: Vec<pb::Purchase> = poison.iter().map(|(p, _)| p.clone()).collect();
+    rows.push(purchase(&c.name, "fine", 100));
+    let resp = app
+        .client
+        .record_purchases(app.req(tokio_stream::iter(vec![pb::RecordPurchasesRequest {
+            purchases: rows,
+        }])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.recorded_count, 1, "{resp:?}");
+    assert_eq!(resp.rejected_count, 4, "{resp:?}");
+    for (r, (_, fields)) in resp.rejected.iter().zip(&poison) {
+        assert!(
+            r.reason.contains(fields[0]) && r.reason.contains(&max.to_string()),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        resp.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM purchases").await, 1);
+
+    // Exactly at the bound is accepted, on both paths; a negative margin too.
+    let mut at_bound = purchase(&c.name, "at-bound", max);
+    at_bound.gross_margin = cny(-max);
+    at_bound.discount = cny(max);
+    let stored = app.record(at_bound).await;
+    assert_eq!(stored.amount, cny(max));
+    assert_eq!(stored.gross_margin, cny(-max));
+    let resp = app
+        .client
+        .record_purchases(app.req(tokio_stream::iter(vec![pb::RecordPurchasesRequest {
+            purchases: vec![purchase(&c.name, "at-bound-bulk", max)],
+        }])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (resp.recorded_count, resp.rejected_count),
+        (1, 0),
+        "{resp:?}"
+    );
+
+    // Customer money fields carry the same bound.
+    let err = app
+        .client
+        .create_customer(app.req(create(pb::Customer {
+            firmographics: Some(pb::Firmographics {
+                annual_revenue: cny(max + 1),
+                ..Default::default()
+            }),
+            ..customer("x")
+        })))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&err),
+        vec!["customer.firmographics.annual_revenue.minor_units"]
+    );
+    app.stop().await;
+}

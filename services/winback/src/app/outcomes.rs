@@ -240,6 +240,14 @@ impl WinbackApp {
 
     /// The playbook for one customer: its stage, value tier and risk from
     /// segmentation, its complaints and churn type from this service's records.
+    ///
+    /// Before the first scoring run segmentation answers FAILED_PRECONDITION
+    /// (NOT_SCORED) and so does this call, asking for a scoring run, rather than a
+    /// playbook without the model: the value tier decides between actions, not
+    /// only whether to add one (a poached PLATINUM customer gets a personal offer,
+    /// an IRON one a price match; LEAD customers get no paid offers), so without it
+    /// the answer would be wrong, not merely shorter, and an empty list for a
+    /// customer without complaints or churn would read as "nothing to do".
     pub async fn recommend(
         &self,
         customer_id: &str,

@@ -1,9 +1,11 @@
 //! The segmentation service as win-back sees it: campaign targets (a segment's
 //! members or an insight filter) and one customer's insight.
 
+use std::error::Error as _;
 use std::time::Duration;
 
 use retention_auth::TokenMinter;
+use retention_errors::tonic_types::StatusExt;
 use retention_proto::common::Money;
 use retention_proto::segmentation as pb;
 use tokio::time::Instant;
@@ -27,28 +29,73 @@ pub struct TargetInsight {
     pub churn_risk: String,
 }
 
+/// What went wrong with a call to segmentation, one variant per meaning for
+/// win-back's caller (`grpc::error` says what each answers). Every gRPC code
+/// segmentation can answer lands in exactly one; see [`PeerError::from_status`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PeerError {
+    /// Down, restarting, or the call was dropped on the way (UNAVAILABLE, ABORTED,
+    /// CANCELLED by the peer, a connection lost mid-call): worth retrying.
     #[error("the segmentation service is unavailable: {0}")]
     Unavailable(String),
+    /// Segmentation throttled win-back (RESOURCE_EXHAUSTED), with the wait it asked
+    /// for if it said one.
+    #[error("the segmentation service is overloaded: {reason}")]
+    Overloaded {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     #[error("the segmentation service did not answer within the deadline")]
     DeadlineExceeded,
     #[error("segmentation refused {field}: {description}")]
     Invalid { field: String, description: String },
     #[error("{0} does not exist in segmentation")]
     NotFound(String),
+    /// Segmentation cannot answer in its current state (FAILED_PRECONDITION), e.g.
+    /// `NOT_SCORED` / `NOT_FITTED` before the first scoring run. `kind` is the
+    /// peer's violation type ("" when it sent none), `reason` its description.
+    #[error("segmentation cannot answer in its current state: {reason}")]
+    Precondition { kind: String, reason: String },
+    /// Segmentation did not accept win-back's service token (UNAUTHENTICATED): the
+    /// shared auth settings differ.
+    #[error("segmentation rejected win-back's service token: {0}")]
+    Unauthenticated(String),
+    /// Segmentation accepted the token but refused it the call (PERMISSION_DENIED).
+    #[error("segmentation denied win-back the call: {0}")]
+    PermissionDenied(String),
     #[error("the target holds more than {0} customers")]
     TooManyCandidates(usize),
+    /// A bug here or in segmentation (INTERNAL, UNKNOWN, DATA_LOSS, UNIMPLEMENTED,
+    /// or an answer a read cannot get: ALREADY_EXISTS, OUT_OF_RANGE).
     #[error("the segmentation service failed: {0}")]
     Failed(String),
 }
 
+/// Violation types segmentation uses when no scoring run has scored the customer.
+const NOT_SCORED_KINDS: &[&str] = &["NOT_SCORED", "NOT_FITTED"];
+
 impl PeerError {
-    fn from_status(s: Status, what: &str) -> PeerError {
+    /// True when segmentation needs a scoring run before it can answer.
+    pub fn needs_scoring_run(&self) -> bool {
+        matches!(self, PeerError::Precondition { kind, .. } if NOT_SCORED_KINDS.contains(&kind.as_str()))
+    }
+
+    /// The meaning of every code segmentation (or tonic, for it) can answer. `what`
+    /// names the resource asked for (`segments/x`, `customers/c1`).
+    pub fn from_status(s: Status, what: &str) -> PeerError {
+        let said = |s: &Status| format!("{:?}: {}", s.code(), s.message());
         match s.code() {
-            Code::Unavailable | Code::Unknown | Code::Cancelled => {
-                PeerError::Unavailable(s.message().to_string())
-            }
+            Code::Unavailable | Code::Aborted => PeerError::Unavailable(s.message().to_string()),
+            // Tonic reports its own expiry of the deadline win-back set as CANCELLED.
+            Code::Cancelled if timed_out(&s) => PeerError::DeadlineExceeded,
+            Code::Cancelled => PeerError::Unavailable(said(&s)),
+            // Made by tonic from a transport failure (the connection went away
+            // mid-call); segmentation itself never answers UNKNOWN on purpose.
+            Code::Unknown if s.source().is_some() => PeerError::Unavailable(said(&s)),
+            Code::ResourceExhausted => PeerError::Overloaded {
+                reason: s.message().to_string(),
+                retry_after: s.get_details_retry_info().and_then(|r| r.retry_delay),
+            },
             Code::DeadlineExceeded => PeerError::DeadlineExceeded,
             Code::NotFound => PeerError::NotFound(what.to_string()),
             Code::InvalidArgument => {
@@ -59,9 +106,37 @@ impl PeerError {
                     .unwrap_or_else(|| ("target".into(), s.message().to_string()));
                 PeerError::Invalid { field, description }
             }
-            _ => PeerError::Failed(format!("{:?}: {}", s.code(), s.message())),
+            Code::FailedPrecondition => {
+                let (kind, reason) = s
+                    .get_details_precondition_failure()
+                    .and_then(|p| p.violations.into_iter().next())
+                    .map(|v| (v.r#type, v.description))
+                    .unwrap_or_else(|| (String::new(), s.message().to_string()));
+                PeerError::Precondition { kind, reason }
+            }
+            Code::Unauthenticated => PeerError::Unauthenticated(s.message().to_string()),
+            Code::PermissionDenied => PeerError::PermissionDenied(s.message().to_string()),
+            Code::Ok => PeerError::Failed(format!("answered OK without a response for {what}")),
+            Code::Internal
+            | Code::Unknown
+            | Code::DataLoss
+            | Code::Unimplemented
+            | Code::AlreadyExists
+            | Code::OutOfRange => PeerError::Failed(said(&s)),
         }
     }
+}
+
+/// Whether tonic's own timer (the `grpc-timeout` win-back set) ended the call.
+fn timed_out(s: &Status) -> bool {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = s.source();
+    while let Some(err) = e {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        e = err.source();
+    }
+    false
 }
 
 /// The fields of `CustomerInsight` that win-back reads, under the same tags.
@@ -306,6 +381,68 @@ mod tests {
             }
         );
         assert!(matches!(e(Status::internal("boom")), PeerError::Failed(_)));
+    }
+
+    #[test]
+    fn every_code_has_a_peer_error_of_its_own_meaning() {
+        let e = |s: Status| PeerError::from_status(s, "customers/c1");
+        let not_scored = e(retention_errors::failed_precondition(
+            "NOT_SCORED",
+            "insights/c1",
+            "no scoring run has fitted the models yet; call RunScoring",
+        ));
+        assert_eq!(
+            not_scored,
+            PeerError::Precondition {
+                kind: "NOT_SCORED".into(),
+                reason: "no scoring run has fitted the models yet; call RunScoring".into()
+            }
+        );
+        assert!(not_scored.needs_scoring_run());
+        let busy = e(Status::failed_precondition("one run at a time"));
+        assert!(!busy.needs_scoring_run());
+        assert_eq!(
+            e(retention_errors::rate_limited(
+                "slow down",
+                Duration::from_secs(3)
+            )),
+            PeerError::Overloaded {
+                reason: "slow down".into(),
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert!(matches!(e(Status::aborted("x")), PeerError::Unavailable(_)));
+        assert!(matches!(
+            e(Status::cancelled("x")),
+            PeerError::Unavailable(_)
+        ));
+        assert_eq!(
+            e(Status::from_error(Box::new(tonic::TimeoutExpired(())))),
+            PeerError::DeadlineExceeded
+        );
+        assert_eq!(
+            e(Status::unauthenticated("bad signature")),
+            PeerError::Unauthenticated("bad signature".into())
+        );
+        assert_eq!(
+            e(Status::permission_denied("no scope")),
+            PeerError::PermissionDenied("no scope".into())
+        );
+        for bug in [
+            Status::unknown("x"),
+            Status::data_loss("x"),
+            Status::unimplemented("x"),
+            Status::already_exists("x"),
+            Status::out_of_range("x"),
+            Status::new(Code::Ok, ""),
+        ] {
+            assert!(matches!(e(bug), PeerError::Failed(_)));
+        }
+        // Error messages: lowercase, no trailing punctuation.
+        for m in [not_scored.to_string(), busy.to_string()] {
+            assert!(!m.ends_with('.'), "{m}");
+            assert!(m.starts_with(char::is_lowercase), "{m}");
+        }
     }
 
     /// The view decodes a full insight page to the same values as the generated

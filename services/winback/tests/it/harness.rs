@@ -44,6 +44,8 @@ pub struct FakeSegmentation {
     pub segments: HashMap<String, Vec<String>>,
     /// Every call answers UNAVAILABLE.
     pub down: bool,
+    /// Every call answers this status instead (any code, with its details).
+    pub answer: Option<fn() -> Status>,
     /// The n-th list page (0-based) answers UNAVAILABLE: a failure mid-target.
     pub fail_page: Option<usize>,
     pub pages_served: usize,
@@ -73,6 +75,8 @@ impl Fake {
                 .map(String::from);
             if s.down {
                 Err(Status::unavailable("segmentation is down"))
+            } else if let Some(answer) = s.answer {
+                Err(answer())
             } else {
                 Ok(())
             }

@@ -7,4 +7,5 @@ mod churn;
 mod harness;
 mod migrate;
 mod outcomes;
+mod peer;
 mod tls;

@@ -119,7 +119,7 @@ impl SegmentationApp {
                 touched.push(merged_id.clone());
                 let mut f = repo::lock_features(&txn, survivor_id, at).await?;
                 if let Some(m) = merged {
-                    f.absorb(&m);
+                    f.absorb(&m).map_err(|e| e.of(survivor_id))?;
                 }
                 repo::save_features(&txn, survivor_id, &f, at).await?;
                 evs.extend(self.rescore(&txn, survivor_id, &f, at).await?);
@@ -140,7 +140,7 @@ impl SegmentationApp {
                     return Ok(txn.commit().await?);
                 }
                 let mut f = repo::lock_features(&txn, id, at).await?;
-                if !single.apply_to(&mut f, &self.cfg.clock) {
+                if !single.apply_to(&mut f, &self.cfg.clock)? {
                     // Its effect is there already (a backfill's replay).
                     return Ok(txn.commit().await?);
                 }
@@ -305,9 +305,11 @@ impl SegmentationApp {
         // Customers whose features an event changed: a replayed event whose
         // effect is there already changes nothing, not even the row's time.
         let mut moved = BTreeSet::new();
+        // A change that cannot be folded (poison) fails the batch, which the
+        // consumer then applies event by event, refusing only that one.
         for c in &live {
             if let Some(f) = features.get_mut(c.customer_id())
-                && c.apply_to(f, &self.cfg.clock)
+                && c.apply_to(f, &self.cfg.clock)?
             {
                 moved.insert(c.customer_id().to_string());
             }

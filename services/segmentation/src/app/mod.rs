@@ -47,6 +47,9 @@ pub enum AppError {
     Db(#[from] DbErr),
     #[error(transparent)]
     Events(#[from] EventsError),
+    /// A consumed change that can never be folded (poison): refused for good.
+    #[error(transparent)]
+    Fold(#[from] crate::domain::features::FoldError),
 }
 
 pub type AppResult<T> = Result<T, AppError>;

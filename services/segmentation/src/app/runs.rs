@@ -267,8 +267,12 @@ impl SegmentationApp {
         let mut changed = Vec::new();
         for (id, f) in rows.iter_mut() {
             if !f.occasions_follow(clock) {
-                f.rederive_occasions(clock, orders.get(id).map_or(&[], Vec::as_slice));
-                changed.push(id.clone());
+                match f.rederive_occasions(clock, orders.get(id).map_or(&[], Vec::as_slice)) {
+                    Ok(()) => changed.push(id.clone()),
+                    // Left as it is (scored by its orders), not failing the run.
+                    Err(e) => tracing::warn!(customer = %id, error = %e.of(id),
+                        "purchase occasions not re-derived"),
+                }
             }
         }
         let save: Vec<(&String, &Features)> = changed

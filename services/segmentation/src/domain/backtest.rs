@@ -126,14 +126,16 @@ impl Backtest {
     /// the calibration population, as in the paper.
     pub fn add_customer(&mut self, orders: &[(DateTime<Utc>, Option<i64>)]) {
         // Period -> summed margin (None once an order's margin is unknown).
-        let mut occasions: BTreeMap<i32, Option<i64>> = BTreeMap::new();
+        // Margins summed in 128 bits: only a statistic (the mean) is made of
+        // them, exact whatever the amounts.
+        let mut occasions: BTreeMap<i32, Option<i128>> = BTreeMap::new();
         for (t, margin) in orders {
             let p = self.clock.index(*t);
             if p > self.holdout_period {
                 continue;
             }
             let sum = occasions.entry(p).or_insert(Some(0));
-            *sum = sum.zip(*margin).map(|(a, b)| a + b);
+            *sum = sum.zip(*margin).map(|(a, b)| a + i128::from(b));
         }
         let Some((&first, _)) = occasions.first_key_value() else {
             return;
@@ -141,7 +143,7 @@ impl Backtest {
         if first > self.end_period {
             return;
         }
-        let calibration: Vec<(i32, Option<i64>)> = occasions
+        let calibration: Vec<(i32, Option<i128>)> = occasions
             .range(..=self.end_period)
             .map(|(p, m)| (*p, *m))
             .collect();
@@ -154,7 +156,7 @@ impl Backtest {
             repeats
                 .iter()
                 .map(|(_, m)| *m)
-                .sum::<Option<i64>>()
+                .sum::<Option<i128>>()
                 .map(|s| s as f64 / repeats.len() as f64)
         };
         *self.first_periods.entry(first).or_default() += 1;
@@ -323,6 +325,18 @@ mod tests {
         assert_eq!(r.mean_repeat_margin, Some(30.0), "(40 + 20) / 2");
         assert_eq!(r.holdout, 2, "days 71 and 100; 141 is after the run");
         assert_eq!(b.repeat_periods.values().sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn margins_beyond_an_i64_sum_are_averaged_exactly() {
+        let mut b = Backtest::new(OccasionClock::default(), 7.0, day(70), day(140));
+        let max = Some(i64::MAX);
+        b.add_customer(&[(day(0), max), (day(0), max), (day(7), max), (day(7), max)]);
+        assert_eq!(
+            b.rows[0].mean_repeat_margin,
+            Some(2.0 * i64::MAX as f64),
+            "one repeat occasion of two orders, summed without overflow"
+        );
     }
 
     #[test]

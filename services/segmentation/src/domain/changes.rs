@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::features::Features;
+use crate::domain::features::{Features, FoldError};
 use crate::domain::occasions::OccasionClock;
 
 /// One consumed event, as a change to the feature store.
@@ -101,11 +101,51 @@ impl Change {
         Some(c)
     }
 
+    /// The change's single amounts within [`MAX_MINOR_UNITS`] either way; an
+    /// amount beyond it is poison (no real order, revenue or discount is that
+    /// large, and sums of in-bound amounts stay exact far longer).
+    ///
+    /// [`MAX_MINOR_UNITS`]: retention_domain::MAX_MINOR_UNITS
+    pub fn check_bounds(&self) -> Result<(), FoldError> {
+        let amounts: &[(&'static str, i64)] = match self {
+            Change::Purchase {
+                amount_minor,
+                margin_minor,
+                discount_minor,
+                ..
+            } => &[
+                ("amount_minor", *amount_minor),
+                ("margin_minor", *margin_minor),
+                ("discount_minor", *discount_minor),
+            ],
+            Change::Facts {
+                annual_revenue_minor: Some(revenue),
+                ..
+            } => &[("annual_revenue_minor", *revenue)],
+            _ => &[],
+        };
+        match amounts
+            .iter()
+            .find(|(_, v)| !retention_domain::money_in_bounds(*v))
+        {
+            Some((field, value)) => Err(FoldError::OutOfBounds {
+                customer: self.customer_id().to_string(),
+                field,
+                value: *value,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Folds a single-customer change into that customer's features; false when
     /// its effect was there already (a replayed event), and nothing changed.
-    /// Purchases are deduplicated before, by the purchases table.
-    pub fn apply_to(&self, f: &mut Features, clock: &OccasionClock) -> bool {
-        match self {
+    /// Purchases are deduplicated before, by the purchases table. A change that
+    /// cannot be folded exactly (a sum would overflow, or an amount is out of
+    /// bounds) is an error, and then nothing changes.
+    pub fn apply_to(&self, f: &mut Features, clock: &OccasionClock) -> Result<bool, FoldError> {
+        self.check_bounds()?;
+        let overflow = |e: crate::domain::features::Overflow| e.of(self.customer_id());
+        Ok(match self {
             Change::Facts {
                 credit_rating,
                 annual_revenue_minor,
@@ -142,9 +182,6 @@ impl Change {
                 category,
                 ..
             } => {
-                if f.currency.is_empty() {
-                    f.currency.clone_from(currency);
-                }
                 f.record_purchase(
                     *at,
                     *amount_minor,
@@ -152,7 +189,11 @@ impl Change {
                     *discount_minor,
                     category,
                     clock,
-                );
+                )
+                .map_err(overflow)?;
+                if f.currency.is_empty() {
+                    f.currency.clone_from(currency);
+                }
                 true
             }
             Change::Referral { referred_id, .. } => f.record_referral(referred_id),
@@ -173,8 +214,120 @@ impl Change {
                 csat,
                 expectation_gap,
                 ..
-            } => f.record_survey(survey_id, *csat, *expectation_gap),
+            } => f
+                .record_survey(survey_id, *csat, *expectation_gap)
+                .map_err(overflow)?,
             Change::Merged { .. } | Change::Erased { .. } => false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    const MAX: i64 = retention_domain::MAX_MINOR_UNITS;
+
+    fn purchase(customer: &str, amount: i64, margin: i64, discount: i64) -> Change {
+        Change::Purchase {
+            customer_id: customer.into(),
+            purchase_id: format!("p-{amount}-{margin}-{discount}"),
+            at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            amount_minor: amount,
+            margin_minor: margin,
+            discount_minor: discount,
+            currency: "CNY".into(),
+            category: "tea".into(),
         }
+    }
+
+    #[test]
+    fn amounts_beyond_the_bound_are_refused_naming_customer_and_field() {
+        assert_eq!(purchase("c1", MAX, -MAX, MAX).check_bounds(), Ok(()));
+        for (change, field, value) in [
+            (purchase("c1", MAX + 1, 0, 0), "amount_minor", MAX + 1),
+            (purchase("c1", 0, -MAX - 1, 0), "margin_minor", -MAX - 1),
+            (purchase("c1", 0, 0, i64::MIN), "discount_minor", i64::MIN),
+            (
+                Change::Facts {
+                    customer_id: "c1".into(),
+                    credit_rating: None,
+                    annual_revenue_minor: Some(1 << 62),
+                    share_of_wallet: None,
+                    create_time: None,
+                },
+                "annual_revenue_minor",
+                1 << 62,
+            ),
+        ] {
+            let err = change.check_bounds().unwrap_err();
+            assert_eq!(
+                err,
+                FoldError::OutOfBounds {
+                    customer: "c1".into(),
+                    field,
+                    value
+                }
+            );
+            let reason = err.to_string();
+            assert!(
+                reason.contains("c1")
+                    && reason.contains(field)
+                    && reason.contains("MAX_MINOR_UNITS"),
+                "{reason}"
+            );
+            let mut f = Features::default();
+            assert_eq!(
+                change.apply_to(&mut f, &OccasionClock::default()),
+                Err(err),
+                "never folded"
+            );
+            assert_eq!(f, Features::default());
+        }
+    }
+
+    #[test]
+    fn a_change_whose_fold_would_overflow_names_customer_and_field() {
+        let clock = OccasionClock::default();
+        let mut f = Features::default();
+        for _ in 0..9_000 {
+            assert_eq!(purchase("c1", MAX, 0, 0).apply_to(&mut f, &clock), Ok(true));
+        }
+        f.spend_minor = i64::MAX - MAX + 1;
+        let before = f.clone();
+        let err = purchase("c1", MAX, 0, 0)
+            .apply_to(&mut f, &clock)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            FoldError::Overflow {
+                customer: "c1".into(),
+                field: "spend_minor"
+            }
+        );
+        assert!(
+            err.to_string().contains("customer c1: spend_minor"),
+            "{err}"
+        );
+        assert_eq!(f, before, "nothing folded, not even the currency");
+        let survey = Change::Survey {
+            customer_id: "c2".into(),
+            survey_id: "s".into(),
+            csat: Some(5),
+            expectation_gap: None,
+        };
+        let mut g = Features {
+            csat_sum: i64::MAX,
+            ..Features::default()
+        };
+        assert_eq!(
+            survey.apply_to(&mut g, &clock),
+            Err(FoldError::Overflow {
+                customer: "c2".into(),
+                field: "csat_sum"
+            })
+        );
     }
 }

@@ -212,15 +212,16 @@ pub fn management_tiers(
 }
 
 /// Share of total positive profit made by the top 20% of customers (Pareto).
+/// Summed in 128 bits: exact whatever the margins, never an overflow.
 pub fn pareto_share(profits: &[i64]) -> f64 {
-    let mut sorted: Vec<i64> = profits.iter().map(|p| (*p).max(0)).collect();
+    let mut sorted: Vec<i128> = profits.iter().map(|p| i128::from((*p).max(0))).collect();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
-    let total: i64 = sorted.iter().sum();
+    let total: i128 = sorted.iter().sum();
     if total == 0 {
         return 0.0;
     }
     let top = ((sorted.len() as f64) * 0.2).ceil() as usize;
-    sorted[..top].iter().sum::<i64>() as f64 / total as f64
+    sorted[..top].iter().sum::<i128>() as f64 / total as f64
 }
 
 // ---- lifecycle ---------------------------------------------------------------------
@@ -507,6 +508,9 @@ mod tests {
         let profits = [50, 30, 5, 5, 2, 2, 2, 2, 1, 1];
         assert!((pareto_share(&profits) - 0.8).abs() < 1e-12);
         assert_eq!(pareto_share(&[0, -5]), 0.0);
+        // Margins whose sum leaves an i64: summed exactly, no overflow.
+        let extreme = [i64::MAX, i64::MAX, i64::MAX, i64::MAX, i64::MAX];
+        assert_eq!(pareto_share(&extreme), 0.2);
     }
 
     #[test]

@@ -92,7 +92,60 @@ fn month_index(t: DateTime<Utc>) -> i32 {
 
 const DAY_SECONDS: f64 = 86_400.0;
 
+/// A sum of the fold would leave its integer type: the change cannot be folded
+/// exactly, and nothing of it is (the features are left as they were).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow {
+    /// The feature whose sum would overflow (e.g. `margin_minor`).
+    pub field: &'static str,
+}
+
+impl Overflow {
+    /// The error of folding into `customer`'s features.
+    pub fn of(self, customer: &str) -> FoldError {
+        FoldError::Overflow {
+            customer: customer.to_string(),
+            field: self.field,
+        }
+    }
+}
+
+/// Why a change cannot be folded into a customer's features: it never can be
+/// (poison), so the event carrying it is refused with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error(
+        "customer {customer}: {field} would overflow a 64-bit sum of minor units; the event is not applied"
+    )]
+    Overflow {
+        customer: String,
+        field: &'static str,
+    },
+    #[error(
+        "customer {customer}: {field} of {value} minor units is beyond the bound of \
+         {max} either way (retention_domain::MAX_MINOR_UNITS)",
+        max = retention_domain::MAX_MINOR_UNITS
+    )]
+    OutOfBounds {
+        customer: String,
+        field: &'static str,
+        value: i64,
+    },
+}
+
+/// `sum + v`, or the overflow of `field`.
+fn add(sum: i64, v: i64, field: &'static str) -> Result<i64, Overflow> {
+    sum.checked_add(v).ok_or(Overflow { field })
+}
+
+/// `count + n`, or the overflow of `field`.
+fn add_count(count: u32, n: u32, field: &'static str) -> Result<u32, Overflow> {
+    count.checked_add(n).ok_or(Overflow { field })
+}
+
 impl Features {
+    /// Folds one order in. Every sum is exact: one that would overflow is an
+    /// error, and then nothing changes.
     pub fn record_purchase(
         &mut self,
         at: DateTime<Utc>,
@@ -101,19 +154,41 @@ impl Features {
         discount: i64,
         category: &str,
         clock: &OccasionClock,
-    ) {
+    ) -> Result<(), Overflow> {
+        // All sums first, so that an overflow leaves the features as they were.
+        let purchases = add_count(self.purchases, 1, "purchases")?;
+        let spend = add(self.spend_minor, amount, "spend_minor")?;
+        let margin_sum = add(self.margin_minor, margin, "margin_minor")?;
+        let discount_sum = add(self.discount_minor, discount, "discount_minor")?;
+        let month = month_index(at);
+        let month_spend = add(
+            self.monthly_spend.get(&month).copied().unwrap_or(0),
+            amount,
+            "monthly_spend",
+        )?;
+        // Occasions numbered by another clock are re-derived by the next run
+        // from the purchases table; adding to them would mix two calendars.
+        let occasion = if self.occasions_follow(clock) {
+            let period = clock.index(at);
+            let first_margin = match self.occasions.first() {
+                Some(first) if period == *first => add(
+                    self.first_occasion_margin_minor,
+                    margin,
+                    "first_occasion_margin_minor",
+                )?,
+                Some(first) if period > *first => self.first_occasion_margin_minor,
+                _ => margin,
+            };
+            Some((period, first_margin))
+        } else {
+            None
+        };
+
         if self.purchases == 0 {
             self.occasion_clock = clock.to_string();
         }
-        // Occasions numbered by another clock are re-derived by the next run
-        // from the purchases table; adding to them would mix two calendars.
-        if self.occasions_follow(clock) {
-            let period = clock.index(at);
-            match self.occasions.first() {
-                Some(first) if period == *first => self.first_occasion_margin_minor += margin,
-                Some(first) if period > *first => {}
-                _ => self.first_occasion_margin_minor = margin,
-            }
+        if let Some((period, first_margin)) = occasion {
+            self.first_occasion_margin_minor = first_margin;
             self.occasions.insert(period);
         }
         if self.first_purchase.is_none_or(|t| at < t) {
@@ -121,14 +196,15 @@ impl Features {
         }
         self.first_purchase = Some(self.first_purchase.map_or(at, |t| t.min(at)));
         self.last_purchase = Some(self.last_purchase.map_or(at, |t| t.max(at)));
-        self.purchases += 1;
+        self.purchases = purchases;
         if !category.is_empty() {
             self.categories.insert(category.to_string());
         }
-        self.spend_minor += amount;
-        self.margin_minor += margin;
-        self.discount_minor += discount;
-        *self.monthly_spend.entry(month_index(at)).or_default() += amount;
+        self.spend_minor = spend;
+        self.margin_minor = margin_sum;
+        self.discount_minor = discount_sum;
+        self.monthly_spend.insert(month, month_spend);
+        Ok(())
     }
 
     /// Spend in the `periods` complete windows of `months_per_period` calendar
@@ -165,8 +241,8 @@ impl Features {
                 breaches: 0,
             },
         );
-        self.complaints_total += 1;
-        self.complaints_open += 1;
+        self.complaints_total = self.complaints_total.saturating_add(1);
+        self.complaints_open = self.complaints_open.saturating_add(1);
         true
     }
 
@@ -181,8 +257,8 @@ impl Features {
         if self.counted_without_ids {
             legacy(self);
         } else {
-            self.complaints_total += 1;
-            self.complaints_open += u32::from(open);
+            self.complaints_total = self.complaints_total.saturating_add(1);
+            self.complaints_open = self.complaints_open.saturating_add(u32::from(open));
         }
         self.complaint_marks.insert(
             complaint_id.to_string(),
@@ -210,13 +286,15 @@ impl Features {
 
     /// A resolved complaint reopened; false if it is counted as open already.
     pub fn record_complaint_reopened(&mut self, complaint_id: &str) -> bool {
-        if self.mark(complaint_id, true, |f| f.complaints_open += 1) {
+        if self.mark(complaint_id, true, |f| {
+            f.complaints_open = f.complaints_open.saturating_add(1)
+        }) {
             return true;
         }
         match self.complaint_marks.get_mut(complaint_id) {
             Some(m) if !m.open => {
                 m.open = true;
-                self.complaints_open += 1;
+                self.complaints_open = self.complaints_open.saturating_add(1);
                 true
             }
             _ => false,
@@ -232,32 +310,50 @@ impl Features {
         match self.complaint_marks.get_mut(complaint_id) {
             Some(m) if m.breaches & bit == 0 => {
                 m.breaches |= bit;
-                self.complaints_breached += 1;
+                self.complaints_breached = self.complaints_breached.saturating_add(1);
                 true
             }
             _ => false,
         }
     }
 
-    /// A survey; false if it is counted already.
+    /// A survey; false if it is counted already. Its sums are exact: one that
+    /// would overflow is an error, and then nothing changes.
     pub fn record_survey(
         &mut self,
         survey_id: &str,
         csat: Option<i32>,
         expectation_gap: Option<i32>,
-    ) -> bool {
-        if !self.survey_ids.insert(survey_id.to_string()) {
-            return false;
+    ) -> Result<bool, Overflow> {
+        if self.survey_ids.contains(survey_id) {
+            return Ok(false);
         }
-        if let Some(c) = csat {
-            self.csat_sum += i64::from(c);
-            self.csat_count += 1;
+        let csat = match csat {
+            Some(c) => Some((
+                add(self.csat_sum, i64::from(c), "csat_sum")?,
+                add_count(self.csat_count, 1, "csat_count")?,
+            )),
+            None => None,
+        };
+        let gap = match expectation_gap {
+            Some(g) => Some((
+                add(
+                    self.expectation_gap_sum,
+                    i64::from(g),
+                    "expectation_gap_sum",
+                )?,
+                add_count(self.expectation_gap_count, 1, "expectation_gap_count")?,
+            )),
+            None => None,
+        };
+        self.survey_ids.insert(survey_id.to_string());
+        if let Some((sum, count)) = csat {
+            (self.csat_sum, self.csat_count) = (sum, count);
         }
-        if let Some(g) = expectation_gap {
-            self.expectation_gap_sum += i64::from(g);
-            self.expectation_gap_count += 1;
+        if let Some((sum, count)) = gap {
+            (self.expectation_gap_sum, self.expectation_gap_count) = (sum, count);
         }
-        true
+        Ok(true)
     }
 
     /// This customer referred `referred_id`; false if that referral is counted already.
@@ -265,7 +361,7 @@ impl Features {
         if !self.referred_ids.insert(referred_id.to_string()) {
             return false;
         }
-        self.referrals_given += 1;
+        self.referrals_given = self.referrals_given.saturating_add(1);
         true
     }
 
@@ -277,31 +373,37 @@ impl Features {
     /// Re-derives the occasions by `clock` from the customer's orders (time and
     /// margin, when recorded): for rows folded before occasions were kept, or by
     /// another clock. The first occasion's margin is the first order's (always
-    /// kept) plus those recorded of the other orders in its period.
+    /// kept) plus those recorded of the other orders in its period. A sum that
+    /// would overflow is an error, and then nothing changes.
     pub fn rederive_occasions(
         &mut self,
         clock: &OccasionClock,
         orders: &[(DateTime<Utc>, Option<i64>)],
-    ) {
-        self.occasions = orders.iter().map(|(t, _)| clock.index(*t)).collect();
-        self.occasion_clock = clock.to_string();
-        let Some(first) = self.occasions.first().copied() else {
-            self.first_occasion_margin_minor = 0;
-            return;
+    ) -> Result<(), Overflow> {
+        let occasions: BTreeSet<i32> = orders.iter().map(|(t, _)| clock.index(*t)).collect();
+        let first_occasion_margin = match occasions.first().copied() {
+            None => 0,
+            Some(first) => {
+                let earliest = orders.iter().map(|(t, _)| *t).min();
+                let mut earliest_seen = false;
+                orders
+                    .iter()
+                    .filter(|(t, _)| clock.index(*t) == first)
+                    .filter(|(t, _)| {
+                        let is_earliest = Some(*t) == earliest && !earliest_seen;
+                        earliest_seen |= is_earliest;
+                        !is_earliest
+                    })
+                    .filter_map(|(_, m)| *m)
+                    .try_fold(self.first_margin_minor, |sum, m| {
+                        add(sum, m, "first_occasion_margin_minor")
+                    })?
+            }
         };
-        let earliest = orders.iter().map(|(t, _)| *t).min();
-        let mut earliest_seen = false;
-        let others: i64 = orders
-            .iter()
-            .filter(|(t, _)| clock.index(*t) == first)
-            .filter(|(t, _)| {
-                let is_earliest = Some(*t) == earliest && !earliest_seen;
-                earliest_seen |= is_earliest;
-                !is_earliest
-            })
-            .filter_map(|(_, m)| *m)
-            .sum();
-        self.first_occasion_margin_minor = self.first_margin_minor + others;
+        self.occasions = occasions;
+        self.occasion_clock = clock.to_string();
+        self.first_occasion_margin_minor = first_occasion_margin;
+        Ok(())
     }
 
     /// Purchase occasions after the first (the models count repeats); the
@@ -314,18 +416,71 @@ impl Features {
         }
     }
 
-    /// Folds a merged-away customer's features into the survivor's.
-    pub fn absorb(&mut self, other: &Features) {
+    /// Folds a merged-away customer's features into the survivor's. Every sum is
+    /// exact: one that would overflow is an error, and then nothing changes.
+    pub fn absorb(&mut self, other: &Features) -> Result<(), Overflow> {
+        let mut monthly_spend = self.monthly_spend.clone();
+        for (m, v) in &other.monthly_spend {
+            let sum = monthly_spend.entry(*m).or_default();
+            *sum = add(*sum, *v, "monthly_spend")?;
+        }
+        let spend = add(self.spend_minor, other.spend_minor, "spend_minor")?;
+        let margin = add(self.margin_minor, other.margin_minor, "margin_minor")?;
+        let discount = add(self.discount_minor, other.discount_minor, "discount_minor")?;
+        let csat_sum = add(self.csat_sum, other.csat_sum, "csat_sum")?;
+        let gap_sum = add(
+            self.expectation_gap_sum,
+            other.expectation_gap_sum,
+            "expectation_gap_sum",
+        )?;
+        let counts = [
+            add_count(self.purchases, other.purchases, "purchases")?,
+            add_count(
+                self.referrals_given,
+                other.referrals_given,
+                "referrals_given",
+            )?,
+            add_count(
+                self.complaints_total,
+                other.complaints_total,
+                "complaints_total",
+            )?,
+            add_count(
+                self.complaints_open,
+                other.complaints_open,
+                "complaints_open",
+            )?,
+            add_count(
+                self.complaints_breached,
+                other.complaints_breached,
+                "complaints_breached",
+            )?,
+            add_count(self.csat_count, other.csat_count, "csat_count")?,
+            add_count(
+                self.expectation_gap_count,
+                other.expectation_gap_count,
+                "expectation_gap_count",
+            )?,
+        ];
+        let same_calendar = self.purchases == 0 || self.occasion_clock == other.occasion_clock;
+        let first_occasion_margin = if other.purchases > 0 && same_calendar {
+            let (mine, theirs) = (self.occasions.first(), other.occasions.first());
+            match (mine, theirs) {
+                (Some(a), Some(b)) if a == b => add(
+                    self.first_occasion_margin_minor,
+                    other.first_occasion_margin_minor,
+                    "first_occasion_margin_minor",
+                )?,
+                (Some(a), Some(b)) if a < b => self.first_occasion_margin_minor,
+                _ => other.first_occasion_margin_minor,
+            }
+        } else {
+            self.first_occasion_margin_minor
+        };
+
         if other.purchases > 0 {
-            if self.purchases == 0 || self.occasion_clock == other.occasion_clock {
-                let (mine, theirs) = (self.occasions.first(), other.occasions.first());
-                self.first_occasion_margin_minor = match (mine, theirs) {
-                    (Some(a), Some(b)) if a == b => {
-                        self.first_occasion_margin_minor + other.first_occasion_margin_minor
-                    }
-                    (Some(a), Some(b)) if a < b => self.first_occasion_margin_minor,
-                    _ => other.first_occasion_margin_minor,
-                };
+            if same_calendar {
+                self.first_occasion_margin_minor = first_occasion_margin;
                 self.occasions.extend(other.occasions.iter().copied());
                 self.occasion_clock.clone_from(&other.occasion_clock);
             } else {
@@ -347,22 +502,22 @@ impl Features {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        self.purchases += other.purchases;
+        [
+            self.purchases,
+            self.referrals_given,
+            self.complaints_total,
+            self.complaints_open,
+            self.complaints_breached,
+            self.csat_count,
+            self.expectation_gap_count,
+        ] = counts;
         self.categories.extend(other.categories.iter().cloned());
-        self.spend_minor += other.spend_minor;
-        self.margin_minor += other.margin_minor;
-        self.discount_minor += other.discount_minor;
-        self.referrals_given += other.referrals_given;
-        self.complaints_total += other.complaints_total;
-        self.complaints_open += other.complaints_open;
-        self.complaints_breached += other.complaints_breached;
-        self.csat_sum += other.csat_sum;
-        self.csat_count += other.csat_count;
-        self.expectation_gap_sum += other.expectation_gap_sum;
-        self.expectation_gap_count += other.expectation_gap_count;
-        for (m, v) in &other.monthly_spend {
-            *self.monthly_spend.entry(*m).or_default() += v;
-        }
+        self.spend_minor = spend;
+        self.margin_minor = margin;
+        self.discount_minor = discount;
+        self.csat_sum = csat_sum;
+        self.expectation_gap_sum = gap_sum;
+        self.monthly_spend = monthly_spend;
         if self.currency.is_empty() {
             self.currency.clone_from(&other.currency);
         }
@@ -380,6 +535,7 @@ impl Features {
         self.survey_ids.extend(other.survey_ids.iter().cloned());
         self.referred_ids.extend(other.referred_ids.iter().cloned());
         self.counted_without_ids |= other.counted_without_ids;
+        Ok(())
     }
 
     /// Purchases after the first (the models count repeats).
@@ -389,7 +545,8 @@ impl Features {
 
     /// Share of list price given away as discounts: price sensitivity (DOMAIN §5).
     pub fn discount_share(&self) -> f64 {
-        let list = self.spend_minor + self.discount_minor;
+        // A statistic: summed in 128 bits, exact whatever the two amounts.
+        let list = i128::from(self.spend_minor) + i128::from(self.discount_minor);
         if list <= 0 {
             0.0
         } else {
@@ -452,7 +609,10 @@ impl Features {
         } else {
             self.first_margin_minor
         };
-        (repeats > 0).then(|| (self.margin_minor - first) as f64 / f64::from(repeats))
+        // A statistic: the difference in 128 bits, exact whatever the two margins.
+        (repeats > 0).then(|| {
+            (i128::from(self.margin_minor) - i128::from(first)) as f64 / f64::from(repeats)
+        })
     }
 }
 
@@ -474,9 +634,12 @@ mod tests {
     #[test]
     fn purchases_fold_into_recency_frequency_and_value() {
         let mut f = Features::default();
-        f.record_purchase(day(14), 1000, 300, 0, "tea", &UTC);
-        f.record_purchase(day(0), 2000, 500, 500, "tea", &UTC);
-        f.record_purchase(day(28), 1000, 200, 0, "cups", &UTC);
+        f.record_purchase(day(14), 1000, 300, 0, "tea", &UTC)
+            .unwrap();
+        f.record_purchase(day(0), 2000, 500, 500, "tea", &UTC)
+            .unwrap();
+        f.record_purchase(day(28), 1000, 200, 0, "cups", &UTC)
+            .unwrap();
         assert_eq!(
             f.first_purchase,
             Some(day(0)),
@@ -500,11 +663,16 @@ mod tests {
     fn orders_of_one_day_are_one_occasion() {
         let hours = |d: i64, h: i64| day(d) + Duration::hours(h);
         let mut f = Features::default();
-        f.record_purchase(hours(7, 9), 1000, 100, 0, "tea", &UTC);
-        f.record_purchase(hours(0, 10), 500, 40, 0, "tea", &UTC);
-        f.record_purchase(hours(7, 18), 3000, 300, 0, "cups", &UTC);
-        f.record_purchase(hours(0, 23), 700, 60, 0, "tea", &UTC);
-        f.record_purchase(hours(21, 1), 800, 80, 0, "tea", &UTC);
+        f.record_purchase(hours(7, 9), 1000, 100, 0, "tea", &UTC)
+            .unwrap();
+        f.record_purchase(hours(0, 10), 500, 40, 0, "tea", &UTC)
+            .unwrap();
+        f.record_purchase(hours(7, 18), 3000, 300, 0, "cups", &UTC)
+            .unwrap();
+        f.record_purchase(hours(0, 23), 700, 60, 0, "tea", &UTC)
+            .unwrap();
+        f.record_purchase(hours(21, 1), 800, 80, 0, "tea", &UTC)
+            .unwrap();
         assert_eq!((f.purchases, f.occasions.len()), (5, 3));
         assert_eq!(f.repeat_occasions(&UTC), 2);
         assert_eq!(
@@ -526,8 +694,10 @@ mod tests {
         let shanghai = OccasionClock::new("Asia/Shanghai", "day").unwrap();
         let mut g = Features::default();
         // 15:00 and 17:00 UTC: one day in UTC, two in Shanghai.
-        g.record_purchase(hours(0, 15), 100, 10, 0, "", &shanghai);
-        g.record_purchase(hours(0, 17), 100, 10, 0, "", &shanghai);
+        g.record_purchase(hours(0, 15), 100, 10, 0, "", &shanghai)
+            .unwrap();
+        g.record_purchase(hours(0, 17), 100, 10, 0, "", &shanghai)
+            .unwrap();
         assert_eq!(g.repeat_occasions(&shanghai), 1);
         assert!(!g.occasions_follow(&UTC));
         assert_eq!(
@@ -536,7 +706,7 @@ mod tests {
             "numbered by another clock: orders until re-derived"
         );
         let orders = [(hours(0, 15), Some(10)), (hours(0, 17), Some(10))];
-        g.rederive_occasions(&UTC, &orders);
+        g.rederive_occasions(&UTC, &orders).unwrap();
         assert_eq!(
             (g.repeat_occasions(&UTC), g.first_occasion_margin_minor),
             (0, 20)
@@ -559,7 +729,7 @@ mod tests {
             (day(0) + Duration::hours(12), Some(200)),
             (day(7) + Duration::hours(10), None),
         ];
-        f.rederive_occasions(&UTC, &orders);
+        f.rederive_occasions(&UTC, &orders).unwrap();
         assert!(f.occasions_follow(&UTC));
         assert_eq!(f.repeat_occasions(&UTC), 1);
         assert_eq!(f.first_occasion_margin_minor, 300);
@@ -569,12 +739,12 @@ mod tests {
     #[test]
     fn merged_occasions_of_one_day_are_one() {
         let mut a = Features::default();
-        a.record_purchase(day(2), 100, 10, 0, "", &UTC);
-        a.record_purchase(day(9), 100, 30, 0, "", &UTC);
+        a.record_purchase(day(2), 100, 10, 0, "", &UTC).unwrap();
+        a.record_purchase(day(9), 100, 30, 0, "", &UTC).unwrap();
         let mut b = Features::default();
-        b.record_purchase(day(2), 100, 5, 0, "", &UTC);
-        b.record_purchase(day(5), 100, 7, 0, "", &UTC);
-        a.absorb(&b);
+        b.record_purchase(day(2), 100, 5, 0, "", &UTC).unwrap();
+        b.record_purchase(day(5), 100, 7, 0, "", &UTC).unwrap();
+        a.absorb(&b).unwrap();
         assert_eq!(a.occasions.len(), 3);
         assert_eq!(a.first_occasion_margin_minor, 15);
         assert_eq!(a.mean_repeat_margin(&UTC), Some((30.0 + 7.0) / 2.0));
@@ -592,12 +762,12 @@ mod tests {
             (1, 0, 1),
             "a second resolution of one complaint changes nothing"
         );
-        a.record_survey("s1", Some(4), Some(-2));
+        a.record_survey("s1", Some(4), Some(-2)).unwrap();
         let mut b = Features::default();
-        b.record_purchase(day(3), 100, 10, 0, "tea", &UTC);
-        b.record_survey("s2", Some(2), None);
+        b.record_purchase(day(3), 100, 10, 0, "tea", &UTC).unwrap();
+        b.record_survey("s2", Some(2), None).unwrap();
         b.record_complaint_opened("c2");
-        a.absorb(&b);
+        a.absorb(&b).unwrap();
         assert_eq!(a.mean_csat(), Some(3.0));
         assert_eq!(a.mean_expectation_gap(), Some(-2.0));
         assert_eq!(
@@ -642,8 +812,8 @@ mod tests {
         f.record_sla_breach("b", 1);
         f.record_complaint_opened("c");
         f.record_complaint_resolved("c");
-        f.record_survey("s1", Some(5), Some(1));
-        f.record_survey("s2", Some(2), None);
+        f.record_survey("s1", Some(5), Some(1)).unwrap();
+        f.record_survey("s2", Some(2), None).unwrap();
         f.record_referral("r1");
         f.record_referral("r2");
     }
@@ -661,8 +831,8 @@ mod tests {
         changed |= f.record_sla_breach("b", 1);
         changed |= f.record_complaint_opened("c");
         changed |= f.record_complaint_resolved("c");
-        changed |= f.record_survey("s1", Some(5), Some(1));
-        changed |= f.record_survey("s2", Some(2), None);
+        changed |= f.record_survey("s1", Some(5), Some(1)).unwrap();
+        changed |= f.record_survey("s2", Some(2), None).unwrap();
         changed |= f.record_referral("r1");
         changed |= f.record_referral("r2");
         changed
@@ -695,7 +865,7 @@ mod tests {
         f.record_complaint_opened("b");
         f.record_sla_breach("b", 1);
         f.record_complaint_opened("c");
-        f.record_survey("s1", Some(5), Some(1));
+        f.record_survey("s1", Some(5), Some(1)).unwrap();
         f.record_referral("r1");
         f.record_referral("r2");
         assert!(replay(&mut f));
@@ -734,10 +904,11 @@ mod tests {
     fn spend_by_period_uses_complete_months_before_now() {
         let mut f = Features::default();
         let at = |m: u32, d: u32| Utc.with_ymd_and_hms(2026, m, d, 12, 0, 0).unwrap();
-        f.record_purchase(at(1, 31), 100, 0, 0, "", &UTC);
-        f.record_purchase(at(2, 1), 200, 0, 0, "", &UTC);
-        f.record_purchase(at(3, 15), 400, 0, 0, "", &UTC);
-        f.record_purchase(at(4, 2), 800, 0, 0, "running month", &UTC);
+        f.record_purchase(at(1, 31), 100, 0, 0, "", &UTC).unwrap();
+        f.record_purchase(at(2, 1), 200, 0, 0, "", &UTC).unwrap();
+        f.record_purchase(at(3, 15), 400, 0, 0, "", &UTC).unwrap();
+        f.record_purchase(at(4, 2), 800, 0, 0, "running month", &UTC)
+            .unwrap();
         // Now in April: periods of two months are [Dec, Jan] and [Feb, Mar].
         assert_eq!(f.spend_by_period(at(4, 20), 2, 2), vec![100.0, 600.0]);
         assert_eq!(
@@ -746,16 +917,176 @@ mod tests {
             "width 0 is 1"
         );
         let mut g = Features::default();
-        g.record_purchase(at(3, 1), 50, 0, 0, "", &UTC);
+        g.record_purchase(at(3, 1), 50, 0, 0, "", &UTC).unwrap();
         g.annual_revenue_minor = Some(7);
         f.annual_revenue_minor = None;
         f.credit_rating = Some("GOOD".into());
-        f.absorb(&g);
+        f.absorb(&g).unwrap();
         assert_eq!(f.spend_by_period(at(4, 20), 1, 1), vec![450.0]);
         assert_eq!(
             (f.credit_rating.as_deref(), f.annual_revenue_minor),
             (Some("GOOD"), Some(7)),
             "the survivor's facts win, gaps are filled"
         );
+    }
+
+    const MAX: i64 = retention_domain::MAX_MINOR_UNITS;
+
+    #[test]
+    fn a_sum_that_would_overflow_is_an_error_and_changes_nothing() {
+        // Three orders of 2^62 minor units: the second would take the spend past
+        // i64::MAX (a panic in a debug build, a silent wrap in a release one).
+        let big = 1i64 << 62;
+        let mut f = Features::default();
+        f.record_purchase(day(0), big, big, 0, "tea", &UTC).unwrap();
+        let before = f.clone();
+        for d in [1, 2] {
+            assert_eq!(
+                f.record_purchase(day(d), big, big, 0, "tea", &UTC),
+                Err(Overflow {
+                    field: "spend_minor"
+                })
+            );
+            assert_eq!(f, before, "nothing of the refused order is folded");
+        }
+        // A margin that would overflow while the spend would not.
+        assert_eq!(
+            f.record_purchase(day(1), 0, big, 0, "", &UTC),
+            Err(Overflow {
+                field: "margin_minor"
+            })
+        );
+        // Negative margins overflow downwards just as well.
+        let mut g = Features::default();
+        g.record_purchase(day(0), 0, i64::MIN + 1, 0, "", &UTC)
+            .unwrap();
+        assert_eq!(
+            g.record_purchase(day(0), 0, -2, 0, "", &UTC),
+            Err(Overflow {
+                field: "margin_minor"
+            })
+        );
+        assert_eq!(g.purchases, 1);
+        // The month's spend and the first occasion's margin are sums too.
+        let mut h = Features::default();
+        h.monthly_spend.insert(month_index(day(0)), i64::MAX);
+        assert_eq!(
+            h.record_purchase(day(0), 1, 0, 0, "", &UTC),
+            Err(Overflow {
+                field: "monthly_spend"
+            })
+        );
+        let mut o = Features::default();
+        o.record_purchase(day(0), 0, 1, 0, "", &UTC).unwrap();
+        o.margin_minor = 0;
+        o.first_occasion_margin_minor = i64::MAX;
+        assert_eq!(
+            o.record_purchase(day(0), 0, 1, 0, "", &UTC),
+            Err(Overflow {
+                field: "first_occasion_margin_minor"
+            })
+        );
+        assert_eq!(
+            Overflow {
+                field: "spend_minor"
+            }
+            .of("c-42")
+            .to_string(),
+            "customer c-42: spend_minor would overflow a 64-bit sum of minor units; \
+             the event is not applied"
+        );
+    }
+
+    #[test]
+    fn amounts_at_the_bound_fold_exactly() {
+        // 9,000 orders of the largest amount one money field may carry: 9 * 10^18,
+        // just inside an i64, exact.
+        let mut f = Features::default();
+        for k in 0..9_000 {
+            f.record_purchase(day(k % 3), MAX, MAX, MAX, "tea", &UTC)
+                .unwrap();
+        }
+        assert_eq!(f.purchases, 9_000);
+        assert_eq!(f.spend_minor, 9_000 * MAX);
+        assert_eq!(f.margin_minor, 9_000 * MAX);
+        assert_eq!(f.discount_minor, 9_000 * MAX);
+        assert_eq!(f.first_occasion_margin_minor, 3_000 * MAX);
+        assert_eq!(f.monthly_spend.values().sum::<i64>(), 9_000 * MAX);
+        // The statistics made of them are exact too (128-bit intermediates).
+        assert_eq!(f.discount_share(), 0.5);
+        assert_eq!(f.mean_repeat_margin(&UTC), Some(6_000.0 * MAX as f64 / 2.0));
+        // 223 more fit (i64::MAX is 9,223.37... times the bound); the next one
+        // would leave the i64: refused, not wrapped.
+        let refused = loop {
+            if let Err(e) = f.record_purchase(day(3), MAX, 0, 0, "", &UTC) {
+                break e;
+            }
+        };
+        assert_eq!(refused.field, "spend_minor");
+        assert_eq!((f.purchases, f.spend_minor), (9_223, 9_223 * MAX));
+        // Losses at the bound fold exactly as well.
+        let mut l = Features::default();
+        for k in 0..9_000 {
+            l.record_purchase(day(k), MAX, -MAX, 0, "", &UTC).unwrap();
+        }
+        assert_eq!(l.margin_minor, -9_000 * MAX);
+        assert_eq!(l.first_margin_minor, -MAX);
+        assert_eq!(l.mean_repeat_margin(&UTC), Some(-(MAX as f64)));
+    }
+
+    #[test]
+    fn merges_rederivations_and_surveys_refuse_an_overflow_and_change_nothing() {
+        let big = 1i64 << 62;
+        let mut a = Features::default();
+        a.record_purchase(day(0), big, 1, 0, "tea", &UTC).unwrap();
+        let mut b = Features::default();
+        b.record_purchase(day(1), big, 1, 0, "cups", &UTC).unwrap();
+        let before = a.clone();
+        assert_eq!(
+            a.absorb(&b),
+            Err(Overflow {
+                field: "monthly_spend"
+            })
+        );
+        assert_eq!(a, before, "a merge that cannot be folded changes nothing");
+        b.monthly_spend.clear();
+        assert_eq!(
+            a.absorb(&b),
+            Err(Overflow {
+                field: "spend_minor"
+            })
+        );
+        assert_eq!(a, before);
+        b.spend_minor = MAX;
+        a.absorb(&b).unwrap();
+        assert_eq!((a.spend_minor, a.purchases), (big + MAX, 2));
+
+        // Rows folded before occasions: the first occasion's margins re-summed.
+        let mut r = Features {
+            first_margin_minor: i64::MAX,
+            ..Features::default()
+        };
+        let orders = [(day(0), Some(1)), (day(0), Some(1))];
+        let before = r.clone();
+        assert_eq!(
+            r.rederive_occasions(&UTC, &orders),
+            Err(Overflow {
+                field: "first_occasion_margin_minor"
+            })
+        );
+        assert_eq!(r, before);
+
+        let mut s = Features {
+            csat_sum: i64::MAX - 1,
+            ..Features::default()
+        };
+        let before = s.clone();
+        assert_eq!(
+            s.record_survey("s1", Some(5), Some(1)),
+            Err(Overflow { field: "csat_sum" })
+        );
+        assert_eq!(s, before, "not even the survey id is kept");
+        assert_eq!(s.record_survey("s1", Some(1), None), Ok(true));
+        assert_eq!(s.csat_sum, i64::MAX);
     }
 }

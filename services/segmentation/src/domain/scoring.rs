@@ -449,7 +449,8 @@ mod tests {
                 for k in 0..n {
                     let at = t0() + Duration::days((i % 11) as i64 + (k * gap) as i64);
                     let amount = 1_000 + 250 * ((i * 7 + k) % 9) as i64;
-                    f.record_purchase(at, amount, amount / 3, 0, "tea", &OccasionClock::default());
+                    f.record_purchase(at, amount, amount / 3, 0, "tea", &OccasionClock::default())
+                        .unwrap();
                 }
                 (format!("c{i}"), f)
             })
@@ -548,7 +549,8 @@ mod tests {
                 0,
                 "tea",
                 &OccasionClock::default(),
-            );
+            )
+            .unwrap();
         }
         let active = score("a", &f, now, &cal, &cfg);
         let level = |r: ChurnRisk| ChurnRisk::ALL.iter().position(|x| *x == r).unwrap();
@@ -582,7 +584,8 @@ mod tests {
                 0,
                 "tea",
                 &OccasionClock::default(),
-            );
+            )
+            .unwrap();
         }
         let active = score("a", &f, now, &cal, &cfg);
         let lapsed = score("a", &f, now + Duration::days(300), &cal, &cfg);

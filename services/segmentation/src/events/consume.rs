@@ -36,7 +36,18 @@ fn facts(c: ppb::CustomerFacts) -> Change {
 }
 
 /// The change an envelope carries; None for event types segmentation ignores.
+/// An amount beyond [`retention_domain::MAX_MINOR_UNITS`] is poison: refused for
+/// good, the reason naming the event type, the customer and the field.
 pub fn decode(env: &EventEnvelope) -> Result<Option<Change>, HandlerError> {
+    let change = decode_change(env)?;
+    if let Some(c) = &change {
+        c.check_bounds()
+            .map_err(|e| HandlerError::Permanent(format!("{}: {e}", env.event_type)))?;
+    }
+    Ok(change)
+}
+
+fn decode_change(env: &EventEnvelope) -> Result<Option<Change>, HandlerError> {
     let money = |m: Option<retention_proto::common::Money>| m.map_or(0, |m| m.minor_units);
     if let Some(e) = decode_payload::<ppb::CustomerCreatedEvent>(env)? {
         return Ok(e.customer.map(facts));
@@ -195,6 +206,8 @@ fn handler_error(e: AppError) -> HandlerError {
     match e {
         AppError::Db(e) => HandlerError::Retry(e.to_string()),
         AppError::Events(e) => e.into(),
+        // Poison (a sum that would overflow): the reason names customer and field.
+        AppError::Fold(e) => HandlerError::Permanent(e.to_string()),
         e => HandlerError::Permanent(e.to_string()),
     }
 }

@@ -34,6 +34,7 @@ impl From<AppError> for Status {
             }
             AppError::Db(e) => retention_errors::internal(&e),
             AppError::Events(e) => retention_errors::internal(&e),
+            AppError::Fold(e) => retention_errors::internal(&e),
         }
     }
 }

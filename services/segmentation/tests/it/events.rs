@@ -328,3 +328,270 @@ async fn a_replay_changes_nothing_already_there_and_rebuilds_what_is_gone() {
     assert_eq!(rebought, bought);
     app.stop().await;
 }
+
+/// The dead letters of the profile stream: (event id, reason), in stream order.
+async fn dead_letters(app: &TestApp) -> Vec<(String, String)> {
+    let settings = &app.inner.settings;
+    let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let key = retention_events::dead_letter_key(
+        &settings.redis.namespace,
+        retention_segmentation::events::PROFILE_STREAM,
+    );
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| {
+            (
+                e.get::<String>("id").unwrap_or_default(),
+                e.get::<String>("reason").unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn priced_purchase(customer: &str, amount: i64, margin: i64) -> EventEnvelope {
+    let money = |minor_units| {
+        Some(retention_proto::common::Money {
+            currency_code: "CNY".into(),
+            minor_units,
+        })
+    };
+    envelope(&ppb::PurchaseRecordedEvent {
+        customer_id: customer.into(),
+        purchase_id: new_id(),
+        order_id: new_id(),
+        occur_time: Some(ts(epoch())),
+        amount: money(amount),
+        gross_margin: money(margin),
+        discount: money(0),
+        product_category: "tea".into(),
+        channel: "store".into(),
+    })
+}
+
+/// Poison purchases fed on the stream with 200 ordinary ones of other customers:
+/// three of 2^62 minor units (beyond `MAX_MINOR_UNITS`), and one in bounds whose
+/// fold would take its customer's spend past `i64::MAX`. Each is dead-lettered
+/// with a reason naming its customer and field, nothing of it is applied, and
+/// every ordinary purchase of the same batch is folded.
+#[tokio::test]
+async fn poison_purchases_are_dead_lettered_and_the_rest_of_the_batch_is_folded() {
+    use retention_domain::MAX_MINOR_UNITS;
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let profile = retention_segmentation::events::PROFILE_STREAM;
+
+    // A customer whose spend is one bound short of the i64 (a long history).
+    let rich = new_id();
+    app.publish(profile, &priced_purchase(&rich, 1_000, 100))
+        .await;
+    app.settle().await;
+    let near_max = i64::MAX - MAX_MINOR_UNITS + 1;
+    let db = app.inner.database().await.unwrap();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &db,
+        &format!(
+            "UPDATE features SET data = replace(data, '\"spend_minor\":1000,', \
+             '\"spend_minor\":{near_max},') WHERE customer_id = '{rich}'"
+        ),
+    )
+    .await
+    .unwrap();
+    let rich_spend = format!(
+        "SELECT COUNT(*) FROM features WHERE customer_id = '{rich}' \
+         AND data LIKE '%\"spend_minor\":{near_max},%' AND data LIKE '%\"purchases\":1,%'"
+    );
+    assert_eq!(app.count(&rich_spend).await, 1);
+
+    let poisoned = new_id();
+    let big = 1i64 << 62;
+    let ordinary: Vec<String> = (0..200).map(|_| new_id()).collect();
+    let mut poison = Vec::new();
+    for (i, customer) in ordinary.iter().enumerate() {
+        if i % 50 == 25 {
+            let env = if i == 175 {
+                priced_purchase(&rich, MAX_MINOR_UNITS, 0)
+            } else {
+                priced_purchase(&poisoned, big, big)
+            };
+            app.publish(profile, &env).await;
+            poison.push(env.event_id);
+        }
+        app.publish(profile, &priced_purchase(customer, 2_000, 500))
+            .await;
+    }
+    assert_eq!(poison.len(), 4);
+
+    // Every ordinary event in the inbox, every poison one dead-lettered.
+    let inbox = "SELECT COUNT(*) FROM processed_events WHERE consumer = 'segmentation'";
+    let expected = app.feeder.published - poison.len() as i64;
+    let mut dead = Vec::new();
+    for _ in 0..1200 {
+        dead = dead_letters(&app).await;
+        if dead.len() >= poison.len() && app.count(inbox).await >= expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.count(inbox).await,
+        expected,
+        "the poison ones are not recorded"
+    );
+    let ids: Vec<&str> = dead.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids, poison,
+        "each poison event dead-lettered, once: {dead:?}"
+    );
+    for (id, reason) in &dead {
+        if *id == poison[3] {
+            assert!(
+                reason.contains(&format!("customer {rich}"))
+                    && reason.contains("spend_minor")
+                    && reason.contains("overflow"),
+                "{reason}"
+            );
+        } else {
+            assert!(
+                reason.contains(&format!("customer {poisoned}"))
+                    && reason.contains("amount_minor")
+                    && reason.contains(&big.to_string())
+                    && reason.contains("MAX_MINOR_UNITS"),
+                "{reason}"
+            );
+        }
+    }
+
+    // The ordinary purchases all folded, once each.
+    let list = ordinary
+        .iter()
+        .map(|c| format!("'{c}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM features WHERE customer_id IN ({list}) \
+             AND data LIKE '%\"purchases\":1,%' AND data LIKE '%\"spend_minor\":2000,%' \
+             AND data LIKE '%\"margin_minor\":500,%'"
+        ))
+        .await,
+        200
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM purchases WHERE customer_id IN ({list})"
+        ))
+        .await,
+        200
+    );
+    // Nothing of the poison ones.
+    for table in ["features", "purchases"] {
+        assert_eq!(
+            app.count(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE customer_id = '{poisoned}'"
+            ))
+            .await,
+            0,
+            "{table} of the customer whose purchases were poison"
+        );
+    }
+    assert_eq!(app.count(&rich_spend).await, 1, "the spend as it was");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM purchases WHERE customer_id = '{rich}'"
+        ))
+        .await,
+        1,
+        "the refused purchase is not recorded"
+    );
+    app.stop().await;
+}
+
+/// One batch through the handler: the poison events are refused for good (their
+/// reasons naming customer and field), each on its own, and the others applied.
+#[tokio::test]
+async fn a_poison_event_is_refused_alone_and_the_batch_applied() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let db = app.inner.database().await.unwrap();
+    let handler = handler(db.clone());
+    let max = retention_domain::MAX_MINOR_UNITS;
+    let (rich, poisoned) = (new_id(), new_id());
+    let others: Vec<String> = (0..4).map(|_| new_id()).collect();
+    // 9,223 orders at the bound fit in an i64 spend; a 9,224th would not.
+    let history: Vec<EventEnvelope> = (0..2).map(|_| priced_purchase(&rich, max, 0)).collect();
+    assert!(
+        handler
+            .handle_batch(&history)
+            .await
+            .iter()
+            .all(Result::is_ok)
+    );
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &db,
+        &format!(
+            "UPDATE features SET data = replace(data, '\"spend_minor\":{},', \
+             '\"spend_minor\":{},') WHERE customer_id = '{rich}'",
+            2 * max,
+            9_223 * max
+        ),
+    )
+    .await
+    .unwrap();
+    let batch = vec![
+        priced_purchase(&others[0], 2_000, 500),
+        priced_purchase(&rich, max, 0),
+        priced_purchase(&others[1], 2_000, 500),
+        priced_purchase(&poisoned, 0, -max - 1),
+        priced_purchase(&others[2], 2_000, 500),
+        // What is left up to i64::MAX: fits, exactly.
+        priced_purchase(&rich, i64::MAX - 9_223 * max, 0),
+        priced_purchase(&others[3], 2_000, 500),
+    ];
+    let results = handler.handle_batch(&batch).await;
+    for (i, r) in results.iter().enumerate() {
+        match (i, r) {
+            (1, Err(HandlerError::Permanent(reason))) => assert!(
+                reason.contains(&format!("customer {rich}: spend_minor would overflow")),
+                "{reason}"
+            ),
+            (3, Err(HandlerError::Permanent(reason))) => assert!(
+                reason.contains(&format!(
+                    "customer {poisoned}: margin_minor of {}",
+                    -max - 1
+                )) && reason.contains("PurchaseRecordedEvent"),
+                "{reason}"
+            ),
+            (1 | 3, r) => panic!("event {i}: {r:?}"),
+            (_, r) => assert!(r.is_ok(), "event {i}: {r:?}"),
+        }
+    }
+    let folded = |customer: &str, purchases: u32, spend: i64| {
+        format!(
+            "SELECT COUNT(*) FROM features WHERE customer_id = '{customer}' \
+             AND data LIKE '%\"purchases\":{purchases},%' AND data LIKE '%\"spend_minor\":{spend},%'"
+        )
+    };
+    for c in &others {
+        assert_eq!(app.count(&folded(c, 1, 2_000)).await, 1, "{c}");
+    }
+    assert_eq!(
+        app.count(&folded(&rich, 3, i64::MAX)).await,
+        1,
+        "up to i64::MAX exactly: the order that fits is folded"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM features WHERE customer_id = '{poisoned}'"
+        ))
+        .await,
+        0
+    );
+    app.stop().await;
+}

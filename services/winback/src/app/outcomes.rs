@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use retention_events::Written;
 use sea_orm::TransactionTrait;
 
 use super::{AppError, AppResult, WinbackApp};
@@ -62,31 +63,46 @@ fn pool(rows: &[ArmRow]) -> ArmRow {
 impl WinbackApp {
     /// RecordContactOutcome on a treated target (the control group is never
     /// contacted). The latest outcome by occurrence time is kept.
+    /// Records what came of contacting a target; the latest outcome (by its time)
+    /// wins. A retry with the same `request_id` answers the target as it is.
     pub async fn record_outcome(
         &self,
         campaign_id: &str,
         customer_id: &str,
         outcome: ContactOutcome,
         at: DateTime<Utc>,
+        request_id: &str,
     ) -> AppResult<Target> {
+        const METHOD: &str = "RecordContactOutcome";
         let name = target_name(campaign_id, customer_id);
-        let txn = self.db().begin().await?;
-        let mut t = repo::find_target(&txn, campaign_id, customer_id)
-            .await?
-            .ok_or_else(|| AppError::NotFound(name.clone()))?;
-        if t.arm == Arm::Control {
-            return Err(AppError::Precondition {
-                name,
-                reason: "a control-group target receives no offer and cannot be contacted".into(),
-            });
+        if self.outbox.replay(METHOD, request_id).await?.is_some() {
+            return self.target(campaign_id, customer_id).await;
         }
-        if t.outcome_time.is_none_or(|prev| at >= prev) {
-            t.last_outcome = Some(outcome);
-            t.outcome_time = Some(at);
-            repo::update_target(&txn, &t).await?;
+        let written = self
+            .outbox
+            .write(METHOD, request_id, &name, async |txn| {
+                let mut t = repo::find_target(txn, campaign_id, customer_id)
+                    .await?
+                    .ok_or_else(|| AppError::NotFound(name.clone()))?;
+                if t.arm == Arm::Control {
+                    return Err(AppError::Precondition {
+                        name: name.clone(),
+                        reason: "a control-group target receives no offer and cannot be contacted"
+                            .into(),
+                    });
+                }
+                if t.outcome_time.is_none_or(|prev| at >= prev) {
+                    t.last_outcome = Some(outcome);
+                    t.outcome_time = Some(at);
+                    repo::update_target(txn, &t).await?;
+                }
+                AppResult::Ok((t, Vec::new()))
+            })
+            .await?;
+        match written {
+            Written::Done(t) => Ok(t),
+            Written::Replayed(_) => self.target(campaign_id, customer_id).await,
         }
-        txn.commit().await?;
-        Ok(t)
     }
 
     pub async fn target(&self, campaign_id: &str, customer_id: &str) -> AppResult<Target> {

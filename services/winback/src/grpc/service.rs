@@ -535,7 +535,13 @@ impl WinbackService for WinbackGrpc {
         v.into_result()?;
         let t = self
             .app
-            .record_outcome(&campaign, &customer, outcome.expect("validated"), at)
+            .record_outcome(
+                &campaign,
+                &customer,
+                outcome.expect("validated"),
+                at,
+                &r.request_id,
+            )
             .await?;
         Ok(Response::new(convert::target(&t)))
     }

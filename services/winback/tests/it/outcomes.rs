@@ -286,3 +286,28 @@ async fn results_match_a_hand_computed_fixture_and_strategies_compare() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_contact_outcome_retried_with_its_request_id_changes_nothing() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let (treated, _, name, _) =
+        launch_split(&mut app, 2, 2, pb::Strategy::RelationshipInvestment).await;
+    // A call with a request id, then its retry carrying another outcome: the retry
+    // answers the target as it is and changes nothing.
+    for (outcome, want) in [
+        (pb::ContactOutcome::Responded, pb::ContactOutcome::Responded),
+        (pb::ContactOutcome::Declined, pb::ContactOutcome::Responded),
+    ] {
+        let req = app.req(pb::RecordContactOutcomeRequest {
+            target: format!("{name}/targets/{}", treated[0]),
+            outcome: outcome as i32,
+            request_id: "outcome-retry-1".into(),
+            ..Default::default()
+        });
+        let t = app.client.record_contact_outcome(req).await.unwrap();
+        assert_eq!(t.into_inner().last_outcome, want as i32);
+    }
+    let r = app.results(&name).await;
+    assert_eq!(r.treated.unwrap().contacted, 1);
+    app.stop().await;
+}

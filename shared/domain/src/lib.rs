@@ -13,7 +13,9 @@ pub const MAX_MINOR_UNITS: i64 = 1_000_000_000_000_000;
 
 /// Whether `minor_units` is within [`MAX_MINOR_UNITS`] either way.
 pub fn money_in_bounds(minor_units: i64) -> bool {
-    minor_units.checked_abs().is_some_and(|a| a <= MAX_MINOR_UNITS)
+    minor_units
+        .checked_abs()
+        .is_some_and(|a| a <= MAX_MINOR_UNITS)
 }
 
 /// A closed domain vocabulary stored and filtered by its upper-case names, so the

@@ -47,7 +47,8 @@ fn simulate(
     let mut orders = Vec::new();
     for w in purchase_weeks(rng, &FREQUENT, t_weeks) {
         let amount = 1_000 + (rng.uniform() * 4_000.0) as i64;
-        f.record_purchase(week(w), amount, amount / 4, 0, "tea", &Default::default());
+        f.record_purchase(week(w), amount, amount / 4, 0, "tea", &Default::default())
+            .expect("a synthetic customer's sums fit");
         orders.push((week(w), amount / 4));
     }
     f.currency = "CNY".into();

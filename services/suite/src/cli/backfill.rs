@@ -135,13 +135,14 @@ async fn page(
 }
 
 /// Replays `plan`'s range from `owner`, every page; a running count on stderr
-/// unless `quiet`.
+/// when it is a terminal, unless `quiet`.
 pub async fn backfill_from(
     c: &Clients,
     owner: Owner,
     plan: &BackfillPlan,
     quiet: bool,
 ) -> anyhow::Result<Replayed> {
+    let quiet = !super::show::draws_progress(quiet, super::show::stderr_is_terminal());
     let mut out = Replayed::default();
     let mut token = String::new();
     loop {

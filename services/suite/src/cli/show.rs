@@ -85,12 +85,25 @@ pub struct Progress {
     quiet: bool,
 }
 
+/// Whether progress is drawn: not when asked to be quiet, and only on a terminal
+/// (a carriage-return bar in a log file or a pipe is noise).
+pub fn draws_progress(quiet: bool, on_terminal: bool) -> bool {
+    !quiet && on_terminal
+}
+
+/// Whether standard error, where progress goes, is a terminal.
+pub fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
 impl Progress {
+    /// A bar on standard error, drawn only on a terminal and unless `quiet`.
     pub fn new(label: &str, total: u64, quiet: bool) -> Progress {
         Progress {
             label: label.into(),
             total: total.max(1),
-            quiet,
+            quiet: !draws_progress(quiet, stderr_is_terminal()),
         }
     }
 
@@ -124,6 +137,14 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_is_drawn_only_on_a_terminal_and_when_not_quiet() {
+        assert!(draws_progress(false, true));
+        assert!(!draws_progress(false, false), "not into a log or a pipe");
+        assert!(!draws_progress(true, true));
+        assert!(!draws_progress(true, false));
+    }
 
     #[test]
     fn tables_align_text_left_and_numbers_right() {

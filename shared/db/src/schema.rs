@@ -84,8 +84,31 @@ pub async fn create_index(
     table: &str,
     cols: &[&'static str],
 ) -> Result<(), DbErr> {
+    index(m, name, table, cols, false).await
+}
+
+/// As [`create_index`], refusing two rows with the same values in `cols`.
+pub async fn create_unique_index(
+    m: &SchemaManager<'_>,
+    name: &str,
+    table: &str,
+    cols: &[&'static str],
+) -> Result<(), DbErr> {
+    index(m, name, table, cols, true).await
+}
+
+async fn index(
+    m: &SchemaManager<'_>,
+    name: &str,
+    table: &str,
+    cols: &[&'static str],
+    unique: bool,
+) -> Result<(), DbErr> {
     let mut idx = Index::create();
     idx.name(name).table(Alias::new(table)).if_not_exists();
+    if unique {
+        idx.unique();
+    }
     for c in cols {
         idx.col(Alias::new(*c));
     }

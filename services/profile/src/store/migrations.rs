@@ -105,16 +105,11 @@ impl MigrationTrait for CreateProfileTables {
                 .col(timestamp_with_time_zone("create_time")),
         )
         .await?;
-        // Unique: the schema helpers create plain indexes only.
-        m.create_index(
-            Index::create()
-                .name("uq_purchases_origin_order")
-                .table("purchases")
-                .col("origin_customer_id")
-                .col("order_id")
-                .unique()
-                .if_not_exists()
-                .to_owned(),
+        retention_db::schema::create_unique_index(
+            m,
+            "uq_purchases_origin_order",
+            "purchases",
+            &["origin_customer_id", "order_id"],
         )
         .await?;
         create_index(

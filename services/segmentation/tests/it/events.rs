@@ -9,10 +9,11 @@ use retention_events::{EventHandler, HandlerError, Outbox};
 use retention_proto::common::EventEnvelope;
 use retention_proto::interactions as ipb;
 use retention_proto::profile as ppb;
+use retention_segmentation::Segmentation;
 use retention_segmentation::app::SegmentationApp;
 use retention_segmentation::domain::scoring::ScoringConfig;
 use retention_segmentation::events::consume::UpstreamHandler;
-use retention_testkit::{Backend, unique_namespace};
+use retention_testkit::{Backend, TestService, unique_namespace};
 use sea_orm::DatabaseConnection;
 
 use crate::harness::{TestApp, envelope, epoch, new_id, ts};
@@ -377,24 +378,83 @@ fn priced_purchase(customer: &str, amount: i64, margin: i64) -> EventEnvelope {
     })
 }
 
-/// Poison purchases fed on the stream with 200 ordinary ones of other customers:
-/// three of 2^62 minor units (beyond `MAX_MINOR_UNITS`), and one in bounds whose
-/// fold would take its customer's spend past `i64::MAX`. Each is dead-lettered
-/// with a reason naming its customer and field, nothing of it is applied, and
-/// every ordinary purchase of the same batch is folded.
-#[tokio::test]
-async fn poison_purchases_are_dead_lettered_and_the_rest_of_the_batch_is_folded() {
-    use retention_domain::MAX_MINOR_UNITS;
-    let mut app = TestApp::spawn(Backend::Postgres).await;
-    let profile = retention_segmentation::events::PROFILE_STREAM;
+/// 1,000 ordinary purchases of other customers (one each, 2,000 spent, 500
+/// margin) with poison purchases among them, in publication order: two poison
+/// ones before any ordinary one (2^62 minor units; a margin one short of
+/// `-MAX_MINOR_UNITS`), then one in every 250 ordinary ones: three more of 2^62,
+/// and one in bounds whose fold would take `rich`'s spend past `i64::MAX`.
+struct PoisonFeed {
+    rich: String,
+    poisoned: String,
+    ordinary: Vec<String>,
+    events: Vec<EventEnvelope>,
+    /// Event ids of the poison ones, in publication order.
+    poison: Vec<String>,
+}
 
-    // A customer whose spend is one bound short of the i64 (a long history).
-    let rich = new_id();
-    app.publish(profile, &priced_purchase(&rich, 1_000, 100))
-        .await;
-    app.settle().await;
-    let near_max = i64::MAX - MAX_MINOR_UNITS + 1;
-    let db = app.inner.database().await.unwrap();
+const ORDINARY: usize = 1_000;
+const BIG: i64 = 1 << 62;
+
+impl PoisonFeed {
+    fn new(rich: &str) -> PoisonFeed {
+        let max = retention_domain::MAX_MINOR_UNITS;
+        let poisoned = new_id();
+        let ordinary: Vec<String> = (0..ORDINARY).map(|_| new_id()).collect();
+        let mut events = vec![
+            priced_purchase(&poisoned, BIG, BIG),
+            priced_purchase(&poisoned, 0, -max - 1),
+        ];
+        let mut poison: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        for (i, customer) in ordinary.iter().enumerate() {
+            if i % 250 == 125 {
+                let env = if i == 875 {
+                    priced_purchase(rich, max, 0)
+                } else {
+                    priced_purchase(&poisoned, BIG, BIG)
+                };
+                poison.push(env.event_id.clone());
+                events.push(env);
+            }
+            events.push(priced_purchase(customer, 2_000, 500));
+        }
+        assert_eq!(poison.len(), 6);
+        PoisonFeed {
+            rich: rich.into(),
+            poisoned,
+            ordinary,
+            events,
+            poison,
+        }
+    }
+
+    /// Whether `reason` is the one the poison event `id` must be refused with.
+    fn check_reason(&self, id: &str, reason: &str) {
+        let max = retention_domain::MAX_MINOR_UNITS;
+        let (rich, poisoned) = (&self.rich, &self.poisoned);
+        let ok = if id == self.poison[1] {
+            reason.contains(&format!(
+                "customer {poisoned}: margin_minor of {}",
+                -max - 1
+            )) && reason.contains("MAX_MINOR_UNITS")
+        } else if id == self.poison[5] {
+            reason.contains(&format!("customer {rich}"))
+                && reason.contains("spend_minor")
+                && reason.contains("overflow")
+        } else {
+            reason.contains(&format!("customer {poisoned}"))
+                && reason.contains("amount_minor")
+                && reason.contains(&BIG.to_string())
+                && reason.contains("MAX_MINOR_UNITS")
+        };
+        assert!(ok, "poison event {id}: {reason}");
+    }
+}
+
+/// Lifts `rich`'s spend (one purchase of 1,000, applied already) to one bound
+/// short of `i64::MAX`, as a long history would; the query that finds it so.
+async fn near_max_spend(svc: &TestService, rich: &str) -> String {
+    let near_max = i64::MAX - retention_domain::MAX_MINOR_UNITS + 1;
+    let db = svc.database().await.unwrap();
     sea_orm::ConnectionTrait::execute_unprepared(
         &db,
         &format!(
@@ -408,110 +468,211 @@ async fn poison_purchases_are_dead_lettered_and_the_rest_of_the_batch_is_folded(
         "SELECT COUNT(*) FROM features WHERE customer_id = '{rich}' \
          AND data LIKE '%\"spend_minor\":{near_max},%' AND data LIKE '%\"purchases\":1,%'"
     );
-    assert_eq!(app.count(&rich_spend).await, 1);
+    assert_eq!(svc.count(&rich_spend).await.unwrap(), 1);
+    rich_spend
+}
 
-    let poisoned = new_id();
-    let big = 1i64 << 62;
-    let ordinary: Vec<String> = (0..200).map(|_| new_id()).collect();
-    let mut poison = Vec::new();
-    for (i, customer) in ordinary.iter().enumerate() {
-        if i % 50 == 25 {
-            let env = if i == 175 {
-                priced_purchase(&rich, MAX_MINOR_UNITS, 0)
-            } else {
-                priced_purchase(&poisoned, big, big)
-            };
-            app.publish(profile, &env).await;
-            poison.push(env.event_id);
-        }
-        app.publish(profile, &priced_purchase(customer, 2_000, 500))
-            .await;
-    }
-    assert_eq!(poison.len(), 4);
+const INBOX: &str = "SELECT COUNT(*) FROM processed_events WHERE consumer = 'segmentation'";
 
-    // Every ordinary event in the inbox, every poison one dead-lettered.
-    let inbox = "SELECT COUNT(*) FROM processed_events WHERE consumer = 'segmentation'";
-    let expected = app.feeder.published - poison.len() as i64;
-    let mut dead = Vec::new();
-    for _ in 0..1200 {
-        dead = dead_letters(&app).await;
-        if dead.len() >= poison.len() && app.count(inbox).await >= expected {
-            break;
+/// Polls `dead` (the poison events' dead letters: (event id, reason)) until all
+/// of `feed`'s poison ones are there and `inbox` events are in the inbox, for a
+/// minute at most.
+async fn poll_until_consumed<F, Fut>(
+    svc: &TestService,
+    feed: &PoisonFeed,
+    inbox: i64,
+    mut dead: F,
+) -> Vec<(String, String)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<(String, String)>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let buried = dead().await;
+        let applied = svc.count(INBOX).await.unwrap();
+        if (buried.len() >= feed.poison.len() && applied >= inbox)
+            || tokio::time::Instant::now() >= deadline
+        {
+            return buried;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What the feed must leave: every poison event dead-lettered once with its
+/// reason and nothing of it applied; every ordinary purchase folded once.
+async fn check_poison_feed(
+    svc: &TestService,
+    feed: &PoisonFeed,
+    inbox: i64,
+    dead: &[(String, String)],
+    rich_spend: &str,
+) {
+    let count = |sql: String| async move { svc.count(&sql).await.unwrap() };
     assert_eq!(
-        app.count(inbox).await,
-        expected,
-        "the poison ones are not recorded"
+        count(INBOX.into()).await,
+        inbox,
+        "every ordinary event in the inbox, the poison ones not"
     );
-    let ids: Vec<&str> = dead.iter().map(|(id, _)| id.as_str()).collect();
+    let mut ids: Vec<&str> = dead.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<&str> = feed.poison.iter().map(String::as_str).collect();
+    expected.sort_unstable();
     assert_eq!(
-        ids, poison,
+        ids, expected,
         "each poison event dead-lettered, once: {dead:?}"
     );
-    for (id, reason) in &dead {
-        if *id == poison[3] {
-            assert!(
-                reason.contains(&format!("customer {rich}"))
-                    && reason.contains("spend_minor")
-                    && reason.contains("overflow"),
-                "{reason}"
-            );
-        } else {
-            assert!(
-                reason.contains(&format!("customer {poisoned}"))
-                    && reason.contains("amount_minor")
-                    && reason.contains(&big.to_string())
-                    && reason.contains("MAX_MINOR_UNITS"),
-                "{reason}"
-            );
-        }
+    for (id, reason) in dead {
+        feed.check_reason(id, reason);
     }
 
     // The ordinary purchases all folded, once each.
-    let list = ordinary
+    let list = feed
+        .ordinary
         .iter()
         .map(|c| format!("'{c}'"))
         .collect::<Vec<_>>()
         .join(",");
     assert_eq!(
-        app.count(&format!(
+        count(format!(
             "SELECT COUNT(*) FROM features WHERE customer_id IN ({list}) \
              AND data LIKE '%\"purchases\":1,%' AND data LIKE '%\"spend_minor\":2000,%' \
              AND data LIKE '%\"margin_minor\":500,%'"
         ))
         .await,
-        200
+        ORDINARY as i64
     );
     assert_eq!(
-        app.count(&format!(
+        count(format!(
             "SELECT COUNT(*) FROM purchases WHERE customer_id IN ({list})"
         ))
         .await,
-        200
+        ORDINARY as i64
     );
     // Nothing of the poison ones.
     for table in ["features", "purchases"] {
         assert_eq!(
-            app.count(&format!(
-                "SELECT COUNT(*) FROM {table} WHERE customer_id = '{poisoned}'"
+            count(format!(
+                "SELECT COUNT(*) FROM {table} WHERE customer_id = '{}'",
+                feed.poisoned
             ))
             .await,
             0,
             "{table} of the customer whose purchases were poison"
         );
     }
-    assert_eq!(app.count(&rich_spend).await, 1, "the spend as it was");
+    assert_eq!(count(rich_spend.into()).await, 1, "the spend as it was");
     assert_eq!(
-        app.count(&format!(
-            "SELECT COUNT(*) FROM purchases WHERE customer_id = '{rich}'"
+        count(format!(
+            "SELECT COUNT(*) FROM purchases WHERE customer_id = '{}'",
+            feed.rich
         ))
         .await,
         1,
         "the refused purchase is not recorded"
     );
+}
+
+/// Poison purchases fed on the Redis stream directly, among 1,000 ordinary ones
+/// of other customers (see [`PoisonFeed`]), published in pipelined `XADD`s as
+/// the relays do: each poison one is dead-lettered with a reason naming its
+/// customer and field, nothing of it is applied, and every ordinary purchase
+/// (many in the same batches) is folded.
+#[tokio::test]
+async fn poison_purchases_are_dead_lettered_and_the_rest_of_the_batch_is_folded() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let profile = retention_segmentation::events::PROFILE_STREAM;
+
+    let rich = new_id();
+    app.publish(profile, &priced_purchase(&rich, 1_000, 100))
+        .await;
+    app.settle().await;
+    let rich_spend = near_max_spend(&app.inner, &rich).await;
+
+    let feed = PoisonFeed::new(&rich);
+    let settings = &app.inner.settings;
+    let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let key = retention_events::stream_key(&settings.redis.namespace, profile);
+    for chunk in feed.events.chunks(200) {
+        let mut pipe = redis::pipe();
+        for env in chunk {
+            let bytes = prost::Message::encode_to_vec(env);
+            pipe.xadd(
+                &key,
+                "*",
+                &[
+                    ("id", env.event_id.as_bytes()),
+                    ("type", env.event_type.as_bytes()),
+                    ("envelope", bytes.as_slice()),
+                ],
+            )
+            .ignore();
+        }
+        let () = pipe.query_async(&mut redis).await.unwrap();
+        app.feeder.published += chunk.len() as i64;
+    }
+
+    let inbox = app.feeder.published - feed.poison.len() as i64;
+    let dead = poll_until_consumed(&app.inner, &feed, inbox, || dead_letters(&app)).await;
+    check_poison_feed(&app.inner, &feed, inbox, &dead, &rich_spend).await;
     app.stop().await;
+}
+
+/// The same on the embedded bus: the service on SQLite with an in-process bus,
+/// the feed published on the bus's profile stream directly; the poison events
+/// are in the bus's dead letters with their reasons.
+#[tokio::test]
+async fn poison_purchases_are_dead_lettered_on_the_embedded_bus_and_the_rest_folded() {
+    use retention_events::{EventBus, InProcessBus, Publisher};
+    use retention_segmentation::events::{CONSUMER, PROFILE_STREAM};
+
+    let bus = InProcessBus::new();
+    // Whatever is published before the consumer joins waits for it.
+    bus.declare(PROFILE_STREAM, &[CONSUMER.to_string()]);
+    let svc = TestService::start::<Segmentation>(
+        Backend::Sqlite,
+        false,
+        |_| {},
+        Some(EventBus::InProcess(bus.clone())),
+    )
+    .await
+    .expect("spawn segmentation on the in-process bus");
+    let publish = |env: &EventEnvelope| {
+        let bus = bus.clone();
+        let (id, bytes) = (env.event_id.clone(), prost::Message::encode_to_vec(env));
+        async move { bus.publish(PROFILE_STREAM, &id, &bytes).await.unwrap() }
+    };
+    let dead = || {
+        let bus = bus.clone();
+        async move {
+            bus.dead_letters()
+                .into_iter()
+                .filter(|d| d.stream == PROFILE_STREAM && d.group == CONSUMER)
+                .map(|d| (d.event_id, d.reason))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let rich = new_id();
+    publish(&priced_purchase(&rich, 1_000, 100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while svc.count(INBOX).await.unwrap() < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never consumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rich_spend = near_max_spend(&svc, &rich).await;
+
+    let feed = PoisonFeed::new(&rich);
+    for env in &feed.events {
+        publish(env).await;
+    }
+
+    let inbox = 1 + ORDINARY as i64;
+    let buried = poll_until_consumed(&svc, &feed, inbox, dead).await;
+    check_poison_feed(&svc, &feed, inbox, &buried, &rich_spend).await;
+    svc.stop().await.expect("clean shutdown");
 }
 
 /// One batch through the handler: the poison events are refused for good (their

@@ -157,9 +157,9 @@ async fn the_demo_runs_the_whole_retention_loop() {
     let purchases = dir.join("purchases.csv");
     std::fs::write(
         &customers,
-        "id,display_name,email
-c1,\"Li, Lei\",li@example.com
-c2,Han Meimei,\n",
+        "id,display_name,email,consent
+c1,\"Li, Lei\",li@example.com,EMAIL;SMS
+c2,Han Meimei,,\n",
     )
     .unwrap();
     std::fs::write(
@@ -183,6 +183,39 @@ c2,Han Meimei,\n",
     .await
     .unwrap();
     assert_eq!((loaded.customers.len(), loaded.purchases), (2, 3));
+    // The consent column is recorded as granted consent per channel.
+    let consents = |name: String| {
+        let mut pc = clients.profile.clone();
+        let req = clients.req(retention_proto::profile::GetCustomerRequest { name });
+        async move {
+            let mut v: Vec<(i32, i32)> = pc
+                .get_customer(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .consents
+                .iter()
+                .map(|c| (c.channel, c.status))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let granted = retention_proto::profile::ConsentStatus::Granted as i32;
+    assert_eq!(
+        consents(loaded.customers[0].clone()).await,
+        vec![
+            (
+                retention_proto::profile::ContactChannel::Email as i32,
+                granted
+            ),
+            (
+                retention_proto::profile::ContactChannel::Sms as i32,
+                granted
+            ),
+        ]
+    );
+    assert!(consents(loaded.customers[1].clone()).await.is_empty());
     let bad = dir.join("bad.csv");
     std::fs::write(
         &bad,

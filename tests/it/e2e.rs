@@ -85,6 +85,10 @@ async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_se
         let name = synth::create_customer(&c, &format!("Customer {i}"))
             .await
             .unwrap();
+        // Phone marketing is opt-in by default: each customer consented.
+        synth::grant_consent(&c, &name, &[ppb::ContactChannel::Phone], "sign-up form")
+            .await
+            .unwrap();
         let (n, amount) = if i == 0 {
             (8, 90_000)
         } else {
@@ -116,6 +120,11 @@ async fn a_complaining_key_account_is_enrolled_won_back_and_traced_across_all_se
     })
     .await;
     scoring::score(&c, true).await.unwrap();
+    wait_for("win-back's consents", || async {
+        let sql = "SELECT COUNT(*) FROM consents WHERE channel = 'PHONE' AND granted";
+        (winback.count(sql).await.ok()? == 20).then_some(())
+    })
+    .await;
     let key = customers[0].clone();
     let insight = c
         .segmentation
@@ -268,6 +277,10 @@ async fn malicious_churners_are_never_targeted_and_erased_customers_vanish_every
         let name = synth::create_customer(&c, &format!("Customer {i}"))
             .await
             .unwrap();
+        // E-mail marketing is opt-in by default: each customer consented.
+        synth::grant_consent(&c, &name, &[ppb::ContactChannel::Email], "sign-up form")
+            .await
+            .unwrap();
         for k in 0..3 {
             orders.push(ppb::Purchase {
                 customer: name.clone(),
@@ -290,6 +303,11 @@ async fn malicious_churners_are_never_targeted_and_erased_customers_vanish_every
     })
     .await;
     scoring::score(&c, true).await.unwrap();
+    wait_for("win-back's consents", || async {
+        let sql = "SELECT COUNT(*) FROM consents WHERE channel = 'EMAIL' AND granted";
+        (winback.count(sql).await.ok()? == 6).then_some(())
+    })
+    .await;
     let (malicious, erased) = (customers[0].clone(), customers[1].clone());
     for (who, t) in [
         (&malicious, wpb::ChurnType::Malicious),

@@ -59,6 +59,18 @@ async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
             .await
             .unwrap()
             .into_inner();
+        // Phone marketing is opt-in by default: each customer consented.
+        pc.update_consent(profile.req(
+            ppb::UpdateConsentRequest {
+                name: c.name.clone(),
+                channel: ppb::ContactChannel::Phone as i32,
+                status: ppb::ConsentStatus::Granted as i32,
+                source: "sign-up form".into(),
+            },
+            &p_scopes,
+        ))
+        .await
+        .unwrap();
         for k in 0..3 {
             pc.record_purchase(profile.req(
                 ppb::RecordPurchaseRequest {
@@ -87,6 +99,15 @@ async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(segmentation.count(folded).await.unwrap(), 3);
+    // ... and the three consents in win-back's read model.
+    let granted = "SELECT COUNT(*) FROM consents WHERE channel = 'PHONE' AND granted";
+    for _ in 0..200 {
+        if winback.count(granted).await.unwrap() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(winback.count(granted).await.unwrap(), 3);
     let run = sc
         .run_scoring(segmentation.req(spb::RunScoringRequest::default(), &s_scopes))
         .await

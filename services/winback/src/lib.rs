@@ -75,7 +75,7 @@ impl Service for Winback {
     async fn build(parts: Parts) -> Result<Wiring, HostError> {
         let segmentation = clients::SegmentationClient::from_settings(&parts.settings)
             .map_err(HostError::service)?;
-        let app = app::WinbackApp::new(parts.outbox.clone(), segmentation);
+        let app = app::WinbackApp::new(parts.outbox.clone(), segmentation, parts.settings.consent);
         let scheduler = app.clone();
         let max = parts.max_message_bytes();
         let svc =

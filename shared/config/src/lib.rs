@@ -42,6 +42,65 @@ pub struct Settings {
     /// Keys of the PII kept encrypted at rest (the profile service).
     #[serde(default)]
     pub pii: PiiSettings,
+    /// Consent policy per contact channel (DESIGN §8): who may be contacted
+    /// without a consent record. Applied when consent is read, never stored, so
+    /// changing it needs no migration.
+    #[serde(default)]
+    pub consent: ConsentSettings,
+}
+
+/// Whether a channel's marketing needs a customer's recorded consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentPolicy {
+    /// Only customers who granted consent for the channel are contacted
+    /// (GDPR/ePrivacy, PIPL for e-mail and SMS marketing).
+    OptIn,
+    /// Everyone is contacted except customers who withdrew consent.
+    OptOut,
+}
+
+/// The consent policy of each contact channel a win-back campaign can use
+/// (`opt_in` or `opt_out`; e.g. `RETENTION_CONSENT__EMAIL=opt_out`). Every
+/// electronic and phone marketing channel defaults to `opt_in`; post and in
+/// person, where the law generally allows marketing until the customer objects,
+/// to `opt_out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsentSettings {
+    pub email: ConsentPolicy,
+    pub sms: ConsentPolicy,
+    pub phone: ConsentPolicy,
+    pub push: ConsentPolicy,
+    pub post: ConsentPolicy,
+    pub in_person: ConsentPolicy,
+}
+
+impl Default for ConsentSettings {
+    fn default() -> Self {
+        ConsentSettings {
+            email: ConsentPolicy::OptIn,
+            sms: ConsentPolicy::OptIn,
+            phone: ConsentPolicy::OptIn,
+            push: ConsentPolicy::OptIn,
+            post: ConsentPolicy::OptOut,
+            in_person: ConsentPolicy::OptOut,
+        }
+    }
+}
+
+impl ConsentSettings {
+    /// The same policy on every channel (tests and single-policy deployments).
+    pub fn all(policy: ConsentPolicy) -> Self {
+        ConsentSettings {
+            email: policy,
+            sms: policy,
+            phone: policy,
+            push: policy,
+            post: policy,
+            in_person: policy,
+        }
+    }
 }
 
 /// Keys for PII at rest. Each is base64 of random bytes (`openssl rand -base64 32`).
@@ -525,6 +584,7 @@ impl Settings {
             winback: WinbackSettings::default(),
             peer_tls: PeerTlsSettings::default(),
             pii: PiiSettings::default(),
+            consent: ConsentSettings::default(),
         }
     }
 
@@ -813,6 +873,56 @@ mod tests {
             let err = Settings::load_from("winback", 50054, None, env(&pairs)).unwrap_err();
             assert!(err.to_string().contains(expected), "{pairs:?}: {err}");
         }
+    }
+
+    #[test]
+    fn consent_is_opt_in_for_marketing_channels_by_default_and_overridable() {
+        let s = Settings::load_from("winback", 50054, None, env(&[])).unwrap();
+        assert_eq!(s.consent, ConsentSettings::default());
+        for policy in [
+            s.consent.email,
+            s.consent.sms,
+            s.consent.phone,
+            s.consent.push,
+        ] {
+            assert_eq!(policy, ConsentPolicy::OptIn);
+        }
+        assert_eq!(s.consent.post, ConsentPolicy::OptOut);
+        assert_eq!(s.consent.in_person, ConsentPolicy::OptOut);
+
+        let dir = std::env::temp_dir().join(format!("retention-consent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("winback.toml");
+        std::fs::write(&file, "[consent]\nsms = \"opt_out\"\npost = \"opt_in\"\n").unwrap();
+        let s = Settings::load_from(
+            "winback",
+            50054,
+            Some(file.clone()),
+            env(&[("RETENTION_CONSENT__EMAIL", "opt_out")]),
+        )
+        .unwrap();
+        std::fs::remove_file(file).ok();
+        assert_eq!(
+            s.consent.email,
+            ConsentPolicy::OptOut,
+            "from the environment"
+        );
+        assert_eq!(s.consent.sms, ConsentPolicy::OptOut, "from the file");
+        assert_eq!(s.consent.post, ConsentPolicy::OptIn, "from the file");
+        assert_eq!(
+            s.consent.phone,
+            ConsentPolicy::OptIn,
+            "the rest keeps its defaults"
+        );
+
+        let err = Settings::load_from(
+            "winback",
+            50054,
+            None,
+            env(&[("RETENTION_CONSENT__PUSH", "maybe")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
     }
 
     #[test]

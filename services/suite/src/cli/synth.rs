@@ -2,7 +2,10 @@
 //! (purchases from the BG/NBD process, spend that varies by customer, complaints
 //! and surveys for a share of them, customers who have stopped buying), or the
 //! customers and purchases of two CSV files. Loaded through the services' own
-//! methods: CreateCustomer, RecordPurchases (streamed), OpenComplaint, RecordSurvey.
+//! methods: CreateCustomer, UpdateConsent, RecordPurchases (streamed),
+//! OpenComplaint, RecordSurvey. Consent is recorded explicitly, as a CRM import
+//! carries it: marketing channels are opt-in by default (settings' `consent`), so
+//! a customer without a granted consent is not contacted on them.
 
 use std::collections::HashMap;
 
@@ -143,6 +146,7 @@ pub async fn load_synthetic(c: &Clients, o: &SynthOptions) -> anyhow::Result<Loa
     let mut orders = Vec::new();
     for (i, p) in people.iter().enumerate() {
         let name = create_customer(c, &p.display_name).await?;
+        grant_consent(c, &name, SYNTHETIC_CONSENT, "synthetic CRM import").await?;
         for (k, (at, amount, margin, category)) in p.purchases.iter().enumerate() {
             orders.push(ppb::Purchase {
                 customer: name.clone(),
@@ -203,6 +207,53 @@ pub async fn load_synthetic(c: &Clients, o: &SynthOptions) -> anyhow::Result<Loa
     }
     bar.finish();
     Ok(loaded)
+}
+
+/// The channels every synthetic customer consented to: those the demo's
+/// campaigns use, and e-mail.
+pub const SYNTHETIC_CONSENT: &[ppb::ContactChannel] = &[
+    ppb::ContactChannel::Email,
+    ppb::ContactChannel::Sms,
+    ppb::ContactChannel::Phone,
+];
+
+/// Records that `customer` ("customers/{id}") granted consent on each of
+/// `channels` (UpdateConsent), from `source`.
+pub async fn grant_consent(
+    c: &Clients,
+    customer: &str,
+    channels: &[ppb::ContactChannel],
+    source: &str,
+) -> anyhow::Result<()> {
+    for channel in channels {
+        c.profile
+            .clone()
+            .update_consent(c.req(ppb::UpdateConsentRequest {
+                name: customer.into(),
+                channel: *channel as i32,
+                status: ppb::ConsentStatus::Granted as i32,
+                source: source.into(),
+            }))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The channels of a `consent` cell: names such as `EMAIL;SMS` (`;` or spaces
+/// between them, any case); empty: none.
+pub fn consent_channels(cell: &str) -> anyhow::Result<Vec<ppb::ContactChannel>> {
+    cell.split([';', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            ppb::ContactChannel::from_str_name(&format!(
+                "CONTACT_CHANNEL_{}",
+                s.to_ascii_uppercase()
+            ))
+            .filter(|c| *c != ppb::ContactChannel::Unspecified)
+            .ok_or_else(|| anyhow::anyhow!("unknown channel {s:?}"))
+        })
+        .collect()
 }
 
 pub async fn create_customer(c: &Clients, display_name: &str) -> anyhow::Result<String> {
@@ -294,7 +345,8 @@ pub fn read_csv(path: &str) -> anyhow::Result<Vec<HashMap<String, String>>> {
         .collect())
 }
 
-/// customers.csv: `id,display_name[,email]` (id is yours, for purchases.csv);
+/// customers.csv: `id,display_name[,email][,consent]` (id is yours, for
+/// purchases.csv; consent: the channels the customer granted, e.g. `EMAIL;SMS`);
 /// purchases.csv: `customer_id,order_id,occur_time,amount,gross_margin[,currency][,category]`
 /// with RFC 3339 times and amounts in minor units.
 pub async fn load_csv(
@@ -309,6 +361,8 @@ pub async fn load_csv(
     let bar = Progress::new("creating customers", rows.len() as u64, quiet);
     for (i, r) in rows.iter().enumerate() {
         let get = |k: &str| r.get(k).cloned().unwrap_or_default();
+        let consent = consent_channels(&get("consent"))
+            .map_err(|e| anyhow::anyhow!("{customers} row {}: consent: {e}", i + 2))?;
         let name = c
             .profile
             .clone()
@@ -324,6 +378,7 @@ pub async fn load_csv(
             .await?
             .into_inner()
             .name;
+        grant_consent(c, &name, &consent, "CSV import").await?;
         ids.insert(get("id"), name.clone());
         loaded.customers.push(name);
         bar.set(i as u64 + 1);
@@ -373,6 +428,20 @@ pub async fn load_csv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consent_cells_name_channels() {
+        use ppb::ContactChannel::{Email, Phone, Sms};
+        assert_eq!(consent_channels("").unwrap(), vec![]);
+        assert_eq!(consent_channels("EMAIL;sms").unwrap(), vec![Email, Sms]);
+        assert_eq!(
+            consent_channels(" phone  email ").unwrap(),
+            vec![Phone, Email]
+        );
+        let err = consent_channels("EMAIL;FAX").unwrap_err();
+        assert!(err.to_string().contains("FAX"), "{err}");
+        assert!(consent_channels("UNSPECIFIED").is_err());
+    }
 
     #[test]
     fn csv_lines_split_on_commas_outside_quotes() {

@@ -138,7 +138,7 @@ impl WinbackApp {
     ) -> AppResult<Selection> {
         let ids: Vec<String> = insights.iter().map(|i| i.customer_id.clone()).collect();
         let churn = repo::churn_types(txn, &ids).await?;
-        let opted_out = repo::opted_out(txn, &ids, c.channel).await?;
+        let consents = repo::consents(txn, &ids, c.channel).await?;
         let since = at - chrono::Duration::days(i64::from(c.cool_down_days));
         let (in_live, contacted) = repo::busy_customers(txn, &c.id, &ids, since).await?;
         let candidates: Vec<Candidate> = insights
@@ -148,7 +148,7 @@ impl WinbackApp {
                 predicted_clv_minor: i.predicted_clv_minor,
                 retained_clv_minor: i.retained_clv_minor,
                 churn_type: churn.get(&i.customer_id).copied(),
-                channel_allowed: !opted_out.contains(&i.customer_id),
+                consent: consents.get(&i.customer_id).copied(),
                 recently_contacted: contacted.contains(&i.customer_id),
                 in_live_campaign: in_live.contains(&i.customer_id),
             })
@@ -162,6 +162,7 @@ impl WinbackApp {
                 value_basis: c.value_basis,
                 holdout_share: c.holdout_share,
                 seed: c.seed as u64,
+                consent_policy: self.consent_policy(c.channel),
             },
         ))
     }

@@ -19,8 +19,10 @@ use crate::clients::{PeerError, SegmentationClient};
 use crate::domain::campaign::{CampaignAction, CampaignSpec, CampaignState, IllegalTransition};
 use crate::domain::churn::{ChurnSignals, ChurnSuggestion, classify};
 use crate::domain::records::*;
+use crate::domain::targeting::ConsentPolicy;
 use crate::events::publish as events;
 use crate::store::repo;
+use retention_config::ConsentSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -73,13 +75,33 @@ pub struct NewCampaign {
 pub struct WinbackApp {
     outbox: Outbox,
     segmentation: SegmentationClient,
+    /// The deployment's consent policy per channel (settings' `consent`).
+    consent: ConsentSettings,
 }
 
 impl WinbackApp {
-    pub fn new(outbox: Outbox, segmentation: SegmentationClient) -> Self {
+    pub fn new(outbox: Outbox, segmentation: SegmentationClient, consent: ConsentSettings) -> Self {
         WinbackApp {
             outbox,
             segmentation,
+            consent,
+        }
+    }
+
+    /// The consent policy of `channel`, from the settings: applied when consent
+    /// is read, so a changed policy holds from the next launch or enrolment.
+    pub fn consent_policy(&self, channel: ContactChannel) -> ConsentPolicy {
+        let policy = match channel {
+            ContactChannel::Email => self.consent.email,
+            ContactChannel::Sms => self.consent.sms,
+            ContactChannel::Phone => self.consent.phone,
+            ContactChannel::Post => self.consent.post,
+            ContactChannel::Push => self.consent.push,
+            ContactChannel::InPerson => self.consent.in_person,
+        };
+        match policy {
+            retention_config::ConsentPolicy::OptIn => ConsentPolicy::OptIn,
+            retention_config::ConsentPolicy::OptOut => ConsentPolicy::OptOut,
         }
     }
 

@@ -13,9 +13,11 @@ use super::churn::ChurnType;
 pub use super::campaign::ValueBasis;
 
 domain_enum!(
-    /// Why a candidate was not targeted.
+    /// Why a candidate was not targeted. OPTED_OUT: withdrew consent for the
+    /// campaign's channel; NO_CONSENT: no consent recorded for an opt-in channel.
     Exclusion {
         OptedOut = "OPTED_OUT",
+        NoConsent = "NO_CONSENT",
         CoolDown = "COOL_DOWN",
         MaliciousChurn = "MALICIOUS_CHURN",
         InLiveCampaign = "IN_LIVE_CAMPAIGN",
@@ -23,6 +25,30 @@ domain_enum!(
         OverBudget = "OVER_BUDGET",
     }
 );
+
+domain_enum!(
+    /// A channel's consent policy (DESIGN §8): whether contacting needs a
+    /// recorded grant (opt-in) or only the absence of a withdrawal (opt-out).
+    ConsentPolicy { OptIn = "OPT_IN", OptOut = "OPT_OUT" }
+);
+
+/// A customer's recorded consent for one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consent {
+    Granted,
+    Withdrawn,
+}
+
+/// Whether `consent` (None: nothing recorded) allows contacting the customer on
+/// a channel under `policy`; the reason they are excluded if not.
+pub fn consent_exclusion(policy: ConsentPolicy, consent: Option<Consent>) -> Option<Exclusion> {
+    match (consent, policy) {
+        (Some(Consent::Granted), _) => None,
+        (Some(Consent::Withdrawn), _) => Some(Exclusion::OptedOut),
+        (None, ConsentPolicy::OptIn) => Some(Exclusion::NoConsent),
+        (None, ConsentPolicy::OptOut) => None,
+    }
+}
 
 /// A customer the campaign's target selected, with what the exclusions need.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,8 +60,9 @@ pub struct Candidate {
     /// when segmentation did not say (the expected value then stands in).
     pub retained_clv_minor: Option<i64>,
     pub churn_type: Option<ChurnType>,
-    /// Consent for the campaign's channel.
-    pub channel_allowed: bool,
+    /// Recorded consent for the campaign's channel (None: no record); the
+    /// rules' consent policy decides what no record means.
+    pub consent: Option<Consent>,
     /// Contacted by another campaign within the cool-down.
     pub recently_contacted: bool,
     pub in_live_campaign: bool,
@@ -54,6 +81,8 @@ pub struct TargetingRules {
     /// Share of eligible customers kept as the control group, 0..1.
     pub holdout_share: f64,
     pub seed: u64,
+    /// The deployment's consent policy for the campaign's channel.
+    pub consent_policy: ConsentPolicy,
 }
 
 domain_enum!(
@@ -114,8 +143,8 @@ pub fn select(candidates: &[Candidate], rules: &TargetingRules) -> Selection {
     for c in ordered {
         let excluded = if c.churn_type.is_some_and(|t| !t.targetable()) {
             Some(Exclusion::MaliciousChurn)
-        } else if !c.channel_allowed {
-            Some(Exclusion::OptedOut)
+        } else if let Some(e) = consent_exclusion(rules.consent_policy, c.consent) {
+            Some(e)
         } else if c.recently_contacted {
             Some(Exclusion::CoolDown)
         } else if c.in_live_campaign {
@@ -155,7 +184,7 @@ mod tests {
             predicted_clv_minor: clv,
             retained_clv_minor: Some(clv),
             churn_type: Some(ChurnType::Fault),
-            channel_allowed: true,
+            consent: Some(Consent::Granted),
             recently_contacted: false,
             in_live_campaign: false,
         }
@@ -169,6 +198,7 @@ mod tests {
             value_basis: ValueBasis::Expected,
             holdout_share: 0.0,
             seed: 7,
+            consent_policy: ConsentPolicy::OptIn,
         }
     }
 
@@ -176,7 +206,7 @@ mod tests {
     fn exclusions_are_honoured_with_their_reason() {
         let mut cs: Vec<Candidate> = (0..6).map(|i| candidate(i, 100_000)).collect();
         cs[0].churn_type = Some(ChurnType::Malicious);
-        cs[1].channel_allowed = false;
+        cs[1].consent = Some(Consent::Withdrawn);
         cs[2].recently_contacted = true;
         cs[3].in_live_campaign = true;
         cs[4].predicted_clv_minor = 4_999; // 20% of it is below the 1,000 offer
@@ -195,6 +225,57 @@ mod tests {
             1,
             "exactly 20%: allowed"
         );
+    }
+
+    #[test]
+    fn consent_is_read_under_the_channel_policy() {
+        use ConsentPolicy::{OptIn, OptOut};
+        let granted = Some(Consent::Granted);
+        let withdrawn = Some(Consent::Withdrawn);
+        assert_eq!(consent_exclusion(OptIn, granted), None);
+        assert_eq!(consent_exclusion(OptIn, None), Some(Exclusion::NoConsent));
+        assert_eq!(
+            consent_exclusion(OptIn, withdrawn),
+            Some(Exclusion::OptedOut)
+        );
+        assert_eq!(consent_exclusion(OptOut, granted), None);
+        assert_eq!(consent_exclusion(OptOut, None), None);
+        assert_eq!(
+            consent_exclusion(OptOut, withdrawn),
+            Some(Exclusion::OptedOut)
+        );
+    }
+
+    #[test]
+    fn targeting_honours_both_consent_policies() {
+        let mut cs: Vec<Candidate> = (0..3).map(|i| candidate(i, 100_000)).collect();
+        cs[1].consent = None;
+        cs[2].consent = Some(Consent::Withdrawn);
+        let ids = |s: &Selection| -> Vec<String> {
+            let mut v: Vec<String> = s.targets.iter().map(|(c, _)| c.clone()).collect();
+            v.sort();
+            v
+        };
+
+        let opt_in = select(&cs, &rules());
+        assert_eq!(ids(&opt_in), vec!["c0000"], "only the granted one");
+        assert_eq!(opt_in.excluded.get("c0001"), Some(&Exclusion::NoConsent));
+        assert_eq!(opt_in.excluded.get("c0002"), Some(&Exclusion::OptedOut));
+
+        let opt_out = select(
+            &cs,
+            &TargetingRules {
+                consent_policy: ConsentPolicy::OptOut,
+                ..rules()
+            },
+        );
+        assert_eq!(
+            ids(&opt_out),
+            vec!["c0000", "c0001"],
+            "all but the withdrawn"
+        );
+        assert_eq!(opt_out.excluded.get("c0002"), Some(&Exclusion::OptedOut));
+        assert_eq!(opt_out.excluded.len(), 1);
     }
 
     #[test]

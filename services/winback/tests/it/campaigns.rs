@@ -294,6 +294,90 @@ async fn exclusions_and_the_budget_are_honoured_at_launch() {
     app.stop().await;
 }
 
+/// DESIGN §8: consent policy per channel, applied when targeting. Under opt-in
+/// (the default for e-mail) only a granted consent makes a customer contactable;
+/// under opt-out (set here for SMS) everyone but those who withdrew is. Consent
+/// for another channel counts for nothing, and only targets get an offer.
+#[tokio::test]
+async fn consent_is_honoured_at_launch_under_both_policies() {
+    let seg = Fake::default();
+    let server = TestApp::spawn_segmentation(&seg, None).await;
+    let endpoint = server.endpoint();
+    let mut app = TestApp::spawn_configured(Backend::Postgres, endpoint, seg, Some(server), |s| {
+        s.consent = retention_config::ConsentSettings {
+            sms: retention_config::ConsentPolicy::OptOut,
+            ..Default::default()
+        };
+    })
+    .await;
+    use ppb::ConsentStatus::{Granted, Withdrawn};
+    use ppb::ContactChannel::{Email, Sms};
+    // E-mail (opt-in): [no record but SMS granted, granted, withdrawn].
+    let (email_segment, e) = app.segment(&[100_000, 100_000, 100_000]);
+    // SMS (opt-out): [no record but e-mail granted, granted, withdrawn].
+    let (sms_segment, m) = app.segment(&[100_000, 100_000, 100_000]);
+    for (customer, channel, status) in [
+        (&e[0], Sms, Granted),
+        (&e[1], Email, Granted),
+        (&e[2], Email, Granted),
+        (&e[2], Email, Withdrawn),
+        (&m[0], Email, Granted),
+        (&m[1], Sms, Granted),
+        (&m[2], Sms, Withdrawn),
+    ] {
+        app.consent(customer, channel, status).await;
+    }
+    app.settle().await;
+
+    let mut launch = async |segment: &str, channel: &str| {
+        let mut spec = TestApp::campaign(segment);
+        spec.channel = channel.into();
+        let c = app.create(spec).await;
+        app.launch(&c.name).await.unwrap();
+        let mut targets: Vec<String> = app.targets(&c.name).await.into_keys().collect();
+        targets.sort();
+        let excluded = app.exclusions(&c.name).await;
+        (c.name, targets, excluded)
+    };
+    let sorted = |ids: &[&String]| {
+        let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    };
+
+    let (email, targets, excluded) = launch(&email_segment, "EMAIL").await;
+    assert_eq!(targets, sorted(&[&e[1]]), "opt-in: only the granted");
+    assert_eq!(excluded.get(&e[0]).map(String::as_str), Some("NO_CONSENT"));
+    assert_eq!(excluded.get(&e[2]).map(String::as_str), Some("OPTED_OUT"));
+
+    let (sms, targets, excluded) = launch(&sms_segment, "SMS").await;
+    assert_eq!(
+        targets,
+        sorted(&[&m[0], &m[1]]),
+        "opt-out: all but the withdrawn"
+    );
+    assert_eq!(excluded.len(), 1);
+    assert_eq!(excluded.get(&m[2]).map(String::as_str), Some("OPTED_OUT"));
+
+    // Offers go to the delivery system for the contactable targets only.
+    let offers: Vec<pb::OfferDispatchedEvent> = app.outbox().await;
+    let offered = |campaign: &str| {
+        let mut v: Vec<String> = offers
+            .iter()
+            .filter(|o| campaign.ends_with(&o.campaign_id))
+            .map(|o| o.customer_id.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(offered(&email), sorted(&[&e[1]]));
+    assert_eq!(offered(&sms), sorted(&[&m[0], &m[1]]));
+    let launches: Vec<pb::CampaignLaunchedEvent> = app.outbox().await;
+    let treated: Vec<i64> = launches.iter().map(|l| l.treated).collect();
+    assert_eq!(treated, vec![1, 2]);
+    app.stop().await;
+}
+
 /// DOMAIN §9: win back the most profitable lost customers. A lapsed high-margin
 /// customer has almost no expected value (P(alive) ≈ 0) but a high value if won
 /// back; an active small one is worth little either way.

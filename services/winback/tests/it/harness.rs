@@ -322,6 +322,10 @@ impl TestApp {
                 s.winback.segmentation_endpoint = endpoint;
                 s.winback.call_timeout_ms = 2_000;
                 s.winback.schedule_check_secs = 1;
+                // Tests of other rules than consent contact everyone who did not
+                // withdraw (opt-out); consent tests set the policy they test.
+                s.consent =
+                    retention_config::ConsentSettings::all(retention_config::ConsentPolicy::OptOut);
                 tweak(s);
             },
             None,
@@ -472,6 +476,24 @@ impl TestApp {
             .await
             .unwrap()
             .into_inner()
+    }
+
+    /// Publishes profile's ConsentChanged for `customer` on `channel`.
+    pub async fn consent(
+        &mut self,
+        customer: &str,
+        channel: ppb::ContactChannel,
+        status: ppb::ConsentStatus,
+    ) -> EventEnvelope {
+        self.publish(
+            "retention.profile.events",
+            &ppb::ConsentChangedEvent {
+                customer_id: customer.into(),
+                channel: channel as i32,
+                status: status as i32,
+            },
+        )
+        .await
     }
 
     pub async fn publish<M: prost::Name>(&mut self, stream: &str, msg: &M) -> EventEnvelope {

@@ -57,6 +57,9 @@ pub async fn run(candidates: usize) -> anyhow::Result<Vec<Row>> {
         s.winback.segmentation_endpoint = seg_url;
         // The target is measured here, not cut off by the server.
         s.server.request_timeout_ms = 120_000;
+        // The populated customers carry no consent records: under the opt-out
+        // policy all of them are contactable (consent is still read for each).
+        s.consent = retention_config::ConsentSettings::all(retention_config::ConsentPolicy::OptOut);
     })
     .await?;
     let wtoken = mint_token(

@@ -1,7 +1,7 @@
 //! What the service holds per customer from other services' events (consent,
 //! complaint signals), and profile's merges and erasures across every table.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
@@ -10,6 +10,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Que
 
 use super::CHUNK;
 use crate::domain::records::ContactChannel;
+use crate::domain::targeting::Consent;
 use crate::store::entities::{
     attributed_purchase, churn_record, complaint_signal, consent, exclusion, target,
 };
@@ -35,24 +36,32 @@ pub async fn set_consent<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Customers among `customers` who withdrew consent for `channel`.
-pub async fn opted_out<C: ConnectionTrait>(
+/// Recorded consent for `channel` of those among `customers` who have a record
+/// (granted or withdrawn); the channel's policy decides what no record means.
+pub async fn consents<C: ConnectionTrait>(
     db: &C,
     customers: &[String],
     channel: ContactChannel,
-) -> Result<HashSet<String>, DbErr> {
-    let mut out = HashSet::new();
+) -> Result<HashMap<String, Consent>, DbErr> {
+    let mut out = HashMap::new();
     for chunk in customers.chunks(CHUNK) {
-        let rows: Vec<String> = consent::Entity::find()
+        let rows: Vec<(String, bool)> = consent::Entity::find()
             .select_only()
             .column(consent::Column::CustomerId)
+            .column(consent::Column::Granted)
             .filter(consent::Column::CustomerId.is_in(chunk.iter().cloned()))
             .filter(consent::Column::Channel.eq(channel.as_str()))
-            .filter(consent::Column::Granted.eq(false))
             .into_tuple()
             .all(db)
             .await?;
-        out.extend(rows);
+        out.extend(rows.into_iter().map(|(id, granted)| {
+            let c = if granted {
+                Consent::Granted
+            } else {
+                Consent::Withdrawn
+            };
+            (id, c)
+        }));
     }
     Ok(out)
 }

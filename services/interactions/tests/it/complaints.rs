@@ -75,22 +75,7 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(escalated.escalation_level, 1);
     assert_eq!(escalated.state, pb::ComplaintState::InProgress as i32);
 
-    let resolve = |app: &TestApp| {
-        app.req(pb::ResolveComplaintRequest {
-            name: name.clone(),
-            resolution: Some(pb::Resolution {
-                outcome: pb::ResolutionOutcome::Compensated as i32,
-                compensation: Some(retention_proto::common::Money {
-                    currency_code: "CNY".into(),
-                    minor_units: 5000,
-                }),
-                root_cause: "courier lost parcel".into(),
-                service_gap: pb::ServiceGap::Procedure as i32,
-                resolve_time: None,
-            }),
-            etag: String::new(),
-        })
-    };
+    let resolve = |app: &TestApp| app.req(compensated(&name, 5000));
     let resolved = app
         .client
         .resolve_complaint(resolve(&app))

@@ -81,6 +81,25 @@ pub fn customer() -> String {
     format!("customers/{}", uuid::Uuid::now_v7())
 }
 
+/// ResolveComplaint of `name` with `minor_units` CNY of compensation for a lost
+/// parcel.
+pub fn compensated(name: &str, minor_units: i64) -> pb::ResolveComplaintRequest {
+    pb::ResolveComplaintRequest {
+        name: name.to_string(),
+        resolution: Some(pb::Resolution {
+            outcome: pb::ResolutionOutcome::Compensated as i32,
+            compensation: Some(retention_proto::common::Money {
+                currency_code: "CNY".into(),
+                minor_units,
+            }),
+            root_cause: "courier lost parcel".into(),
+            service_gap: pb::ServiceGap::Procedure as i32,
+            resolve_time: None,
+        }),
+        etag: String::new(),
+    }
+}
+
 pub fn complaint(customer: &str, severity: pb::Severity) -> pb::Complaint {
     pb::Complaint {
         customer: customer.to_string(),

@@ -157,22 +157,7 @@ async fn scopes_are_enforced() {
 async fn compensation_beyond_max_minor_units_is_refused() {
     let mut app = TestApp::spawn(Backend::Sqlite).await;
     let name = app.open(&customer(), pb::Severity::Low).await.name;
-    let resolve = |app: &TestApp, minor_units: i64| {
-        app.req(pb::ResolveComplaintRequest {
-            name: name.clone(),
-            resolution: Some(pb::Resolution {
-                outcome: pb::ResolutionOutcome::Compensated as i32,
-                compensation: Some(retention_proto::common::Money {
-                    currency_code: "CNY".into(),
-                    minor_units,
-                }),
-                root_cause: "courier lost parcel".into(),
-                service_gap: pb::ServiceGap::Procedure as i32,
-                resolve_time: None,
-            }),
-            etag: String::new(),
-        })
-    };
+    let resolve = |app: &TestApp, minor_units: i64| app.req(compensated(&name, minor_units));
     let max = retention_domain::MAX_MINOR_UNITS;
     for poison in [1 << 62, i64::MAX, max + 1, i64::MIN] {
         let err = app

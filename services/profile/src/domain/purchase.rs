@@ -118,6 +118,14 @@ pub struct Referral {
 mod tests {
     use super::*;
 
+    /// The fields `p`'s validation names.
+    fn violated_fields(p: &PurchaseInput) -> Vec<String> {
+        p.validate("purchase", Utc::now())
+            .iter()
+            .map(|(f, _)| f.to_string())
+            .collect()
+    }
+
     fn eur(n: i64) -> Option<Money> {
         Some(Money {
             currency: "EUR".into(),
@@ -149,11 +157,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let fields: Vec<String> = p
-            .validate("purchase", Utc::now())
-            .iter()
-            .map(|(f, _)| f.to_string())
-            .collect();
+        let fields = violated_fields(&p);
         for f in [
             "purchase.order_id",
             "purchase.occur_time",
@@ -174,11 +178,7 @@ mod tests {
             discount: eur(retention_domain::MAX_MINOR_UNITS + 1),
             ..Default::default()
         };
-        let fields: Vec<String> = p
-            .validate("purchase", Utc::now())
-            .iter()
-            .map(|(f, _)| f.to_string())
-            .collect();
+        let fields = violated_fields(&p);
         assert_eq!(
             fields,
             [

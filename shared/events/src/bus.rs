@@ -158,10 +158,21 @@ impl StreamLog {
     }
 }
 
+/// A dead letter as the bus keeps it: numbered (in burial order) and timed, so
+/// an operator can page through, replay or discard it.
+#[derive(Debug, Clone)]
+pub(crate) struct Buried {
+    pub(crate) seq: u64,
+    pub(crate) at: chrono::DateTime<chrono::Utc>,
+    pub(crate) letter: DeadLetter,
+}
+
 #[derive(Default)]
 struct BusState {
     streams: HashMap<String, StreamLog>,
-    dead: Vec<DeadLetter>,
+    dead: Vec<Buried>,
+    /// The number the next dead letter gets.
+    next_dead: u64,
 }
 
 pub(crate) struct BusInner {
@@ -246,7 +257,68 @@ impl InProcessBus {
 
     /// Messages given up on, oldest first.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.state().dead.clone()
+        self.state().dead.iter().map(|b| b.letter.clone()).collect()
+    }
+
+    /// Up to `max` dead letters of `group` on `streams`, oldest first, numbered
+    /// after `after` (see [`DeadLetters`](crate::DeadLetters)).
+    pub(crate) fn buried(
+        &self,
+        group: &str,
+        streams: &[String],
+        after: Option<u64>,
+        max: usize,
+    ) -> Vec<Buried> {
+        self.state()
+            .dead
+            .iter()
+            .filter(|b| after.is_none_or(|a| b.seq > a))
+            .filter(|b| b.letter.group == group && streams.contains(&b.letter.stream))
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
+    /// The dead letter numbered `seq`, if it is `group`'s on `stream`.
+    pub(crate) fn buried_one(&self, group: &str, stream: &str, seq: u64) -> Option<Buried> {
+        self.state()
+            .dead
+            .iter()
+            .find(|b| b.seq == seq && b.letter.group == group && b.letter.stream == stream)
+            .cloned()
+    }
+
+    /// Removes the dead letter numbered `seq` if it is `group`'s on `stream`,
+    /// and appends `requeue` (an envelope) to `stream` in the same step, so two
+    /// removals of one dead letter never both succeed.
+    pub(crate) fn unbury(
+        &self,
+        group: &str,
+        stream: &str,
+        seq: u64,
+        requeue: Option<Vec<u8>>,
+    ) -> Option<DeadLetter> {
+        let removed = {
+            let mut st = self.state();
+            let idx = st.dead.iter().position(|b| {
+                b.seq == seq && b.letter.group == group && b.letter.stream == stream
+            })?;
+            let buried = st.dead.remove(idx);
+            if let Some(envelope) = requeue {
+                // Back on the stream at once, past the bound if need be: one
+                // entry, asked for by an operator.
+                let log = st.streams.entry(stream.to_string()).or_default();
+                log.entries.push_back(Arc::new(Entry {
+                    event_id: buried.letter.event_id.clone(),
+                    envelope,
+                    origin: None,
+                }));
+                log.trim(self.inner.max_len);
+            }
+            buried.letter
+        };
+        self.changed();
+        Some(removed)
     }
 
     /// Entries currently retained on `stream` (applied ones too, up to
@@ -418,7 +490,14 @@ impl InProcessBus {
     pub(crate) fn bury(&self, dead: DeadLetter) {
         tracing::warn!(stream = %dead.stream, group = %dead.group, event_id = %dead.event_id,
             reason = %dead.reason, "message moved to the in-process dead-letter list");
-        self.state().dead.push(dead);
+        let mut st = self.state();
+        let seq = st.next_dead;
+        st.next_dead += 1;
+        st.dead.push(Buried {
+            seq,
+            at: chrono::Utc::now(),
+            letter: dead,
+        });
     }
 
     async fn publish_from(&self, origin: &Arc<Origin>, events: &[OutgoingEvent]) {

@@ -16,11 +16,15 @@
 //!   dead consumers with `XAUTOCLAIM`, and moves poison messages to a dead-letter
 //!   stream. Handlers call [`first_delivery`] inside their transaction so a
 //!   redelivered event changes nothing: exactly-once in effect.
+//! * **Dead letters** — [`DeadLetters`] lists, inspects, replays (to the one
+//!   group that gave up on the event) and discards one service's dead letters,
+//!   on Redis and on the in-process bus.
 
 mod backlog;
 mod bus;
 mod bus_consumer;
 mod consumer;
+mod dead_letters;
 mod event_bus;
 mod migration;
 mod outbox;
@@ -42,6 +46,7 @@ pub use backlog::BacklogProbe;
 pub use bus::{DeadLetter, InProcessBus, InProcessPublisher};
 pub use bus_consumer::run_in_process;
 pub use consumer::{ConsumerOptions, RedisConsumer};
+pub use dead_letters::{DeadLetterDetail, DeadLetterView, DeadLetters, MAX_DEAD_LETTER_PAGE};
 pub use event_bus::EventBus;
 #[doc(hidden)]
 pub use futures as __futures;

@@ -312,6 +312,16 @@ impl RedisPublisher {
         ))
     }
 
+    /// The key prefix of this publisher's streams.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The (shared, lazily connected) connection this publisher uses.
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     fn xadd(&self, stream: &str, event_id: &str, event_type: &str, envelope: &[u8]) -> redis::Cmd {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(stream_key(&self.namespace, stream));

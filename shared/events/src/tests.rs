@@ -1107,3 +1107,4 @@ async fn in_process_bus_trims_to_max_len() -> anyhow::Result<()> {
 }
 
 mod backpressure;
+mod dead_letters;

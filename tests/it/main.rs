@@ -16,6 +16,7 @@ mod backpressure;
 mod cdnow;
 mod cli;
 mod consumer_kill;
+mod dead_letters;
 mod e2e;
 mod process;
 mod scopes;

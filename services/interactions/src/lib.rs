@@ -56,7 +56,14 @@ impl Service for Interactions {
             "CreateSlaPolicy",
             "RecordSurvey",
         ];
-        let admin = ["BackfillEvents", "GetEventBacklog"];
+        let admin = [
+            "BackfillEvents",
+            "GetEventBacklog",
+            "ListDeadLetters",
+            "GetDeadLetter",
+            "ReplayDeadLetter",
+            "DiscardDeadLetter",
+        ];
         ScopePolicy::new()
             .require_all(Self::GRPC_SERVICE, &read, &["interactions.read"])
             .require_all(Self::GRPC_SERVICE, &write, &["interactions.write"])
@@ -74,6 +81,7 @@ impl Service for Interactions {
         let svc = InteractionServiceServer::new(grpc::InteractionsService::new(
             app,
             parts.backlog.clone(),
+            parts.dead_letter_admin(),
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

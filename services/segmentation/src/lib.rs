@@ -52,7 +52,14 @@ impl Service for Segmentation {
         ];
         let write = ["CreateSegment", "UpdateSegment", "DeleteSegment"];
         // A full recompute loads the whole population: an operator's call.
-        let admin = ["RunScoring", "GetEventBacklog"];
+        let admin = [
+            "RunScoring",
+            "GetEventBacklog",
+            "ListDeadLetters",
+            "GetDeadLetter",
+            "ReplayDeadLetter",
+            "DiscardDeadLetter",
+        ];
         ScopePolicy::new()
             .require_all(Self::GRPC_SERVICE, &read, &["segmentation.read"])
             .require_all(Self::GRPC_SERVICE, &write, &["segmentation.write"])
@@ -88,10 +95,13 @@ impl Service for Segmentation {
         let every = Duration::from_secs(parts.settings.scoring.interval_minutes * 60);
         let scheduler = app.clone();
         let max = parts.max_message_bytes();
-        let svc =
-            SegmentationServiceServer::new(grpc::SegmentationGrpc::new(app, parts.backlog.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
+        let svc = SegmentationServiceServer::new(grpc::SegmentationGrpc::new(
+            app,
+            parts.backlog.clone(),
+            parts.dead_letter_admin(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         Ok(Wiring::serve(tonic::service::Routes::new(svc))
             .consume(consumer(events::PROFILE_STREAM), handler.clone())
             .consume(consumer(events::INTERACTIONS_STREAM), handler)

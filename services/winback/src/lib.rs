@@ -61,6 +61,10 @@ impl Service for Winback {
             "CompleteCampaign",
             "CancelCampaign",
             "GetEventBacklog",
+            "ListDeadLetters",
+            "GetDeadLetter",
+            "ReplayDeadLetter",
+            "DiscardDeadLetter",
         ];
         ScopePolicy::new()
             .require_all(Self::GRPC_SERVICE, &read, &["winback.read"])
@@ -78,10 +82,13 @@ impl Service for Winback {
         let app = app::WinbackApp::new(parts.outbox.clone(), segmentation, parts.settings.consent);
         let scheduler = app.clone();
         let max = parts.max_message_bytes();
-        let svc =
-            WinbackServiceServer::new(grpc::WinbackGrpc::new(app.clone(), parts.backlog.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
+        let svc = WinbackServiceServer::new(grpc::WinbackGrpc::new(
+            app.clone(),
+            parts.backlog.clone(),
+            parts.dead_letter_admin(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         // Launches scheduled campaigns when due (0: never).
         let schedule_check = Duration::from_secs(parts.settings.winback.schedule_check_secs);
         Ok(Wiring::serve(tonic::service::Routes::new(svc))

@@ -25,7 +25,7 @@ use retention_db::DbOptions;
 use retention_db::sea_orm::DatabaseConnection;
 use retention_db::sea_orm_migration::{MigrationTrait, MigratorTrait};
 use retention_events::{
-    BacklogProbe, ConsumerOptions, EventBus, EventHandler, Outbox, Relay, RelayOptions,
+    BacklogProbe, ConsumerOptions, DeadLetters, EventBus, EventHandler, Outbox, Relay, RelayOptions,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -101,12 +101,24 @@ pub struct Parts {
     pub outbox: Outbox,
     /// What `GetEventBacklog` reports for the stream the service publishes.
     pub backlog: BacklogProbe,
+    bus: EventBus,
 }
 
 impl Parts {
     /// Options of a consumer of `stream` in the service's own group.
     pub fn consumer(&self, stream: &str) -> ConsumerOptions {
         ConsumerOptions::from_settings(&self.settings, stream, self.name)
+    }
+
+    /// The dead letters of the service's own consumer group, on every stream
+    /// `events.consumer_groups` says it consumes (the dead-letter admin methods).
+    pub fn dead_letters(&self) -> DeadLetters {
+        DeadLetters::for_group(&self.bus, &self.settings.events, self.name)
+    }
+
+    /// The dead-letter admin methods of the service (ListDeadLetters, ...).
+    pub fn dead_letter_admin(&self) -> crate::dead_letters::DeadLetterAdmin {
+        crate::dead_letters::DeadLetterAdmin::new(self.dead_letters())
     }
 
     /// The largest gRPC message either way, for the service's generated server.
@@ -232,6 +244,7 @@ pub async fn run<S: Service>(
         db: db.clone(),
         outbox,
         backlog,
+        bus: bus.clone(),
     })
     .await
     {

@@ -5,6 +5,7 @@
 //! (DESIGN §6, §7).
 
 pub mod backfill;
+pub mod dead_letters;
 pub mod host;
 mod layers;
 pub mod paging;

@@ -19,11 +19,20 @@ use crate::store::repo::{ComplaintQuery, InteractionQuery};
 pub struct InteractionsService {
     app: InteractionsApp,
     backlog: retention_events::BacklogProbe,
+    dead_letters: retention_server::dead_letters::DeadLetterAdmin,
 }
 
 impl InteractionsService {
-    pub fn new(app: InteractionsApp, backlog: retention_events::BacklogProbe) -> Self {
-        InteractionsService { app, backlog }
+    pub fn new(
+        app: InteractionsApp,
+        backlog: retention_events::BacklogProbe,
+        dead_letters: retention_server::dead_letters::DeadLetterAdmin,
+    ) -> Self {
+        InteractionsService {
+            app,
+            backlog,
+            dead_letters,
+        }
     }
 }
 
@@ -61,6 +70,45 @@ impl InteractionService for InteractionsService {
         _request: Request<pb::GetEventBacklogRequest>,
     ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
         Ok(Response::new(self.backlog.report().await?))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<retention_proto::common::ListDeadLettersResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.dead_letters.list(r.page_size, &r.page_token).await?,
+        ))
+    }
+
+    async fn get_dead_letter(
+        &self,
+        request: Request<pb::GetDeadLetterRequest>,
+    ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
+        Ok(Response::new(
+            self.dead_letters.get(&request.into_inner().id).await?,
+        ))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        request: Request<pb::ReplayDeadLetterRequest>,
+    ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
+        let caller = retention_auth::subject(&request);
+        let id = request.into_inner().id;
+        Ok(Response::new(self.dead_letters.replay(&caller, &id).await?))
+    }
+
+    async fn discard_dead_letter(
+        &self,
+        request: Request<pb::DiscardDeadLetterRequest>,
+    ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
+        let caller = retention_auth::subject(&request);
+        let id = request.into_inner().id;
+        Ok(Response::new(
+            self.dead_letters.discard(&caller, &id).await?,
+        ))
     }
 
     async fn log_interaction(

@@ -1,5 +1,6 @@
 //! Service tests of the segmentation service on real PostgreSQL / Redis and SQLite.
 
+mod dead_letters;
 mod events;
 mod harness;
 mod retention;

@@ -6,6 +6,7 @@ use retention_proto::segmentation as spb;
 use retention_suite::cli::Clients;
 use retention_suite::cli::backfill::{self, BackfillPlan, Owner};
 use retention_suite::cli::client::Endpoints;
+use retention_suite::cli::dead_letters::{self, Consumer};
 use retention_suite::cli::demo::{self, CampaignPlan};
 use retention_suite::cli::show::table;
 use retention_suite::cli::synth::{self, SynthOptions};
@@ -132,6 +133,17 @@ enum Command {
     /// What waits in each service's outbox and how far behind each consumer
     /// group is (GetEventBacklog on the four services).
     Backlog,
+    /// The events a consuming service gave up on: list, show, replay (to that
+    /// service's consumer group alone, applied at most once more) or discard them
+    /// (ListDeadLetters, GetDeadLetter, ReplayDeadLetter, DiscardDeadLetter; the
+    /// service's admin scope).
+    DeadLetters {
+        /// The consuming service whose dead letters these are.
+        #[arg(long, value_parser = Consumer::NAMES)]
+        service: String,
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
     /// Rebuild a consumer's read model: profile and interactions replay their
     /// current state (customers, consent, purchases, referrals; complaints,
     /// surveys) as events for that consumer group alone, which applies them
@@ -153,6 +165,18 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         page_size: i32,
     },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Every dead letter of the service, oldest first.
+    List,
+    /// One dead letter (an id from `list`).
+    Show { id: String },
+    /// Puts the event back for the service's consumer group alone.
+    Replay { id: String },
+    /// Removes the dead letter for good.
+    Discard { id: String },
 }
 
 #[derive(Subcommand)]
@@ -397,6 +421,32 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Backlog => {
             print!("{}", backlog::report(&backlog::backlogs(&clients).await?));
+        }
+        Command::DeadLetters { service, action } => {
+            let service = Consumer::parse(&service)
+                .ok_or_else(|| anyhow::anyhow!("unknown consuming service {service}"))?;
+            match action {
+                DeadLetterAction::List => {
+                    print!(
+                        "{}",
+                        dead_letters::report(&dead_letters::list(&clients, service).await?)
+                    );
+                }
+                DeadLetterAction::Show { id } => {
+                    print!(
+                        "{}",
+                        dead_letters::detail(&dead_letters::show(&clients, service, &id).await?)
+                    );
+                }
+                DeadLetterAction::Replay { id } => {
+                    let d = dead_letters::replay(&clients, service, &id).await?;
+                    println!("{} replayed ({} {})", d.id, d.event_type, d.event_id);
+                }
+                DeadLetterAction::Discard { id } => {
+                    let d = dead_letters::discard(&clients, service, &id).await?;
+                    println!("{} discarded ({} {})", d.id, d.event_type, d.event_id);
+                }
+            }
         }
         Command::Backfill {
             consumer,

@@ -5,6 +5,7 @@
 pub mod backfill;
 pub mod backlog;
 pub mod client;
+pub mod dead_letters;
 pub mod demo;
 pub mod retention;
 pub mod scoring;

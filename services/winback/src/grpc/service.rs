@@ -27,11 +27,20 @@ use crate::store::repo::{self, CAMPAIGN_FILTER_FIELDS};
 pub struct WinbackGrpc {
     app: WinbackApp,
     backlog: retention_events::BacklogProbe,
+    dead_letters: retention_server::dead_letters::DeadLetterAdmin,
 }
 
 impl WinbackGrpc {
-    pub fn new(app: WinbackApp, backlog: retention_events::BacklogProbe) -> Self {
-        WinbackGrpc { app, backlog }
+    pub fn new(
+        app: WinbackApp,
+        backlog: retention_events::BacklogProbe,
+        dead_letters: retention_server::dead_letters::DeadLetterAdmin,
+    ) -> Self {
+        WinbackGrpc {
+            app,
+            backlog,
+            dead_letters,
+        }
     }
 
     fn backend(&self) -> sea_orm::DbBackend {
@@ -256,6 +265,45 @@ impl WinbackService for WinbackGrpc {
         _request: Request<pb::GetEventBacklogRequest>,
     ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
         Ok(Response::new(self.backlog.report().await?))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<retention_proto::common::ListDeadLettersResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.dead_letters.list(r.page_size, &r.page_token).await?,
+        ))
+    }
+
+    async fn get_dead_letter(
+        &self,
+        request: Request<pb::GetDeadLetterRequest>,
+    ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
+        Ok(Response::new(
+            self.dead_letters.get(&request.into_inner().id).await?,
+        ))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        request: Request<pb::ReplayDeadLetterRequest>,
+    ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
+        let caller = retention_auth::subject(&request);
+        let id = request.into_inner().id;
+        Ok(Response::new(self.dead_letters.replay(&caller, &id).await?))
+    }
+
+    async fn discard_dead_letter(
+        &self,
+        request: Request<pb::DiscardDeadLetterRequest>,
+    ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
+        let caller = retention_auth::subject(&request);
+        let id = request.into_inner().id;
+        Ok(Response::new(
+            self.dead_letters.discard(&caller, &id).await?,
+        ))
     }
 
     async fn record_churn(

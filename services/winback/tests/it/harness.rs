@@ -252,6 +252,30 @@ impl SegmentationService for Fake {
     ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
         unimplemented()
     }
+    async fn list_dead_letters(
+        &self,
+        _: Request<spb::ListDeadLettersRequest>,
+    ) -> Result<Response<retention_proto::common::ListDeadLettersResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_dead_letter(
+        &self,
+        _: Request<spb::GetDeadLetterRequest>,
+    ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
+        unimplemented()
+    }
+    async fn replay_dead_letter(
+        &self,
+        _: Request<spb::ReplayDeadLetterRequest>,
+    ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
+        unimplemented()
+    }
+    async fn discard_dead_letter(
+        &self,
+        _: Request<spb::DiscardDeadLetterRequest>,
+    ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
+        unimplemented()
+    }
 }
 
 pub struct TestApp {

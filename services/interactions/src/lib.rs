@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use retention_auth::ScopePolicy;
 use retention_proto::interactions::interaction_service_server::InteractionServiceServer;
+use retention_server::dead_letters;
 use retention_server::host::{HostError, Parts, Service, Wiring};
 use sea_orm_migration::MigrationTrait;
 
@@ -56,18 +57,16 @@ impl Service for Interactions {
             "CreateSlaPolicy",
             "RecordSurvey",
         ];
-        let admin = [
-            "BackfillEvents",
-            "GetEventBacklog",
-            "ListDeadLetters",
-            "GetDeadLetter",
-            "ReplayDeadLetter",
-            "DiscardDeadLetter",
-        ];
+        let admin = ["BackfillEvents", "GetEventBacklog"];
         ScopePolicy::new()
             .require_all(Self::GRPC_SERVICE, &read, &["interactions.read"])
             .require_all(Self::GRPC_SERVICE, &write, &["interactions.write"])
             .require_all(Self::GRPC_SERVICE, &admin, &["interactions.admin"])
+            .require_all(
+                Self::GRPC_SERVICE,
+                &dead_letters::METHODS,
+                &["interactions.admin"],
+            )
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {

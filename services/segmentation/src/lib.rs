@@ -21,6 +21,7 @@ use retention_auth::ScopePolicy;
 use retention_cache::{Cache, CacheConfig};
 use retention_events::ConsumerOptions;
 use retention_proto::segmentation::segmentation_service_server::SegmentationServiceServer;
+use retention_server::dead_letters;
 use retention_server::host::{HostError, Parts, Service, Wiring};
 use sea_orm_migration::MigrationTrait;
 
@@ -52,18 +53,16 @@ impl Service for Segmentation {
         ];
         let write = ["CreateSegment", "UpdateSegment", "DeleteSegment"];
         // A full recompute loads the whole population: an operator's call.
-        let admin = [
-            "RunScoring",
-            "GetEventBacklog",
-            "ListDeadLetters",
-            "GetDeadLetter",
-            "ReplayDeadLetter",
-            "DiscardDeadLetter",
-        ];
+        let admin = ["RunScoring", "GetEventBacklog"];
         ScopePolicy::new()
             .require_all(Self::GRPC_SERVICE, &read, &["segmentation.read"])
             .require_all(Self::GRPC_SERVICE, &write, &["segmentation.write"])
             .require_all(Self::GRPC_SERVICE, &admin, &["segmentation.admin"])
+            .require_all(
+                Self::GRPC_SERVICE,
+                &dead_letters::METHODS,
+                &["segmentation.admin"],
+            )
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use retention_auth::ScopePolicy;
 use retention_proto::winback::winback_service_server::WinbackServiceServer;
+use retention_server::dead_letters;
 use retention_server::host::{HostError, Parts, Service, Wiring};
 use sea_orm_migration::MigrationTrait;
 
@@ -61,15 +62,16 @@ impl Service for Winback {
             "CompleteCampaign",
             "CancelCampaign",
             "GetEventBacklog",
-            "ListDeadLetters",
-            "GetDeadLetter",
-            "ReplayDeadLetter",
-            "DiscardDeadLetter",
         ];
         ScopePolicy::new()
             .require_all(Self::GRPC_SERVICE, &read, &["winback.read"])
             .require_all(Self::GRPC_SERVICE, &write, &["winback.write"])
             .require_all(Self::GRPC_SERVICE, &admin, &["winback.admin"])
+            .require_all(
+                Self::GRPC_SERVICE,
+                &dead_letters::METHODS,
+                &["winback.admin"],
+            )
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {

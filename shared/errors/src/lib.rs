@@ -4,6 +4,7 @@
 //! Services keep one error enum per layer and convert it to `Status` in one place
 //! using these builders.
 
+pub mod money;
 pub mod names;
 pub mod time;
 

@@ -13,11 +13,50 @@ use std::time::Duration;
 use retention_errors::FieldViolations;
 use retention_events::{DeadLetterView, DeadLetters, EventsError};
 use retention_proto::common::{DeadLetter, ListDeadLettersResponse};
-use tonic::Status;
+use tonic::{Request, Response, Status};
 
 use crate::paging::{decode_token, encode_token, page_size, split_page};
 
 const TOKEN_KIND: &str = "dead_letters";
+
+/// The dead-letter admin methods every consuming service serves (its admin scope).
+pub const METHODS: [&str; 4] = [
+    "ListDeadLetters",
+    "GetDeadLetter",
+    "ReplayDeadLetter",
+    "DiscardDeadLetter",
+];
+
+/// A ListDeadLetters request of any consuming service: the page it asks for.
+pub trait PageRequest {
+    fn page(&self) -> (i32, &str);
+}
+
+/// A Get/Replay/DiscardDeadLetter request of any consuming service: the id.
+pub trait IdRequest {
+    fn id(&self) -> &str;
+}
+
+/// The consuming services' requests carry the same fields.
+macro_rules! consumer_messages {
+    ($($pb:ident),*) => {$(
+        impl PageRequest for retention_proto::$pb::ListDeadLettersRequest {
+            fn page(&self) -> (i32, &str) {
+                (self.page_size, &self.page_token)
+            }
+        }
+        consumer_messages!(@id $pb: GetDeadLetterRequest, ReplayDeadLetterRequest, DiscardDeadLetterRequest);
+    )*};
+    (@id $pb:ident: $($req:ident),*) => {$(
+        impl IdRequest for retention_proto::$pb::$req {
+            fn id(&self) -> &str {
+                &self.id
+            }
+        }
+    )*};
+}
+
+consumer_messages!(interactions, segmentation, winback);
 const MAX_ID: usize = 512;
 
 /// One service's dead letters behind its gRPC admin methods (cheap to clone).
@@ -115,6 +154,45 @@ impl DeadLetterAdmin {
             envelope: Vec::new(),
             ..letter
         })
+    }
+}
+
+/// The four methods as a service's gRPC handlers call them: the request in,
+/// the response out, the caller audited on replay and discard.
+impl DeadLetterAdmin {
+    pub async fn serve_list<R: PageRequest>(
+        &self,
+        req: Request<R>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let (size, token) = req.get_ref().page();
+        self.list(size, token).await.map(Response::new)
+    }
+
+    pub async fn serve_get<R: IdRequest>(
+        &self,
+        req: Request<R>,
+    ) -> Result<Response<DeadLetter>, Status> {
+        self.get(req.get_ref().id()).await.map(Response::new)
+    }
+
+    pub async fn serve_replay<R: IdRequest>(
+        &self,
+        req: Request<R>,
+    ) -> Result<Response<DeadLetter>, Status> {
+        let caller = retention_auth::subject(&req);
+        self.replay(&caller, req.get_ref().id())
+            .await
+            .map(Response::new)
+    }
+
+    pub async fn serve_discard<R: IdRequest>(
+        &self,
+        req: Request<R>,
+    ) -> Result<Response<DeadLetter>, Status> {
+        let caller = retention_auth::subject(&req);
+        self.discard(&caller, req.get_ref().id())
+            .await
+            .map(Response::new)
     }
 }
 

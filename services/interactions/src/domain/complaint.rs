@@ -9,7 +9,6 @@
 //! ```
 
 use chrono::{DateTime, Duration, Utc};
-use retention_domain::{MAX_MINOR_UNITS, money_in_bounds};
 use retention_errors::FieldViolations;
 
 use super::enums::*;
@@ -22,22 +21,10 @@ pub struct Money {
 
 impl Money {
     /// Violations of `field` (e.g. "resolution.compensation"): an ISO 4217 code and
-    /// an amount from 0 to [`MAX_MINOR_UNITS`], so sums over many compensations stay
+    /// an amount from 0 to [`retention_domain::MAX_MINOR_UNITS`], so sums over many compensations stay
     /// far inside an `i64`.
     pub fn validate_compensation(&self, field: &str, v: &mut FieldViolations) {
-        if !money_in_bounds(self.minor_units) {
-            v.add(
-                format!("{field}.minor_units"),
-                format!("must be at most {MAX_MINOR_UNITS} in absolute value (MAX_MINOR_UNITS)"),
-            );
-        } else if self.minor_units < 0 {
-            v.add(format!("{field}.minor_units"), "must not be negative");
-        }
-        v.check(
-            self.currency.len() == 3 && self.currency.chars().all(|c| c.is_ascii_uppercase()),
-            format!("{field}.currency_code"),
-            "must be a three-letter upper-case ISO 4217 code",
-        );
+        retention_errors::money::check_money(v, field, &self.currency, self.minor_units, false);
     }
 }
 
@@ -241,6 +228,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use retention_domain::MAX_MINOR_UNITS;
 
     fn complaint(now: DateTime<Utc>) -> Complaint {
         let t = default_targets(Priority::Normal, CustomerTier::Ordinary);

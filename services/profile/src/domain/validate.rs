@@ -1,6 +1,5 @@
 //! Field-level syntax rules shared by the customer and purchase rules.
 
-use retention_domain::{MAX_MINOR_UNITS, money_in_bounds};
 use retention_errors::FieldViolations;
 
 use super::money::Money;
@@ -35,27 +34,14 @@ pub fn check_token(v: &mut FieldViolations, field: &str, s: &str, max: usize) {
     }
 }
 
-/// A money field: an ISO 4217 code and an amount within [`MAX_MINOR_UNITS`] either
+/// A money field: an ISO 4217 code and an amount within [`retention_domain::MAX_MINOR_UNITS`] either
 /// way (so sums over many amounts stay far inside an `i64`), not negative unless
 /// `allow_negative`.
 pub fn check_money(v: &mut FieldViolations, field: &str, m: &Money, allow_negative: bool) {
-    if !is_currency(&m.currency) {
-        v.add(
-            format!("{field}.currency_code"),
-            "must be a three-letter upper-case ISO 4217 code",
-        );
-    }
-    if !money_in_bounds(m.minor_units) {
-        v.add(format!("{field}.minor_units"), out_of_bounds_message());
-    } else if !allow_negative && m.minor_units < 0 {
-        v.add(format!("{field}.minor_units"), "must not be negative");
-    }
+    retention_errors::money::check_money(v, field, &m.currency, m.minor_units, allow_negative);
 }
 
-/// What an amount beyond [`MAX_MINOR_UNITS`] is told.
-pub fn out_of_bounds_message() -> String {
-    format!("must be at most {MAX_MINOR_UNITS} in absolute value (MAX_MINOR_UNITS)")
-}
+pub use retention_errors::money::out_of_bounds_message;
 
 pub fn is_currency(c: &str) -> bool {
     c.len() == 3 && c.chars().all(|ch| ch.is_ascii_uppercase())
@@ -110,6 +96,7 @@ pub fn is_attribute_key(k: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use retention_domain::MAX_MINOR_UNITS;
 
     fn money_violations(minor_units: i64, allow_negative: bool) -> Vec<(String, String)> {
         let mut v = FieldViolations::new();

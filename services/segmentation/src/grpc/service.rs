@@ -104,39 +104,28 @@ impl SegmentationService for SegmentationGrpc {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<retention_proto::common::ListDeadLettersResponse>, Status> {
-        let r = request.into_inner();
-        Ok(Response::new(
-            self.dead_letters.list(r.page_size, &r.page_token).await?,
-        ))
+        self.dead_letters.serve_list(request).await
     }
 
     async fn get_dead_letter(
         &self,
         request: Request<pb::GetDeadLetterRequest>,
     ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
-        Ok(Response::new(
-            self.dead_letters.get(&request.into_inner().id).await?,
-        ))
+        self.dead_letters.serve_get(request).await
     }
 
     async fn replay_dead_letter(
         &self,
         request: Request<pb::ReplayDeadLetterRequest>,
     ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
-        let caller = retention_auth::subject(&request);
-        let id = request.into_inner().id;
-        Ok(Response::new(self.dead_letters.replay(&caller, &id).await?))
+        self.dead_letters.serve_replay(request).await
     }
 
     async fn discard_dead_letter(
         &self,
         request: Request<pb::DiscardDeadLetterRequest>,
     ) -> Result<Response<retention_proto::common::DeadLetter>, Status> {
-        let caller = retention_auth::subject(&request);
-        let id = request.into_inner().id;
-        Ok(Response::new(
-            self.dead_letters.discard(&caller, &id).await?,
-        ))
+        self.dead_letters.serve_discard(request).await
     }
 
     async fn get_customer_insight(

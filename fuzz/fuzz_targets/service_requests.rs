@@ -19,13 +19,14 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes};
 use libfuzzer_sys::fuzz_target;
 use retention_config::Settings;
-use retention_events::EventBus;
-use retention_server::host::{self, Service};
-use tokio::net::TcpListener;
+use retention_server::host::Service;
+use suite::SERVICES;
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
+
+#[path = "suite.rs"]
+mod suite;
 
 /// Sends the input bytes as they are and keeps the answer's bytes.
 #[derive(Default)]
@@ -72,14 +73,11 @@ struct Method {
     server_streaming: bool,
 }
 
-struct Suite {
-    runtime: tokio::runtime::Runtime,
-    channels: Vec<Channel>,
+struct Fuzzed {
+    suite: suite::Suite,
     methods: Vec<Method>,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
-
-const SERVICES: [&str; 4] = ["profile", "interactions", "segmentation", "winback"];
 
 fn contract() -> Vec<Method> {
     retention_proto::rpcs()
@@ -98,75 +96,9 @@ fn contract() -> Vec<Method> {
         .collect()
 }
 
-type Serving = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), host::HostError>> + Send>,
->;
-
-/// Serves `S` on the suite's shared bus for the rest of the process.
-fn serve<S: Service>(settings: Settings, listener: TcpListener, bus: EventBus) -> Serving {
-    Box::pin(host::run::<S>(settings, listener, std::future::pending(), Some(bus)))
-}
-
-async fn start(dir: &std::path::Path) -> Vec<Channel> {
-    let bus = EventBus::in_process_for_suite();
-    let mut addresses = Vec::new();
-    let mut listeners = Vec::new();
-    for _ in SERVICES {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addresses.push(l.local_addr().unwrap());
-        listeners.push(l);
-    }
-    let settings = |name: &str| {
-        let mut s = Settings::defaults(name, 0);
-        s.database.url = format!("sqlite://{}/{name}.sqlite?mode=rwc", dir.display());
-        s.server.rate_limit_per_sec = 0;
-        s.scoring.interval_minutes = 0;
-        s.winback.segmentation_endpoint = format!("http://{}", addresses[2]);
-        s.winback.call_timeout_ms = 1_000;
-        s
-    };
-    let mut listeners = listeners.into_iter();
-    let mut spawn = |run: fn(Settings, TcpListener, EventBus) -> Serving, name: &str| {
-        tokio::spawn(run(settings(name), listeners.next().unwrap(), bus.clone()));
-    };
-    spawn(serve::<retention_profile::Profile>, "profile");
-    spawn(serve::<retention_interactions::Interactions>, "interactions");
-    spawn(serve::<retention_segmentation::Segmentation>, "segmentation");
-    spawn(serve::<retention_winback::Winback>, "winback");
-    let mut channels = Vec::new();
-    for addr in addresses {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
-        let channel = loop {
-            if let Ok(ch) = endpoint.connect().await {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
-                let up = health
-                    .check(tonic_health::pb::HealthCheckRequest::default())
-                    .await
-                    .is_ok_and(|r| r.into_inner().status == 1);
-                if up {
-                    break ch;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        channels.push(channel);
-    }
-    channels
-}
-
-static SUITE: LazyLock<Suite> = LazyLock::new(|| {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+static SUITE: LazyLock<Fuzzed> = LazyLock::new(|| {
     // Fresh databases each run, under the fuzz build's target directory.
-    let dir = std::env::current_dir()
-        .unwrap()
-        .join("target/service-requests-db");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let channels = runtime.block_on(start(&dir));
+    let suite = suite::start("service-requests-db", |_| {});
     let defaults = Settings::defaults("fuzz", 0);
     // Every scope any method of the four asks for.
     let policies = [
@@ -186,9 +118,8 @@ static SUITE: LazyLock<Suite> = LazyLock::new(|| {
         &defaults.auth.audience,
     )
     .mint("fuzzer", &scopes, Duration::from_secs(24 * 3600));
-    Suite {
-        runtime,
-        channels,
+    Fuzzed {
+        suite,
         methods: contract(),
         authorization: format!("Bearer {token}").parse().unwrap(),
     }
@@ -197,7 +128,7 @@ static SUITE: LazyLock<Suite> = LazyLock::new(|| {
 /// The deadline each call carries: a call still running then is a hang.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
 
-fn request<T>(suite: &Suite, message: T) -> tonic::Request<T> {
+fn request<T>(suite: &Fuzzed, message: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(message);
     req.metadata_mut()
         .insert("authorization", suite.authorization.clone());
@@ -205,8 +136,8 @@ fn request<T>(suite: &Suite, message: T) -> tonic::Request<T> {
     req
 }
 
-async fn call(suite: &Suite, method: &Method, body: Bytes) -> Result<(), tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(suite.channels[method.service].clone());
+async fn call(suite: &Fuzzed, method: &Method, body: Bytes) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(suite.suite.channels[method.service].clone());
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -240,7 +171,7 @@ fuzz_target!(|data: &[u8]| {
     let method = &suite.methods[pick as usize % suite.methods.len()];
     let body = Bytes::copy_from_slice(body);
     let started = std::time::Instant::now();
-    let outcome = suite.runtime.block_on(call(suite, method, body));
+    let outcome = suite.suite.runtime.block_on(call(suite, method, body));
     // The deadline ends a hung call with DEADLINE_EXCEEDED, which a quick answer
     // may also legitimately be (a peer's deadline): the time tells them apart.
     if started.elapsed() >= CALL_DEADLINE {

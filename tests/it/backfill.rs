@@ -240,15 +240,7 @@ async fn an_emptied_read_model_is_rebuilt_by_a_backfill_and_equals_the_one_fed_l
         .unwrap();
     }
     // ... SLA breaches: the sweep a month from now, as another replica would run it ...
-    let idb = sea_orm::Database::connect(interactions.settings.database.url.as_str())
-        .await
-        .unwrap();
-    let breaches = retention_interactions::app::InteractionsApp::new(
-        retention_events::Outbox::new(idb, "interactions", Default::default()),
-    )
-    .sweep(chrono::Utc::now() + chrono::Duration::days(30))
-    .await
-    .unwrap();
+    let breaches = super::sweep_in_days(&interactions, 30).await;
     assert!(breaches > 0);
     // ... and a merge and an erasure.
     pc.merge_customers(c.req(ppb::MergeCustomersRequest {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use retention_events::EventBus;
 use retention_proto::common::{DeadLetter, EventEnvelope, Money};
 use retention_proto::profile as ppb;
+use retention_suite::cli::audit::{self, AuditQuery, Audited};
 use retention_suite::cli::dead_letters::{self, Consumer};
 
 use super::{Mode, clients, four_services};
@@ -15,7 +16,7 @@ use super::{Mode, clients, four_services};
 const PROFILE: &str = "retention.profile.events";
 
 /// A purchase segmentation refuses for good: a margin past the bound.
-fn poison(customer: &str) -> EventEnvelope {
+pub(super) fn poison(customer: &str) -> EventEnvelope {
     let money = |minor_units| {
         Some(Money {
             currency_code: "CNY".into(),
@@ -147,6 +148,29 @@ async fn the_cli_lists_shows_discards_and_replays_dead_letters() {
         .await
         .unwrap();
     assert!(dead_letters::list(&clients, seg).await.unwrap().is_empty());
+
+    // Each replay and discard that happened is a row of segmentation's audit
+    // trail (the refused ones are not), and the chain verifies.
+    let rows = audit::list(&clients, Audited::Segmentation, &AuditQuery::default())
+        .await
+        .unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "events.dead_letter.discard",
+            "events.dead_letter.replay",
+            "events.dead_letter.discard"
+        ]
+    );
+    assert_eq!(rows[0].resources, ["segmentation", letters[0].id.as_str()]);
+    assert_eq!(rows[1].resources, ["segmentation", letters[1].id.as_str()]);
+    assert!(
+        audit::verify(&clients, Audited::Segmentation)
+            .await
+            .unwrap()
+            .ok()
+    );
 
     for s in services {
         s.stop().await.unwrap();

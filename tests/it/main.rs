@@ -11,6 +11,7 @@ use retention_proto::profile::customer_profile_service_client::CustomerProfileSe
 use retention_server::host::Service;
 use retention_testkit::{Backend, TestService};
 
+mod audit;
 mod backfill;
 mod backpressure;
 mod cdnow;
@@ -18,6 +19,7 @@ mod cli;
 mod consumer_kill;
 mod dead_letters;
 mod e2e;
+mod metrics;
 mod process;
 mod scopes;
 mod sigterm;
@@ -172,6 +174,22 @@ async fn clients(
         },
         Clients::mint(&auth.jwt_secret, &auth.issuer, &auth.audience),
     )
+    .await
+    .unwrap()
+}
+
+/// The SLA breaches a sweep `days` from now records, run as another replica of
+/// `interactions` would run it.
+async fn sweep_in_days(interactions: &TestService, days: i64) -> usize {
+    let db = sea_orm::Database::connect(interactions.settings.database.url.as_str())
+        .await
+        .unwrap();
+    retention_interactions::app::InteractionsApp::new(retention_events::Outbox::new(
+        db,
+        "interactions",
+        Default::default(),
+    ))
+    .sweep(chrono::Utc::now() + chrono::Duration::days(days))
     .await
     .unwrap()
 }

@@ -23,6 +23,8 @@ pub fn retention_in(dir: &Path) -> Command {
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RETENTION_")) {
         cmd.env_remove(k);
     }
+    // Processes of parallel tests must not race for the default admin port.
+    cmd.env("RETENTION_ADMIN__PORT", "0");
     cmd
 }
 

@@ -13,6 +13,8 @@ use retention_proto::segmentation::segmentation_service_client::SegmentationServ
 use retention_proto::winback as wpb;
 use retention_proto::winback::winback_service_client::WinbackServiceClient;
 
+use retention_testkit::TestService;
+
 use super::{Mode, chrono_free_now, four_services};
 
 fn at(seconds: i64) -> Option<prost_types::Timestamp> {
@@ -26,20 +28,22 @@ fn cny(minor_units: i64) -> Option<Money> {
     })
 }
 
-#[tokio::test]
-async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
-    let bus = EventBus::in_process_for_suite();
-    let [profile, interactions, segmentation, winback] = four_services(&Mode::Embedded(bus)).await;
+/// Three customers consenting to phone calls with three purchases each, folded
+/// into segmentation's features, scored by a live run and selected by a segment
+/// of repeat buyers: (the customers, the segment).
+pub(super) async fn scored_repeat_buyers(
+    profile: &TestService,
+    segmentation: &TestService,
+    winback: &TestService,
+) -> (Vec<String>, spb::Segment) {
     let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
     let mut sc = SegmentationServiceClient::new(segmentation.channel.clone());
-    let mut wc = WinbackServiceClient::new(winback.channel.clone());
     let p_scopes = ["profile.write"];
     let s_scopes = [
         "segmentation.read",
         "segmentation.write",
         "segmentation.admin",
     ];
-    let w_scopes = ["winback.read", "winback.write", "winback.admin"];
 
     let now = chrono_free_now();
     let mut customers = Vec::new();
@@ -148,6 +152,18 @@ async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
         .unwrap()
         .into_inner();
     assert_eq!(segment.member_count, 3);
+    (customers, segment)
+}
+
+#[tokio::test]
+async fn a_campaign_on_a_real_segment_is_launched_and_measured() {
+    let bus = EventBus::in_process_for_suite();
+    let [profile, interactions, segmentation, winback] = four_services(&Mode::Embedded(bus)).await;
+    let mut pc = CustomerProfileServiceClient::new(profile.channel.clone());
+    let mut wc = WinbackServiceClient::new(winback.channel.clone());
+    let p_scopes = ["profile.write"];
+    let w_scopes = ["winback.read", "winback.write", "winback.admin"];
+    let (customers, segment) = scored_repeat_buyers(&profile, &segmentation, &winback).await;
 
     let campaign = wc
         .create_campaign(winback.req(

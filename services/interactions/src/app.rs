@@ -219,11 +219,13 @@ impl InteractionsApp {
             });
         }
         let mut evs = vec![events::status_changed(&c, from)];
-        evs.extend(late.into_iter().map(|b| events::sla_breached(&c, b)));
+        evs.extend(late.iter().map(|b| events::sla_breached(&c, *b)));
         if let (ComplaintState::Resolved, Some(r)) = (c.state, c.resolution.as_ref()) {
             evs.push(events::complaint_resolved(&c, r));
         }
         self.outbox.commit(txn, evs).await?;
+        let late: Vec<_> = late.into_iter().map(|b| (b, c.priority)).collect();
+        crate::metrics::sla_breached(&late);
         Ok(c)
     }
 
@@ -292,6 +294,7 @@ impl InteractionsApp {
         to: Option<&str>,
         after: Option<&str>,
         limit: u64,
+        audit: &retention_db::audit::AuditEntry,
     ) -> AppResult<ReplayCounts> {
         let txn = self.db.begin().await?;
         let (page, more) = repo::customers_for_replay(&txn, from, to, after, limit).await?;
@@ -301,6 +304,7 @@ impl InteractionsApp {
             &evs,
             page.last().filter(|_| more).map(|r| r.customer_id.clone()),
         );
+        retention_db::audit::append(&txn, audit).await?;
         self.outbox.commit(txn, evs).await?;
         Ok(counts)
     }
@@ -330,18 +334,19 @@ impl InteractionsApp {
     /// One claimed batch; returns the breaches it recorded (0 when nothing is due).
     async fn sweep_batch(&self, at: DateTime<Utc>) -> AppResult<usize> {
         let txn = self.db.begin().await?;
-        let mut recorded = 0;
+        let mut recorded = Vec::new();
         let mut evs = Vec::new();
         for mut c in repo::due_for_sweep(&txn, at, 100).await? {
             let expected = c.version;
             let breaches = c.detect_breaches(at);
             if !breaches.is_empty() && repo::update_complaint(&txn, &c, expected).await? {
-                recorded += breaches.len();
+                recorded.extend(breaches.iter().map(|b| (*b, c.priority)));
                 evs.extend(breaches.into_iter().map(|b| events::sla_breached(&c, b)));
             }
         }
         self.outbox.commit(txn, evs).await?;
-        Ok(recorded)
+        crate::metrics::sla_breached(&recorded);
+        Ok(recorded.len())
     }
 }
 

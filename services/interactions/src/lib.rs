@@ -12,6 +12,7 @@ pub mod convert;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod metrics;
 pub mod store;
 
 use std::time::Duration;
@@ -67,6 +68,11 @@ impl Service for Interactions {
                 &dead_letters::METHODS,
                 &["interactions.admin"],
             )
+            .require_all(
+                Self::GRPC_SERVICE,
+                &[retention_server::audit::METHOD],
+                &[retention_server::audit::SCOPE],
+            )
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
@@ -81,6 +87,7 @@ impl Service for Interactions {
             app,
             parts.backlog.clone(),
             parts.dead_letter_admin(),
+            parts.audit_admin(),
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use retention_cache::Cache;
+use retention_db::audit::AuditEntry;
 use retention_errors::FieldViolations;
 use retention_events::{EventsError, Outbox, OutboxEvent, ReplayCounts, Written};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
@@ -106,13 +107,26 @@ impl ProfileApp {
     }
 
     /// Seals every row holding PII in the clear or under a retired key with the
-    /// current key, a page at a time; returns the rows written. Safe beside
-    /// other replicas doing the same and beside live writes.
+    /// current key, a page at a time, each page audited (`pii.reseal`); returns
+    /// the rows written. Safe beside other replicas doing the same and beside
+    /// live writes.
     pub async fn reseal_pii(&self) -> AppResult<u64> {
         let mut after: Option<String> = None;
         let mut total = 0;
         loop {
-            let page = reseal::reseal_page(&self.db, &self.pii, after.as_deref(), 200).await?;
+            // Each page commits with its audit record: re-encrypting under a new
+            // key is the key rotation's one change to stored data.
+            let txn = self.db.begin().await?;
+            let page = reseal::reseal_page(&txn, &self.pii, after.as_deref(), 200).await?;
+            if page.resealed > 0 {
+                let key = format!("pii_keys/{}", self.pii.key_id());
+                let entry = AuditEntry::new("system", "pii.reseal", [key.as_str()]);
+                retention_db::audit::append(&txn, &entry).await?;
+                txn.commit().await?;
+                retention_telemetry::audit(&entry.actor, &entry.action, &[&key]);
+            } else {
+                txn.commit().await?;
+            }
             total += page.resealed;
             match page.next_after {
                 Some(next) => after = Some(next),
@@ -258,6 +272,7 @@ impl ProfileApp {
         merged: &str,
         request_id: &str,
         etag: &str,
+        audit: &AuditEntry,
     ) -> AppResult<Customer> {
         if let Some(id) = self.outbox.replay("MergeCustomers", request_id).await? {
             return self.get_customer(&id).await;
@@ -306,6 +321,8 @@ impl ProfileApp {
                 s.update_time = now;
                 repo::update_customer(txn, &self.pii, &s, expected).await?;
                 let evs = vec![events::customer_merged(&s.id, &m.id)];
+                // Last: the audit append holds the chain's lock to the commit.
+                retention_db::audit::append(txn, audit).await?;
                 AppResult::Ok(((s.id, m.id), evs))
             })
             .await?;
@@ -325,6 +342,7 @@ impl ProfileApp {
         &self,
         id: &str,
         request_id: &str,
+        audit: &AuditEntry,
     ) -> AppResult<(DateTime<Utc>, u64)> {
         // The request id is kept for the customer as it resolves now.
         let resource = repo::resolve_id(&self.db, id)
@@ -340,17 +358,21 @@ impl ProfileApp {
                     .await?
                     .ok_or_else(|| AppError::NotFound(customer_name(id)))?;
                 let retained = repo::count_purchases(txn, &c.id).await?;
-                if c.erased {
+                let (done, evs) = if c.erased {
                     // Erasure is idempotent: a retry (with or without request_id)
-                    // succeeds.
-                    return AppResult::Ok(((c.update_time, retained, None), vec![]));
-                }
-                let now = crate::domain::now();
-                let expected = c.version;
-                c.erase(now);
-                repo::update_customer(txn, &self.pii, &c, expected).await?;
-                let evs = vec![events::customer_erased(&c.id, now)];
-                AppResult::Ok(((now, retained, Some(c.id)), evs))
+                    // succeeds, and is recorded as the call it is.
+                    ((c.update_time, retained, None), vec![])
+                } else {
+                    let now = crate::domain::now();
+                    let expected = c.version;
+                    c.erase(now);
+                    repo::update_customer(txn, &self.pii, &c, expected).await?;
+                    let evs = vec![events::customer_erased(&c.id, now)];
+                    ((now, retained, Some(c.id)), evs)
+                };
+                // Last: the audit append holds the chain's lock to the commit.
+                retention_db::audit::append(txn, audit).await?;
+                AppResult::Ok((done, evs))
             })
             .await?;
         match written {
@@ -361,7 +383,7 @@ impl ProfileApp {
                 Ok((at, retained))
             }
             // A concurrent retry erased it first: answer as a retry after it would.
-            Written::Replayed(id) => Box::pin(self.erase_customer(&id, "")).await,
+            Written::Replayed(id) => Box::pin(self.erase_customer(&id, "", audit)).await,
         }
     }
 
@@ -501,6 +523,7 @@ impl ProfileApp {
         to: Option<&str>,
         after: Option<&str>,
         limit: u64,
+        audit: &AuditEntry,
     ) -> AppResult<ReplayCounts> {
         let txn = self.db.begin().await?;
         let (page, more) =
@@ -511,6 +534,7 @@ impl ProfileApp {
             &evs,
             page.last().filter(|_| more).map(|r| r.customer.id.clone()),
         );
+        retention_db::audit::append(&txn, audit).await?;
         self.outbox.commit(txn, evs).await?;
         Ok(counts)
     }

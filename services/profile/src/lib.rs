@@ -63,6 +63,11 @@ impl Service for Profile {
             .require_all(Self::GRPC_SERVICE, &read, &["profile.read"])
             .require_all(Self::GRPC_SERVICE, &write, &["profile.write"])
             .require_all(Self::GRPC_SERVICE, &admin, &["profile.admin"])
+            .require_all(
+                Self::GRPC_SERVICE,
+                &[retention_server::audit::METHOD],
+                &[retention_server::audit::SCOPE],
+            )
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
@@ -77,12 +82,14 @@ impl Service for Profile {
     async fn build(parts: Parts) -> Result<Wiring, HostError> {
         let pii = Arc::new(pii_cipher(&parts.settings)?);
         let cache = Cache::connect(CacheConfig::from_settings(&parts.settings)).await;
+        cache.report_metrics("profile");
         let app = app::ProfileApp::new(parts.outbox.clone(), cache, pii);
         let sweeper = app.clone();
         let max = parts.max_message_bytes();
         let svc = CustomerProfileServiceServer::new(grpc::ProfileService::new(
             app,
             parts.backlog.clone(),
+            parts.audit_admin(),
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod metrics;
 pub mod store;
 
 use std::time::Duration;
@@ -63,6 +64,11 @@ impl Service for Segmentation {
                 &dead_letters::METHODS,
                 &["segmentation.admin"],
             )
+            .require_all(
+                Self::GRPC_SERVICE,
+                &[retention_server::audit::METHOD],
+                &[retention_server::audit::SCOPE],
+            )
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
@@ -71,6 +77,7 @@ impl Service for Segmentation {
 
     async fn build(parts: Parts) -> Result<Wiring, HostError> {
         let cache = Cache::connect(CacheConfig::from_settings(&parts.settings)).await;
+        cache.report_metrics("segmentation");
         let app = app::SegmentationApp::new(
             parts.outbox.clone(),
             cache,
@@ -98,6 +105,7 @@ impl Service for Segmentation {
             app,
             parts.backlog.clone(),
             parts.dead_letter_admin(),
+            parts.audit_admin(),
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

@@ -42,6 +42,9 @@ async fn main() -> anyhow::Result<()> {
         host::bind(&segmentation).await?,
         host::bind(&winback).await?,
     ];
+    // One admin port for the process (its metrics are the four services'), on
+    // profile's admin settings.
+    let admin = host::spawn_admin(&profile, &stop).await?;
     print_banner(&profile, &interactions, &segmentation, &winback);
     let [p, i, s, w] = listeners;
     let (p, i, s, w) = tokio::join!(
@@ -50,6 +53,10 @@ async fn main() -> anyhow::Result<()> {
         spawn::<Segmentation>(segmentation, s, &stop, &shared_bus),
         spawn::<Winback>(winback, w, &stop, &shared_bus),
     );
+    stop.cancel();
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     p??;
     i??;
     s??;
@@ -98,6 +105,9 @@ fn print_banner(
         segmentation.database.url,
         winback.database.url
     );
+    if let Some(admin) = profile.admin_addr() {
+        println!("  metrics       http://{admin}/metrics\n");
+    }
     if !dev {
         return;
     }

@@ -15,6 +15,7 @@ pub mod convert;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod metrics;
 pub mod store;
 
 use std::time::Duration;
@@ -72,6 +73,11 @@ impl Service for Winback {
                 &dead_letters::METHODS,
                 &["winback.admin"],
             )
+            .require_all(
+                Self::GRPC_SERVICE,
+                &[retention_server::audit::METHOD],
+                &[retention_server::audit::SCOPE],
+            )
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
@@ -88,6 +94,7 @@ impl Service for Winback {
             app.clone(),
             parts.backlog.clone(),
             parts.dead_letter_admin(),
+            parts.audit_admin(),
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

@@ -330,6 +330,39 @@ impl Cache {
         }
     }
 
+    /// Exports this cache's hits and misses as `retention.cache.requests`
+    /// labelled `cache = name`, read at each collection (a stopped cache
+    /// reports nothing more).
+    pub fn report_metrics(&self, name: &'static str) {
+        use retention_telemetry::metrics::Attribute;
+        let inner = Arc::downgrade(&self.inner);
+        // The SDK keeps the callback for as long as the meter provider lives.
+        let _registered = retention_telemetry::metrics::meter()
+            .u64_observable_counter("retention.cache.requests")
+            .with_unit("{request}")
+            .with_description("Cache reads, by cache and result (hit or miss)")
+            .with_callback(move |observer| {
+                let Some(inner) = inner.upgrade() else { return };
+                let hits = inner.hits.load(Ordering::Relaxed);
+                let misses = inner.misses.load(Ordering::Relaxed);
+                observer.observe(
+                    hits,
+                    &[
+                        Attribute::new("cache", name),
+                        Attribute::new("result", "hit"),
+                    ],
+                );
+                observer.observe(
+                    misses,
+                    &[
+                        Attribute::new("cache", name),
+                        Attribute::new("result", "miss"),
+                    ],
+                );
+            })
+            .build();
+    }
+
     /// Reads Redis when configured and answering, else the in-process tier.
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let found = self.inner.lookup(key).await;

@@ -47,6 +47,69 @@ pub struct Settings {
     /// changing it needs no migration.
     #[serde(default)]
     pub consent: ConsentSettings,
+    /// How long audit records are kept.
+    #[serde(default)]
+    pub audit: AuditSettings,
+    /// The admin port (Prometheus `/metrics`).
+    #[serde(default)]
+    pub admin: AdminSettings,
+}
+
+/// The admin HTTP port beside the gRPC one: `GET /metrics` in the Prometheus
+/// text format. One per process: the all-in-one binary serves it on profile's
+/// settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminSettings {
+    pub enabled: bool,
+    /// Empty: the gRPC host (`service.host`).
+    pub host: String,
+    /// Defaults: profile 9451, interactions 9452, segmentation 9453, winback 9454.
+    pub port: u16,
+    /// How often the pipeline gauges are sampled for the OTLP push (a scrape
+    /// samples them itself).
+    pub sample_secs: u64,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            enabled: true,
+            host: String::new(),
+            port: 9450,
+            sample_secs: 15,
+        }
+    }
+}
+
+/// The default admin port of a service (9450 for anything unnamed here).
+pub fn default_admin_port(service: &str) -> u16 {
+    match service {
+        "profile" => 9451,
+        "interactions" => 9452,
+        "segmentation" => 9453,
+        "winback" => 9454,
+        _ => 9450,
+    }
+}
+
+/// The audit trail's retention: records older than `retention_days` (0: kept
+/// forever) are deleted every `sweep_interval_secs` (0: never swept). 400 days
+/// keep a full year and its year-end review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditSettings {
+    pub retention_days: u32,
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            retention_days: 400,
+            sweep_interval_secs: 3600,
+        }
+    }
 }
 
 /// Whether a channel's marketing needs a customer's recorded consent.
@@ -585,6 +648,11 @@ impl Settings {
             peer_tls: PeerTlsSettings::default(),
             pii: PiiSettings::default(),
             consent: ConsentSettings::default(),
+            audit: AuditSettings::default(),
+            admin: AdminSettings {
+                port: default_admin_port(service),
+                ..AdminSettings::default()
+            },
         }
     }
 
@@ -662,6 +730,18 @@ impl Settings {
 
     pub fn listen_addr(&self) -> String {
         format!("{}:{}", self.service.host, self.service.port)
+    }
+
+    /// The admin port's address, `None` when it is disabled.
+    pub fn admin_addr(&self) -> Option<String> {
+        let host = if self.admin.host.is_empty() {
+            &self.service.host
+        } else {
+            &self.admin.host
+        };
+        self.admin
+            .enabled
+            .then(|| format!("{host}:{}", self.admin.port))
     }
 
     pub fn redis_url(&self) -> Option<&str> {
@@ -751,6 +831,27 @@ mod tests {
         assert_eq!(s.database.url, "sqlite://data/profile.sqlite?mode=rwc");
         assert!(s.redis_url().is_none());
         assert!(s.telemetry.otlp_endpoint.is_empty());
+        assert_eq!(s.admin_addr().as_deref(), Some("127.0.0.1:9451"));
+    }
+
+    #[test]
+    fn the_admin_port_follows_the_grpc_host_and_can_be_turned_off() {
+        let s = Settings::load_from(
+            "winback",
+            50054,
+            None,
+            env(&[("RETENTION_SERVICE__HOST", "0.0.0.0")]),
+        )
+        .unwrap();
+        assert_eq!(s.admin_addr().as_deref(), Some("0.0.0.0:9454"));
+        let off = Settings::load_from(
+            "winback",
+            50054,
+            None,
+            env(&[("RETENTION_ADMIN__ENABLED", "false")]),
+        )
+        .unwrap();
+        assert_eq!(off.admin_addr(), None);
     }
 
     #[test]

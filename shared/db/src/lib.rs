@@ -7,6 +7,7 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
 
+pub mod audit;
 pub mod filter_sql;
 pub mod schema;
 

@@ -49,7 +49,21 @@ impl BacklogProbe {
         })
     }
 
+    /// The backlog and, per consumer group, its entries delivered and not yet
+    /// acknowledged (for the metrics; the gRPC report has the lag only).
+    pub async fn sample(&self) -> Result<(EventBacklog, Vec<(String, u64)>), EventsError> {
+        let (report, lags) = self.read_with_lags().await?;
+        Ok((
+            report,
+            lags.into_iter().map(|l| (l.group, l.pending)).collect(),
+        ))
+    }
+
     async fn read(&self) -> Result<EventBacklog, EventsError> {
+        Ok(self.read_with_lags().await?.0)
+    }
+
+    async fn read_with_lags(&self) -> Result<(EventBacklog, Vec<GroupLag>), EventsError> {
         let backlog = outbox::backlog(&self.db).await?;
         let mut lags = self.bus.group_lags(&self.stream, &self.groups).await?;
         lags.sort_by(|a, b| b.lag.cmp(&a.lag).then_with(|| a.group.cmp(&b.group)));
@@ -60,21 +74,22 @@ impl BacklogProbe {
         };
         let held = self.relay.held();
         let oldest = backlog.oldest_age;
-        Ok(EventBacklog {
+        let report = EventBacklog {
             stream: self.stream.clone(),
             outbox_rows: i64::try_from(backlog.rows).unwrap_or(i64::MAX),
             outbox_oldest_age: Some(duration(oldest)),
             groups: lags
-                .into_iter()
-                .map(|GroupLag { group, lag }| ConsumerGroupLag {
-                    group,
-                    lag: i64::try_from(lag).unwrap_or(i64::MAX),
+                .iter()
+                .map(|l| ConsumerGroupLag {
+                    group: l.group.clone(),
+                    lag: i64::try_from(l.lag).unwrap_or(i64::MAX),
                 })
                 .collect(),
             bound: i64::try_from(bound).unwrap_or(i64::MAX),
             held_back: held.is_some(),
             held_for: held.map(|(_, d)| duration(d)),
-        })
+        };
+        Ok((report, lags))
     }
 }
 

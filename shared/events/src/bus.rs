@@ -86,6 +86,13 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// Handed out and not applied yet.
+    fn pending(&self) -> u64 {
+        self.next
+            .saturating_sub(self.applied)
+            .saturating_sub(self.done.len() as u64)
+    }
+
     fn at(offset: u64) -> Self {
         Cursor {
             next: offset,
@@ -153,6 +160,7 @@ impl StreamLog {
             .map(|(name, c)| GroupLag {
                 group: name.clone(),
                 lag: head.saturating_sub(c.applied),
+                pending: c.pending(),
             })
             .max_by(|a, b| a.lag.cmp(&b.lag).then_with(|| b.group.cmp(&a.group)))
     }
@@ -355,6 +363,7 @@ impl InProcessBus {
             .map(|(group, c)| GroupLag {
                 group: group.clone(),
                 lag: head.saturating_sub(c.applied),
+                pending: c.pending(),
             })
             .collect();
         lags.sort_by(|a, b| a.group.cmp(&b.group));

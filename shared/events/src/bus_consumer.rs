@@ -120,7 +120,7 @@ async fn deliver_batch(
     }));
     for ((offset, entry, _), result) in todo.into_iter().zip(results) {
         match result {
-            Ok(()) => {}
+            Ok(()) => crate::metrics::applied(&opts.stream, &opts.group, 1),
             Err(HandlerError::Permanent(msg)) => bus.bury(dead_letter(opts, &entry, msg, 1)),
             Err(HandlerError::Retry(msg)) => {
                 tracing::warn!(event_id = %entry.event_id, error = %msg, "event handler failed; retrying");
@@ -206,7 +206,10 @@ async fn deliver(
             .await
             .unwrap_or_else(|_| Err(HandlerError::Retry("handler panicked".into())));
         match result {
-            Ok(()) => return true,
+            Ok(()) => {
+                crate::metrics::applied(&opts.stream, &opts.group, 1);
+                return true;
+            }
             Err(HandlerError::Permanent(msg)) => {
                 bus.bury(dead(msg, attempt));
                 return true;

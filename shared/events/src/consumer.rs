@@ -365,6 +365,7 @@ impl RedisConsumer {
             .flat_map(futures::stream::iter)
             .collect()
             .await;
+        let skipped_count = skipped.len();
         let mut acked = skipped;
         for (entry, deliveries, outcome) in handled {
             match outcome {
@@ -380,6 +381,11 @@ impl RedisConsumer {
                 .arg(&acked)
                 .query_async::<()>(&mut st.conn)
                 .await?;
+            crate::metrics::applied(
+                &self.opts.stream,
+                &self.opts.group,
+                acked.len() - skipped_count,
+            );
         }
         for (entry, reason, deliveries) in dead {
             self.dead_letter(st, &entry, &reason, deliveries).await?;

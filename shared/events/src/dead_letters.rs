@@ -169,6 +169,21 @@ impl DeadLetters {
         }
     }
 
+    /// How many dead letters the group has, counting no further than `bound`.
+    pub async fn count(&self, bound: usize) -> Result<usize, EventsError> {
+        let mut n = 0;
+        let mut after: Option<String> = None;
+        while n < bound {
+            let page = self.list(MAX_DEAD_LETTER_PAGE, after.as_deref()).await?;
+            n += page.len();
+            match page.last() {
+                Some(last) if page.len() == MAX_DEAD_LETTER_PAGE => after = Some(last.id.clone()),
+                _ => break,
+            }
+        }
+        Ok(n.min(bound))
+    }
+
     /// Up to `page` of the group's dead letters on one dead-letter stream,
     /// each with its entry id, after `after` in (entry id, stream) order.
     async fn scan(

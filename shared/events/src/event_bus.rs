@@ -113,6 +113,7 @@ impl EventBus {
                         lags.push(GroupLag {
                             group: g.clone(),
                             lag: 0,
+                            pending: 0,
                         });
                     }
                 }

@@ -26,6 +26,7 @@ mod bus_consumer;
 mod consumer;
 mod dead_letters;
 mod event_bus;
+mod metrics;
 mod migration;
 mod outbox;
 mod publisher;
@@ -61,11 +62,12 @@ pub use retention_proto::common::EventEnvelope;
 pub use writer::{Outbox, Written};
 
 /// The tables every service has, before its own: the outbox and the consumed
-/// events (this crate), and the request ids of idempotent calls.
+/// events (this crate), the request ids of idempotent calls and the audit trail.
 pub fn shared_migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
     vec![
         Box::new(EventsMigration),
         Box::new(retention_db::idempotency::IdempotencyMigration),
+        Box::new(retention_db::audit::AuditMigration),
     ]
 }
 

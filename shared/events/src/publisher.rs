@@ -32,6 +32,10 @@ pub struct GroupLag {
     /// Entries of the stream the group has not acknowledged (Redis: counted
     /// from its oldest unacknowledged entry, so an upper bound).
     pub lag: u64,
+    /// Of those, entries delivered to a consumer of the group and not yet
+    /// acknowledged (being applied, retried, or held by a dead consumer until
+    /// claimed).
+    pub pending: u64,
 }
 
 /// How many more entries a stream takes now, and who holds it back.
@@ -240,6 +244,7 @@ impl RedisPublisher {
             slowest: Some(GroupLag {
                 group: slowest.to_string(),
                 lag: len,
+                pending: 0,
             }),
         })
     }
@@ -270,6 +275,7 @@ impl RedisPublisher {
             .groups
             .into_iter()
             .map(|g| GroupLag {
+                pending: g.pending as u64,
                 lag: match g.lag {
                     Some(undelivered) => (undelivered + g.pending) as u64,
                     // Redis cannot tell (entries deleted past the group): at most
@@ -285,6 +291,7 @@ impl RedisPublisher {
                 lags.push(GroupLag {
                     group: g.clone(),
                     lag: len,
+                    pending: 0,
                 });
             }
         }

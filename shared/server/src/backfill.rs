@@ -2,6 +2,7 @@
 //! checked the same way in each: the consumer group the replay is for, the
 //! customer id range, and the page of it one call replays.
 
+use retention_db::audit::AuditEntry;
 use retention_errors::FieldViolations;
 
 use crate::paging::{decode_token, encode_token};
@@ -174,13 +175,18 @@ macro_rules! owner_messages {
 
 owner_messages!(profile, interactions);
 
-/// One BackfillEvents call of `caller`: the request checked (field violations as
-/// INVALID_ARGUMENT), the page replayed by `replay` in one transaction, the call
-/// audited, and the token of the next page when more of the range follows.
+/// The action backfills are audited as.
+pub const ACTION: &str = "events.backfill";
+
+/// One BackfillEvents call recorded as `audit` (the caller's entry for
+/// [`ACTION`] on the consumer group): the request checked (field violations as
+/// INVALID_ARGUMENT), the page replayed by `replay` in one transaction that also
+/// appends `audit` to the audit trail, and the token of the next page when more
+/// of the range follows.
 pub async fn backfill<E>(
-    caller: &str,
+    audit: AuditEntry,
     req: BackfillRequest<'_>,
-    replay: impl AsyncFnOnce(&BackfillPage) -> Result<retention_events::ReplayCounts, E>,
+    replay: impl AsyncFnOnce(&BackfillPage, &AuditEntry) -> Result<retention_events::ReplayCounts, E>,
 ) -> Result<BackfillAnswer, tonic::Status>
 where
     tonic::Status: From<E>,
@@ -195,8 +201,8 @@ where
         &mut v,
     );
     v.into_result()?;
-    let counts = replay(&page).await?;
-    retention_telemetry::audit(caller, "events.backfill", &[&page.group]);
+    let counts = replay(&page, &audit).await?;
+    crate::audit::log(&audit);
     Ok(BackfillAnswer {
         customer_count: counts.customers,
         event_counts: counts.events.into_iter().collect(),

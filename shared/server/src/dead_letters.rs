@@ -6,10 +6,13 @@
 //! Errors: an unknown id is NOT_FOUND, a bad page size or token or an empty id
 //! INVALID_ARGUMENT with field violations, Redis or the database down
 //! UNAVAILABLE, a dead letter whose envelope cannot be decoded (so cannot be
-//! replayed) FAILED_PRECONDITION. Replays and discards are audited.
+//! replayed) FAILED_PRECONDITION. Replays and discards are audited (a row of the
+//! service's audit trail, see [`crate::audit`]).
 
 use std::time::Duration;
 
+use retention_db::audit::AuditEntry;
+use retention_db::sea_orm::{DatabaseConnection, TransactionTrait};
 use retention_errors::FieldViolations;
 use retention_events::{DeadLetterView, DeadLetters, EventsError};
 use retention_proto::common::{DeadLetter, ListDeadLettersResponse};
@@ -63,11 +66,13 @@ const MAX_ID: usize = 512;
 #[derive(Clone)]
 pub struct DeadLetterAdmin {
     letters: DeadLetters,
+    /// Where replays and discards are recorded (the service's audit trail).
+    db: DatabaseConnection,
 }
 
 impl DeadLetterAdmin {
-    pub fn new(letters: DeadLetters) -> Self {
-        DeadLetterAdmin { letters }
+    pub fn new(letters: DeadLetters, db: DatabaseConnection) -> Self {
+        DeadLetterAdmin { letters, db }
     }
 
     /// The consumer group whose dead letters these are.
@@ -117,43 +122,68 @@ impl DeadLetterAdmin {
         }
     }
 
-    /// `ReplayDeadLetter` by `caller`: the event back to this group alone, the
-    /// dead letter removed; the dead letter as it was.
-    pub async fn replay(&self, caller: &str, id: &str) -> Result<DeadLetter, Status> {
+    /// `ReplayDeadLetter` recorded as `audit`: the event back to this group
+    /// alone, the dead letter removed; the dead letter as it was.
+    pub async fn replay(&self, audit: AuditEntry, id: &str) -> Result<DeadLetter, Status> {
         let letter = self.get(id).await?;
-        match self.letters.replay(id).await {
-            Ok(true) => {}
-            Ok(false) => return Err(not_found(id)),
+        self.audited(audit, async || match self.letters.replay(id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(not_found(id)),
             Err(e @ (EventsError::InvalidEntry { .. } | EventsError::Decode(_))) => {
-                return Err(retention_errors::failed_precondition(
+                Err(retention_errors::failed_precondition(
                     "DEAD_LETTER_NOT_REPLAYABLE",
                     id,
                     &format!("{e}; discard it instead"),
-                ));
+                ))
             }
-            Err(e) => return Err(unavailable(&e)),
-        }
-        retention_telemetry::audit(caller, "events.dead_letter.replay", &[self.group(), id]);
+            Err(e) => Err(unavailable(&e)),
+        })
+        .await?;
         Ok(DeadLetter {
             envelope: Vec::new(),
             ..letter
         })
     }
 
-    /// `DiscardDeadLetter` by `caller`: the dead letter removed for good; the
-    /// dead letter as it was.
-    pub async fn discard(&self, caller: &str, id: &str) -> Result<DeadLetter, Status> {
+    /// `DiscardDeadLetter` recorded as `audit`: the dead letter removed for
+    /// good; the dead letter as it was.
+    pub async fn discard(&self, audit: AuditEntry, id: &str) -> Result<DeadLetter, Status> {
         let letter = self.get(id).await?;
-        match self.letters.discard(id).await {
-            Ok(true) => {}
-            Ok(false) => return Err(not_found(id)),
-            Err(e) => return Err(unavailable(&e)),
-        }
-        retention_telemetry::audit(caller, "events.dead_letter.discard", &[self.group(), id]);
+        self.audited(audit, async || match self.letters.discard(id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(not_found(id)),
+            Err(e) => Err(unavailable(&e)),
+        })
+        .await?;
         Ok(DeadLetter {
             envelope: Vec::new(),
             ..letter
         })
+    }
+
+    /// Runs `op` (on the bus, outside the database) inside a transaction holding
+    /// its audit record, committed only when `op` succeeded: a failed operation
+    /// leaves no record, and one that succeeded is answered only once its record
+    /// committed (the commit itself is the one step that can still fail after it).
+    async fn audited(
+        &self,
+        audit: AuditEntry,
+        op: impl AsyncFnOnce() -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(|e| crate::audit::unavailable(&e))?;
+        retention_db::audit::append(&txn, &audit)
+            .await
+            .map_err(|e| crate::audit::unavailable(&e))?;
+        op().await?;
+        txn.commit()
+            .await
+            .map_err(|e| crate::audit::unavailable(&e))?;
+        crate::audit::log(&audit);
+        Ok(())
     }
 }
 
@@ -179,20 +209,18 @@ impl DeadLetterAdmin {
         &self,
         req: Request<R>,
     ) -> Result<Response<DeadLetter>, Status> {
-        let caller = retention_auth::subject(&req);
-        self.replay(&caller, req.get_ref().id())
-            .await
-            .map(Response::new)
+        let id = req.get_ref().id();
+        let audit = crate::audit::entry(&req, "events.dead_letter.replay", [self.group(), id]);
+        self.replay(audit, id).await.map(Response::new)
     }
 
     pub async fn serve_discard<R: IdRequest>(
         &self,
         req: Request<R>,
     ) -> Result<Response<DeadLetter>, Status> {
-        let caller = retention_auth::subject(&req);
-        self.discard(&caller, req.get_ref().id())
-            .await
-            .map(Response::new)
+        let id = req.get_ref().id();
+        let audit = crate::audit::entry(&req, "events.dead_letter.discard", [self.group(), id]);
+        self.discard(audit, id).await.map(Response::new)
     }
 }
 

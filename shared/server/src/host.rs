@@ -118,7 +118,12 @@ impl Parts {
 
     /// The dead-letter admin methods of the service (ListDeadLetters, ...).
     pub fn dead_letter_admin(&self) -> crate::dead_letters::DeadLetterAdmin {
-        crate::dead_letters::DeadLetterAdmin::new(self.dead_letters())
+        crate::dead_letters::DeadLetterAdmin::new(self.dead_letters(), self.db.clone())
+    }
+
+    /// `ListAuditRecords` of the service (scope [`crate::audit::SCOPE`]).
+    pub fn audit_admin(&self) -> crate::audit::AuditAdmin {
+        crate::audit::AuditAdmin::new(self.db.clone())
     }
 
     /// The largest gRPC message either way, for the service's generated server.
@@ -214,6 +219,12 @@ pub async fn run<S: Service>(
     bus: Option<EventBus>,
 ) -> Result<(), HostError> {
     S::preflight(&settings)?;
+    // Before any instrument is made: one made earlier would record nothing.
+    retention_telemetry::metrics::install(
+        &format!("retention-{}", S::NAME),
+        Some(settings.telemetry.otlp_endpoint.as_str()),
+        Duration::from_secs(settings.admin.sample_secs.max(1)),
+    )?;
     let bus = match bus {
         Some(bus) => bus,
         None => EventBus::from_settings(&settings)?,
@@ -236,7 +247,14 @@ pub async fn run<S: Service>(
         relay.status(),
     );
     let outbox = Outbox::new(db.clone(), S::NAME, relay.notifier());
+    let sampler = crate::instruments::pipeline_sampler(
+        S::NAME,
+        backlog.clone(),
+        DeadLetters::for_group(&bus, &settings.events, S::NAME),
+    );
+    let sample_every = Duration::from_secs(settings.admin.sample_secs);
     let server = settings.server.clone();
+    let settings_audit = settings.audit;
     let auth = AuthLayer::from_settings(&settings.auth, S::scope_policy());
     let wiring = match S::build(Parts {
         name: S::NAME,
@@ -254,6 +272,12 @@ pub async fn run<S: Service>(
             return Err(e);
         }
     };
+    let _sampled_on_scrape = crate::admin::add_sampler(sampler.clone());
+    // The OTLP push reads the gauges as last sampled; a scrape samples itself.
+    let wiring = wiring.every(sample_every, move || sampler());
+    // Every service keeps its audit trail within `audit.retention_days`.
+    let (period, sweep) = crate::audit::sweeper(db.clone(), &settings_audit);
+    let wiring = wiring.every(period, sweep);
     let mut tasks = vec![relay.spawn(stop.clone())];
     for (opts, handler) in wiring.consumers {
         tasks.push(bus.spawn_consumer(opts, handler, stop.clone()));
@@ -309,7 +333,46 @@ pub async fn main<S: Service>() -> Result<(), HostError> {
     {
         S::dev_banner(&settings, addr);
     }
-    run::<S>(settings, listener, crate::shutdown_signal(), None).await
+    let stop = CancellationToken::new();
+    let admin = spawn_admin(&settings, &stop).await?;
+    let signal = stop.clone();
+    let result = run::<S>(
+        settings,
+        listener,
+        async move {
+            crate::shutdown_signal().await;
+            signal.cancel();
+        },
+        None,
+    )
+    .await;
+    stop.cancel();
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    result
+}
+
+/// Binds the admin port the settings name (if enabled) and serves it until
+/// `stop`. One per process: the all-in-one binary calls it once.
+pub async fn spawn_admin(
+    settings: &Settings,
+    stop: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, HostError> {
+    let Some(addr) = settings.admin_addr() else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| HostError::Bind { addr, source })?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin port listening (GET /metrics)");
+    }
+    let stop = stop.clone();
+    Ok(Some(tokio::spawn(crate::admin::serve(
+        listener,
+        async move { stop.cancelled().await },
+    ))))
 }
 
 /// Binds the service's configured address.

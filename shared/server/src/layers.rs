@@ -95,8 +95,9 @@ where
     }
 }
 
-/// Per-method request counts, errors (any non-OK grpc-status) and summed latency:
-/// the RED metrics until a metrics exporter is wired.
+/// Per-method request counts, errors (any non-OK grpc-status) and summed latency,
+/// kept in process for tests and tools; the exported RED metrics are
+/// `rpc.server.duration` (see `instruments`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MethodStats {
     pub method: String,
@@ -117,7 +118,8 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(Default::default)
 }
 
-fn record(method: &str, error: bool, elapsed: Duration) {
+/// Counts one call under `method` (or the catch-all); returns the name counted.
+fn record(method: &str, error: bool, elapsed: Duration) -> String {
     // A panic elsewhere while holding the lock must not stop the counting.
     let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
     let key = if map.contains_key(method) || map.len() < MAX_TRACKED_METHODS {
@@ -133,6 +135,7 @@ fn record(method: &str, error: bool, elapsed: Duration) {
     s.errors = s.errors.saturating_add(u64::from(error));
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     s.total_micros = s.total_micros.saturating_add(micros);
+    key.to_string()
 }
 
 /// A copy of this process's per-method counters, sorted by method path.
@@ -168,7 +171,8 @@ impl CallRecord {
             return;
         }
         let elapsed = self.started.elapsed();
-        record(&self.path, code != 0, elapsed);
+        let counted = record(&self.path, code != 0, elapsed);
+        crate::instruments::record_call(&counted, code, elapsed);
         self.span.record("rpc.grpc.status_code", code);
         let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // This line is the per-call RED record (rate, errors, duration).

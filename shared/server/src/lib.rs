@@ -4,9 +4,12 @@
 //! answered with DEADLINE_EXCEEDED, JWT scopes, and a bounded graceful drain
 //! (DESIGN §6, §7).
 
+pub mod admin;
+pub mod audit;
 pub mod backfill;
 pub mod dead_letters;
 pub mod host;
+mod instruments;
 mod layers;
 pub mod paging;
 mod rate_limit;

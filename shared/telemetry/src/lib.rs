@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+pub mod metrics;
+
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -37,6 +39,10 @@ pub struct TelemetryOptions {
     pub log_format: String,
 }
 
+/// How often metrics are pushed to the OTLP collector (a scrape reads them when
+/// it comes).
+const OTLP_METRICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Keeps the tracer provider alive; dropping it flushes pending spans.
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
@@ -50,6 +56,7 @@ impl TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        metrics::shutdown();
         let _ = self.provider.force_flush();
         let _ = self.provider.shutdown();
     }
@@ -79,6 +86,11 @@ pub fn provider_from_options(opts: &TelemetryOptions) -> Result<SdkTracerProvide
 /// and the W3C trace-context propagator.
 pub fn init(opts: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError> {
     let provider = provider_from_options(opts)?;
+    metrics::install(
+        &opts.service_name,
+        opts.otlp_endpoint.as_deref(),
+        OTLP_METRICS_INTERVAL,
+    )?;
     init_with_provider(opts, provider)
 }
 

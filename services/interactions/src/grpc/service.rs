@@ -20,6 +20,7 @@ pub struct InteractionsService {
     app: InteractionsApp,
     backlog: retention_events::BacklogProbe,
     dead_letters: retention_server::dead_letters::DeadLetterAdmin,
+    audit: retention_server::audit::AuditAdmin,
 }
 
 impl InteractionsService {
@@ -27,11 +28,13 @@ impl InteractionsService {
         app: InteractionsApp,
         backlog: retention_events::BacklogProbe,
         dead_letters: retention_server::dead_letters::DeadLetterAdmin,
+        audit: retention_server::audit::AuditAdmin,
     ) -> Self {
         InteractionsService {
             app,
             backlog,
             dead_letters,
+            audit,
         }
     }
 }
@@ -70,6 +73,13 @@ impl InteractionService for InteractionsService {
         _request: Request<pb::GetEventBacklogRequest>,
     ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
         Ok(Response::new(self.backlog.report().await?))
+    }
+
+    async fn list_audit_records(
+        &self,
+        request: Request<pb::ListAuditRecordsRequest>,
+    ) -> Result<Response<retention_proto::common::ListAuditRecordsResponse>, Status> {
+        self.audit.serve_list(request).await
     }
 
     async fn list_dead_letters(
@@ -529,11 +539,17 @@ impl InteractionService for InteractionsService {
         &self,
         req: Request<pb::BackfillEventsRequest>,
     ) -> Result<Response<pb::BackfillEventsResponse>, Status> {
-        let caller = retention_auth::subject(&req);
+        let entry = retention_server::audit::entry(
+            &req,
+            retention_server::backfill::ACTION,
+            [&req.get_ref().consumer_group],
+        );
         let r = req.into_inner();
-        let answer = backfill(&caller, (&r).into(), async |p| {
+        let answer = backfill(entry, (&r).into(), async |p, entry| {
             let (from, to, after) = (p.from.as_deref(), p.to.as_deref(), p.after.as_deref());
-            self.app.backfill(&p.group, from, to, after, p.limit).await
+            self.app
+                .backfill(&p.group, from, to, after, p.limit, entry)
+                .await
         })
         .await?;
         Ok(Response::new(answer.into()))

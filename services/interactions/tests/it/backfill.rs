@@ -287,5 +287,28 @@ async fn bad_backfills_name_their_fields_and_need_the_admin_scope() {
         .unwrap()
         .into_inner();
     assert_eq!(ok.customer_count, 1);
+
+    // Only the backfill that ran is in the audit trail, read with `audit.read`
+    // (the admin scope does not stand in for it).
+    let audit = pb::ListAuditRecordsRequest {
+        action: "events.backfill".into(),
+        ..Default::default()
+    };
+    let denied = app
+        .client
+        .list_audit_records(app.inner.req(audit.clone(), ADMIN))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let rows = app
+        .client
+        .list_audit_records(app.inner.req(audit, &["audit.read"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_records;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].resources, ["segmentation"]);
+    assert_eq!(rows[0].seq, 1);
     app.stop().await;
 }

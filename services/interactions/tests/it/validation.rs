@@ -148,7 +148,7 @@ async fn scopes_are_enforced() {
         <retention_interactions::Interactions as retention_server::host::Service>::scope_policy()
             .methods()
             .count(),
-        21
+        22
     );
     app.stop().await;
 }

@@ -32,6 +32,13 @@ impl From<AppError> for Status {
             AppError::Store(StoreError::Db(db)) if retention_db::is_unavailable(&db) => {
                 retention_errors::unavailable("the profile database", Duration::from_secs(1))
             }
+            // The commit of a change with its events (and audit record) fails
+            // the same way when the database goes away mid-call.
+            AppError::Events(retention_events::EventsError::Db(db))
+                if retention_db::is_unavailable(&db) =>
+            {
+                retention_errors::unavailable("the profile database", Duration::from_secs(1))
+            }
             AppError::Store(e) => retention_errors::internal(&e),
             AppError::Events(e) => retention_errors::internal(&e),
         }

@@ -1,6 +1,7 @@
 //! `CustomerProfileService` over the application layer.
 
 use retention_auth::Caller;
+use retention_db::audit::AuditEntry;
 use retention_errors::FieldViolations;
 use retention_errors::names::check_request_id;
 use retention_proto::profile as pb;
@@ -8,7 +9,8 @@ use retention_proto::profile::customer_profile_service_server::CustomerProfileSe
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use retention_server::backfill::backfill;
+use retention_server::audit::{self, AuditAdmin};
+use retention_server::backfill::{self as backfill_call, backfill};
 use retention_server::paging::{
     decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
 };
@@ -28,11 +30,34 @@ const PII_SCOPE: &str = "pii.read";
 pub struct ProfileService {
     app: ProfileApp,
     backlog: retention_events::BacklogProbe,
+    audit: AuditAdmin,
 }
 
 impl ProfileService {
-    pub fn new(app: ProfileApp, backlog: retention_events::BacklogProbe) -> Self {
-        ProfileService { app, backlog }
+    pub fn new(
+        app: ProfileApp,
+        backlog: retention_events::BacklogProbe,
+        audit: AuditAdmin,
+    ) -> Self {
+        ProfileService {
+            app,
+            backlog,
+            audit,
+        }
+    }
+
+    /// Records an unmasked read of `customers` by the caller of `req` before the
+    /// answer goes out: no unmasked answer without its audit record.
+    async fn audit_pii_read<T>(
+        &self,
+        req: &Request<T>,
+        customers: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<(), Status> {
+        let entry = audit::entry(req, "customer.read_pii", customers);
+        if entry.resources.is_empty() {
+            return Ok(());
+        }
+        audit::record(&self.app.db, &entry).await
     }
 }
 
@@ -79,6 +104,13 @@ fn required<T>(x: Option<T>, field: &str, v: &mut FieldViolations) -> Result<T, 
 
 #[tonic::async_trait]
 impl CustomerProfileService for ProfileService {
+    async fn list_audit_records(
+        &self,
+        req: Request<pb::ListAuditRecordsRequest>,
+    ) -> Result<Response<retention_proto::common::ListAuditRecordsResponse>, Status> {
+        self.audit.serve_list(req).await
+    }
+
     async fn get_event_backlog(
         &self,
         _request: Request<pb::GetEventBacklogRequest>,
@@ -111,11 +143,7 @@ impl CustomerProfileService for ProfileService {
         let id = customer_id(&req.get_ref().name, "name")?;
         let c = self.app.get_customer(&id).await?;
         if pii {
-            retention_telemetry::audit(
-                &retention_auth::subject(&req),
-                "customer.read_pii",
-                &[&c.name()],
-            );
+            self.audit_pii_read(&req, [c.name()]).await?;
         }
         Ok(Response::new(render(&c, pii)))
     }
@@ -147,8 +175,8 @@ impl CustomerProfileService for ProfileService {
             customers.push(render(&self.app.get_customer(&id).await?, pii));
         }
         if pii {
-            let read: Vec<&str> = customers.iter().map(|c| c.name.as_str()).collect();
-            retention_telemetry::audit(&retention_auth::subject(&req), "customer.read_pii", &read);
+            self.audit_pii_read(&req, customers.iter().map(|c| c.name.clone()))
+                .await?;
         }
         Ok(Response::new(pb::BatchGetCustomersResponse { customers }))
     }
@@ -179,7 +207,7 @@ impl CustomerProfileService for ProfileService {
         req: Request<pb::ListCustomersRequest>,
     ) -> Result<Response<pb::ListCustomersResponse>, Status> {
         let pii = sees_pii(&req);
-        let caller = retention_auth::subject(&req);
+        let read_pii = audit::entry(&req, "customer.read_pii", Vec::<String>::new());
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         let limit = page_size(r.page_size, &mut v);
@@ -233,9 +261,11 @@ impl CustomerProfileService for ProfileService {
             String::new()
         };
         if pii && !page.is_empty() {
-            let read: Vec<String> = page.iter().map(|c| c.name()).collect();
-            let read: Vec<&str> = read.iter().map(String::as_str).collect();
-            retention_telemetry::audit(&caller, "customer.read_pii", &read);
+            let read = AuditEntry {
+                resources: page.iter().map(|c| c.name()).collect(),
+                ..read_pii
+            };
+            audit::record(&self.app.db, &read).await?;
         }
         Ok(Response::new(pb::ListCustomersResponse {
             customers: page.iter().map(|c| render(c, pii)).collect(),
@@ -248,8 +278,13 @@ impl CustomerProfileService for ProfileService {
         req: Request<pb::MergeCustomersRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
         let pii = sees_pii(&req);
-        let caller = retention_auth::subject(&req);
+        let entry = audit::entry(
+            &req,
+            "customer.merge",
+            [&req.get_ref().survivor, &req.get_ref().merged],
+        );
         let r = req.into_inner();
+        let entry = audit::with_request_id(entry, &r.request_id);
         let mut v = FieldViolations::new();
         check_request_id(&mut v, &r.request_id);
         let survivor = customer_ref(&r.survivor, "survivor", &mut v);
@@ -260,9 +295,9 @@ impl CustomerProfileService for ProfileService {
         };
         let c = self
             .app
-            .merge_customers(&s, &m, &r.request_id, &r.etag)
+            .merge_customers(&s, &m, &r.request_id, &r.etag, &entry)
             .await?;
-        retention_telemetry::audit(&caller, "customer.merge", &[&r.survivor, &r.merged]);
+        audit::log(&entry);
         Ok(Response::new(render(&c, pii)))
     }
 
@@ -270,14 +305,18 @@ impl CustomerProfileService for ProfileService {
         &self,
         req: Request<pb::EraseCustomerRequest>,
     ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
-        let caller = retention_auth::subject(&req);
+        let caller = audit::entry(&req, "customer.erase", Vec::<String>::new());
         let r = req.into_inner();
         let mut v = FieldViolations::new();
         check_request_id(&mut v, &r.request_id);
         v.into_result()?;
         let id = customer_id(&r.name, "name")?;
-        let (at, kept) = self.app.erase_customer(&id, &r.request_id).await?;
-        retention_telemetry::audit(&caller, "customer.erase", &[&customer_name(&id)]);
+        let entry = AuditEntry {
+            resources: vec![customer_name(&id)],
+            ..audit::with_request_id(caller, &r.request_id)
+        };
+        let (at, kept) = self.app.erase_customer(&id, &r.request_id, &entry).await?;
+        audit::log(&entry);
         Ok(Response::new(pb::EraseCustomerResponse {
             name: customer_name(&id),
             erase_time: Some(convert::ts(at)),
@@ -292,11 +331,11 @@ impl CustomerProfileService for ProfileService {
         let pii = sees_pii(&req);
         let id = customer_id(&req.get_ref().name, "name")?;
         let (c, purchases, given, received) = self.app.export(&id).await?;
-        retention_telemetry::audit(
-            &retention_auth::subject(&req),
-            "customer.export",
-            &[&c.name()],
-        );
+        audit::record(
+            &self.app.db,
+            &audit::entry(&req, "customer.export", [c.name()]),
+        )
+        .await?;
         Ok(Response::new(pb::ExportCustomerDataResponse {
             customer: Some(render(&c, pii)),
             purchases: purchases.iter().map(convert::purchase).collect(),
@@ -476,11 +515,13 @@ impl CustomerProfileService for ProfileService {
         &self,
         req: Request<pb::BackfillEventsRequest>,
     ) -> Result<Response<pb::BackfillEventsResponse>, Status> {
-        let caller = retention_auth::subject(&req);
+        let entry = audit::entry(&req, backfill_call::ACTION, [&req.get_ref().consumer_group]);
         let r = req.into_inner();
-        let answer = backfill(&caller, (&r).into(), async |p| {
+        let answer = backfill(entry, (&r).into(), async |p, entry| {
             let (from, to, after) = (p.from.as_deref(), p.to.as_deref(), p.after.as_deref());
-            self.app.backfill(&p.group, from, to, after, p.limit).await
+            self.app
+                .backfill(&p.group, from, to, after, p.limit, entry)
+                .await
         })
         .await?;
         Ok(Response::new(answer.into()))

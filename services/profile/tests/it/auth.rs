@@ -98,6 +98,6 @@ async fn each_method_needs_its_scope() {
     assert_eq!(err.code(), Code::PermissionDenied);
     // Every method of the service is in the policy (deny-by-default would hide a gap).
     let policy = <retention_profile::Profile as Service>::scope_policy();
-    assert_eq!(policy.methods().count(), 15);
+    assert_eq!(policy.methods().count(), 16);
     app.stop().await;
 }

@@ -203,6 +203,15 @@ async fn rotated_keys_and_rows_from_before_encryption_are_sealed_again_at_start(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(resealed, 2, "rows sealed under the new key");
+    // The re-encryption is in the audit trail, committed with the rows.
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_records WHERE action = 'pii.reseal' \
+             AND actor = 'system' AND resources = '[\"pii_keys/k2\"]'"
+        )
+        .await,
+        1
+    );
     let [name, ..] = stored(&app, &legacy.name).await;
     assert!(!name.unwrap().contains("Legacy"));
     assert_eq!(

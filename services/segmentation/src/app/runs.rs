@@ -73,10 +73,17 @@ impl SegmentationApp {
         tokio::spawn(async move {
             let _gate = gate;
             let mut run = started;
+            let clock = std::time::Instant::now();
             let done = match run.observation_end {
                 Some(end) => app.execute_backtest(&mut run, end).await,
                 None => app.execute_run(&mut run).await,
             };
+            crate::metrics::run_finished(
+                run.observation_end.is_some(),
+                done.is_ok(),
+                clock.elapsed(),
+                u64::try_from(run.customers_scored).unwrap_or(0),
+            );
             if let Err(e) = done {
                 tracing::warn!(run = %run.id, error = %e, "scoring run failed");
                 run.state = RunState::Failed;

@@ -18,6 +18,7 @@ pub struct SegmentationGrpc {
     app: SegmentationApp,
     backlog: retention_events::BacklogProbe,
     dead_letters: retention_server::dead_letters::DeadLetterAdmin,
+    audit: retention_server::audit::AuditAdmin,
 }
 
 impl SegmentationGrpc {
@@ -25,11 +26,13 @@ impl SegmentationGrpc {
         app: SegmentationApp,
         backlog: retention_events::BacklogProbe,
         dead_letters: retention_server::dead_letters::DeadLetterAdmin,
+        audit: retention_server::audit::AuditAdmin,
     ) -> Self {
         SegmentationGrpc {
             app,
             backlog,
             dead_letters,
+            audit,
         }
     }
 }
@@ -98,6 +101,13 @@ impl SegmentationService for SegmentationGrpc {
         _request: Request<pb::GetEventBacklogRequest>,
     ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
         Ok(Response::new(self.backlog.report().await?))
+    }
+
+    async fn list_audit_records(
+        &self,
+        request: Request<pb::ListAuditRecordsRequest>,
+    ) -> Result<Response<retention_proto::common::ListAuditRecordsResponse>, Status> {
+        self.audit.serve_list(request).await
     }
 
     async fn list_dead_letters(

@@ -261,5 +261,48 @@ async fn dead_letters_are_listed_shown_discarded_and_replayed_through_grpc() {
         .await;
     assert_eq!(features, 1, "the purchase folded once");
     assert!(all(&mut app).await.is_empty());
+
+    // The four replays and discards that happened are the audit trail, in
+    // order and chained; the refused ones left nothing.
+    let rows = app
+        .client
+        .list_audit_records(app.inner.req(
+            pb::ListAuditRecordsRequest {
+                page_size: 2,
+                ..Default::default()
+            },
+            &["audit.read"],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rows.audit_records.len(), 2);
+    assert!(!rows.next_page_token.is_empty());
+    let db = app.inner.database().await.unwrap();
+    let all_rows = retention_db::audit::list(&db, &Default::default(), None, 100)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = all_rows.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "events.dead_letter.discard",
+            "events.dead_letter.replay",
+            "events.dead_letter.discard",
+            "events.dead_letter.replay",
+        ]
+    );
+    assert_eq!(
+        all_rows[0].entry.resources,
+        ["segmentation".to_string(), letters[0].id.clone()]
+    );
+    assert!(retention_db::audit::verify(&db).await.unwrap().ok());
+    db.close().await.unwrap();
+    let denied = app
+        .client
+        .list_audit_records(app.req(pb::ListAuditRecordsRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
     app.stop().await;
 }

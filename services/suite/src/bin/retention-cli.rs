@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use retention_proto::segmentation as spb;
 use retention_suite::cli::Clients;
+use retention_suite::cli::audit::{self, AuditQuery, Audited};
 use retention_suite::cli::backfill::{self, BackfillPlan, Owner};
 use retention_suite::cli::client::Endpoints;
 use retention_suite::cli::dead_letters::{self, Consumer};
@@ -144,6 +145,11 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// Each service's audit trail (who erased, exported, merged, read unmasked
+    /// personal data, launched, backfilled, replayed ...): list it, or verify its
+    /// hash chain (ListAuditRecords; the audit.read scope).
+    #[command(subcommand)]
+    Audit(AuditAction),
     /// Rebuild a consumer's read model: profile and interactions replay their
     /// current state (customers, consent, purchases, referrals; complaints,
     /// surveys) as events for that consumer group alone, which applies them
@@ -164,6 +170,40 @@ enum Command {
         /// Customers per call (1-1000; one call is one transaction).
         #[arg(long, default_value_t = 500)]
         page_size: i32,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// The records matching the filters, oldest first.
+    List {
+        /// Only this service's records (default: every service's).
+        #[arg(long, value_parser = Audited::NAMES)]
+        service: Option<String>,
+        /// Only records of this actor (token subject).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only records of this action, e.g. customer.erase.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only records naming this resource, e.g. customers/{id}.
+        #[arg(long)]
+        resource: Option<String>,
+        /// From this time on: a date (YYYY-MM-DD, start of that day in UTC) or
+        /// an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Read every record and recompute the hash chain here; exits non-zero and
+    /// names the first broken sequence number when a record was altered or
+    /// removed.
+    Verify {
+        /// This service's chain (default: every service's).
+        #[arg(long, value_parser = Audited::NAMES)]
+        service: Option<String>,
     },
 }
 
@@ -469,6 +509,64 @@ async fn main() -> anyhow::Result<()> {
             let replayed = backfill::backfill(&clients, &plan, &owners, quiet).await?;
             print!("{}", backfill::report(&consumer, &replayed));
         }
+        Command::Audit(AuditAction::List {
+            service,
+            actor,
+            action,
+            resource,
+            since,
+            until,
+        }) => {
+            let q = AuditQuery {
+                actor: actor.unwrap_or_default(),
+                action: action.unwrap_or_default(),
+                resource: resource.unwrap_or_default(),
+                since: since.map(|t| cli_time("--since", &t)).transpose()?,
+                until: until.map(|t| cli_time("--until", &t)).transpose()?,
+            };
+            for name in audited(service.as_deref()) {
+                let service = Audited::parse(name)
+                    .ok_or_else(|| anyhow::anyhow!("unknown service {name}"))?;
+                println!("{name}:");
+                print!(
+                    "{}",
+                    audit::report(&audit::list(&clients, service, &q).await?)
+                );
+            }
+        }
+        Command::Audit(AuditAction::Verify { service }) => {
+            let mut broken = Vec::new();
+            for name in audited(service.as_deref()) {
+                let service = Audited::parse(name)
+                    .ok_or_else(|| anyhow::anyhow!("unknown service {name}"))?;
+                let report = audit::verify(&clients, service).await?;
+                print!("{}", audit::verify_line(name, &report));
+                if !report.ok() {
+                    broken.push(name);
+                }
+            }
+            if !broken.is_empty() {
+                anyhow::bail!("audit chain broken: {}", broken.join(", "));
+            }
+        }
     }
     Ok(())
+}
+
+/// The services an audit command covers: the one named, or all four.
+fn audited(service: Option<&str>) -> Vec<&str> {
+    match service {
+        Some(s) => vec![s],
+        None => Audited::NAMES.to_vec(),
+    }
+}
+
+/// A time argument: an RFC 3339 time, or a date (its start, UTC).
+fn cli_time(flag: &str, t: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+        .map_err(|_| anyhow::anyhow!("{flag} {t:?}: a date YYYY-MM-DD or an RFC 3339 time"))
 }

@@ -24,6 +24,7 @@ pub const SCOPES: &[&str] = &[
     "winback.read",
     "winback.write",
     "winback.admin",
+    "audit.read",
 ];
 
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! a few gRPC calls to the four services (the same ones other teams make), printed
 //! as readable tables.
 
+pub mod audit;
 pub mod backfill;
 pub mod backlog;
 pub mod client;

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use retention_db::audit::AuditEntry;
 use retention_domain::now;
 use retention_events::OutboxEvent;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
@@ -22,12 +23,14 @@ use crate::store::repo;
 impl WinbackApp {
     /// LaunchCampaign. A draft whose schedule lies ahead becomes SCHEDULED (the
     /// scheduler launches it when due); a draft or a due scheduled campaign starts
-    /// RUNNING with its targets; a paused one resumes.
+    /// RUNNING with its targets; a paused one resumes. Whichever it is commits
+    /// with `audit`.
     pub async fn launch(
         &self,
         id: &str,
         etag: &str,
         budget: Option<Duration>,
+        audit: &AuditEntry,
     ) -> AppResult<Campaign> {
         let c = self.get_campaign(id).await?;
         if !etag.is_empty() && etag != c.etag() {
@@ -38,9 +41,11 @@ impl WinbackApp {
             });
         }
         match c.state {
-            CampaignState::Paused => return self.act(id, CampaignAction::Resume, etag).await,
+            CampaignState::Paused => {
+                return self.act(id, CampaignAction::Resume, etag, audit).await;
+            }
             CampaignState::Draft if c.schedule_time.is_some_and(|t| t > now()) => {
-                return self.act(id, CampaignAction::Schedule, etag).await;
+                return self.act(id, CampaignAction::Schedule, etag, audit).await;
             }
             CampaignState::Draft | CampaignState::Scheduled => {}
             from => {
@@ -65,13 +70,14 @@ impl WinbackApp {
                 name: campaign_name(id),
                 source,
             })?;
-        self.launch_with(&c, insights).await
+        self.launch_with(&c, insights, audit).await
     }
 
     async fn launch_with(
         &self,
         seen: &Campaign,
         insights: Vec<TargetInsight>,
+        audit: &AuditEntry,
     ) -> AppResult<Campaign> {
         let at = now();
         let txn = self.db().begin().await?;
@@ -82,6 +88,7 @@ impl WinbackApp {
             return Err(concurrent(&c.id, seen.version));
         }
         let expected = c.version;
+        let committed_before = c.committed_minor;
         step(&mut c, CampaignAction::Launch, at)?;
         let mut seen_ids = HashSet::new();
         let insights: Vec<TargetInsight> = insights
@@ -97,7 +104,11 @@ impl WinbackApp {
             targets.len() as i64 - treated,
         )];
         evs.extend(dispatched(&c, &targets));
+        // Last: the audit append holds the chain's lock to the commit.
+        retention_db::audit::append(&txn, audit).await?;
         self.outbox.commit(txn, evs).await?;
+        crate::metrics::launched();
+        crate::metrics::spent(&c.currency, c.committed_minor - committed_before);
         tracing::info!(
             campaign = %c.id,
             candidates = insights.len(),
@@ -214,6 +225,7 @@ impl WinbackApp {
         }
         let mut enrolled = 0;
         let mut evs = Vec::new();
+        let mut spent = Vec::new();
         for seen in campaigns {
             let Some(insight) = insight.clone() else {
                 break;
@@ -229,7 +241,9 @@ impl WinbackApp {
             let expected = c.version;
             c.version += 1;
             c.update_time = at;
+            let committed_before = c.committed_minor;
             let (targets, _) = self.enrol(&txn, &mut c, &[insight], at).await?;
+            spent.push((c.currency.clone(), c.committed_minor - committed_before));
             if !targets.is_empty() {
                 repo::clear_exclusion(&txn, &c.id, customer_id).await?;
             }
@@ -238,6 +252,9 @@ impl WinbackApp {
             evs.extend(dispatched(&c, &targets));
         }
         self.outbox.commit(txn, evs).await?;
+        for (currency, minor_units) in spent {
+            crate::metrics::spent(&currency, minor_units);
+        }
         Ok(enrolled)
     }
 
@@ -250,14 +267,22 @@ impl WinbackApp {
             if c.schedule_time.is_none_or(|t| t > at) {
                 continue;
             }
-            match self.launch(&c.id, "", None).await {
-                Ok(_) => started += 1,
+            let audit = AuditEntry::new(SYSTEM, "campaign.launch", [campaign_name(&c.id)]);
+            match self.launch(&c.id, "", None, &audit).await {
+                Ok(_) => {
+                    let named: Vec<&str> = audit.resources.iter().map(String::as_str).collect();
+                    retention_telemetry::audit(SYSTEM, &audit.action, &named);
+                    started += 1;
+                }
                 Err(e) => tracing::warn!(campaign = %c.id, error = %e, "scheduled launch deferred"),
             }
         }
         Ok(started)
     }
 }
+
+/// The actor of the scheduler's launches (the service itself).
+const SYSTEM: &str = "system";
 
 /// An OfferDispatched event for each treated target (the control group gets none).
 fn dispatched<'a>(

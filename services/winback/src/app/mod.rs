@@ -9,6 +9,7 @@ mod outcomes;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use retention_db::audit::AuditEntry;
 use retention_domain::now;
 use retention_errors::FieldViolations;
 use retention_events::{EventsError, Outbox, Written};
@@ -234,12 +235,20 @@ impl WinbackApp {
     }
 
     /// Pause, complete or cancel: one state-machine step, guarded by the etag.
-    pub async fn act(&self, id: &str, action: CampaignAction, etag: &str) -> AppResult<Campaign> {
+    /// Applies `action`, recorded as `audit` in the same transaction.
+    pub async fn act(
+        &self,
+        id: &str,
+        action: CampaignAction,
+        etag: &str,
+        audit: &AuditEntry,
+    ) -> AppResult<Campaign> {
         let txn = self.db().begin().await?;
         let mut c = self.load_checked(&txn, id, etag).await?;
         let expected = c.version;
         step(&mut c, action, now())?;
         save(&txn, &c, expected).await?;
+        retention_db::audit::append(&txn, audit).await?;
         self.outbox.commit(txn, Vec::new()).await?;
         Ok(c)
     }

@@ -2,11 +2,13 @@
 //! then one use case per method.
 
 use chrono::{DateTime, Utc};
+use retention_db::audit::AuditEntry;
 use retention_errors::FieldViolations;
 use retention_errors::names::{check_request_id, name_arg, parse_name};
 use retention_filter::{FieldType, Schema};
 use retention_proto::winback as pb;
 use retention_proto::winback::winback_service_server::WinbackService;
+use retention_server::audit;
 use retention_server::paging::{
     decode_token, encode_token, page_size, parse_time_key, split_page, time_key,
 };
@@ -20,7 +22,7 @@ use crate::domain::campaign::{
     CampaignAction, CampaignKind, CampaignSpec, CampaignState, OfferKind, Strategy, validate,
 };
 use crate::domain::churn::{ChurnSignals, ChurnType, ReasonCode};
-use crate::domain::records::{ChurnRecord, ContactChannel, Money};
+use crate::domain::records::{ChurnRecord, ContactChannel, Money, campaign_name};
 use crate::domain::targeting::ValueBasis;
 use crate::store::repo::{self, CAMPAIGN_FILTER_FIELDS};
 
@@ -28,6 +30,7 @@ pub struct WinbackGrpc {
     app: WinbackApp,
     backlog: retention_events::BacklogProbe,
     dead_letters: retention_server::dead_letters::DeadLetterAdmin,
+    audit: retention_server::audit::AuditAdmin,
 }
 
 impl WinbackGrpc {
@@ -35,11 +38,13 @@ impl WinbackGrpc {
         app: WinbackApp,
         backlog: retention_events::BacklogProbe,
         dead_letters: retention_server::dead_letters::DeadLetterAdmin,
+        audit: retention_server::audit::AuditAdmin,
     ) -> Self {
         WinbackGrpc {
             app,
             backlog,
             dead_letters,
+            audit,
         }
     }
 
@@ -267,6 +272,13 @@ impl WinbackService for WinbackGrpc {
         Ok(Response::new(self.backlog.report().await?))
     }
 
+    async fn list_audit_records(
+        &self,
+        request: Request<pb::ListAuditRecordsRequest>,
+    ) -> Result<Response<retention_proto::common::ListAuditRecordsResponse>, Status> {
+        self.audit.serve_list(request).await
+    }
+
     async fn list_dead_letters(
         &self,
         request: Request<pb::ListDeadLettersRequest>,
@@ -490,11 +502,12 @@ impl WinbackService for WinbackGrpc {
     ) -> Result<Response<pb::Campaign>, Status> {
         let budget = remaining_budget(&req);
         let id = id_arg(&req.get_ref().name, "campaigns", "name")?;
-        let c = self.app.launch(&id, &req.get_ref().etag, budget).await?;
-        let who = retention_auth::caller(&req)
-            .map(|c| c.subject.as_str())
-            .unwrap_or_default();
-        retention_telemetry::audit(who, "campaign.launch", &[&req.get_ref().name]);
+        let entry = audit::entry(&req, "campaign.launch", [campaign_name(&id)]);
+        let c = self
+            .app
+            .launch(&id, &req.get_ref().etag, budget, &entry)
+            .await?;
+        audit::log(&entry);
         Ok(Response::new(convert::campaign(&c)))
     }
 
@@ -502,24 +515,30 @@ impl WinbackService for WinbackGrpc {
         &self,
         req: Request<pb::PauseCampaignRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
+        let entry = audit::entry(&req, "campaign.pause", Vec::<String>::new());
         let r = req.into_inner();
-        self.act(&r.name, &r.etag, CampaignAction::Pause).await
+        self.act(&r.name, &r.etag, CampaignAction::Pause, entry)
+            .await
     }
 
     async fn complete_campaign(
         &self,
         req: Request<pb::CompleteCampaignRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
+        let entry = audit::entry(&req, "campaign.complete", Vec::<String>::new());
         let r = req.into_inner();
-        self.act(&r.name, &r.etag, CampaignAction::Complete).await
+        self.act(&r.name, &r.etag, CampaignAction::Complete, entry)
+            .await
     }
 
     async fn cancel_campaign(
         &self,
         req: Request<pb::CancelCampaignRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
+        let entry = audit::entry(&req, "campaign.cancel", Vec::<String>::new());
         let r = req.into_inner();
-        self.act(&r.name, &r.etag, CampaignAction::Cancel).await
+        self.act(&r.name, &r.etag, CampaignAction::Cancel, entry)
+            .await
     }
 
     async fn list_campaign_targets(
@@ -643,9 +662,15 @@ impl WinbackGrpc {
         name: &str,
         etag: &str,
         action: CampaignAction,
+        entry: AuditEntry,
     ) -> Result<Response<pb::Campaign>, Status> {
         let id = id_arg(name, "campaigns", "name")?;
-        let c = self.app.act(&id, action, etag).await?;
+        let entry = AuditEntry {
+            resources: vec![campaign_name(&id)],
+            ..entry
+        };
+        let c = self.app.act(&id, action, etag, &entry).await?;
+        audit::log(&entry);
         Ok(Response::new(convert::campaign(&c)))
     }
 }

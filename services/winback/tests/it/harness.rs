@@ -252,6 +252,12 @@ impl SegmentationService for Fake {
     ) -> Result<Response<retention_proto::common::EventBacklog>, Status> {
         unimplemented()
     }
+    async fn list_audit_records(
+        &self,
+        _: Request<spb::ListAuditRecordsRequest>,
+    ) -> Result<Response<retention_proto::common::ListAuditRecordsResponse>, Status> {
+        unimplemented()
+    }
     async fn list_dead_letters(
         &self,
         _: Request<spb::ListDeadLettersRequest>,

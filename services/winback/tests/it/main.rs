@@ -2,6 +2,7 @@
 //! with segmentation played by an in-test gRPC peer whose answers (and outages)
 //! the tests choose.
 
+mod audit;
 mod campaigns;
 mod churn;
 mod harness;

@@ -31,7 +31,7 @@ async fn migrate_only_creates_the_schema_once_on_both_backends() {
             .unwrap();
         assert_eq!(
             count(&conn, "SELECT COUNT(*) FROM seaql_migrations").await,
-            5
+            6
         );
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM campaigns").await, 0);
         conn.close().await.unwrap();

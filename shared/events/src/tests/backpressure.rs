@@ -118,11 +118,13 @@ async fn in_process_bus_holds_the_relay_for_a_paused_group_and_loses_nothing() -
         vec![
             GroupLag {
                 group: "live".into(),
-                lag: 0
+                lag: 0,
+                pending: 0
             },
             GroupLag {
                 group: "paused".into(),
-                lag: CAP as u64
+                lag: CAP as u64,
+                pending: 0
             }
         ]
     );

@@ -44,18 +44,21 @@ bench: services bench-tools
 # fuzz/ for FUZZ_SECS seconds, from the seeds in fuzz/seeds; fails on any crash
 # (the input is left in fuzz/artifacts). cargo-fuzz comes from crates.io if missing.
 # filter_parse: the filter parser. service_requests: any bytes as any RPC's
-# request to the four services running in-process. Unoptimised and without a
-# sanitizer (safe Rust; panics are what is sought): one build of the services
-# shared by both targets, minutes shorter. The services' background tasks make
-# coverage noisy, so that target skips input reduction and entropic scheduling,
-# which otherwise cost it 95% of its speed.
+# request to the four services running in-process. event_payloads: any bytes as
+# an event (a built envelope with any payload, or raw envelope bytes) on any
+# stream, waited for until every consumer group applied or dead-lettered it.
+# Unoptimised and without a sanitizer (safe Rust; panics are what is sought):
+# one build of the services shared by the targets, minutes shorter. The
+# services' background tasks make coverage noisy, so the two targets running
+# them skip input reduction and entropic scheduling, which otherwise cost
+# service_requests 95% of its speed.
 FUZZ_SECS ?= 30
-FUZZ_TARGETS = filter_parse service_requests
+FUZZ_TARGETS = filter_parse service_requests event_payloads
 fuzz:
 	@cargo +nightly --version >/dev/null 2>&1 || { echo "fuzz: needs the nightly toolchain (rustup toolchain install nightly)"; exit 1; }
 	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \
-		extra=""; [ $$t = service_requests ] && extra="-reduce_inputs=0 -entropic=0"; \
+		extra=""; case $$t in service_requests|event_payloads) extra="-reduce_inputs=0 -entropic=0";; esac; \
 		mkdir -p fuzz/corpus/$$t && \
 		(cd fuzz && cargo +nightly fuzz run --dev -s none $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECS) -print_final_stats=1 $$extra 2>&1 | grep -E "^(Done|stat::number_of_executed_units|==|SUMMARY|thread)|panicked|INTERNAL|did not answer" ; exit $${PIPESTATUS[0]}) || exit 1; \
 	done
@@ -119,30 +122,77 @@ proto-breaking: node-tools
 		echo "proto-breaking: base $$base is not in this clone's history (shallow?); check skipped"; \
 	fi
 
-nextest:
+nextest: deploy-tools
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 # Deployment artefacts, checked offline: kustomize builds of both overlays (kubectl's
-# built-in kustomize), strict schema validation (PyPI kubernetes-validate), a
-# security scan of the manifests and the Dockerfile (PyPI checkov; any failed check
-# fails, skips carry their reason in place), and the compose file. The tools live
-# in a venv outside the clone, so CI installs them once.
+# built-in kustomize), strict schema validation (PyPI kubernetes-validate for the
+# Kubernetes kinds; kubernetes-validate only warns about kinds it does not know, so
+# the prometheus-operator objects are split off and validated against the CRD
+# schemas vendored in deploy/monitoring/crds), a security scan of the manifests and
+# the Dockerfile (PyPI checkov; any failed check fails, skips carry their reason in
+# place), the compose file, and monitoring: promtool checks and unit-tests the
+# alerting rules, the PrometheusRule must be the rule file's current wrapping,
+# runbook links must resolve, the Grafana dashboard must parse and its queries too.
+# The tools live outside the clone, so CI installs them once.
 DEPLOY_VENV ?= $(HOME)/.cache/retention-deploy-venv
 K8S_VERSION ?= 1.30.0
+# promtool from PATH, else the copy deploy-tools puts in the venv.
+PROMTOOL ?= $(shell command -v promtool 2>/dev/null || echo $(DEPLOY_VENV)/bin/promtool)
+# The Prometheus server the metrics test starts (PROMETHEUS_BIN tells it where).
+PROMETHEUS ?= $(shell command -v prometheus 2>/dev/null || echo $(DEPLOY_VENV)/bin/prometheus)
+export PROMETHEUS_BIN := $(PROMETHEUS)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# promtool comes from the Debian package `prometheus`, unpacked rather than installed:
+# `apt-get install prometheus` enables and starts a Prometheus server (systemd unit
+# or init script, port 9090) and recommends prometheus-node-exporter, which starts
+# too; only the promtool binary is needed. The package lists are refreshed only when
+# they do not know the package.
 deploy-tools:
 	@if [ ! -x $(DEPLOY_VENV)/bin/checkov ] || [ ! -x $(DEPLOY_VENV)/bin/kubernetes-validate ]; then \
 		python3 -m venv $(DEPLOY_VENV) && \
 		$(DEPLOY_VENV)/bin/pip install -q kubernetes-validate==1.37.0 checkov==3.3.30; \
 	fi
 	@command -v kubectl >/dev/null || { echo "deploy-check needs kubectl (its built-in kustomize)"; exit 1; }
+	@if [ ! -x "$(PROMTOOL)" ]; then \
+		command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || { \
+			echo "deploy-check needs promtool: put it on PATH (it is in every Prometheus release tarball)"; exit 1; }; \
+		tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		if ! apt-cache show prometheus >/dev/null 2>&1; then $(SUDO) apt-get update -qq || exit 1; fi && \
+		(cd "$$tmp" && apt-get download -q -o APT::Sandbox::User="$$(id -un)" prometheus) && \
+		dpkg-deb -x "$$tmp"/prometheus_*.deb "$$tmp/root" && \
+		mkdir -p "$$(dirname $(PROMTOOL))" && \
+		install -m 0755 "$$tmp/root/usr/bin/promtool" "$(PROMTOOL)" && \
+		install -m 0755 "$$tmp/root/usr/bin/prometheus" "$(PROMETHEUS)" && \
+		"$(PROMTOOL)" --version | head -1; \
+	fi
+	@# The metrics test scrapes the services with a real Prometheus server.
+	@if [ ! -x "$(PROMETHEUS)" ]; then \
+		tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		if ! apt-cache show prometheus >/dev/null 2>&1; then $(SUDO) apt-get update -qq || exit 1; fi && \
+		(cd "$$tmp" && apt-get download -q -o APT::Sandbox::User="$$(id -un)" prometheus) && \
+		dpkg-deb -x "$$tmp"/prometheus_*.deb "$$tmp/root" && \
+		mkdir -p "$$(dirname $(PROMETHEUS))" && \
+		install -m 0755 "$$tmp/root/usr/bin/prometheus" "$(PROMETHEUS)"; \
+	fi
 
 deploy-check: deploy-tools
 	@mkdir -p target/deploy
 	@for o in dev prod; do \
 		kubectl kustomize deploy/k8s/overlays/$$o > target/deploy/$$o.yaml || exit 1; \
 	done
-	$(DEPLOY_VENV)/bin/kubernetes-validate --strict -k $(K8S_VERSION) --quiet target/deploy/dev.yaml target/deploy/prod.yaml
+	@# The base with the scrape-annotations component (clusters without the operator).
+	@mkdir -p target/deploy/annotations && printf '%s\n' 'resources: [../../../deploy/k8s/base]' \
+		'components: [../../../deploy/k8s/components/scrape-annotations]' > target/deploy/annotations/kustomization.yaml
+	@kubectl kustomize target/deploy/annotations > target/deploy/annotations.yaml
+	$(DEPLOY_VENV)/bin/python scripts/validate_crs.py deploy/monitoring/crds target/deploy/dev.yaml target/deploy/prod.yaml
+	$(DEPLOY_VENV)/bin/kubernetes-validate --strict -k $(K8S_VERSION) --quiet target/deploy/dev.core.yaml target/deploy/prod.core.yaml target/deploy/annotations.yaml
 	$(DEPLOY_VENV)/bin/checkov --framework kubernetes -f target/deploy/dev.yaml -f target/deploy/prod.yaml --compact --quiet --skip-download
 	$(DEPLOY_VENV)/bin/checkov --framework dockerfile -f deploy/Dockerfile --compact --quiet --skip-download
 	$(DEPLOY_VENV)/bin/python scripts/check_compose.py
+	$(PROMTOOL) check rules deploy/monitoring/retention-rules.yaml
+	cd deploy/monitoring && $(PROMTOOL) test rules retention-rules.test.yaml
+	$(DEPLOY_VENV)/bin/python scripts/monitoring.py check
+	@$(DEPLOY_VENV)/bin/python scripts/monitoring.py dashboard-rules target/deploy/dashboard-queries.yaml
+	$(PROMTOOL) check rules target/deploy/dashboard-queries.yaml

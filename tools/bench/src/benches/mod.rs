@@ -4,6 +4,7 @@ pub mod backpressure;
 pub mod fit;
 pub mod grpc;
 pub mod launch;
+pub mod overhead;
 pub mod pipeline;
 pub mod purchases;
 pub mod scoring;
@@ -15,9 +16,10 @@ use retention_testkit::{Backend, TestService};
 use crate::table::Row;
 
 /// The benchmark names, in the order `make bench` runs them.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     "grpc",
     "purchases",
+    "overhead",
     "backpressure",
     "pipeline",
     "fit",
@@ -27,7 +29,7 @@ pub const ALL: [&str; 7] = [
 
 /// The start of each row that carries one of the targets; a complete run
 /// has every one of them.
-pub const TARGETS: [&str; 12] = [
+pub const TARGETS: [&str; 15] = [
     "GetCustomer, Redis cache hit: throughput",
     "GetCustomer, cache hit at half of peak: p99",
     "GetCustomer, cache miss",
@@ -40,6 +42,9 @@ pub const TARGETS: [&str; 12] = [
     "RunScoring, ",
     "RunScoring: peak memory",
     "LaunchCampaign",
+    "metrics: GetCustomer cache hit",
+    "metrics: RecordPurchases",
+    "audit rows: masked GetCustomer",
 ];
 
 /// How much work each benchmark does.
@@ -89,6 +94,8 @@ pub async fn run_all(names: &[&str], sizes: &Sizes) -> anyhow::Result<Vec<Row>> 
                 .await
             }
             "purchases" => purchases::run(sizes.purchases).await,
+            // Ten rounds each: a smaller import per round than `purchases`.
+            "overhead" => overhead::run(sizes.requests, (sizes.purchases / 2).max(1_000)).await,
             "backpressure" => backpressure::run(sizes.purchases).await,
             "pipeline" => pipeline::run(sizes.pipeline_secs).await,
             "fit" => fit::run(),

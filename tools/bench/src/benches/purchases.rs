@@ -16,11 +16,11 @@ use super::{spawn, thousands};
 use crate::table::Row;
 
 /// Purchases per stream message (the service's maximum).
-const MESSAGE: usize = 1_000;
+pub const MESSAGE: usize = 1_000;
 /// Streams sent at once, as a bulk loader would.
-const STREAMS: usize = 4;
+pub const STREAMS: usize = 4;
 /// Purchases per stream.
-const PER_STREAM: usize = 10_000;
+pub const PER_STREAM: usize = 10_000;
 
 pub async fn run(purchases: usize) -> anyhow::Result<Vec<Row>> {
     let profile = spawn::<retention_profile::Profile>(&unique_namespace(), |_| {}).await?;
@@ -31,27 +31,7 @@ pub async fn run(purchases: usize) -> anyhow::Result<Vec<Row>> {
     // Streams of 10,000 (each well inside the server's call deadline), four at
     // a time, as a bulk loader would send them.
     let started = Instant::now();
-    let calls = rows.chunks(PER_STREAM).map(|chunk| {
-        let messages: Vec<ppb::RecordPurchasesRequest> = chunk
-            .chunks(MESSAGE)
-            .map(|c| ppb::RecordPurchasesRequest {
-                purchases: c.to_vec(),
-            })
-            .collect();
-        let mut client = CustomerProfileServiceClient::new(profile.channel.clone());
-        let req = with_token(futures::stream::iter(messages), &token);
-        async move { client.record_purchases(req).await.map(|r| r.into_inner()) }
-    });
-    let results: Vec<_> = futures::stream::iter(calls)
-        .buffer_unordered(STREAMS)
-        .collect()
-        .await;
-    let mut recorded = 0;
-    for r in results {
-        let r = r?;
-        anyhow::ensure!(r.rejected_count == 0, "rejected: {:?}", r.rejected.first());
-        recorded += r.recorded_count;
-    }
+    let recorded = stream_purchases(&profile, &token, &rows, PER_STREAM).await?;
     let streamed = started.elapsed();
     anyhow::ensure!(
         recorded as usize == rows.len(),
@@ -132,6 +112,39 @@ pub async fn run(purchases: usize) -> anyhow::Result<Vec<Row>> {
             ratio >= 0.3 && rate >= 20_000.0,
         ),
     ])
+}
+
+/// Streams `rows` to RecordPurchases, `per_stream` in each call and
+/// [`STREAMS`] calls at once, in messages of [`MESSAGE`]; fails on any rejected
+/// purchase; returns how many were recorded.
+pub async fn stream_purchases(
+    profile: &retention_testkit::TestService,
+    token: &str,
+    rows: &[ppb::Purchase],
+    per_stream: usize,
+) -> anyhow::Result<u64> {
+    let calls = rows.chunks(per_stream.max(1)).map(|chunk| {
+        let messages: Vec<ppb::RecordPurchasesRequest> = chunk
+            .chunks(MESSAGE)
+            .map(|c| ppb::RecordPurchasesRequest {
+                purchases: c.to_vec(),
+            })
+            .collect();
+        let mut client = CustomerProfileServiceClient::new(profile.channel.clone());
+        let req = with_token(futures::stream::iter(messages), token);
+        async move { client.record_purchases(req).await.map(|r| r.into_inner()) }
+    });
+    let results: Vec<_> = futures::stream::iter(calls)
+        .buffer_unordered(STREAMS)
+        .collect()
+        .await;
+    let mut recorded = 0;
+    for r in results {
+        let r = r?;
+        anyhow::ensure!(r.rejected_count == 0, "rejected: {:?}", r.rejected.first());
+        recorded += r.recorded_count as u64;
+    }
+    Ok(recorded)
 }
 
 /// `n` orders spread over `customers`, dated over the last year (a customer's

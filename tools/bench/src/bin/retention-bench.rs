@@ -10,8 +10,8 @@ use retention_bench::table::markdown;
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of the retention suite against ceilings measured in the same run")]
 struct Args {
-    /// Which benchmarks, comma-separated: grpc, purchases, backpressure, pipeline, fit,
-    /// scoring, launch.
+    /// Which benchmarks, comma-separated: grpc, purchases, overhead, backpressure,
+    /// pipeline, fit, scoring, launch.
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',', default_values_t = ALL.map(String::from))]
     only: Vec<String>,
     /// Tiny sizes; exit with an error unless every benchmark ran and every

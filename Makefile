@@ -50,8 +50,8 @@ bench: services bench-tools
 # Unoptimised and without a sanitizer (safe Rust; panics are what is sought):
 # one build of the services shared by the targets, minutes shorter. The
 # services' background tasks make coverage noisy, so the two targets running
-# them skip input reduction and entropic scheduling, which otherwise cost
-# service_requests 95% of its speed.
+# them skip input reduction and entropic scheduling, which otherwise cost them
+# 95% of their speed or more.
 FUZZ_SECS ?= 30
 FUZZ_TARGETS = filter_parse service_requests event_payloads
 fuzz:
@@ -59,8 +59,8 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \
 		extra=""; case $$t in service_requests|event_payloads) extra="-reduce_inputs=0 -entropic=0";; esac; \
-		mkdir -p fuzz/corpus/$$t && \
-		(cd fuzz && cargo +nightly fuzz run --dev -s none $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECS) -print_final_stats=1 $$extra 2>&1 | grep -E "^(Done|stat::number_of_executed_units|==|SUMMARY|thread)|panicked|INTERNAL|did not answer" ; exit $${PIPESTATUS[0]}) || exit 1; \
+		echo "fuzz: $$t" && mkdir -p fuzz/corpus/$$t && \
+		(cd fuzz && cargo +nightly fuzz run --dev -s none $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECS) -print_final_stats=1 $$extra 2>&1 | grep -E "^(Done|stat::number_of_executed_units|==|SUMMARY|thread|error|Error)|panicked|INTERNAL|did not answer" ; exit $${PIPESTATUS[0]}) || exit 1; \
 	done
 
 # The Python `lifetimes` library the BG/NBD fit is compared with, pinned.

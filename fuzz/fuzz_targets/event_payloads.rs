@@ -16,7 +16,8 @@
 //! * 1 — the rest published as the envelope's bytes, as they are (an
 //!   undecodable envelope must be dead-lettered, not crash a consumer).
 //!
-//! A crash is a panic anywhere in a service (libfuzzer aborts on any panic,
+//! The dead letters are discarded after each input (a long run's memory stays
+//! flat). A crash is a panic anywhere in a service (libfuzzer aborts on any panic,
 //! whatever task it happens in, even one a consumer catches) or an event some
 //! group has neither applied nor buried after 10 s.
 
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use retention_events::{EventBus, InProcessBus, Publisher};
+use retention_events::{DeadLetters, EventBus, InProcessBus, MAX_DEAD_LETTER_PAGE, Publisher};
 use retention_proto::common::EventEnvelope;
 
 #[path = "suite.rs"]
@@ -60,6 +61,9 @@ struct Fuzzed {
     publisher: Arc<dyn Publisher>,
     /// In the order of [`SERVICES`].
     streams: Vec<Stream>,
+    /// Each consumer group's, emptied after every input so a long run's
+    /// memory stays flat.
+    dead_letters: Vec<DeadLetters>,
 }
 
 /// Each service's stream and the event messages its package declares.
@@ -105,11 +109,22 @@ static FUZZED: LazyLock<Fuzzed> = LazyLock::new(|| {
         unreachable!("the suite runs on the in-process bus")
     };
     let publisher = suite.bus.publisher();
+    let events = retention_config::Settings::defaults("suite", 0).events;
+    let groups: std::collections::BTreeSet<String> = events
+        .declared_groups()
+        .into_iter()
+        .flat_map(|(_, groups)| groups)
+        .collect();
+    let dead_letters = groups
+        .iter()
+        .map(|g| DeadLetters::for_group(&suite.bus, &events, g))
+        .collect();
     Fuzzed {
         suite,
         bus,
         publisher,
         streams,
+        dead_letters,
     }
 });
 
@@ -183,4 +198,17 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
+    fuzzed.suite.runtime.block_on(async {
+        for dead in &fuzzed.dead_letters {
+            loop {
+                let page = dead.list(MAX_DEAD_LETTER_PAGE, None).await.unwrap();
+                if page.is_empty() {
+                    break;
+                }
+                for letter in page {
+                    dead.discard(&letter.id).await.unwrap();
+                }
+            }
+        }
+    });
 });

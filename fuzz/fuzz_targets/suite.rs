@@ -24,13 +24,17 @@ pub struct Suite {
     pub channels: Vec<Channel>,
 }
 
-type Serving = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), host::HostError>> + Send>,
->;
+type Serving =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), host::HostError>> + Send>>;
 
 /// Serves `S` on the suite's shared bus for the rest of the process.
 fn serve<S: Service>(settings: Settings, listener: TcpListener, bus: EventBus) -> Serving {
-    Box::pin(host::run::<S>(settings, listener, std::future::pending(), Some(bus)))
+    Box::pin(host::run::<S>(
+        settings,
+        listener,
+        std::future::pending(),
+        Some(bus),
+    ))
 }
 
 /// Starts the four services with fresh databases in `target/<db_dir>` (under the
@@ -77,8 +81,14 @@ async fn serve_all(dir: &std::path::Path, tune: fn(&mut Settings), bus: &EventBu
         tokio::spawn(run(settings(name), listeners.next().unwrap(), bus.clone()));
     };
     spawn(serve::<retention_profile::Profile>, "profile");
-    spawn(serve::<retention_interactions::Interactions>, "interactions");
-    spawn(serve::<retention_segmentation::Segmentation>, "segmentation");
+    spawn(
+        serve::<retention_interactions::Interactions>,
+        "interactions",
+    );
+    spawn(
+        serve::<retention_segmentation::Segmentation>,
+        "segmentation",
+    );
     spawn(serve::<retention_winback::Winback>, "winback");
     let mut channels = Vec::new();
     for addr in addresses {

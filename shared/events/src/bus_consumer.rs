@@ -57,10 +57,12 @@ pub fn run_in_process(
     })
 }
 
-/// Hands what is waiting to the handler in one `handle_batch` (a handler that
-/// applies a batch in one transaction catches up far faster than one event a
-/// time), then retries each transient failure on its own. `false` when shutdown
-/// interrupted the retries.
+/// Hands what is waiting to the handler as the Redis path does: split into
+/// lanes by customer (a customer's events in stream order, in one lane), one
+/// `handle_batch` per lane (a handler that applies a batch in one transaction
+/// catches up far faster than one event a time), the lanes at once; then each
+/// transient failure is retried on its own, holding up only its lane. `false`
+/// when shutdown interrupted the retries.
 async fn deliver_batch(
     bus: &InProcessBus,
     opts: &ConsumerOptions,
@@ -68,7 +70,9 @@ async fn deliver_batch(
     batch: Vec<(u64, Arc<Entry>)>,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut todo = Vec::with_capacity(batch.len());
+    let lanes_n = opts.concurrency.max(1);
+    let mut lanes: Vec<Vec<(u64, Arc<Entry>, EventEnvelope)>> =
+        (0..lanes_n).map(|_| Vec::new()).collect();
     for (offset, entry) in batch {
         match EventEnvelope::decode(entry.envelope.as_slice()) {
             Err(e) => {
@@ -83,9 +87,29 @@ async fn deliver_batch(
             Ok(env) if !crate::for_group(&env, &opts.group) => {
                 bus.complete(&opts.stream, &opts.group, offset);
             }
-            Ok(env) => todo.push((offset, entry, env)),
+            Ok(env) => lanes[crate::consumer::batch_of(&env.customer_id, lanes_n)]
+                .push((offset, entry, env)),
         }
     }
+    let done = futures::future::join_all(
+        lanes
+            .into_iter()
+            .filter(|lane| !lane.is_empty())
+            .map(|lane| deliver_lane(bus, opts, handler, lane, shutdown)),
+    )
+    .await;
+    done.into_iter().all(|finished| finished)
+}
+
+/// One lane of [`deliver_batch`]: its events in one `handle_batch`, then the
+/// failed ones retried in order. `false` when shutdown interrupted the retries.
+async fn deliver_lane(
+    bus: &InProcessBus,
+    opts: &ConsumerOptions,
+    handler: &dyn EventHandler,
+    todo: Vec<(u64, Arc<Entry>, EventEnvelope)>,
+    shutdown: &CancellationToken,
+) -> bool {
     let Some((_, _, first)) = todo.first() else {
         return true;
     };

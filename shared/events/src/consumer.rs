@@ -496,7 +496,7 @@ impl RedisConsumer {
 }
 
 /// Which of `batches` a customer's events go to: the same one every time.
-fn batch_of(customer_id: &str, batches: usize) -> usize {
+pub(crate) fn batch_of(customer_id: &str, batches: usize) -> usize {
     use std::hash::{Hash, Hasher};
     // SipHash with fixed keys: the same customer lands in the same batch in
     // every replica and every run.

@@ -1108,3 +1108,77 @@ async fn in_process_bus_trims_to_max_len() -> anyhow::Result<()> {
 
 mod backpressure;
 mod dead_letters;
+
+/// Records each `handle_batch` call; a batch holding customer "c0" waits until
+/// a batch of another customer was applied (it would wait forever if the lanes
+/// ran one after the other).
+#[derive(Default)]
+struct Lanes {
+    calls: std::sync::Mutex<Vec<Vec<String>>>,
+    other_applied: tokio::sync::Notify,
+}
+
+impl EventHandler for Lanes {
+    fn handle<'a>(&'a self, _env: &'a EventEnvelope) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        envelopes: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Vec<Result<(), HandlerError>>> {
+        Box::pin(async move {
+            let customers: Vec<String> = envelopes.iter().map(|e| e.customer_id.clone()).collect();
+            self.calls.lock().unwrap().push(customers.clone());
+            if customers.iter().any(|c| c == "c0") {
+                self.other_applied.notified().await;
+            } else {
+                self.other_applied.notify_one();
+            }
+            envelopes.iter().map(|_| Ok(())).collect()
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_bus_applies_batches_per_customer_lane_at_once() -> anyhow::Result<()> {
+    let bus = InProcessBus::new();
+    let lanes = Arc::new(Lanes::default());
+    let shutdown = CancellationToken::new();
+    let opts = ConsumerOptions {
+        concurrency: 4,
+        batch: 64,
+        ..ConsumerOptions::new("", STREAM, "g", "c1")
+    };
+    // Published before the consumer starts, so its first take holds them all.
+    bus.join(STREAM, "g");
+    let events: Vec<EventEnvelope> = (0..40)
+        .map(|i| envelope(&format!("e{i:02}"), i % 8))
+        .collect();
+    publish_envelopes(&bus, &events).await?;
+    let task = run_in_process(&bus, opts, lanes.clone(), shutdown.clone());
+    eventually(Duration::from_secs(5), "every event applied", || async {
+        Ok(bus.lags(STREAM).iter().all(|l| l.lag == 0))
+    })
+    .await?;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await??;
+
+    let calls = lanes.calls.lock().unwrap().clone();
+    assert!(calls.len() > 1, "more than one lane: {calls:?}");
+    assert_eq!(
+        calls.iter().map(Vec::len).sum::<usize>(),
+        40,
+        "each event once"
+    );
+    for call in &calls {
+        let lane = crate::consumer::batch_of(&call[0], 4);
+        assert!(
+            call.iter().all(|c| crate::consumer::batch_of(c, 4) == lane),
+            "one lane per call: {call:?}"
+        );
+    }
+    let c0 = calls.iter().flatten().filter(|c| *c == "c0").count();
+    assert_eq!(c0, 5, "the waiting lane's events applied once each");
+    Ok(())
+}

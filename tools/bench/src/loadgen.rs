@@ -19,6 +19,9 @@ use tonic::transport::{Channel, Endpoint};
 /// The resolution of tokio's timer wheel.
 const TIMER_TICK: Duration = Duration::from_millis(1);
 
+/// An open-loop request sent this much after its due time counts as late.
+pub const LATE_SEND: Duration = Duration::from_millis(10);
+
 /// How much load, and how it is shaped.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -57,11 +60,52 @@ pub struct Report {
     pub elapsed: Duration,
     /// Latencies of the successful calls in microseconds, sorted.
     latencies_us: Vec<u64>,
+    /// The open loop's requested rate.
+    pub rate: Option<f64>,
+    /// Open loop: requests sent more than [`LATE_SEND`] after their due time
+    /// because every worker was still busy.
+    pub late_sends: u64,
 }
 
 impl Report {
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Whether an open loop kept its schedule: at least 95 % of the requested
+    /// rate achieved and under 1 % of the requests sent late. A run that did
+    /// not measured its own queue as much as the server: its tail means little.
+    /// Always true for a closed loop.
+    pub fn kept_schedule(&self) -> bool {
+        let Some(rate) = self.rate else {
+            return true;
+        };
+        let sent = (self.ok + self.errors).max(1);
+        self.throughput() >= 0.95 * rate && (self.late_sends as f64) < 0.01 * sent as f64
+    }
+
+    /// An open loop's tail as a figure, or why it has none.
+    pub fn tail(&self) -> String {
+        let achieved = format!(
+            "achieved {:.0}/s of {:.0}/s",
+            self.throughput(),
+            self.rate.unwrap_or(0.0)
+        );
+        if self.kept_schedule() {
+            format!(
+                "p99 {} (p50 {}, p99.9 {}), {achieved}",
+                ms(self.p99()),
+                ms(self.p50()),
+                ms(self.p999())
+            )
+        } else {
+            format!(
+                "schedule not kept ({achieved}, {} of {} requests sent over {} late): no p99",
+                self.late_sends,
+                self.ok + self.errors,
+                ms(LATE_SEND)
+            )
+        }
     }
 
     /// The `q` quantile (0..=1) of successful-call latency.
@@ -136,6 +180,7 @@ where
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let (mut errors, mut first_error) = (0u64, None);
+            let mut late_sends = 0u64;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if spec.requests > 0 && i >= spec.requests {
@@ -144,13 +189,19 @@ where
                 let (due, from) = match spec.rate {
                     Some(rate) => {
                         let due = start + Duration::from_secs_f64(i as f64 / rate);
-                        if Instant::now() < due {
+                        let now = Instant::now();
+                        if now < due {
                             tokio::time::sleep_until(due).await;
                             // Tokio's timer fires on a 1 ms tick: up to one tick of
                             // lateness is the generator's own timer, not the
                             // server's. Anything beyond still counts.
                             (due, Instant::now().min(due + TIMER_TICK))
                         } else {
+                            // Every worker was busy at the due time: the schedule
+                            // slips, and the wait counts in the latency.
+                            if now - due > LATE_SEND {
+                                late_sends += 1;
+                            }
                             (due, due)
                         }
                     }
@@ -170,7 +221,7 @@ where
                     }
                 }
             }
-            (lat, errors, first_error)
+            (lat, errors, first_error, late_sends)
         }));
     }
     let mut report = Report {
@@ -179,11 +230,14 @@ where
         first_error: None,
         elapsed: Duration::ZERO,
         latencies_us: Vec::new(),
+        rate: spec.rate,
+        late_sends: 0,
     };
     for w in workers {
         match w.await {
-            Ok((lat, errors, first_error)) => {
+            Ok((lat, errors, first_error, late_sends)) => {
                 report.latencies_us.extend(lat);
+                report.late_sends += late_sends;
                 report.errors += errors;
                 if report.first_error.is_none() {
                     report.first_error = first_error;

@@ -94,8 +94,8 @@ pub async fn run_all(names: &[&str], sizes: &Sizes) -> anyhow::Result<Vec<Row>> 
                 .await
             }
             "purchases" => purchases::run(sizes.purchases).await,
-            // Ten rounds each: a smaller import per round than `purchases`.
-            "overhead" => overhead::run(sizes.requests, (sizes.purchases / 2).max(1_000)).await,
+            // Ten imports: each a tenth of `purchases`.
+            "overhead" => overhead::run(sizes.requests, (sizes.purchases / 10).max(1_000)).await,
             "backpressure" => backpressure::run(sizes.purchases).await,
             "pipeline" => pipeline::run(sizes.pipeline_secs).await,
             "fit" => fit::run(),
@@ -266,5 +266,55 @@ mod tests {
         assert_eq!(thousands(1234567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
         assert_eq!(thousands(1000.0), "1,000");
+    }
+}
+
+/// Pairs of rounds per comparison (ceiling and subject alternating).
+pub const ROUNDS: usize = 5;
+
+/// (ceiling or without, subject or with) throughputs of interleaved rounds:
+/// each pair ran back to back, so drift of the machine falls on both sides.
+#[derive(Default)]
+pub struct Pairs(Vec<(f64, f64)>);
+
+impl Pairs {
+    pub fn push(&mut self, without: f64, with: f64) {
+        self.0.push((without, with));
+    }
+
+    pub fn ratios(&self) -> Vec<f64> {
+        let mut r: Vec<f64> = self.0.iter().map(|(off, on)| on / off).collect();
+        r.sort_by(f64::total_cmp);
+        r
+    }
+
+    pub fn median(&self) -> f64 {
+        let r = self.ratios();
+        match r.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => r[n / 2],
+            n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
+        }
+    }
+
+    /// The mean throughput of the subject (`true`) or of the ceiling.
+    pub fn mean(&self, subject: bool) -> f64 {
+        let sum: f64 = self.0.iter().map(|p| if subject { p.1 } else { p.0 }).sum();
+        sum / self.0.len().max(1) as f64
+    }
+
+    /// `0.93 × <ceiling> (median of 5 interleaved pairs, 0.90–0.95): <subject>
+    /// 1,200/s, <ceiling> 1,290/s` (means over the rounds).
+    pub fn figure(&self, subject: &str, ceiling: &str) -> String {
+        let r = self.ratios();
+        format!(
+            "{:.3} × {ceiling} (median of {} interleaved pairs, {:.3}–{:.3}): {subject} {}/s, {ceiling} {}/s",
+            self.median(),
+            r.len(),
+            r.first().copied().unwrap_or(f64::NAN),
+            r.last().copied().unwrap_or(f64::NAN),
+            thousands(self.mean(true)),
+            thousands(self.mean(false)),
+        )
     }
 }

@@ -6,8 +6,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Gauge, Histogram};
+use opentelemetry::{KeyValue, StringValue, Value};
 use retention_events::{BacklogProbe, DeadLetters};
 
 /// Bucket bounds (ms) the semantic conventions recommend for `rpc.server.duration`.
@@ -28,22 +28,37 @@ fn rpc_duration() -> &'static Histogram<f64> {
     })
 }
 
-/// Records one finished call; `path` is `/package.Service/Method` or the
-/// catch-all of unknown paths.
-pub(crate) fn record_call(path: &str, code: i32, elapsed: Duration) {
-    if !retention_telemetry::metrics::recording() {
-        return;
-    }
+/// `rpc.system`, `rpc.service` and `rpc.method` of one path, made once per
+/// path: the strings are shared, so a call clones three pointers.
+pub(crate) type MethodAttributes = [KeyValue; 3];
+
+/// The attributes of `path` (`/package.Service/Method`, or the catch-all name
+/// of untracked paths, which becomes both service and method).
+pub(crate) fn method_attributes(path: &str) -> MethodAttributes {
     let (service, method) = path
         .strip_prefix('/')
         .and_then(|p| p.split_once('/'))
         .unwrap_or((path, path));
+    let shared = |s: &str| Value::String(StringValue::from(Arc::<str>::from(s)));
+    [
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", shared(service)),
+        KeyValue::new("rpc.method", shared(method)),
+    ]
+}
+
+/// Records one finished call of the method `attributes` name.
+pub(crate) fn record_call(attributes: MethodAttributes, code: i32, elapsed: Duration) {
+    if !retention_telemetry::metrics::recording() {
+        return;
+    }
+    let [system, service, method] = attributes;
     rpc_duration().record(
         elapsed.as_secs_f64() * 1000.0,
         &[
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", service.to_string()),
-            KeyValue::new("rpc.method", method.to_string()),
+            system,
+            service,
+            method,
             KeyValue::new("rpc.grpc.status_code", i64::from(code)),
         ],
     );

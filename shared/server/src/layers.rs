@@ -111,15 +111,22 @@ pub struct MethodStats {
 const MAX_TRACKED_METHODS: usize = 1024;
 const OTHER_METHODS: &str = "<other>";
 
-type Registry = Mutex<HashMap<String, MethodStats>>;
+/// A tracked path's counters and its metric attributes, made once per path.
+struct Tracked {
+    stats: MethodStats,
+    attributes: crate::instruments::MethodAttributes,
+}
+
+type Registry = Mutex<HashMap<String, Tracked>>;
 
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
-/// Counts one call under `method` (or the catch-all); returns the name counted.
-fn record(method: &str, error: bool, elapsed: Duration) -> String {
+/// Counts one call under `method` (or the catch-all); returns the metric
+/// attributes of the name counted.
+fn record(method: &str, error: bool, elapsed: Duration) -> crate::instruments::MethodAttributes {
     // A panic elsewhere while holding the lock must not stop the counting.
     let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
     let key = if map.contains_key(method) || map.len() < MAX_TRACKED_METHODS {
@@ -127,15 +134,27 @@ fn record(method: &str, error: bool, elapsed: Duration) -> String {
     } else {
         OTHER_METHODS
     };
-    let s = map.entry(key.to_string()).or_insert_with(|| MethodStats {
-        method: key.to_string(),
-        ..Default::default()
-    });
-    s.requests = s.requests.saturating_add(1);
-    s.errors = s.errors.saturating_add(u64::from(error));
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    s.total_micros = s.total_micros.saturating_add(micros);
-    key.to_string()
+    let bump = |s: &mut MethodStats| {
+        s.requests = s.requests.saturating_add(1);
+        s.errors = s.errors.saturating_add(u64::from(error));
+        s.total_micros = s.total_micros.saturating_add(micros);
+    };
+    if let Some(t) = map.get_mut(key) {
+        bump(&mut t.stats);
+        return t.attributes.clone();
+    }
+    let mut t = Tracked {
+        stats: MethodStats {
+            method: key.to_string(),
+            ..Default::default()
+        },
+        attributes: crate::instruments::method_attributes(key),
+    };
+    bump(&mut t.stats);
+    let attributes = t.attributes.clone();
+    map.insert(key.to_string(), t);
+    attributes
 }
 
 /// A copy of this process's per-method counters, sorted by method path.
@@ -144,7 +163,7 @@ pub fn metrics() -> Vec<MethodStats> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
-        .cloned()
+        .map(|t| t.stats.clone())
         .collect();
     v.sort_by(|a, b| a.method.cmp(&b.method));
     v
@@ -171,8 +190,8 @@ impl CallRecord {
             return;
         }
         let elapsed = self.started.elapsed();
-        let counted = record(&self.path, code != 0, elapsed);
-        crate::instruments::record_call(&counted, code, elapsed);
+        let attributes = record(&self.path, code != 0, elapsed);
+        crate::instruments::record_call(attributes, code, elapsed);
         self.span.record("rpc.grpc.status_code", code);
         let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // This line is the per-call RED record (rate, errors, duration).

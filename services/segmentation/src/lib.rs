@@ -78,16 +78,21 @@ impl Service for Segmentation {
     async fn build(parts: Parts) -> Result<Wiring, HostError> {
         let cache = Cache::connect(CacheConfig::from_settings(&parts.settings)).await;
         cache.report_metrics("segmentation");
+        let runs = app::RunOptions::from_settings(&parts.settings.scoring);
+        let (poll, run_lease) = (runs.poll, runs.run_lease);
         let app = app::SegmentationApp::new(
             parts.outbox.clone(),
             cache,
             ScoringConfig::from_settings(&parts.settings.scoring),
-        );
-        let interrupted = app.recover_runs().await.map_err(HostError::service)?;
+        )
+        .with_runs(runs);
+        // Only runs whose coordinator stopped renewing its lease: a run another
+        // replica is doing right now is left alone.
+        let interrupted = app.sweep_runs().await.map_err(HostError::service)?;
         if interrupted > 0 {
             tracing::warn!(
                 runs = interrupted,
-                "failed scoring runs a previous process left unfinished"
+                "failed scoring runs whose replica stopped during the run"
             );
         }
         let handler = events::consume::UpstreamHandler::new(app.clone());
@@ -97,9 +102,15 @@ impl Service for Segmentation {
             batch: 256,
             ..parts.consumer(stream)
         };
-        // Full scoring runs every `interval_minutes` (0: only on RunScoring).
-        let every = Duration::from_secs(parts.settings.scoring.interval_minutes * 60);
+        // Full scoring runs every `interval_minutes` (0: only on RunScoring), once
+        // per interval for the deployment.
+        let every = match parts.settings.scoring.interval_secs {
+            0 => Duration::from_secs(parts.settings.scoring.interval_minutes * 60),
+            secs => Duration::from_secs(secs),
+        };
         let scheduler = app.clone();
+        let worker = app.clone();
+        let sweeper = app.clone();
         let max = parts.max_message_bytes();
         let svc = SegmentationServiceServer::new(grpc::SegmentationGrpc::new(
             app,
@@ -114,13 +125,36 @@ impl Service for Segmentation {
             .consume(consumer(events::INTERACTIONS_STREAM), handler)
             .every(every, move || {
                 let app = scheduler.clone();
-                // A run still in progress (here or on another replica) makes the
-                // tick a no-op.
+                // A run in progress (here or on another replica) or this slot's
+                // run already started by another replica makes the tick a no-op.
                 async move {
-                    match app.start_run("", None).await {
-                        Ok(run) => tracing::info!(run = %run.id, "scheduled scoring run started"),
-                        Err(app::AppError::RunInProgress(_)) => {}
+                    match app.start_scheduled_run(every).await {
+                        Ok(Some(run)) => {
+                            tracing::info!(run = %run.id, "scheduled scoring run started");
+                        }
+                        Ok(None) | Err(app::AppError::RunInProgress(_)) => {}
                         Err(e) => tracing::warn!(error = %e, "scheduled scoring run not started"),
+                    }
+                }
+            })
+            // Every replica scores pages of the running run.
+            .every(poll, move || {
+                let app = worker.clone();
+                async move {
+                    if let Err(e) = app.work_pages().await {
+                        tracing::warn!(error = %e, "scoring pages not scored");
+                    }
+                }
+            })
+            .every(run_lease, move || {
+                let app = sweeper.clone();
+                async move {
+                    match app.sweep_runs().await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::warn!(runs = n, "failed scoring runs whose replica stopped")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "scoring runs not swept"),
                     }
                 }
             }))

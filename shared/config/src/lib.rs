@@ -216,7 +216,22 @@ impl Default for WinbackSettings {
 #[serde(default)]
 pub struct ScoringSettings {
     /// Minutes between scheduled full scoring runs; 0 runs only on RunScoring.
+    /// One run per interval for the whole deployment, whichever replica ticks first.
     pub interval_minutes: u64,
+    /// Seconds between scheduled runs; when not 0 it replaces `interval_minutes`
+    /// (sub-minute schedules are for tests).
+    pub interval_secs: u64,
+    /// Customers per scoring page: the unit of work segmentation replicas claim.
+    pub page_size: u64,
+    /// How long a run's coordinator holds the run without renewing (it renews at a
+    /// third of it); a run whose lease ran out before its pages were written is
+    /// failed by any replica.
+    pub run_lease_secs: u64,
+    /// How long a replica holds a claimed page before another may take it over;
+    /// longer than a page takes to score.
+    pub page_lease_secs: u64,
+    /// How often every replica looks for pages of a run to claim.
+    pub worker_poll_ms: u64,
     /// Horizon of the expected-purchases figure, in weeks.
     pub horizon_weeks: f64,
     /// Most customers the BG/NBD and Gamma-Gamma fits use (a systematic sample
@@ -258,6 +273,11 @@ impl Default for ScoringSettings {
     fn default() -> Self {
         ScoringSettings {
             interval_minutes: 24 * 60,
+            interval_secs: 0,
+            page_size: 1000,
+            run_lease_secs: 30,
+            page_lease_secs: 120,
+            worker_poll_ms: 1000,
             horizon_weeks: 52.0,
             fit_sample: 250_000,
             annual_discount: 0.10,
@@ -330,6 +350,13 @@ impl ScoringSettings {
             (
                 matches!(self.occasion_period.as_str(), "day" | "week"),
                 "scoring.occasion_period must be day or week",
+            ),
+            (
+                self.page_size > 0
+                    && self.run_lease_secs > 0
+                    && self.page_lease_secs > 0
+                    && self.worker_poll_ms > 0,
+                "scoring.page_size, run_lease_secs, page_lease_secs and worker_poll_ms must be > 0",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
@@ -917,6 +944,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("gold_share"), "{err}");
+    }
+
+    #[test]
+    fn scoring_leases_are_configurable_and_checked() {
+        let s = Settings::load_from(
+            "segmentation",
+            50053,
+            None,
+            env(&[
+                ("RETENTION_SCORING__PAGE_SIZE", "100"),
+                ("RETENTION_SCORING__PAGE_LEASE_SECS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.scoring.page_size, 100);
+        assert_eq!(s.scoring.page_lease_secs, 3);
+        assert_eq!(s.scoring.run_lease_secs, 30, "the rest keeps its defaults");
+        assert_eq!(s.scoring.worker_poll_ms, 1000);
+        let err = Settings::load_from(
+            "segmentation",
+            50053,
+            None,
+            env(&[("RETENTION_SCORING__RUN_LEASE_SECS", "0")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("run_lease_secs"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use retention_cache::Cache;
@@ -19,6 +20,7 @@ mod runs;
 
 pub use crate::domain::portfolio::PortfolioReport;
 
+use crate::domain::calibration::Calibration;
 use crate::domain::filter::OrderBy;
 use crate::domain::scoring::{Insight, ScoringConfig};
 use crate::domain::segments::*;
@@ -54,11 +56,40 @@ pub enum AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
-/// Customers scored per transaction in a full run.
+/// Rows the report reads per query.
 const RUN_PAGE: u64 = 1000;
-/// Scoring pages in flight at once: while one page's writes run in PostgreSQL,
-/// the next is scored here, so a run keeps both sides busy.
+/// Scoring pages in flight at once in one replica: while one page's writes run
+/// in PostgreSQL, the next is scored here, so a run keeps both sides busy.
 const RUN_WORKERS: usize = 3;
+
+/// How scoring runs are shared between replicas (`scoring.*`): page size, the
+/// coordinator's lease on its run and each replica's lease on a claimed page.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Customers per page (one claim, one transaction).
+    pub page_size: u64,
+    pub run_lease: Duration,
+    pub page_lease: Duration,
+    /// How often replicas look for pages to claim.
+    pub poll: Duration,
+}
+
+impl RunOptions {
+    pub fn from_settings(s: &retention_config::ScoringSettings) -> Self {
+        RunOptions {
+            page_size: s.page_size.max(1),
+            run_lease: Duration::from_secs(s.run_lease_secs.max(1)),
+            page_lease: Duration::from_secs(s.page_lease_secs.max(1)),
+            poll: Duration::from_millis(s.worker_poll_ms.max(1)),
+        }
+    }
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self::from_settings(&retention_config::ScoringSettings::default())
+    }
+}
 
 #[derive(Clone)]
 pub struct SegmentationApp {
@@ -67,8 +98,15 @@ pub struct SegmentationApp {
     pub cfg: Arc<ScoringConfig>,
     /// Commits changes with their events; keeps request ids (AIP-155).
     outbox: Outbox,
-    /// One scoring run at a time in this process.
-    run_gate: Arc<tokio::sync::Mutex<()>>,
+    runs: Arc<RunOptions>,
+    /// This replica's name on the runs it coordinates and the pages it claims:
+    /// the pod's host name where there is one (for operators), made unique.
+    replica: Arc<str>,
+    /// Page scorers of this replica: its coordinator and its worker job share
+    /// them (SQLite has one connection, so one there).
+    scorers: Arc<tokio::sync::Semaphore>,
+    /// The calibration of the run being scored, read once per run.
+    calibration: Arc<std::sync::Mutex<Option<Arc<Calibration>>>>,
 }
 
 fn new_id() -> String {
@@ -96,13 +134,42 @@ async fn load_checked(txn: &DatabaseTransaction, id: &str, etag: &str) -> AppRes
 
 impl SegmentationApp {
     pub fn new(outbox: Outbox, cache: Cache, cfg: ScoringConfig) -> Self {
+        let db = outbox.db().clone();
+        let scorers = if retention_db::is_postgres(&db) {
+            RUN_WORKERS
+        } else {
+            1
+        };
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let replica = match std::env::var("HOSTNAME") {
+            // Bounded: the owner columns hold 100 characters with the claim id.
+            Ok(host) if !host.is_empty() => {
+                let host: String = host.chars().take(60).collect();
+                format!("{host}/{}", &unique[..12])
+            }
+            _ => unique[..12].to_string(),
+        };
         SegmentationApp {
-            db: outbox.db().clone(),
+            db,
             cache,
             cfg: Arc::new(cfg),
             outbox,
-            run_gate: Arc::new(tokio::sync::Mutex::new(())),
+            runs: Arc::new(RunOptions::default()),
+            replica: replica.into(),
+            scorers: Arc::new(tokio::sync::Semaphore::new(scorers)),
+            calibration: Arc::new(std::sync::Mutex::new(None)),
         }
+    }
+
+    /// The same app with `runs` as its run options.
+    pub fn with_runs(mut self, runs: RunOptions) -> Self {
+        self.runs = Arc::new(runs);
+        self
+    }
+
+    /// This replica's name on runs and pages.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     async fn invalidate(&self, ids: &[String]) {

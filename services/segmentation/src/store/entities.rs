@@ -139,6 +139,34 @@ pub mod scoring_run {
         pub observation_end: Option<ChronoDateTimeUtc>,
         /// A succeeded backtest's report (JSON).
         pub backtest_report: Option<String>,
+        /// The replica coordinating the run, and until when it holds it.
+        pub owner: String,
+        pub lease_until: Option<ChronoDateTimeUtc>,
+    }
+
+    no_relations!();
+}
+
+pub mod scoring_run_page {
+    use sea_orm::entity::prelude::*;
+
+    /// A run's customers in (after_id, upto_id], claimed and scored by one replica.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "scoring_run_pages")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub run_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub page: i32,
+        pub after_id: Option<String>,
+        pub upto_id: Option<String>,
+        /// `pending` or `done`.
+        pub state: String,
+        /// The claim holding it (replica and claim id), and until when.
+        pub owner: String,
+        pub lease_until: Option<ChronoDateTimeUtc>,
+        pub attempts: i32,
+        pub customers_scored: i64,
     }
 
     no_relations!();

@@ -17,6 +17,7 @@ pub fn own() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(AddPurchaseMargins),
         Box::new(AddBacktests),
         Box::new(AddRetainedClv),
+        Box::new(AddScoringLeases),
     ]
 }
 
@@ -318,6 +319,76 @@ impl MigrationTrait for AddRetainedClv {
     }
 }
 
+retention_db::migration!(
+    /// Scoring runs across replicas (DESIGN §8): at most one active run in the
+    /// whole deployment (a unique partial index, so a second insert fails whoever
+    /// makes it), the coordinator's lease on its run, and the run's pages as work
+    /// items any replica claims with a lease of its own.
+    AddScoringLeases,
+    "m20261206_000001_add_scoring_leases"
+);
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddScoringLeases {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        add_columns(
+            m,
+            "scoring_runs",
+            [
+                string_len("owner", 100).default("").to_owned(),
+                timestamp_with_time_zone_null("lease_until"),
+            ],
+        )
+        .await?;
+        let db = m.get_connection();
+        // Runs an older process left active would block the index: all but the
+        // newest are failed, as that process's start-up would have done.
+        db.execute_unprepared(
+            "UPDATE scoring_runs SET state = 'FAILED', \
+             error = 'interrupted: superseded when runs became one per deployment' \
+             WHERE state IN ('PENDING', 'RUNNING') AND id <> \
+             (SELECT MAX(id) FROM scoring_runs WHERE state IN ('PENDING', 'RUNNING'))",
+        )
+        .await?;
+        // An index on a constant over the active rows: two of them collide. Both
+        // PostgreSQL and SQLite have partial and expression indexes.
+        db.execute_unprepared(
+            "CREATE UNIQUE INDEX IF NOT EXISTS scoring_runs_one_active ON scoring_runs ((1)) \
+             WHERE state IN ('PENDING', 'RUNNING')",
+        )
+        .await?;
+        create_table(
+            m,
+            Table::create()
+                .table("scoring_run_pages")
+                .col(string_len("run_id", 36))
+                .col(integer("page"))
+                .col(string_len_null("after_id", 36))
+                .col(string_len_null("upto_id", 36))
+                .col(string_len("state", 16))
+                .col(string_len("owner", 100).default(""))
+                .col(timestamp_with_time_zone_null("lease_until"))
+                .col(integer("attempts").default(0))
+                .col(big_integer("customers_scored").default(0))
+                .primary_key(Index::create().col("run_id").col("page")),
+        )
+        .await?;
+        create_index(
+            m,
+            "scoring_run_pages_claimable",
+            "scoring_run_pages",
+            &["state", "run_id", "page"],
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        drop_tables(m, &["scoring_run_pages"]).await?;
+        drop_index(m, "scoring_runs_one_active", "scoring_runs").await?;
+        drop_columns(m, "scoring_runs", &["owner", "lease_until"]).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Existing databases know the migrations by these names: they never change.
@@ -333,6 +404,7 @@ mod tests {
                 "m20261202_000002_add_purchase_margins",
                 "m20261202_000003_add_backtests",
                 "m20261202_000004_add_retained_clv",
+                "m20261206_000001_add_scoring_leases",
             ]
         );
     }

@@ -2,6 +2,7 @@
 //! events onto the Redis streams the running service consumes.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use retention_config::Settings;
 use retention_proto::common::{EventEnvelope, Money};
 use retention_proto::interactions as ipb;
 use retention_proto::profile as ppb;
@@ -54,9 +55,43 @@ pub fn new_id() -> String {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
-        let inner = TestService::start::<Segmentation>(backend, true, |_| {}, None)
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// [`Self::spawn`] with `tweak` applied to the settings.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let inner = TestService::start::<Segmentation>(backend, true, tweak, None)
             .await
             .expect("spawn segmentation");
+        Self::around(inner).await
+    }
+
+    /// Another replica of this service: its database and Redis namespace (so
+    /// the consumer group), with `tweak` applied to its settings first.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let url = self.inner.settings.database.url.clone();
+        let namespace = self.inner.settings.redis.namespace.clone();
+        let backend = if url.starts_with("sqlite") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let inner = TestService::start::<Segmentation>(
+            backend,
+            true,
+            move |s| {
+                tweak(s);
+                s.database.url = url;
+                s.redis.namespace = namespace;
+            },
+            None,
+        )
+        .await
+        .expect("spawn a segmentation replica");
+        Self::around(inner).await
+    }
+
+    async fn around(inner: TestService) -> TestApp {
         let feeder = StreamFeeder::connect(&inner.settings).await.unwrap();
         TestApp {
             client: SegmentationServiceClient::new(inner.channel.clone()),
@@ -191,6 +226,15 @@ impl TestApp {
         });
         let run = self.client.run_scoring(req).await.unwrap().into_inner();
         self.wait_run(&run.name).await
+    }
+
+    /// Starts a run; returns it once it is under way (fitting), not ended.
+    pub async fn run_scoring_started(&mut self) -> pb::ScoringRun {
+        let req = self.req(pb::RunScoringRequest {
+            request_id: new_id(),
+            ..Default::default()
+        });
+        self.client.run_scoring(req).await.unwrap().into_inner()
     }
 
     pub async fn wait_run(&mut self, name: &str) -> pb::ScoringRun {

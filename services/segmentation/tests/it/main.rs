@@ -3,6 +3,7 @@
 mod dead_letters;
 mod events;
 mod harness;
+mod replicas;
 mod retention;
 mod scoring;
 mod segments;

@@ -456,7 +456,13 @@ async fn scrape_after_known_calls(mode: Mode, bus: EventBus) {
             .iter()
             .filter(|((n, _), _)| n == "retention_outbox_backlog" || n == "retention_consumer_lag")
             .all(|(_, v)| *v == 0.0);
-        (dead == Some(1.0) && settled).then_some(m)
+        // The run is counted when its coordinator sees it end, which may be
+        // after another replica's worker marked it SUCCEEDED.
+        let counted = m.get(
+            "retention_scoring_run_duration_seconds_count",
+            &[("kind", "live"), ("outcome", "succeeded")],
+        ) == Some(1.0);
+        (dead == Some(1.0) && settled && counted).then_some(m)
     })
     .await;
 

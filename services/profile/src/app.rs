@@ -83,6 +83,11 @@ pub struct ProfileApp {
     pii: Arc<PiiCipher>,
 }
 
+/// The one key a customer is cached under: GetCustomer, BatchGetCustomers,
+/// ExportCustomerData and ListPurchases all read through `get_customer`, which
+/// caches canonical ids only (aliases and e-mail lookups are resolved in the
+/// database, uncached). Every change of a customer row invalidates it after its
+/// commit: update, consent, merge (survivor and merged), erase (retries too).
 fn cache_key(id: &str) -> String {
     format!("profile:customer:{id}")
 }
@@ -360,15 +365,17 @@ impl ProfileApp {
                 let retained = repo::count_purchases(txn, &c.id).await?;
                 let (done, evs) = if c.erased {
                     // Erasure is idempotent: a retry (with or without request_id)
-                    // succeeds, and is recorded as the call it is.
-                    ((c.update_time, retained, None), vec![])
+                    // succeeds, and is recorded as the call it is. It invalidates
+                    // again, in case the first call stopped between its commit
+                    // and its invalidation.
+                    ((c.update_time, retained, c.id), vec![])
                 } else {
                     let now = crate::domain::now();
                     let expected = c.version;
                     c.erase(now);
                     repo::update_customer(txn, &self.pii, &c, expected).await?;
                     let evs = vec![events::customer_erased(&c.id, now)];
-                    ((now, retained, Some(c.id)), evs)
+                    ((now, retained, c.id), evs)
                 };
                 // Last: the audit append holds the chain's lock to the commit.
                 retention_db::audit::append(txn, audit).await?;
@@ -377,9 +384,9 @@ impl ProfileApp {
             .await?;
         match written {
             Written::Done((at, retained, erased)) => {
-                if let Some(id) = erased {
-                    self.cache.invalidate(&cache_key(&id)).await;
-                }
+                // Returns once Redis and every replica's near cache dropped it
+                // (retention_cache module docs).
+                self.cache.invalidate(&cache_key(&erased)).await;
                 Ok((at, retained))
             }
             // A concurrent retry erased it first: answer as a retry after it would.

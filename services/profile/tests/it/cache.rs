@@ -150,3 +150,112 @@ async fn the_service_keeps_answering_with_redis_stopped() {
     );
     app.stop().await;
 }
+
+/// Two replicas on one database and one Redis namespace, each with its near
+/// cache: a change through one is never served afterwards by the other.
+#[tokio::test]
+async fn an_erased_customer_is_absent_from_every_replicas_near_cache() {
+    let mut a = TestApp::spawn(Backend::Postgres).await;
+    let mut b = a.replica().await;
+    let url = a.settings.redis.url.clone();
+    let erased = a.create("Erased").await;
+    let updated = a.create("Updated").await;
+    let survivor = a.create("Survivor").await;
+    let merged = a.create("Merged").await;
+    let all = [&erased, &updated, &survivor, &merged];
+
+    // Read through both replicas: A fills Redis, B reads it from there, and
+    // each keeps a near copy.
+    for c in all {
+        a.get(&c.name).await;
+        let req = a.req(pb::GetCustomerRequest {
+            name: c.name.clone(),
+        });
+        b.client.get_customer(req).await.expect("get through B");
+    }
+    // Prove both answer from memory: the row changes behind the cache and the
+    // Redis entries go (with no invalidation), yet both replicas still answer
+    // the old state.
+    let db = a.database().await;
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared("UPDATE customers SET region = 'Behind The Cache'")
+        .await
+        .unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for c in all {
+        let _: () = conn.del(cache_key(&a, &c.name)).await.unwrap();
+        let from_a = a.get(&c.name).await;
+        let req = a.req(pb::GetCustomerRequest {
+            name: c.name.clone(),
+        });
+        let from_b = b.client.get_customer(req).await.unwrap().into_inner();
+        for got in [from_a, from_b] {
+            assert_eq!(
+                got.demographics.unwrap().region,
+                "Shanghai",
+                "{} from a near cache",
+                c.name
+            );
+        }
+    }
+
+    // Erase through A; the very next reads through B (and A) answer NOT_FOUND.
+    a.erase(&erased.name).await;
+    let token = retention_testkit::mint_token(&a.settings, ALL_SCOPES);
+    let get = |name: &str| {
+        retention_testkit::with_token(
+            pb::GetCustomerRequest {
+                name: name.to_string(),
+            },
+            &token,
+        )
+    };
+    let err = b.client.get_customer(get(&erased.name)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "B serves no erased copy");
+    let err = a.client.get_customer(get(&erased.name)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = b
+        .client
+        .batch_get_customers(a.req(pb::BatchGetCustomersRequest {
+            names: vec![erased.name.clone()],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "nor through BatchGet");
+    assert!(
+        redis_get(&url, &cache_key(&a, &erased.name))
+            .await
+            .is_none()
+    );
+
+    // Update through B; A answers the new state at once.
+    let mut patch = updated.clone();
+    patch.email = "moved@example.com".into();
+    b.client
+        .update_customer(a.req(pb::UpdateCustomerRequest {
+            customer: Some(patch),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["email".into()],
+            }),
+        }))
+        .await
+        .unwrap();
+    let fresh = a.get(&updated.name).await;
+    assert_eq!(fresh.email, "moved@example.com");
+    assert_eq!(fresh.demographics.unwrap().region, "Behind The Cache");
+
+    // Merge through A; B resolves the merged id to the survivor at once.
+    a.merge(&survivor.name, &merged.name).await;
+    let got = b
+        .client
+        .get_customer(get(&merged.name))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.name, survivor.name, "B serves no pre-merge copy");
+    assert_eq!(got.demographics.unwrap().region, "Behind The Cache");
+
+    b.stop().await;
+    a.stop().await;
+}

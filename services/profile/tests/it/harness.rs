@@ -233,6 +233,41 @@ impl TestApp {
             s.stop().await.expect("clean shutdown");
         }
     }
+
+    /// Another replica: a second profile instance on this one's database,
+    /// Redis namespace and keys (its own process-local cache). Stop it before
+    /// this app, which owns the database.
+    pub async fn replica(&self) -> Replica {
+        let settings = self.settings.clone();
+        let service = SpawnedService::spawn(move |listener, stop| async move {
+            run(settings, listener, stop).await.map_err(Into::into)
+        })
+        .await
+        .expect("start a replica");
+        let channel = service.channel().await.expect("connect");
+        retention_testkit::wait_until_serving(channel.clone())
+            .await
+            .expect("the replica serves");
+        Replica {
+            client: CustomerProfileServiceClient::new(channel),
+            service: Some(service),
+        }
+    }
+}
+
+/// A second profile instance beside a [`TestApp`] (see [`TestApp::replica`]);
+/// call it with the app's `req`.
+pub struct Replica {
+    pub client: CustomerProfileServiceClient<Channel>,
+    service: Option<SpawnedService>,
+}
+
+impl Replica {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.service.take() {
+            s.stop().await.expect("clean shutdown");
+        }
+    }
 }
 
 /// The profile service on `listener` (its own bus) until `stop` resolves or drops.

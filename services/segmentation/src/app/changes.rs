@@ -13,7 +13,7 @@ use super::{AppError, AppResult, SegmentationApp};
 use crate::domain::calibration::Calibration;
 use crate::domain::changes::Change;
 use crate::domain::features::Features;
-use crate::domain::scoring::{Insight, score};
+use crate::domain::scoring::{Classes, Insight, score};
 use crate::domain::segments::*;
 use crate::events::{self, publish};
 use crate::store::repo;
@@ -24,7 +24,7 @@ const BLOCKING_SCORE: usize = 64;
 /// Events for a customer's rescoring: membership changes, a churn-risk move, and a
 /// CustomerScored when a classification other services key on changed.
 fn scoring_events(
-    prev: Option<&Insight>,
+    prev: Option<&Classes>,
     new: &Insight,
     entered: &[String],
     left: &[String],
@@ -41,22 +41,9 @@ fn scoring_events(
     if let Some(p) = prev
         && p.churn_risk != new.churn_risk
     {
-        evs.push(publish::churn_risk_changed(p, new));
+        evs.push(publish::churn_risk_changed(p.churn_risk, new));
     }
-    let changed = prev.is_none_or(|p| {
-        (
-            p.value_tier,
-            p.management_tier,
-            p.lifecycle_stage,
-            p.churn_risk,
-        ) != (
-            new.value_tier,
-            new.management_tier,
-            new.lifecycle_stage,
-            new.churn_risk,
-        )
-    });
-    if changed {
+    if prev.is_none_or(|p| *p != new.classes()) {
         evs.push(publish::customer_scored(new));
     }
     evs
@@ -195,7 +182,7 @@ impl SegmentationApp {
             .filter_map(CompiledSegment::compile)
             .collect();
         let ids: Vec<String> = customers.iter().map(|(id, _)| id.clone()).collect();
-        let mut prev = repo::insights_of(txn, &ids).await?;
+        let mut prev = repo::classes_of(txn, &ids).await?;
         let mut current: HashMap<String, BTreeSet<String>> = HashMap::new();
         for (s, c) in repo::memberships_of(txn, &ids).await? {
             current.entry(c).or_default().insert(s);

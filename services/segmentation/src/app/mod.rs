@@ -174,7 +174,9 @@ impl SegmentationApp {
 
     async fn invalidate(&self, ids: &[String]) {
         let keys: Vec<String> = ids.iter().map(|id| cache_key(id)).collect();
-        futures::future::join_all(keys.iter().map(|k| self.cache.invalidate(k))).await;
+        // One round trip and one wait for the replicas' acknowledgements for
+        // the whole page, not one per key.
+        self.cache.invalidate_many(&keys).await;
     }
 
     // ---- insights ------------------------------------------------------------------

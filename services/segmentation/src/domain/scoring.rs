@@ -86,7 +86,27 @@ pub struct Insight {
     pub scoring_run: String,
 }
 
+/// The classifications other services key on, which decide a rescoring's
+/// change events (CustomerScored, ChurnRiskChanged): all that is read of the
+/// previous insight when rescoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classes {
+    pub value_tier: ValueTier,
+    pub management_tier: ManagementTier,
+    pub lifecycle_stage: LifecycleStage,
+    pub churn_risk: ChurnRisk,
+}
+
 impl Insight {
+    pub fn classes(&self) -> Classes {
+        Classes {
+            value_tier: self.value_tier,
+            management_tier: self.management_tier,
+            lifecycle_stage: self.lifecycle_stage,
+            churn_risk: self.churn_risk,
+        }
+    }
+
     /// The value if retained; None on an insight stored before it was computed
     /// (0 beside a non-zero predicted value, which a computed one, whose P(alive)
     /// multiple the predicted value is, never is).

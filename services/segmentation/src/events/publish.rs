@@ -8,6 +8,7 @@ use retention_proto::segmentation as pb;
 use super::STREAM;
 use crate::convert;
 use crate::domain::scoring::Insight;
+use crate::domain::value::ChurnRisk;
 
 pub fn membership_changed(
     segment_id: &str,
@@ -27,13 +28,13 @@ pub fn membership_changed(
     )
 }
 
-pub fn churn_risk_changed(previous: &Insight, current: &Insight) -> OutboxEvent {
+pub fn churn_risk_changed(previous: ChurnRisk, current: &Insight) -> OutboxEvent {
     OutboxEvent::new(
         STREAM,
         Some(&current.customer_id),
         &pb::ChurnRiskChangedEvent {
             customer_id: current.customer_id.clone(),
-            previous: convert::churn_risk(previous.churn_risk).into(),
+            previous: convert::churn_risk(previous).into(),
             current: convert::churn_risk(current.churn_risk).into(),
             p_alive: current.p_alive,
             management_tier: convert::management_tier(current.management_tier).into(),

@@ -438,3 +438,125 @@ async fn a_backtest_changes_nothing_live_on(backend: Backend) {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert_eq!(violated_fields(&refused), vec!["observation_end"]);
 }
+
+on_both_backends!(
+    a_page_written_in_bulk_keeps_the_rows_and_events,
+    a_page_written_in_bulk_keeps_the_rows_and_events_on
+);
+
+/// A run's pages are written in bulk (one JSON-array statement per page on
+/// PostgreSQL, bound multi-row inserts on SQLite): the rows equal those the
+/// bound-values path writes for the same insights, both as inserts and as
+/// updates; the stored classes read back for the change events are the
+/// insights'; every first insight has its CustomerScored event carrying them;
+/// and scoring the unchanged population again writes no change event.
+async fn a_page_written_in_bulk_keeps_the_rows_and_events_on(backend: Backend) {
+    use retention_segmentation::convert;
+    use retention_segmentation::domain::scoring::Insight;
+    use retention_segmentation::store::{entities::insight, repo};
+    use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
+
+    let (mut app, ids) = TestApp::scored(backend, 60, 300).await;
+    let db = app.inner.database().await.unwrap();
+    let all = async |db: &sea_orm::DatabaseConnection| {
+        insight::Entity::find()
+            .order_by_asc(insight::Column::CustomerId)
+            .all(db)
+            .await
+            .unwrap()
+    };
+    let insights: Vec<Insight> = all(&db)
+        .await
+        .iter()
+        .map(|m| serde_json::from_str(&m.data).unwrap())
+        .collect();
+    assert_eq!(insights.len(), 60);
+
+    // The same insights by both paths: equal rows, value for value.
+    db.execute_unprepared("DELETE FROM insights").await.unwrap();
+    repo::upsert_insights(&db, &insights).await.unwrap();
+    let bulk = all(&db).await;
+    assert_eq!(bulk.len(), 60);
+    db.execute_unprepared("DELETE FROM insights").await.unwrap();
+    repo::upsert_insights_bound(&db, &insights).await.unwrap();
+    assert_eq!(all(&db).await, bulk, "inserted by bound values");
+    // Updates (ON CONFLICT) of changed rows by both paths: equal too.
+    let changed: Vec<Insight> = insights
+        .iter()
+        .map(|i| {
+            let mut i = i.clone();
+            i.p_alive /= 3.0;
+            i.mean_csat = Some(1.0 / 7.0);
+            i.scoring_run = "other-run".into();
+            i.explanations.truncate(1);
+            i
+        })
+        .collect();
+    repo::upsert_insights(&db, &changed).await.unwrap();
+    let bulk_updated = all(&db).await;
+    repo::upsert_insights_bound(&db, &insights).await.unwrap();
+    assert_eq!(all(&db).await, bulk, "back to the bound rows");
+    repo::upsert_insights_bound(&db, &changed).await.unwrap();
+    assert_eq!(all(&db).await, bulk_updated, "updated by bound values");
+    repo::upsert_insights(&db, &insights).await.unwrap();
+    assert_eq!(all(&db).await, bulk, "updated back in bulk");
+
+    // The classes read back for the change events, one query for the page.
+    let mut asked = ids.clone();
+    asked.push(new_id());
+    let classes = repo::classes_of(&db, &asked).await.unwrap();
+    assert_eq!(classes.len(), 60, "unknown customers are absent");
+    for i in &insights {
+        assert_eq!(classes[&i.customer_id], i.classes(), "{}", i.customer_id);
+    }
+
+    // Events: one CustomerScored per first insight, with its classes and run.
+    let by_id: std::collections::HashMap<&str, &Insight> = insights
+        .iter()
+        .map(|i| (i.customer_id.as_str(), i))
+        .collect();
+    let scored = app.outbox::<pb::CustomerScoredEvent>().await;
+    assert_eq!(scored.len(), 60);
+    for e in &scored {
+        let i = by_id[e.customer_id.as_str()];
+        let expected = pb::CustomerScoredEvent {
+            customer_id: i.customer_id.clone(),
+            value_tier: convert::value_tier(i.value_tier).into(),
+            management_tier: convert::management_tier(i.management_tier).into(),
+            lifecycle_stage: convert::lifecycle(i.lifecycle_stage).into(),
+            churn_risk: convert::churn_risk(i.churn_risk).into(),
+            scoring_run: i.scoring_run.clone(),
+        };
+        assert_eq!(e, &expected);
+    }
+    let risk_moves = app.outbox::<pb::ChurnRiskChangedEvent>().await.len();
+    let memberships = app
+        .outbox::<pb::SegmentMembershipChangedEvent>()
+        .await
+        .len();
+
+    // The unchanged population scored again: new rows stamped with the new run,
+    // no change event.
+    let run = app.run_scoring().await;
+    assert_eq!(run.state, pb::ScoringRunState::Succeeded as i32, "{run:?}");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM insights WHERE scoring_run = '{}'",
+            run.name.trim_start_matches("scoringRuns/")
+        ))
+        .await,
+        60
+    );
+    assert_eq!(app.outbox::<pb::CustomerScoredEvent>().await.len(), 60);
+    assert_eq!(
+        app.outbox::<pb::ChurnRiskChangedEvent>().await.len(),
+        risk_moves
+    );
+    assert_eq!(
+        app.outbox::<pb::SegmentMembershipChangedEvent>()
+            .await
+            .len(),
+        memberships
+    );
+    app.stop().await;
+}

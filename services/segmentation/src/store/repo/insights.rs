@@ -8,12 +8,14 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, SimpleExpr};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, Order, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, Statement,
 };
 
 use super::{after_key, from_json, to_json};
+use crate::domain::classify::{LifecycleStage, ManagementTier, ValueTier};
 use crate::domain::filter::{OrderBy, OrderField, insight_schema};
-use crate::domain::scoring::Insight;
+use crate::domain::scoring::{Classes, Insight};
+use crate::domain::value::ChurnRisk;
 use crate::store::entities::insight;
 
 fn insight_active(i: &Insight) -> Result<insight::ActiveModel, DbErr> {
@@ -49,7 +51,175 @@ fn insight_active(i: &Insight) -> Result<insight::ActiveModel, DbErr> {
     })
 }
 
+/// The insight columns written by [`upsert_insights`], the key first.
+const INSIGHT_COLUMNS: [&str; 27] = [
+    "customer_id",
+    "rfm_recency",
+    "rfm_frequency",
+    "rfm_monetary",
+    "rfm_segment",
+    "value_tier",
+    "management_tier",
+    "lifecycle_stage",
+    "loyalty_stage",
+    "account_quadrant",
+    "order_type",
+    "size_tier",
+    "wallet_stability",
+    "p_alive",
+    "churn_probability",
+    "expected_purchases",
+    "churn_risk",
+    "predicted_clv",
+    "retained_clv",
+    "historical_margin",
+    "purchases",
+    "complaints_open",
+    "complaints_breached",
+    "mean_csat",
+    "score_time",
+    "scoring_run",
+    "data",
+];
+
+/// One insight row as a JSON object keyed by column (PostgreSQL's
+/// `json_populate_recordset` reads it into the table's row type), `data`
+/// spliced in by [`insight_rows_json`]. Same values as [`insight_active`].
+#[derive(serde::Serialize)]
+struct InsightRow<'a> {
+    customer_id: &'a str,
+    rfm_recency: Option<i32>,
+    rfm_frequency: Option<i32>,
+    rfm_monetary: Option<i32>,
+    rfm_segment: Option<&'static str>,
+    value_tier: &'static str,
+    management_tier: &'static str,
+    lifecycle_stage: &'static str,
+    loyalty_stage: &'static str,
+    account_quadrant: &'static str,
+    order_type: i32,
+    size_tier: &'static str,
+    wallet_stability: &'static str,
+    p_alive: f64,
+    churn_probability: f64,
+    expected_purchases: f64,
+    churn_risk: &'static str,
+    predicted_clv: i64,
+    retained_clv: i64,
+    historical_margin: i64,
+    purchases: i32,
+    complaints_open: i32,
+    complaints_breached: i32,
+    mean_csat: Option<f64>,
+    score_time: chrono::DateTime<chrono::Utc>,
+    scoring_run: &'a str,
+}
+
+fn insight_row(i: &Insight) -> Result<InsightRow<'_>, DbErr> {
+    let rfm = i.rfm.as_ref();
+    Ok(InsightRow {
+        customer_id: &i.customer_id,
+        rfm_recency: rfm.map(|r| r.recency.into()),
+        rfm_frequency: rfm.map(|r| r.frequency.into()),
+        rfm_monetary: rfm.map(|r| r.monetary.into()),
+        rfm_segment: rfm.map(|r| r.segment.as_str()),
+        value_tier: i.value_tier.as_str(),
+        management_tier: i.management_tier.as_str(),
+        lifecycle_stage: i.lifecycle_stage.as_str(),
+        loyalty_stage: i.loyalty_stage.as_str(),
+        account_quadrant: i.account_quadrant.as_str(),
+        order_type: i.order_model.order_type.into(),
+        size_tier: i.order_model.size_tier.as_str(),
+        wallet_stability: i.order_model.wallet_stability.as_str(),
+        p_alive: i.p_alive,
+        churn_probability: i.churn_probability,
+        expected_purchases: i.expected_purchases,
+        churn_risk: i.churn_risk.as_str(),
+        predicted_clv: i.predicted_clv_minor,
+        retained_clv: i.retained_clv_minor,
+        historical_margin: i.historical_margin_minor,
+        purchases: i.purchases as i32,
+        complaints_open: i.complaints_open as i32,
+        complaints_breached: i.complaints_breached as i32,
+        mean_csat: i.mean_csat,
+        score_time: i.score_time,
+        scoring_run: &i.scoring_run,
+    })
+}
+
+/// The page as one JSON array of row objects, each insight's JSON (the `data`
+/// column) spliced in as a nested value rather than an escaped string:
+/// `json_populate_recordset` stores a nested value's text as it is, so the
+/// column holds the same text as the bound path writes, without escaping here
+/// or unescaping in the database.
+fn insight_rows_json(rows: &[Insight]) -> Result<String, DbErr> {
+    let mut out = String::with_capacity(rows.len() * 4096);
+    out.push('[');
+    for (n, i) in rows.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let columns = to_json(&insight_row(i)?)?;
+        // `{...}` without its closing brace, then the data value.
+        out.push_str(&columns[..columns.len() - 1]);
+        out.push_str(",\"data\":");
+        out.push_str(&to_json(i)?);
+        out.push('}');
+    }
+    out.push(']');
+    Ok(out)
+}
+
+/// JSON has no NaN or infinity: such an insight goes by the bound-values path,
+/// which stores them as they are.
+fn json_safe(i: &Insight) -> bool {
+    [i.p_alive, i.churn_probability, i.expected_purchases]
+        .into_iter()
+        .chain(i.mean_csat)
+        .all(f64::is_finite)
+}
+
+/// Rows per bulk statement on PostgreSQL (one JSON parameter each).
+const BULK_ROWS: usize = 5000;
+
+/// Inserts or replaces `rows`. On PostgreSQL one statement per
+/// [`BULK_ROWS`]: the rows go as one JSON array read by
+/// `json_populate_recordset` into the table's row type, so there is no
+/// statement building or binding per value; elsewhere multi-row inserts of 500.
 pub async fn upsert_insights<C: ConnectionTrait>(db: &C, rows: &[Insight]) -> Result<(), DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres && rows.iter().all(json_safe) {
+        let cols = INSIGHT_COLUMNS.join(", ");
+        let set = INSIGHT_COLUMNS[1..]
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO insights ({cols}) SELECT {cols} \
+             FROM json_populate_recordset(NULL::insights, $1::json) \
+             ON CONFLICT (customer_id) DO UPDATE SET {set}"
+        );
+        for chunk in rows.chunks(BULK_ROWS) {
+            let json = insight_rows_json(chunk)?;
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                &sql,
+                [json.into()],
+            ))
+            .await?;
+        }
+        return Ok(());
+    }
+    upsert_insights_bound(db, rows).await
+}
+
+/// [`upsert_insights`] by multi-row inserts of bound values (SQLite, and any
+/// page holding a value JSON cannot carry); public for the test that compares
+/// the two paths' rows.
+pub async fn upsert_insights_bound<C: ConnectionTrait>(
+    db: &C,
+    rows: &[Insight],
+) -> Result<(), DbErr> {
     use insight::Column as C;
     // 27 columns: 500 rows stay below SQLite's and PostgreSQL's parameter limits.
     for chunk in rows.chunks(500) {
@@ -94,6 +264,52 @@ pub async fn upsert_insights<C: ConnectionTrait>(db: &C, rows: &[Insight]) -> Re
             .await?;
     }
     Ok(())
+}
+
+/// The stored classes of the customers among `ids` that have an insight: the
+/// four columns a rescoring compares, not the insight and its explanation.
+pub async fn classes_of<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+) -> Result<HashMap<String, Classes>, DbErr> {
+    use insight::Column as C;
+    fn parse<T>(v: Option<T>, what: &str, s: &str) -> Result<T, DbErr> {
+        v.ok_or_else(|| DbErr::Custom(format!("insights.{what}: unknown value {s:?}")))
+    }
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(5000) {
+        let rows: Vec<(String, String, String, String, String)> = insight::Entity::find()
+            .select_only()
+            .columns([
+                C::CustomerId,
+                C::ValueTier,
+                C::ManagementTier,
+                C::LifecycleStage,
+                C::ChurnRisk,
+            ])
+            .filter(C::CustomerId.is_in(chunk.iter().map(String::as_str)))
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (id, value, management, lifecycle, risk) in rows {
+            let classes = Classes {
+                value_tier: parse(ValueTier::parse(&value), "value_tier", &value)?,
+                management_tier: parse(
+                    ManagementTier::parse(&management),
+                    "management_tier",
+                    &management,
+                )?,
+                lifecycle_stage: parse(
+                    LifecycleStage::parse(&lifecycle),
+                    "lifecycle_stage",
+                    &lifecycle,
+                )?,
+                churn_risk: parse(ChurnRisk::parse(&risk), "churn_risk", &risk)?,
+            };
+            out.insert(id, classes);
+        }
+    }
+    Ok(out)
 }
 
 pub async fn find_insight<C: ConnectionTrait>(

@@ -31,13 +31,15 @@ test: services fmt-check layers-check proto-lint proto-breaking docs-check deplo
 # Every benchmark at a tiny size on the debug build nextest made: fails unless
 # each ran and each target got a figure, so `make bench` works on a fresh clone.
 bench-smoke: services bench-tools
+	$(CARGO) build -q -p retention-segmentation
 	BENCH_PYTHON=$(BENCH_VENV)/bin/python $(CARGO) run -q -p retention-bench --bin retention-bench -- --smoke
 
 # Not part of `make test`: a release build and minutes of work per benchmark.
 # BENCH_ONLY=grpc,fit (and BENCH_CUSTOMERS=..., see `retention-bench --help`)
-# runs a part or a smaller population.
+# runs a part or a smaller population; BENCH_ONLY=scale (never in the default
+# run) loads 10 million customers and scores them on segmentation processes.
 bench: services bench-tools
-	$(CARGO) build --release -p retention-bench
+	$(CARGO) build --release -p retention-bench -p retention-segmentation
 	BENCH_PYTHON=$(BENCH_VENV)/bin/python ./target/release/retention-bench
 
 # Coverage-guided fuzzing (cargo-fuzz, nightly toolchain) of each target in

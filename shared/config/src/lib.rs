@@ -232,6 +232,9 @@ pub struct ScoringSettings {
     pub page_lease_secs: u64,
     /// How often every replica looks for pages of a run to claim.
     pub worker_poll_ms: u64,
+    /// Pages a replica scores at once (on PostgreSQL; SQLite scores one): while
+    /// one page's writes wait on the database, the next is scored.
+    pub workers: u64,
     /// Horizon of the expected-purchases figure, in weeks.
     pub horizon_weeks: f64,
     /// Most customers the BG/NBD and Gamma-Gamma fits use (a systematic sample
@@ -278,6 +281,7 @@ impl Default for ScoringSettings {
             run_lease_secs: 30,
             page_lease_secs: 120,
             worker_poll_ms: 1000,
+            workers: 3,
             horizon_weeks: 52.0,
             fit_sample: 250_000,
             annual_discount: 0.10,
@@ -355,8 +359,9 @@ impl ScoringSettings {
                 self.page_size > 0
                     && self.run_lease_secs > 0
                     && self.page_lease_secs > 0
-                    && self.worker_poll_ms > 0,
-                "scoring.page_size, run_lease_secs, page_lease_secs and worker_poll_ms must be > 0",
+                    && self.worker_poll_ms > 0
+                    && self.workers > 0,
+                "scoring.page_size, run_lease_secs, page_lease_secs, worker_poll_ms and workers must be > 0",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
@@ -955,10 +960,12 @@ mod tests {
             env(&[
                 ("RETENTION_SCORING__PAGE_SIZE", "100"),
                 ("RETENTION_SCORING__PAGE_LEASE_SECS", "3"),
+                ("RETENTION_SCORING__WORKERS", "6"),
             ]),
         )
         .unwrap();
         assert_eq!(s.scoring.page_size, 100);
+        assert_eq!(s.scoring.workers, 6);
         assert_eq!(s.scoring.page_lease_secs, 3);
         assert_eq!(s.scoring.run_lease_secs, 30, "the rest keeps its defaults");
         assert_eq!(s.scoring.worker_poll_ms, 1000);

@@ -58,10 +58,6 @@ pub type AppResult<T> = Result<T, AppError>;
 
 /// Rows the report reads per query.
 const RUN_PAGE: u64 = 1000;
-/// Scoring pages in flight at once in one replica: while one page's writes run
-/// in PostgreSQL, the next is scored here, so a run keeps both sides busy.
-const RUN_WORKERS: usize = 3;
-
 /// How scoring runs are shared between replicas (`scoring.*`): page size, the
 /// coordinator's lease on its run and each replica's lease on a claimed page.
 #[derive(Debug, Clone)]
@@ -72,6 +68,9 @@ pub struct RunOptions {
     pub page_lease: Duration,
     /// How often replicas look for pages to claim.
     pub poll: Duration,
+    /// Pages in flight at once in this replica (`scoring.workers`): while one
+    /// page's writes run in PostgreSQL, the next is scored here.
+    pub workers: usize,
 }
 
 impl RunOptions {
@@ -81,6 +80,7 @@ impl RunOptions {
             run_lease: Duration::from_secs(s.run_lease_secs.max(1)),
             page_lease: Duration::from_secs(s.page_lease_secs.max(1)),
             poll: Duration::from_millis(s.worker_poll_ms.max(1)),
+            workers: usize::try_from(s.workers.max(1)).unwrap_or(usize::MAX),
         }
     }
 }
@@ -109,6 +109,17 @@ pub struct SegmentationApp {
     calibration: Arc<std::sync::Mutex<Option<Arc<Calibration>>>>,
 }
 
+/// The page scorers of a replica: `runs.workers` on PostgreSQL, one on SQLite
+/// (one connection).
+fn scorers_for(db: &DatabaseConnection, runs: &RunOptions) -> Arc<tokio::sync::Semaphore> {
+    let n = if retention_db::is_postgres(db) {
+        runs.workers
+    } else {
+        1
+    };
+    Arc::new(tokio::sync::Semaphore::new(n))
+}
+
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -135,11 +146,8 @@ async fn load_checked(txn: &DatabaseTransaction, id: &str, etag: &str) -> AppRes
 impl SegmentationApp {
     pub fn new(outbox: Outbox, cache: Cache, cfg: ScoringConfig) -> Self {
         let db = outbox.db().clone();
-        let scorers = if retention_db::is_postgres(&db) {
-            RUN_WORKERS
-        } else {
-            1
-        };
+        let runs = RunOptions::default();
+        let scorers = scorers_for(&db, &runs);
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let replica = match std::env::var("HOSTNAME") {
             // Bounded: the owner columns hold 100 characters with the claim id.
@@ -154,15 +162,16 @@ impl SegmentationApp {
             cache,
             cfg: Arc::new(cfg),
             outbox,
-            runs: Arc::new(RunOptions::default()),
+            scorers,
+            runs: Arc::new(runs),
             replica: replica.into(),
-            scorers: Arc::new(tokio::sync::Semaphore::new(scorers)),
             calibration: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
     /// The same app with `runs` as its run options.
     pub fn with_runs(mut self, runs: RunOptions) -> Self {
+        self.scorers = scorers_for(&self.db, &runs);
         self.runs = Arc::new(runs);
         self
     }

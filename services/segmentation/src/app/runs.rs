@@ -282,7 +282,7 @@ impl SegmentationApp {
     }
 
     /// Claims and scores pages of the running run until none is left to claim,
-    /// on up to [`RUN_WORKERS`](super::RUN_WORKERS) scorers of this replica at once; returns how many
+    /// on up to `scoring.workers` scorers of this replica at once; returns how many
     /// customers this call scored. Every replica runs it every
     /// `scoring.worker_poll_ms`; the coordinator also runs it.
     pub async fn work_pages(&self) -> AppResult<u64> {

@@ -7,6 +7,7 @@ pub mod launch;
 pub mod overhead;
 pub mod pipeline;
 pub mod purchases;
+pub mod scale;
 pub mod scoring;
 
 use retention_config::Settings;
@@ -26,6 +27,10 @@ pub const ALL: [&str; 8] = [
     "scoring",
     "launch",
 ];
+
+/// Benchmarks only run when named (`BENCH_ONLY=scale`): hours of machine time
+/// and tens of gigabytes; the smoke run still runs them at a tiny size.
+pub const ON_REQUEST: [&str; 1] = ["scale"];
 
 /// The start of each row that carries one of the targets; a complete run
 /// has every one of them.
@@ -62,6 +67,8 @@ pub struct Sizes {
     pub customers: usize,
     /// Candidates in the campaign launch.
     pub candidates: usize,
+    /// The `scale` benchmark's population and segmentation replicas.
+    pub scale: scale::Options,
 }
 
 impl Sizes {
@@ -75,6 +82,10 @@ impl Sizes {
             pipeline_secs: 2,
             customers: 2_000,
             candidates: 500,
+            scale: scale::Options {
+                customers: 3_000,
+                replicas: 2,
+            },
         }
     }
 }
@@ -101,6 +112,7 @@ pub async fn run_all(names: &[&str], sizes: &Sizes) -> anyhow::Result<Vec<Row>> 
             "fit" => fit::run(),
             "scoring" => scoring::run(sizes.customers).await,
             "launch" => launch::run(sizes.candidates).await,
+            "scale" => scale::run(&sizes.scale).await,
             other => anyhow::bail!("unknown benchmark {other}"),
         };
         match got {

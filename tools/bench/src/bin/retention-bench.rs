@@ -4,14 +4,15 @@
 //! figure: `make test` runs it, so a fresh clone is known to bench.
 
 use clap::Parser;
-use retention_bench::benches::{ALL, Sizes, incomplete, run_all};
+use retention_bench::benches::{ALL, ON_REQUEST, Sizes, incomplete, run_all, scale};
 use retention_bench::table::markdown;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of the retention suite against ceilings measured in the same run")]
 struct Args {
     /// Which benchmarks, comma-separated: grpc, purchases, overhead, backpressure,
-    /// pipeline, fit, scoring, launch.
+    /// pipeline, fit, scoring, launch (the default: all of these), and scale
+    /// (only when named: 10 million customers, about 60 GB of disk).
     #[arg(long, env = "BENCH_ONLY", value_delimiter = ',', default_values_t = ALL.map(String::from))]
     only: Vec<String>,
     /// Tiny sizes; exit with an error unless every benchmark ran and every
@@ -36,6 +37,12 @@ struct Args {
     /// Candidates in the campaign launch.
     #[arg(long, env = "BENCH_CANDIDATES", default_value_t = 100_000)]
     candidates: usize,
+    /// Customers loaded for the scale benchmark.
+    #[arg(long, env = "BENCH_SCALE_CUSTOMERS", default_value_t = 10_000_000)]
+    scale_customers: usize,
+    /// Segmentation processes sharing the scale benchmark's scoring run.
+    #[arg(long, env = "BENCH_SCALE_REPLICAS", default_value_t = 2)]
+    scale_replicas: usize,
 }
 
 #[tokio::main]
@@ -51,10 +58,14 @@ async fn main() -> anyhow::Result<()> {
             pipeline_secs: args.pipeline_secs,
             customers: args.customers,
             candidates: args.candidates,
+            scale: scale::Options {
+                customers: args.scale_customers,
+                replicas: args.scale_replicas,
+            },
         }
     };
     let names: Vec<&str> = if args.smoke {
-        ALL.to_vec()
+        ALL.iter().chain(ON_REQUEST.iter()).copied().collect()
     } else {
         args.only.iter().map(|s| s.trim()).collect()
     };

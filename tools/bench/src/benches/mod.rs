@@ -65,6 +65,8 @@ pub struct Sizes {
     pub pipeline_secs: u64,
     /// Customers in the scoring run.
     pub customers: usize,
+    /// Pages the scoring run's replica scores at once (`scoring.workers`).
+    pub scorers: usize,
     /// Candidates in the campaign launch.
     pub candidates: usize,
     /// The `scale` benchmark's population and segmentation replicas.
@@ -81,6 +83,7 @@ impl Sizes {
             purchases: 4_000,
             pipeline_secs: 2,
             customers: 2_000,
+            scorers: 3,
             candidates: 500,
             scale: scale::Options {
                 customers: 3_000,
@@ -110,7 +113,7 @@ pub async fn run_all(names: &[&str], sizes: &Sizes) -> anyhow::Result<Vec<Row>> 
             "backpressure" => backpressure::run(sizes.purchases).await,
             "pipeline" => pipeline::run(sizes.pipeline_secs).await,
             "fit" => fit::run(),
-            "scoring" => scoring::run(sizes.customers).await,
+            "scoring" => scoring::run(sizes.customers, sizes.scorers).await,
             "launch" => launch::run(sizes.candidates).await,
             "scale" => scale::run(&sizes.scale).await,
             other => anyhow::bail!("unknown benchmark {other}"),

@@ -34,6 +34,9 @@ struct Args {
     /// Customers in the scoring run.
     #[arg(long, env = "BENCH_CUSTOMERS", default_value_t = 1_000_000)]
     customers: usize,
+    /// Pages the scoring run scores at once (`scoring.workers`).
+    #[arg(long, env = "BENCH_SCORERS", default_value_t = 3)]
+    scorers: usize,
     /// Candidates in the campaign launch.
     #[arg(long, env = "BENCH_CANDIDATES", default_value_t = 100_000)]
     candidates: usize,
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             purchases: args.purchases,
             pipeline_secs: args.pipeline_secs,
             customers: args.customers,
+            scorers: args.scorers,
             candidates: args.candidates,
             scale: scale::Options {
                 customers: args.scale_customers,

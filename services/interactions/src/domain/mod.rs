@@ -1,5 +1,6 @@
 //! Pure rules of the interactions context: no I/O, unit-tested in place.
 
+pub mod calendar;
 pub mod complaint;
 pub mod enums;
 pub mod records;

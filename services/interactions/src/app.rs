@@ -7,6 +7,7 @@ use retention_errors::FieldViolations;
 use retention_events::{EventsError, Outbox, OutboxEvent, ReplayCounts, Written};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 
+use crate::domain::calendar::{BusinessCalendar, CalendarDefinition, DeadlineBeyondHorizon};
 use crate::domain::*;
 use crate::events::publish as events;
 use crate::store::repo::{self, ComplaintQuery, InteractionQuery};
@@ -27,6 +28,11 @@ pub enum AppError {
     Illegal {
         name: String,
         source: IllegalTransition,
+    },
+    #[error("{name}: {source}")]
+    Unschedulable {
+        name: String,
+        source: DeadlineBeyondHorizon,
     },
     #[error(transparent)]
     Db(#[from] DbErr),
@@ -60,6 +66,10 @@ fn new_id() -> String {
 
 fn complaint_name(id: &str) -> String {
     format!("complaints/{id}")
+}
+
+fn etag_of(version: i64) -> String {
+    format!("\"{version}\"")
 }
 
 impl InteractionsApp {
@@ -113,10 +123,19 @@ impl InteractionsApp {
     }
 
     pub async fn open_complaint(&self, n: NewComplaint, request_id: &str) -> AppResult<Complaint> {
+        self.open_complaint_at(n, request_id, now()).await
+    }
+
+    /// [`Self::open_complaint`] as if opened at `t` (tests choose the moment).
+    pub async fn open_complaint_at(
+        &self,
+        n: NewComplaint,
+        request_id: &str,
+        t: DateTime<Utc>,
+    ) -> AppResult<Complaint> {
         if let Some(id) = self.outbox.replay("OpenComplaint", request_id).await? {
             return self.get_complaint(&id).await;
         }
-        let t = now();
         let id = new_id();
         let written = self
             .outbox
@@ -134,7 +153,9 @@ impl InteractionsApp {
     }
 
     /// A complaint as opened at `t`: priority from its severity unless given, SLA
-    /// targets of the priority and the customer's tier.
+    /// targets of the priority and the customer's tier, counted in the policy's
+    /// calendar when it names one. The due times are fixed here: a later change of
+    /// the policy or its calendar leaves them as they are.
     async fn new_complaint(
         &self,
         txn: &DatabaseTransaction,
@@ -144,7 +165,22 @@ impl InteractionsApp {
     ) -> AppResult<Complaint> {
         let tier = repo::tier_of(txn, &n.customer_id).await?;
         let priority = n.priority.unwrap_or_else(|| default_priority(n.severity));
-        let targets = repo::targets_for(txn, priority, tier).await?;
+        let policy = repo::policy_for(txn, priority, tier).await?;
+        let calendar = match &policy.calendar_id {
+            Some(cid) => Some(self.business_calendar(txn, cid).await?),
+            None => None,
+        };
+        let (first_response_due, resolution_due) = policy
+            .targets
+            .due_times(t, calendar.as_ref())
+            .map_err(|source| AppError::Unschedulable {
+            name: policy
+                .calendar_id
+                .as_deref()
+                .map(calendar_name)
+                .unwrap_or_default(),
+            source,
+        })?;
         Ok(Complaint {
             id,
             customer_id: n.customer_id.clone(),
@@ -160,8 +196,8 @@ impl InteractionsApp {
             customer_tier: tier,
             open_time: t,
             first_response_time: None,
-            first_response_due: t + targets.first_response,
-            resolution_due: t + targets.resolution,
+            first_response_due,
+            resolution_due,
             first_response_breached: false,
             resolution_breached: false,
             resolution: None,
@@ -229,17 +265,125 @@ impl InteractionsApp {
         Ok(c)
     }
 
-    pub async fn create_policy(
+    async fn business_calendar(
         &self,
-        p: Priority,
-        t: CustomerTier,
-        targets: SlaTargets,
-    ) -> AppResult<()> {
-        Ok(repo::upsert_policy(&self.db, p, t, targets).await?)
+        txn: &DatabaseTransaction,
+        id: &str,
+    ) -> AppResult<BusinessCalendar> {
+        let stored = repo::load_calendar(txn, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(calendar_name(id)))?;
+        // Stored definitions were validated on the way in; failing here means the
+        // row was changed behind the service's back.
+        BusinessCalendar::new(stored.definition)
+            .map_err(|e| AppError::Db(DbErr::Type(format!("{}: {e}", calendar_name(id)))))
     }
 
-    pub async fn list_policies(&self) -> AppResult<Vec<(Priority, CustomerTier, SlaTargets)>> {
+    /// Replaces the policy of its priority and tier; a calendar it names must exist.
+    pub async fn create_policy(&self, p: &SlaPolicy) -> AppResult<()> {
+        let txn = self.db.begin().await?;
+        if let Some(cid) = &p.calendar_id
+            && repo::load_calendar(&txn, cid).await?.is_none()
+        {
+            let mut v = FieldViolations::new();
+            v.add(
+                "policy.calendar",
+                format!("no calendar {}", calendar_name(cid)),
+            );
+            return Err(AppError::Invalid(v));
+        }
+        repo::upsert_policy(&txn, p).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_policies(&self) -> AppResult<Vec<SlaPolicy>> {
         Ok(repo::list_policies(&self.db).await?)
+    }
+
+    /// Stores a calendar the caller validated. Idempotent on `request_id`.
+    pub async fn create_calendar(
+        &self,
+        definition: CalendarDefinition,
+        request_id: &str,
+    ) -> AppResult<StoredCalendar> {
+        if let Some(id) = self
+            .outbox
+            .replay("CreateBusinessCalendar", request_id)
+            .await?
+        {
+            return self.get_calendar(&id).await;
+        }
+        let t = now();
+        let c = StoredCalendar {
+            id: new_id(),
+            definition,
+            version: 1,
+            create_time: t,
+            update_time: t,
+        };
+        let written = self
+            .outbox
+            .write("CreateBusinessCalendar", request_id, &c.id, async |txn| {
+                repo::insert_calendar(txn, &c).await?;
+                AppResult::Ok(((), Vec::new()))
+            })
+            .await?;
+        match written {
+            Written::Done(()) => Ok(c),
+            Written::Replayed(id) => self.get_calendar(&id).await,
+        }
+    }
+
+    pub async fn get_calendar(&self, id: &str) -> AppResult<StoredCalendar> {
+        repo::load_calendar(&self.db, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(calendar_name(id)))
+    }
+
+    pub async fn list_calendars(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> AppResult<Vec<StoredCalendar>> {
+        Ok(repo::list_calendars(&self.db, after, limit).await?)
+    }
+
+    /// Replaces the definition of calendar `id` (validated by the caller), guarded
+    /// by the etag when given. Complaints already open keep the due times computed
+    /// when they were opened: a complaint's promise to the customer does not move
+    /// because the office changed its hours afterwards.
+    pub async fn update_calendar(
+        &self,
+        id: &str,
+        definition: CalendarDefinition,
+        etag: &str,
+    ) -> AppResult<StoredCalendar> {
+        let txn = self.db.begin().await?;
+        let mut c = repo::load_calendar(&txn, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(calendar_name(id)))?;
+        let current = etag_of(c.version);
+        if !etag.is_empty() && etag != current {
+            return Err(AppError::EtagMismatch {
+                name: calendar_name(id),
+                sent: etag.into(),
+                current,
+            });
+        }
+        let expected = c.version;
+        c.definition = definition;
+        c.version += 1;
+        c.update_time = now();
+        if !repo::update_calendar(&txn, &c, expected).await? {
+            return Err(AppError::EtagMismatch {
+                name: calendar_name(id),
+                sent: etag_of(expected),
+                current: "(changed concurrently)".into(),
+            });
+        }
+        txn.commit().await?;
+        Ok(c)
     }
 
     pub async fn record_survey(&self, mut s: Survey, request_id: &str) -> AppResult<Survey> {

@@ -4,6 +4,7 @@ use retention_errors::FieldViolations;
 use retention_proto::common;
 use retention_proto::interactions as pb;
 
+use crate::domain::calendar::{CalendarDefinition, MINUTES_PER_DAY, Period};
 use crate::domain::*;
 
 pub use retention_errors::time::{instant_arg as from_ts, timestamp as ts};
@@ -206,17 +207,151 @@ pub fn survey(s: &Survey) -> pb::Survey {
     }
 }
 
-pub fn policy(p: Priority, t: CustomerTier, targets: &SlaTargets) -> pb::SlaPolicy {
+pub fn policy(p: &SlaPolicy) -> pb::SlaPolicy {
     pb::SlaPolicy {
         name: format!(
             "slaPolicies/{}-{}",
-            p.as_str().to_lowercase(),
-            t.as_str().to_lowercase()
+            p.priority.as_str().to_lowercase(),
+            p.tier.as_str().to_lowercase()
         ),
-        priority: priority(p).into(),
-        customer_tier: tier(t).into(),
-        first_response_minutes: targets.first_response.num_minutes() as i32,
-        resolution_minutes: targets.resolution.num_minutes() as i32,
+        priority: priority(p.priority).into(),
+        customer_tier: tier(p.tier).into(),
+        first_response_minutes: p.targets.first_response.num_minutes() as i32,
+        resolution_minutes: p.targets.resolution.num_minutes() as i32,
+        calendar: p
+            .calendar_id
+            .as_deref()
+            .map(calendar_name)
+            .unwrap_or_default(),
+    }
+}
+
+const WEEK: [pb::DayOfWeek; 7] = [
+    pb::DayOfWeek::Monday,
+    pb::DayOfWeek::Tuesday,
+    pb::DayOfWeek::Wednesday,
+    pb::DayOfWeek::Thursday,
+    pb::DayOfWeek::Friday,
+    pb::DayOfWeek::Saturday,
+    pb::DayOfWeek::Sunday,
+];
+
+pub fn calendar(c: &StoredCalendar) -> pb::BusinessCalendar {
+    let d = &c.definition;
+    pb::BusinessCalendar {
+        name: calendar_name(&c.id),
+        display_name: d.name.clone(),
+        time_zone: d.time_zone.clone(),
+        periods: WEEK
+            .iter()
+            .zip(&d.periods)
+            .flat_map(|(day, periods)| {
+                let mut periods = periods.clone();
+                periods.sort_unstable();
+                periods.into_iter().map(|p| pb::WorkingPeriod {
+                    day_of_week: (*day).into(),
+                    start_minute: p.start_minute.into(),
+                    end_minute: p.end_minute.into(),
+                })
+            })
+            .collect(),
+        holidays: d
+            .holidays
+            .iter()
+            .map(|h| h.format("%Y-%m-%d").to_string())
+            .collect(),
+        create_time: Some(ts(c.create_time)),
+        update_time: Some(ts(c.update_time)),
+        etag: format!("\"{}\"", c.version),
+    }
+}
+
+/// A calendar definition from the wire, with violations of the proto fields under
+/// `prefix` (e.g. "calendar") recorded in `v`. The domain's own checks (zone,
+/// overlaps, ...) run here too, their field paths translated to the proto's: the
+/// domain groups periods by weekday, the proto lists them flat.
+pub fn calendar_in(
+    c: &pb::BusinessCalendar,
+    prefix: &str,
+    v: &mut FieldViolations,
+) -> CalendarDefinition {
+    let f = |n: &str| format!("{prefix}.{n}");
+    let mut periods: [Vec<Period>; 7] = Default::default();
+    // (weekday, index within the weekday) -> index in `c.periods`.
+    let mut origin: [Vec<usize>; 7] = Default::default();
+    for (i, p) in c.periods.iter().enumerate() {
+        let field = f(&format!("periods[{i}]"));
+        let day = match pb::DayOfWeek::try_from(p.day_of_week) {
+            Ok(pb::DayOfWeek::Unspecified) => {
+                v.add(format!("{field}.day_of_week"), "is required");
+                None
+            }
+            Ok(day) => WEEK.iter().position(|w| *w == day),
+            Err(_) => {
+                v.add(
+                    format!("{field}.day_of_week"),
+                    format!("unknown enum value {}", p.day_of_week),
+                );
+                None
+            }
+        };
+        let minute = |x: i32, name: &str, v: &mut FieldViolations| {
+            let m = u16::try_from(x).ok().filter(|m| *m <= MINUTES_PER_DAY);
+            if m.is_none() {
+                v.add(
+                    format!("{field}.{name}"),
+                    format!("must be between 0 and {MINUTES_PER_DAY}"),
+                );
+            }
+            m
+        };
+        let start = minute(p.start_minute, "start_minute", v);
+        let end = minute(p.end_minute, "end_minute", v);
+        if let (Some(day), Some(start), Some(end)) = (day, start, end) {
+            periods[day].push(Period::new(start, end));
+            origin[day].push(i);
+        }
+    }
+    let mut holidays = std::collections::BTreeSet::new();
+    for (i, h) in c.holidays.iter().enumerate() {
+        match chrono::NaiveDate::parse_from_str(h, "%Y-%m-%d") {
+            Ok(d) => {
+                holidays.insert(d);
+            }
+            Err(_) => v.add(f(&format!("holidays[{i}]")), "must be a date YYYY-MM-DD"),
+        }
+    }
+    check_text(v, &f("display_name"), &c.display_name, 200);
+    let definition = CalendarDefinition {
+        name: c.display_name.trim().to_string(),
+        time_zone: c.time_zone.trim().to_string(),
+        periods,
+        holidays,
+    };
+    if let Err(violations) = definition.validate() {
+        for violation in violations {
+            v.add(
+                proto_field(&violation.field, prefix, &origin),
+                violation.description,
+            );
+        }
+    }
+    definition
+}
+
+/// The proto path of a domain violation path: "periods[d][k]" is the k-th period
+/// of weekday d, somewhere in the flat list; "name" is the display name.
+fn proto_field(domain: &str, prefix: &str, origin: &[Vec<usize>; 7]) -> String {
+    let period = domain
+        .strip_prefix("periods[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|rest| rest.split_once("]["))
+        .and_then(|(d, k)| Some((d.parse::<usize>().ok()?, k.parse::<usize>().ok()?)))
+        .and_then(|(d, k)| origin.get(d)?.get(k).copied());
+    match (domain, period) {
+        (_, Some(i)) => format!("{prefix}.periods[{i}]"),
+        ("name", _) => format!("{prefix}.display_name"),
+        (other, _) => format!("{prefix}.{other}"),
     }
 }
 

@@ -44,6 +44,8 @@ impl Service for Interactions {
             "GetComplaint",
             "ListComplaints",
             "ListSlaPolicies",
+            "GetBusinessCalendar",
+            "ListBusinessCalendars",
             "GetSatisfactionSummary",
         ];
         let write = [
@@ -56,6 +58,8 @@ impl Service for Interactions {
             "ReopenComplaint",
             "CloseComplaint",
             "CreateSlaPolicy",
+            "CreateBusinessCalendar",
+            "UpdateBusinessCalendar",
             "RecordSurvey",
         ];
         let admin = ["BackfillEvents", "GetEventBacklog"];

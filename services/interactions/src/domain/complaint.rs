@@ -11,6 +11,7 @@
 use chrono::{DateTime, Duration, Utc};
 use retention_errors::FieldViolations;
 
+use super::calendar::{BusinessCalendar, DeadlineBeyondHorizon};
 use super::enums::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -102,6 +103,27 @@ pub struct IllegalTransition {
 pub struct SlaTargets {
     pub first_response: Duration,
     pub resolution: Duration,
+}
+
+impl SlaTargets {
+    /// First-response and resolution due times of a complaint opened at `open`.
+    /// Without a calendar the targets are wall-clock time; with one they count
+    /// only its working time. Computed once, at open time: a calendar changed
+    /// later does not move the due times of complaints already open.
+    pub fn due_times(
+        &self,
+        open: DateTime<Utc>,
+        calendar: Option<&BusinessCalendar>,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>), DeadlineBeyondHorizon> {
+        let Some(calendar) = calendar else {
+            return Ok((open + self.first_response, open + self.resolution));
+        };
+        let working = |target: Duration| {
+            let minutes = u32::try_from(target.num_minutes().max(0)).unwrap_or(u32::MAX);
+            calendar.add_working_minutes(open, minutes)
+        };
+        Ok((working(self.first_response)?, working(self.resolution)?))
+    }
 }
 
 /// Built-in targets when no policy is configured for a priority and tier: key
@@ -458,5 +480,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn due_times_count_working_time_only_with_a_calendar() {
+        use crate::domain::calendar::{CalendarDefinition, Period};
+        use chrono::TimeZone;
+        let mut periods: [Vec<Period>; 7] = Default::default();
+        for day in &mut periods[..5] {
+            day.push(Period::hm(9, 0, 17, 0));
+        }
+        let calendar = BusinessCalendar::new(CalendarDefinition {
+            name: "office".into(),
+            time_zone: "Europe/Berlin".into(),
+            periods,
+            holidays: Default::default(),
+        })
+        .unwrap();
+        let targets = SlaTargets {
+            first_response: Duration::minutes(60),
+            resolution: Duration::minutes(8 * 60),
+        };
+        // Friday 2026-12-04 16:30 in Berlin (UTC+1).
+        let open = Utc.with_ymd_and_hms(2026, 12, 4, 15, 30, 0).unwrap();
+        let (first, resolution) = targets.due_times(open, Some(&calendar)).unwrap();
+        assert_eq!(first, Utc.with_ymd_and_hms(2026, 12, 7, 8, 30, 0).unwrap());
+        assert_eq!(
+            resolution,
+            Utc.with_ymd_and_hms(2026, 12, 7, 15, 30, 0).unwrap()
+        );
+        let (first, resolution) = targets.due_times(open, None).unwrap();
+        assert_eq!(first, open + Duration::minutes(60));
+        assert_eq!(resolution, open + Duration::minutes(8 * 60));
     }
 }

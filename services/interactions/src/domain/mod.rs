@@ -3,12 +3,14 @@
 pub mod calendar;
 pub mod complaint;
 pub mod enums;
+pub mod policy;
 pub mod records;
 pub mod replay;
 pub mod summary;
 
 pub use complaint::*;
 pub use enums::*;
+pub use policy::*;
 pub use records::*;
 pub use replay::*;
 pub use retention_domain::now;

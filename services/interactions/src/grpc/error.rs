@@ -22,6 +22,9 @@ impl From<AppError> for Status {
                 &name,
                 &format!("{source} (current state: {})", source.current),
             ),
+            AppError::Unschedulable { name, source } => {
+                retention_errors::failed_precondition("CALENDAR", &name, &source.to_string())
+            }
             AppError::Db(db) if retention_db::is_unavailable(&db) => {
                 retention_errors::unavailable("the interactions database", Duration::from_secs(1))
             }

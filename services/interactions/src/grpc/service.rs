@@ -447,16 +447,23 @@ impl InteractionService for InteractionsService {
             "policy.resolution_minutes",
             "must not be shorter than the first-response target",
         );
+        let calendar_id = (!p.calendar.is_empty())
+            .then(|| name_arg(&p.calendar, "calendars", "policy.calendar", &mut v));
         let (Some(priority), Some(tier)) = (priority, tier) else {
             return Err(v.into_status());
         };
         v.into_result()?;
-        let targets = SlaTargets {
-            first_response: chrono::Duration::minutes(p.first_response_minutes.into()),
-            resolution: chrono::Duration::minutes(p.resolution_minutes.into()),
+        let policy = SlaPolicy {
+            priority,
+            tier,
+            targets: SlaTargets {
+                first_response: chrono::Duration::minutes(p.first_response_minutes.into()),
+                resolution: chrono::Duration::minutes(p.resolution_minutes.into()),
+            },
+            calendar_id,
         };
-        self.app.create_policy(priority, tier, targets).await?;
-        Ok(Response::new(convert::policy(priority, tier, &targets)))
+        self.app.create_policy(&policy).await?;
+        Ok(Response::new(convert::policy(&policy)))
     }
 
     async fn list_sla_policies(
@@ -465,11 +472,72 @@ impl InteractionService for InteractionsService {
     ) -> Result<Response<pb::ListSlaPoliciesResponse>, Status> {
         let policies = self.app.list_policies().await?;
         Ok(Response::new(pb::ListSlaPoliciesResponse {
-            policies: policies
-                .iter()
-                .map(|(p, t, x)| convert::policy(*p, *t, x))
-                .collect(),
+            policies: policies.iter().map(convert::policy).collect(),
         }))
+    }
+
+    async fn create_business_calendar(
+        &self,
+        req: Request<pb::CreateBusinessCalendarRequest>,
+    ) -> Result<Response<pb::BusinessCalendar>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        check_request_id(&mut v, &r.request_id);
+        let Some(c) = r.calendar else {
+            v.add("calendar", "is required");
+            return Err(v.into_status());
+        };
+        let definition = convert::calendar_in(&c, "calendar", &mut v);
+        v.into_result()?;
+        let stored = self.app.create_calendar(definition, &r.request_id).await?;
+        Ok(Response::new(convert::calendar(&stored)))
+    }
+
+    async fn get_business_calendar(
+        &self,
+        req: Request<pb::GetBusinessCalendarRequest>,
+    ) -> Result<Response<pb::BusinessCalendar>, Status> {
+        let mut v = FieldViolations::new();
+        let id = name_arg(&req.get_ref().name, "calendars", "name", &mut v);
+        v.into_result()?;
+        Ok(Response::new(convert::calendar(
+            &self.app.get_calendar(&id).await?,
+        )))
+    }
+
+    async fn list_business_calendars(
+        &self,
+        req: Request<pb::ListBusinessCalendarsRequest>,
+    ) -> Result<Response<pb::ListBusinessCalendarsResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let limit = page_size(r.page_size, &mut v);
+        let after = decode_token(&r.page_token, "calendars", "", &mut v);
+        v.into_result()?;
+        let rows = self.app.list_calendars(after.as_deref(), limit + 1).await?;
+        let (page, next) = split_page(rows, limit, |c| c.id.clone());
+        Ok(Response::new(pb::ListBusinessCalendarsResponse {
+            calendars: page.iter().map(convert::calendar).collect(),
+            next_page_token: next
+                .map(|c| encode_token("calendars", "", &c))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn update_business_calendar(
+        &self,
+        req: Request<pb::UpdateBusinessCalendarRequest>,
+    ) -> Result<Response<pb::BusinessCalendar>, Status> {
+        let mut v = FieldViolations::new();
+        let Some(c) = req.into_inner().calendar else {
+            v.add("calendar", "is required");
+            return Err(v.into_status());
+        };
+        let id = name_arg(&c.name, "calendars", "calendar.name", &mut v);
+        let definition = convert::calendar_in(&c, "calendar", &mut v);
+        v.into_result()?;
+        let stored = self.app.update_calendar(&id, definition, &c.etag).await?;
+        Ok(Response::new(convert::calendar(&stored)))
     }
 
     async fn record_survey(

@@ -80,6 +80,30 @@ pub mod sla_policy {
         pub customer_tier: String,
         pub first_response_minutes: i32,
         pub resolution_minutes: i32,
+        pub calendar_id: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod business_calendar {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "business_calendars")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// The `CalendarDefinition` as JSON: its shape stays the domain's, and a
+        /// calendar is always read and written whole.
+        #[sea_orm(column_type = "Text")]
+        pub definition: String,
+        pub version: i64,
+        pub create_time: ChronoDateTimeUtc,
+        pub update_time: ChronoDateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,6 +8,7 @@ pub fn own() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(CreateInteractionTables),
         Box::new(IndexSurveysByCustomer),
+        Box::new(AddBusinessCalendars),
     ]
 }
 
@@ -158,5 +159,36 @@ impl MigrationTrait for IndexSurveysByCustomer {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         retention_db::schema::drop_index(m, "idx_surveys_customer", "surveys").await
+    }
+}
+
+retention_db::migration!(
+    /// Business-hour calendars, and the calendar an SLA policy counts its targets in
+    /// (none: wall-clock time, as before).
+    AddBusinessCalendars,
+    "m20261207_000001_add_business_calendars"
+);
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddBusinessCalendars {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        retention_db::schema::create_table(
+            m,
+            Table::create()
+                .table("business_calendars")
+                .col(string_len("id", 36).primary_key())
+                .col(text("definition"))
+                .col(big_integer("version"))
+                .col(timestamp_with_time_zone("create_time"))
+                .col(timestamp_with_time_zone("update_time")),
+        )
+        .await?;
+        retention_db::schema::add_columns(m, "sla_policies", [string_len_null("calendar_id", 36)])
+            .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        retention_db::schema::drop_columns(m, "sla_policies", &["calendar_id"]).await?;
+        retention_db::schema::drop_tables(m, &["business_calendars"]).await
     }
 }

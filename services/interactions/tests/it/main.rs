@@ -1,6 +1,7 @@
 //! Service tests of the interactions service on real PostgreSQL / Redis and SQLite.
 
 mod backfill;
+mod calendars;
 mod complaints;
 mod harness;
 mod profile_events;

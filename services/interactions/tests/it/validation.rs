@@ -148,7 +148,7 @@ async fn scopes_are_enforced() {
         <retention_interactions::Interactions as retention_server::host::Service>::scope_policy()
             .methods()
             .count(),
-        22
+        26
     );
     app.stop().await;
 }

@@ -54,6 +54,14 @@ pub struct NewComplaint {
     pub description: String,
 }
 
+/// What a caller asks of a complaint; pausing and resuming need the complaint's
+/// clock, which only the app can read.
+enum Step {
+    Act(Action),
+    Pause,
+    Resume,
+}
+
 #[derive(Clone)]
 pub struct InteractionsApp {
     pub db: DatabaseConnection,
@@ -66,6 +74,14 @@ fn new_id() -> String {
 
 fn complaint_name(id: &str) -> String {
     format!("complaints/{id}")
+}
+
+/// A deadline `calendar_id`'s calendar cannot place (holidays past the horizon).
+fn unschedulable(calendar_id: Option<&str>, source: DeadlineBeyondHorizon) -> AppError {
+    AppError::Unschedulable {
+        name: calendar_id.map(calendar_name).unwrap_or_default(),
+        source,
+    }
 }
 
 fn etag_of(version: i64) -> String {
@@ -98,13 +114,128 @@ impl InteractionsApp {
             .outbox
             .write("LogInteraction", request_id, &i.id, async |txn| {
                 repo::insert_interaction(txn, &i).await?;
-                AppResult::Ok(((), vec![events::interaction_logged(&i)]))
+                let mut evs = vec![events::interaction_logged(&i)];
+                let (late, clock_evs) = self.complaint_clocks(txn, &i).await?;
+                evs.extend(clock_evs);
+                AppResult::Ok((late, evs))
             })
             .await?;
         match written {
-            Written::Done(()) => Ok(i),
+            Written::Done(late) => {
+                crate::metrics::sla_breached(&late);
+                Ok(i)
+            }
             Written::Replayed(id) => self.find_interaction(id).await,
         }
+    }
+
+    /// What an interaction logged for a complaint does to its clocks. The
+    /// customer's inbound message resumes a complaint waiting on them (as of the
+    /// message; one from before the wait began does not) and starts the
+    /// next-response clock; an outbound message answers and stops it. Only
+    /// interactions logged for the complaint count: help desks thread a reply to
+    /// its ticket, and a customer may have several complaints.
+    async fn complaint_clocks(
+        &self,
+        txn: &DatabaseTransaction,
+        i: &Interaction,
+    ) -> AppResult<(Vec<(SlaTarget, Priority)>, Vec<OutboxEvent>)> {
+        let Some(cid) = &i.complaint_id else {
+            return Ok(Default::default());
+        };
+        let Some(mut c) = repo::load_complaint(txn, cid).await? else {
+            return Ok(Default::default());
+        };
+        let expected = c.version;
+        let t = now();
+        let at = i.occur_time;
+        let mut evs = Vec::new();
+        let mut breaches = Vec::new();
+        let mut resumed = false;
+        match i.direction {
+            Direction::Inbound => {
+                let waiting_since = match (c.state, c.holds.last()) {
+                    (ComplaintState::WaitingOnCustomer, Some(h)) => Some(h.start_time),
+                    _ => None,
+                };
+                if waiting_since.is_some_and(|since| i.occur_time >= since) {
+                    let resume = self.resume_action(txn, &c, at, Some(i.id.clone())).await?;
+                    c.apply(resume, at).map_err(|source| AppError::Illegal {
+                        name: complaint_name(cid),
+                        source,
+                    })?;
+                    c.update_time = t;
+                    resumed = true;
+                    evs.push(events::status_changed(
+                        &c,
+                        ComplaintState::WaitingOnCustomer,
+                    ));
+                }
+                let calendar = match c.next_response_target {
+                    Some(_) => self.complaint_calendar(txn, &c).await?,
+                    None => None,
+                };
+                if let Some(due) = c.next_response_due_for(at, calendar.as_ref()) {
+                    let due =
+                        due.map_err(|source| unschedulable(c.calendar_id.as_deref(), source))?;
+                    c.start_next_response(due, t);
+                }
+            }
+            Direction::Outbound => {
+                if let Some(due) = c.stop_next_response(at, t) {
+                    breaches.push(SlaTarget::NextResponse);
+                    evs.push(events::sla_breached_at(
+                        &c,
+                        SlaTarget::NextResponse,
+                        Some(due),
+                    ));
+                }
+            }
+        }
+        if c.version == expected {
+            return Ok((Vec::new(), evs));
+        }
+        if !repo::update_complaint(txn, &c, expected).await? {
+            return Err(AppError::EtagMismatch {
+                name: complaint_name(cid),
+                sent: etag_of(expected),
+                current: "(changed concurrently)".into(),
+            });
+        }
+        if resumed {
+            repo::save_last_hold(txn, &c).await?;
+        }
+        let breaches = breaches.into_iter().map(|b| (b, c.priority)).collect();
+        Ok((breaches, evs))
+    }
+
+    /// The calendar a complaint's clock counts in (the one its policy named when
+    /// it was opened), if any.
+    async fn complaint_calendar(
+        &self,
+        txn: &DatabaseTransaction,
+        c: &Complaint,
+    ) -> AppResult<Option<BusinessCalendar>> {
+        match &c.calendar_id {
+            Some(id) => Ok(Some(self.business_calendar(txn, id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Resuming `c` at `at`: the resolution is due the time it had left when it
+    /// began to wait, counted from `at`.
+    async fn resume_action(
+        &self,
+        txn: &DatabaseTransaction,
+        c: &Complaint,
+        at: DateTime<Utc>,
+        by: Option<String>,
+    ) -> AppResult<Action> {
+        let calendar = self.complaint_calendar(txn, c).await?;
+        let resolution_due = c
+            .resumed_resolution_due(at, calendar.as_ref())
+            .map_err(|source| unschedulable(c.calendar_id.as_deref(), source))?;
+        Ok(Action::Resume { resolution_due, by })
     }
 
     async fn find_interaction(&self, id: String) -> AppResult<Interaction> {
@@ -170,17 +301,11 @@ impl InteractionsApp {
             Some(cid) => Some(self.business_calendar(txn, cid).await?),
             None => None,
         };
-        let (first_response_due, resolution_due) = policy
-            .targets
-            .due_times(t, calendar.as_ref())
-            .map_err(|source| AppError::Unschedulable {
-            name: policy
-                .calendar_id
-                .as_deref()
-                .map(calendar_name)
-                .unwrap_or_default(),
-            source,
-        })?;
+        let (first_response_due, resolution_due) =
+            policy
+                .targets
+                .due_times(t, calendar.as_ref())
+                .map_err(|source| unschedulable(policy.calendar_id.as_deref(), source))?;
         Ok(Complaint {
             id,
             customer_id: n.customer_id.clone(),
@@ -205,6 +330,12 @@ impl InteractionsApp {
             close_time: None,
             update_time: t,
             version: 1,
+            calendar_id: policy.calendar_id.clone(),
+            resolution_remaining: None,
+            holds: Vec::new(),
+            next_response_target: policy.targets.next_response,
+            next_response_due: None,
+            next_response_breached: false,
         })
     }
 
@@ -223,13 +354,65 @@ impl InteractionsApp {
         Ok(repo::list_complaints(&self.db, q, before, limit).await?)
     }
 
-    /// One state-machine step, guarded by the etag when given.
+    /// One state-machine step, guarded by the etag when given. Resolving a
+    /// complaint that waits on the customer resumes it first.
     pub async fn act(&self, id: &str, action: Action, etag: &str) -> AppResult<Complaint> {
+        self.act_at(id, action, etag, now()).await
+    }
+
+    /// [`Self::act`] as if at `t` (tests choose the moment).
+    pub async fn act_at(
+        &self,
+        id: &str,
+        action: Action,
+        etag: &str,
+        t: DateTime<Utc>,
+    ) -> AppResult<Complaint> {
+        self.step(id, Step::Act(action), etag, t).await
+    }
+
+    /// Stops the resolution clock of complaint `id`: it waits on the customer.
+    pub async fn pause_complaint(&self, id: &str, etag: &str) -> AppResult<Complaint> {
+        self.pause_complaint_at(id, etag, now()).await
+    }
+
+    /// [`Self::pause_complaint`] as if paused at `t` (tests choose the moment).
+    pub async fn pause_complaint_at(
+        &self,
+        id: &str,
+        etag: &str,
+        t: DateTime<Utc>,
+    ) -> AppResult<Complaint> {
+        self.step(id, Step::Pause, etag, t).await
+    }
+
+    /// Runs the resolution clock of complaint `id` again.
+    pub async fn resume_complaint(&self, id: &str, etag: &str) -> AppResult<Complaint> {
+        self.resume_complaint_at(id, etag, now()).await
+    }
+
+    /// [`Self::resume_complaint`] as if resumed at `t` (tests choose the moment).
+    pub async fn resume_complaint_at(
+        &self,
+        id: &str,
+        etag: &str,
+        t: DateTime<Utc>,
+    ) -> AppResult<Complaint> {
+        self.step(id, Step::Resume, etag, t).await
+    }
+
+    async fn step(
+        &self,
+        id: &str,
+        step: Step,
+        etag: &str,
+        at: DateTime<Utc>,
+    ) -> AppResult<Complaint> {
         let txn = self.db.begin().await?;
         let mut c = repo::load_complaint(&txn, id)
             .await?
             .ok_or_else(|| AppError::NotFound(complaint_name(id)))?;
-        let current = format!("\"{}\"", c.version);
+        let current = etag_of(c.version);
         if !etag.is_empty() && etag != current {
             return Err(AppError::EtagMismatch {
                 name: complaint_name(id),
@@ -237,30 +420,69 @@ impl InteractionsApp {
                 current,
             });
         }
-        let from = c.state;
         let expected = c.version;
-        let at = now();
-        c.apply(action, at).map_err(|source| AppError::Illegal {
-            name: complaint_name(id),
-            source,
-        })?;
+        let waiting = c.state == ComplaintState::WaitingOnCustomer;
+        let actions = match step {
+            Step::Pause => {
+                let calendar = self.complaint_calendar(&txn, &c).await?;
+                let remaining = c.remaining_resolution_time(at, calendar.as_ref());
+                vec![Action::Pause { remaining }]
+            }
+            Step::Resume if waiting => vec![self.resume_action(&txn, &c, at, None).await?],
+            // Not waiting: the state machine refuses it.
+            Step::Resume => vec![Action::Resume {
+                resolution_due: c.resolution_due,
+                by: None,
+            }],
+            Step::Act(resolve @ Action::Resolve(_)) if waiting => {
+                vec![self.resume_action(&txn, &c, at, None).await?, resolve]
+            }
+            Step::Act(action) => vec![action],
+        };
+        let holds_before = c.holds.clone();
+        let mut evs = Vec::new();
+        // Asking the customer and resolving both answer them.
+        let answers = actions
+            .iter()
+            .any(|a| matches!(a, Action::Pause { .. } | Action::Resolve(_)));
+        let mut late: Vec<(SlaTarget, Option<DateTime<Utc>>)> = Vec::new();
+        if answers && let Some(due) = c.stop_next_response(at, at) {
+            late.push((SlaTarget::NextResponse, Some(due)));
+        }
+        for action in actions {
+            let from = c.state;
+            c.apply(action, at).map_err(|source| AppError::Illegal {
+                name: complaint_name(id),
+                source,
+            })?;
+            evs.push(events::status_changed(&c, from));
+        }
         // A response or resolution after its due time is a breach the sweep may not
         // have seen yet: record it with this change.
-        let late = c.detect_breaches(at);
+        late.extend(
+            c.detect_breaches(at)
+                .into_iter()
+                .map(|target| (target, None)),
+        );
         if !repo::update_complaint(&txn, &c, expected).await? {
             return Err(AppError::EtagMismatch {
                 name: complaint_name(id),
-                sent: format!("\"{expected}\""),
+                sent: etag_of(expected),
                 current: "(changed concurrently)".into(),
             });
         }
-        let mut evs = vec![events::status_changed(&c, from)];
-        evs.extend(late.iter().map(|b| events::sla_breached(&c, *b)));
+        if c.holds != holds_before {
+            repo::save_last_hold(&txn, &c).await?;
+        }
+        evs.extend(late.iter().map(|(b, due)| match due {
+            Some(due) => events::sla_breached_at(&c, *b, Some(*due)),
+            None => events::sla_breached(&c, *b),
+        }));
         if let (ComplaintState::Resolved, Some(r)) = (c.state, c.resolution.as_ref()) {
             evs.push(events::complaint_resolved(&c, r));
         }
         self.outbox.commit(txn, evs).await?;
-        let late: Vec<_> = late.into_iter().map(|b| (b, c.priority)).collect();
+        let late: Vec<_> = late.into_iter().map(|(b, _)| (b, c.priority)).collect();
         crate::metrics::sla_breached(&late);
         Ok(c)
     }

@@ -72,7 +72,14 @@ enum_pair!(
     state_in,
     ComplaintState,
     ComplaintState,
-    [Open, Acknowledged, InProgress, Resolved, Closed]
+    [
+        Open,
+        Acknowledged,
+        InProgress,
+        Resolved,
+        Closed,
+        WaitingOnCustomer
+    ]
 );
 enum_pair!(
     category,
@@ -187,6 +194,21 @@ pub fn complaint(c: &Complaint) -> pb::Complaint {
         close_time: c.close_time.map(ts),
         update_time: Some(ts(c.update_time)),
         etag: format!("\"{}\"", c.version),
+        holds: c.holds.iter().map(hold).collect(),
+        next_response_due_time: c.next_response_due.map(ts),
+        next_response_breached: c.next_response_breached,
+    }
+}
+
+fn hold(h: &Hold) -> pb::ComplaintHold {
+    pb::ComplaintHold {
+        start_time: Some(ts(h.start_time)),
+        end_time: h.end_time.map(ts),
+        resumed_by: h
+            .resumed_by
+            .as_ref()
+            .map(|i| format!("interactions/{i}"))
+            .unwrap_or_default(),
     }
 }
 
@@ -223,6 +245,10 @@ pub fn policy(p: &SlaPolicy) -> pb::SlaPolicy {
             .as_deref()
             .map(calendar_name)
             .unwrap_or_default(),
+        next_response_minutes: p
+            .targets
+            .next_response
+            .map_or(0, |d| d.num_minutes() as i32),
     }
 }
 

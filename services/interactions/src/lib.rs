@@ -57,6 +57,8 @@ impl Service for Interactions {
             "ResolveComplaint",
             "ReopenComplaint",
             "CloseComplaint",
+            "PauseComplaint",
+            "ResumeComplaint",
             "CreateSlaPolicy",
             "CreateBusinessCalendar",
             "UpdateBusinessCalendar",

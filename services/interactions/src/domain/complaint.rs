@@ -6,6 +6,9 @@
 //!   |_________________________resolve__________________|_____________       |
 //!                                                      \___reopen__________/
 //! escalate: any unresolved state, raises the level, keeps the state
+//!
+//! OPEN | ACKNOWLEDGED | IN_PROGRESS --pause--> WAITING_ON_CUSTOMER --resume--> IN_PROGRESS
+//! (assign and escalate keep a waiting complaint waiting; resolving one resumes it first)
 //! ```
 
 use chrono::{DateTime, Duration, Utc};
@@ -63,6 +66,29 @@ pub struct Complaint {
     pub close_time: Option<DateTime<Utc>>,
     pub update_time: DateTime<Utc>,
     pub version: i64,
+    /// The calendar the SLA policy named when the complaint was opened: a resumed
+    /// resolution clock counts working time in it again.
+    pub calendar_id: Option<String>,
+    /// While waiting on the customer: the resolution time that was left when the
+    /// clock stopped (working time with a calendar, whole minutes).
+    pub resolution_remaining: Option<Duration>,
+    /// Every wait on the customer, oldest first; the last is open while waiting.
+    pub holds: Vec<Hold>,
+    /// The policy's next-response target when the complaint was opened.
+    pub next_response_target: Option<Duration>,
+    /// While a customer message waits for an answer: when the answer is due.
+    pub next_response_due: Option<DateTime<Utc>>,
+    /// The running or last next-response clock missed its due time.
+    pub next_response_breached: bool,
+}
+
+/// A time the complaint waited on the customer, its resolution clock stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub start_time: DateTime<Utc>,
+    pub end_time: Option<DateTime<Utc>>,
+    /// The inbound interaction whose arrival ended the wait.
+    pub resumed_by: Option<String>,
 }
 
 pub const MAX_ESCALATION_LEVEL: i32 = 3;
@@ -76,6 +102,18 @@ pub enum Action {
     Resolve(Resolution),
     Reopen,
     Close,
+    /// Stops the resolution clock with `remaining` of the target left
+    /// ([`Complaint::remaining_resolution_time`]).
+    Pause {
+        remaining: Duration,
+    },
+    /// Runs the resolution clock again, due at `resolution_due`
+    /// ([`Complaint::resumed_resolution_due`]); `by` names the inbound interaction
+    /// that ended the wait.
+    Resume {
+        resolution_due: DateTime<Utc>,
+        by: Option<String>,
+    },
 }
 
 impl Action {
@@ -87,6 +125,8 @@ impl Action {
             Action::Resolve(_) => "resolve",
             Action::Reopen => "reopen",
             Action::Close => "close",
+            Action::Pause { .. } => "pause",
+            Action::Resume { .. } => "resume",
         }
     }
 }
@@ -98,11 +138,13 @@ pub struct IllegalTransition {
     pub action: &'static str,
 }
 
-/// First-response and resolution targets.
+/// First-response, resolution and (optional) next-response targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlaTargets {
     pub first_response: Duration,
     pub resolution: Duration,
+    /// From each customer message after the first response to the answer.
+    pub next_response: Option<Duration>,
 }
 
 impl SlaTargets {
@@ -142,9 +184,12 @@ pub fn default_targets(priority: Priority, tier: CustomerTier) -> SlaTargets {
         CustomerTier::Ordinary => (1, 1),
         CustomerTier::OneOff => (2, 1),
     };
+    // No built-in next-response target: a deployment opts in through a policy,
+    // so complaints of deployments that never asked for one do not start breaching.
     SlaTargets {
         first_response: Duration::minutes(fr_minutes * num / den),
         resolution: Duration::minutes(res_minutes * num / den),
+        next_response: None,
     }
 }
 
@@ -162,8 +207,93 @@ impl Complaint {
     pub fn is_unresolved(&self) -> bool {
         matches!(
             self.state,
-            ComplaintState::Open | ComplaintState::Acknowledged | ComplaintState::InProgress
+            ComplaintState::Open
+                | ComplaintState::Acknowledged
+                | ComplaintState::InProgress
+                | ComplaintState::WaitingOnCustomer
         )
+    }
+
+    /// The resolution time left at `at`: working time up to the due time in
+    /// `calendar` (whole minutes), else wall-clock time; never negative.
+    pub fn remaining_resolution_time(
+        &self,
+        at: DateTime<Utc>,
+        calendar: Option<&BusinessCalendar>,
+    ) -> Duration {
+        let left = match calendar {
+            Some(c) => Duration::minutes(c.working_minutes_between(at, self.resolution_due)),
+            None => self.resolution_due - at,
+        };
+        left.max(Duration::zero())
+    }
+
+    /// When the answer to a customer message of `at` is due, if that message
+    /// starts the next-response clock: the complaint is unresolved and not waiting,
+    /// had its first response by then, has a target and no earlier message waiting.
+    pub fn next_response_due_for(
+        &self,
+        at: DateTime<Utc>,
+        calendar: Option<&BusinessCalendar>,
+    ) -> Option<Result<DateTime<Utc>, DeadlineBeyondHorizon>> {
+        let target = self.next_response_target?;
+        let starts = matches!(
+            self.state,
+            ComplaintState::Open | ComplaintState::Acknowledged | ComplaintState::InProgress
+        ) && self.first_response_time.is_some_and(|t| t <= at)
+            && self.next_response_due.is_none();
+        if !starts {
+            return None;
+        }
+        Some(match calendar {
+            Some(c) => {
+                let minutes = u32::try_from(target.num_minutes().max(0)).unwrap_or(u32::MAX);
+                c.add_working_minutes(at, minutes)
+            }
+            None => Ok(at + target),
+        })
+    }
+
+    /// Starts the next-response clock, due at `due`.
+    pub fn start_next_response(&mut self, due: DateTime<Utc>, now: DateTime<Utc>) {
+        self.next_response_due = Some(due);
+        self.next_response_breached = false;
+        self.update_time = now;
+        self.version += 1;
+    }
+
+    /// Stops the next-response clock with an answer at `at`; returns the due time
+    /// it missed when the answer came late and the sweep had not recorded it yet.
+    pub fn stop_next_response(
+        &mut self,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let due = self.next_response_due.take()?;
+        let late = at > due && !self.next_response_breached;
+        if late {
+            self.next_response_breached = true;
+        }
+        self.update_time = now;
+        self.version += 1;
+        late.then_some(due)
+    }
+
+    /// When the resolution is due if the clock runs again at `at`: the time left
+    /// when it stopped, counted from `at` in `calendar`'s working time.
+    pub fn resumed_resolution_due(
+        &self,
+        at: DateTime<Utc>,
+        calendar: Option<&BusinessCalendar>,
+    ) -> Result<DateTime<Utc>, DeadlineBeyondHorizon> {
+        let left = self.resolution_remaining.unwrap_or_else(Duration::zero);
+        match calendar {
+            Some(c) => {
+                let minutes = u32::try_from(left.num_minutes().max(0)).unwrap_or(u32::MAX);
+                c.add_working_minutes(at, minutes)
+            }
+            None => Ok(at + left),
+        }
     }
 
     /// Applies `action`, or explains why the current state forbids it.
@@ -187,7 +317,10 @@ impl Complaint {
                 self.state = InProgress;
                 self.first_response_time.get_or_insert(now);
             }
-            (Open | Acknowledged | InProgress, Action::Escalate) => {
+            (WaitingOnCustomer, Action::Assign(who)) => {
+                self.assignee = Some(who);
+            }
+            (Open | Acknowledged | InProgress | WaitingOnCustomer, Action::Escalate) => {
                 if self.escalation_level >= MAX_ESCALATION_LEVEL {
                     return Err(IllegalTransition {
                         current: self.state,
@@ -210,6 +343,26 @@ impl Complaint {
                 self.state = Closed;
                 self.close_time = Some(now);
             }
+            (Open | Acknowledged | InProgress, Action::Pause { remaining }) => {
+                // Asking the customer for more is itself a response.
+                self.first_response_time.get_or_insert(now);
+                self.state = WaitingOnCustomer;
+                self.resolution_remaining = Some(remaining);
+                self.holds.push(Hold {
+                    start_time: now,
+                    end_time: None,
+                    resumed_by: None,
+                });
+            }
+            (WaitingOnCustomer, Action::Resume { resolution_due, by }) => {
+                self.state = InProgress;
+                self.resolution_remaining = None;
+                self.resolution_due = resolution_due;
+                if let Some(h) = self.holds.last_mut() {
+                    h.end_time = Some(now);
+                    h.resumed_by = by;
+                }
+            }
             _ => return Err(illegal),
         }
         self.update_time = now;
@@ -229,13 +382,25 @@ impl Complaint {
             out.push(SlaTarget::FirstResponse);
         }
         let resolved_by = self.resolution.as_ref().map(|r| r.resolve_time);
+        // While waiting on the customer the resolution clock stands where it stopped.
+        let clock = match (self.state, self.holds.last()) {
+            (ComplaintState::WaitingOnCustomer, Some(h)) => h.start_time,
+            _ => now,
+        };
         if !self.resolution_breached
-            && now > self.resolution_due
+            && clock > self.resolution_due
             && resolved_by.is_none_or(|t| t > self.resolution_due)
             && self.state != ComplaintState::Closed
         {
             self.resolution_breached = true;
             out.push(SlaTarget::Resolution);
+        }
+        if !self.next_response_breached
+            && self.next_response_due.is_some_and(|due| now > due)
+            && self.is_unresolved()
+        {
+            self.next_response_breached = true;
+            out.push(SlaTarget::NextResponse);
         }
         if !out.is_empty() {
             self.version += 1;
@@ -278,6 +443,12 @@ mod tests {
             close_time: None,
             update_time: now,
             version: 1,
+            calendar_id: None,
+            resolution_remaining: None,
+            holds: Vec::new(),
+            next_response_target: Some(Duration::hours(2)),
+            next_response_due: None,
+            next_response_breached: false,
         }
     }
 
@@ -346,6 +517,13 @@ mod tests {
             Action::Resolve(resolution(now)),
             Action::Reopen,
             Action::Close,
+            Action::Pause {
+                remaining: Duration::hours(5),
+            },
+            Action::Resume {
+                resolution_due: now + Duration::hours(5),
+                by: None,
+            },
         ]
     }
 
@@ -355,7 +533,12 @@ mod tests {
         match (state, action) {
             (Open, Action::Acknowledge) => Some(Acknowledged),
             (Open | Acknowledged | InProgress, Action::Assign(_)) => Some(InProgress),
-            (s @ (Open | Acknowledged | InProgress), Action::Escalate) => Some(s),
+            (WaitingOnCustomer, Action::Assign(_)) => Some(WaitingOnCustomer),
+            (s @ (Open | Acknowledged | InProgress | WaitingOnCustomer), Action::Escalate) => {
+                Some(s)
+            }
+            (Open | Acknowledged | InProgress, Action::Pause { .. }) => Some(WaitingOnCustomer),
+            (WaitingOnCustomer, Action::Resume { .. }) => Some(InProgress),
             (Open | Acknowledged | InProgress, Action::Resolve(_)) => Some(Resolved),
             (Resolved, Action::Reopen) => Some(InProgress),
             (Resolved, Action::Close) => Some(Closed),
@@ -452,7 +635,7 @@ mod tests {
     }
 
     fn action_strategy() -> impl Strategy<Value = usize> {
-        0usize..6
+        0usize..8
     }
 
     proptest! {
@@ -478,8 +661,96 @@ mod tests {
                 if c.state != ComplaintState::Open {
                     prop_assert!(c.first_response_time.is_some());
                 }
+                let waiting = c.state == ComplaintState::WaitingOnCustomer;
+                prop_assert_eq!(waiting, c.resolution_remaining.is_some());
+                prop_assert_eq!(waiting, c.holds.last().is_some_and(|h| h.end_time.is_none()));
+                prop_assert!(c.holds.iter().rev().skip(1).all(|h| h.end_time.is_some()));
             }
         }
+    }
+
+    #[test]
+    fn a_waiting_complaint_does_not_breach_its_resolution_target() {
+        let now = Utc::now();
+        let mut c = complaint(now);
+        let at = now + Duration::hours(1);
+        let remaining = c.remaining_resolution_time(at, None);
+        assert_eq!(remaining, Duration::hours(71));
+        c.apply(Action::Pause { remaining }, at).unwrap();
+        assert!(c.detect_breaches(now + Duration::days(30)).is_empty());
+        let back = now + Duration::days(30);
+        let due = c.resumed_resolution_due(back, None).unwrap();
+        assert_eq!(due, back + Duration::hours(71));
+        c.apply(
+            Action::Resume {
+                resolution_due: due,
+                by: Some("i".into()),
+            },
+            back,
+        )
+        .unwrap();
+        assert_eq!(c.holds.len(), 1);
+        assert_eq!(c.holds[0].end_time, Some(back));
+        assert!(c.detect_breaches(due).is_empty());
+        assert_eq!(
+            c.detect_breaches(due + Duration::minutes(1)),
+            vec![SlaTarget::Resolution]
+        );
+    }
+
+    #[test]
+    fn the_next_response_clock_breaches_once_per_customer_message() {
+        let now = Utc::now();
+        let mut c = complaint(now);
+        let h = Duration::hours;
+        assert_eq!(
+            c.next_response_due_for(now, None),
+            None,
+            "before the first response"
+        );
+        c.apply(Action::Acknowledge, now).unwrap();
+        let due = c.next_response_due_for(now + h(1), None).unwrap().unwrap();
+        assert_eq!(due, now + h(3));
+        c.start_next_response(due, now + h(1));
+        assert_eq!(
+            c.next_response_due_for(now + h(2), None),
+            None,
+            "an earlier message still waits"
+        );
+        assert_eq!(
+            c.stop_next_response(now + h(2), now + h(2)),
+            None,
+            "in time"
+        );
+        assert!(c.detect_breaches(now + h(4)).is_empty());
+        let due = c.next_response_due_for(now + h(5), None).unwrap().unwrap();
+        c.start_next_response(due, now + h(5));
+        assert_eq!(
+            c.detect_breaches(now + h(7) + Duration::minutes(1)),
+            vec![SlaTarget::NextResponse]
+        );
+        assert!(c.detect_breaches(now + h(8)).is_empty(), "recorded once");
+        assert_eq!(c.stop_next_response(now + h(8), now + h(8)), None);
+        assert!(c.next_response_breached);
+        let due = c.next_response_due_for(now + h(9), None).unwrap().unwrap();
+        c.start_next_response(due, now + h(9));
+        assert!(!c.next_response_breached, "a new message, a new clock");
+        assert_eq!(c.stop_next_response(now + h(12), now + h(12)), Some(due));
+        assert!(c.next_response_breached);
+    }
+
+    #[test]
+    fn a_pause_after_the_due_time_is_a_breach_and_keeps_nothing() {
+        let now = Utc::now();
+        let mut c = complaint(now);
+        let late = now + Duration::hours(80);
+        let remaining = c.remaining_resolution_time(late, None);
+        assert_eq!(remaining, Duration::zero());
+        c.apply(Action::Pause { remaining }, late).unwrap();
+        assert_eq!(
+            c.detect_breaches(late),
+            vec![SlaTarget::FirstResponse, SlaTarget::Resolution]
+        );
     }
 
     #[test]
@@ -500,6 +771,7 @@ mod tests {
         let targets = SlaTargets {
             first_response: Duration::minutes(60),
             resolution: Duration::minutes(8 * 60),
+            next_response: None,
         };
         // Friday 2026-12-04 16:30 in Berlin (UTC+1).
         let open = Utc.with_ymd_and_hms(2026, 12, 4, 15, 30, 0).unwrap();

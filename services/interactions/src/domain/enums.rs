@@ -26,6 +26,7 @@ domain_enum!(ComplaintState {
     InProgress = "IN_PROGRESS",
     Resolved = "RESOLVED",
     Closed = "CLOSED",
+    WaitingOnCustomer = "WAITING_ON_CUSTOMER",
 });
 domain_enum!(ComplaintCategory {
     ProductQuality = "PRODUCT_QUALITY",
@@ -60,4 +61,8 @@ domain_enum!(ResolutionOutcome {
     Rejected = "REJECTED",
     Withdrawn = "WITHDRAWN",
 });
-domain_enum!(SlaTarget { FirstResponse = "FIRST_RESPONSE", Resolution = "RESOLUTION" });
+domain_enum!(SlaTarget {
+    FirstResponse = "FIRST_RESPONSE",
+    Resolution = "RESOLUTION",
+    NextResponse = "NEXT_RESPONSE",
+});

@@ -36,6 +36,9 @@ pub fn replay_steps(c: &Complaint) -> Vec<ReplayStep> {
     if c.resolution_breached {
         out.push(ReplayStep::Breached(SlaTarget::Resolution));
     }
+    if c.next_response_breached {
+        out.push(ReplayStep::Breached(SlaTarget::NextResponse));
+    }
     if c.resolution.is_some() {
         out.push(ReplayStep::Resolved);
     }
@@ -81,6 +84,12 @@ mod tests {
             close_time: None,
             update_time: t,
             version: 1,
+            calendar_id: None,
+            resolution_remaining: None,
+            holds: Vec::new(),
+            next_response_target: None,
+            next_response_due: None,
+            next_response_breached: false,
         }
     }
 

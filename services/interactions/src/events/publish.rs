@@ -77,9 +77,25 @@ pub fn complaint_resolved(c: &Complaint, r: &Resolution) -> OutboxEvent {
 }
 
 pub fn sla_breached(c: &Complaint, target: SlaTarget) -> OutboxEvent {
-    let (t, due) = match target {
-        SlaTarget::FirstResponse => (pb::SlaTarget::FirstResponse, c.first_response_due),
-        SlaTarget::Resolution => (pb::SlaTarget::Resolution, c.resolution_due),
+    let due = match target {
+        SlaTarget::FirstResponse => Some(c.first_response_due),
+        SlaTarget::Resolution => Some(c.resolution_due),
+        SlaTarget::NextResponse => c.next_response_due,
+    };
+    sla_breached_at(c, target, due)
+}
+
+/// A breach of `target` due at `due` (a next-response clock already stopped no
+/// longer holds its due time on the complaint).
+pub fn sla_breached_at(
+    c: &Complaint,
+    target: SlaTarget,
+    due: Option<chrono::DateTime<chrono::Utc>>,
+) -> OutboxEvent {
+    let t = match target {
+        SlaTarget::FirstResponse => pb::SlaTarget::FirstResponse,
+        SlaTarget::Resolution => pb::SlaTarget::Resolution,
+        SlaTarget::NextResponse => pb::SlaTarget::NextResponse,
     };
     OutboxEvent::new(
         STREAM,
@@ -88,7 +104,7 @@ pub fn sla_breached(c: &Complaint, target: SlaTarget) -> OutboxEvent {
             complaint_id: c.id.clone(),
             customer_id: c.customer_id.clone(),
             target: t.into(),
-            due_time: Some(convert::ts(due)),
+            due_time: due.map(convert::ts),
             priority: convert::priority(c.priority).into(),
             customer_tier: convert::tier(c.customer_tier).into(),
         },

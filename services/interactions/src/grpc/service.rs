@@ -412,6 +412,32 @@ impl InteractionService for InteractionsService {
         )))
     }
 
+    async fn pause_complaint(
+        &self,
+        req: Request<pb::PauseComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.name, "complaints", "name", &mut v);
+        v.into_result()?;
+        Ok(Response::new(convert::complaint(
+            &self.app.pause_complaint(&id, &r.etag).await?,
+        )))
+    }
+
+    async fn resume_complaint(
+        &self,
+        req: Request<pb::ResumeComplaintRequest>,
+    ) -> Result<Response<pb::Complaint>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let id = name_arg(&r.name, "complaints", "name", &mut v);
+        v.into_result()?;
+        Ok(Response::new(convert::complaint(
+            &self.app.resume_complaint(&id, &r.etag).await?,
+        )))
+    }
+
     async fn create_sla_policy(
         &self,
         req: Request<pb::CreateSlaPolicyRequest>,
@@ -447,6 +473,11 @@ impl InteractionService for InteractionsService {
             "policy.resolution_minutes",
             "must not be shorter than the first-response target",
         );
+        v.check(
+            (0..=MAX_MINUTES).contains(&p.next_response_minutes),
+            "policy.next_response_minutes",
+            "must be between 0 (none) and a year",
+        );
         let calendar_id = (!p.calendar.is_empty())
             .then(|| name_arg(&p.calendar, "calendars", "policy.calendar", &mut v));
         let (Some(priority), Some(tier)) = (priority, tier) else {
@@ -459,6 +490,8 @@ impl InteractionService for InteractionsService {
             targets: SlaTargets {
                 first_response: chrono::Duration::minutes(p.first_response_minutes.into()),
                 resolution: chrono::Duration::minutes(p.resolution_minutes.into()),
+                next_response: (p.next_response_minutes > 0)
+                    .then(|| chrono::Duration::minutes(p.next_response_minutes.into())),
             },
             calendar_id,
         };

@@ -60,6 +60,11 @@ pub mod complaint {
         pub close_time: Option<ChronoDateTimeUtc>,
         pub update_time: ChronoDateTimeUtc,
         pub version: i64,
+        pub calendar_id: Option<String>,
+        pub resolution_remaining_ms: Option<i64>,
+        pub next_response_minutes: Option<i32>,
+        pub next_response_due: Option<ChronoDateTimeUtc>,
+        pub next_response_breached: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -81,6 +86,7 @@ pub mod sla_policy {
         pub first_response_minutes: i32,
         pub resolution_minutes: i32,
         pub calendar_id: Option<String>,
+        pub next_response_minutes: Option<i32>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -146,6 +152,28 @@ pub mod customer_tier {
         pub customer_id: String,
         pub tier: String,
         pub update_time: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod complaint_hold {
+    use sea_orm::entity::prelude::*;
+
+    /// One wait on the customer; `seq` numbers a complaint's holds from 0.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "complaint_holds")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub complaint_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i32,
+        pub start_time: ChronoDateTimeUtc,
+        pub end_time: Option<ChronoDateTimeUtc>,
+        pub resumed_by: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,8 @@ pub fn own() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(CreateInteractionTables),
         Box::new(IndexSurveysByCustomer),
         Box::new(AddBusinessCalendars),
+        Box::new(AddComplaintHolds),
+        Box::new(AddNextResponseTargets),
     ]
 }
 
@@ -190,5 +192,99 @@ impl MigrationTrait for AddBusinessCalendars {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         retention_db::schema::drop_columns(m, "sla_policies", &["calendar_id"]).await?;
         retention_db::schema::drop_tables(m, &["business_calendars"]).await
+    }
+}
+
+retention_db::migration!(
+    /// Waiting on the customer: the holds of each complaint, the resolution time
+    /// kept while it waits, the calendar its clock counts in, and a state column
+    /// wide enough for WAITING_ON_CUSTOMER.
+    AddComplaintHolds,
+    "m20261207_000002_add_complaint_holds"
+);
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddComplaintHolds {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite does not enforce a VARCHAR length (nor alter a column's type).
+        if retention_db::is_postgres(m.get_connection()) {
+            m.get_connection()
+                .execute_unprepared("ALTER TABLE complaints ALTER COLUMN state TYPE varchar(32)")
+                .await?;
+        }
+        retention_db::schema::add_columns(
+            m,
+            "complaints",
+            [
+                string_len_null("calendar_id", 36),
+                big_integer_null("resolution_remaining_ms"),
+            ],
+        )
+        .await?;
+        retention_db::schema::create_table(
+            m,
+            Table::create()
+                .table("complaint_holds")
+                .col(string_len("complaint_id", 36))
+                .col(integer("seq"))
+                .col(timestamp_with_time_zone("start_time"))
+                .col(timestamp_with_time_zone_null("end_time"))
+                .col(string_len_null("resumed_by", 36))
+                .primary_key(Index::create().col("complaint_id").col("seq")),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        retention_db::schema::drop_tables(m, &["complaint_holds"]).await?;
+        retention_db::schema::drop_columns(
+            m,
+            "complaints",
+            &["calendar_id", "resolution_remaining_ms"],
+        )
+        .await
+    }
+}
+
+retention_db::migration!(
+    /// The next-response target of a policy (none: no clock), copied to each
+    /// complaint opened under it, and the complaint's running next-response clock.
+    AddNextResponseTargets,
+    "m20261207_000003_add_next_response_targets"
+);
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddNextResponseTargets {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        retention_db::schema::add_columns(
+            m,
+            "sla_policies",
+            [integer_null("next_response_minutes")],
+        )
+        .await?;
+        retention_db::schema::add_columns(
+            m,
+            "complaints",
+            [
+                integer_null("next_response_minutes"),
+                timestamp_with_time_zone_null("next_response_due"),
+                boolean("next_response_breached").default(false).take(),
+            ],
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        retention_db::schema::drop_columns(
+            m,
+            "complaints",
+            &[
+                "next_response_minutes",
+                "next_response_due",
+                "next_response_breached",
+            ],
+        )
+        .await?;
+        retention_db::schema::drop_columns(m, "sla_policies", &["next_response_minutes"]).await
     }
 }

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 
 use super::entities::{
-    business_calendar, complaint, customer_tier, interaction, sla_policy, survey,
+    business_calendar, complaint, complaint_hold, customer_tier, interaction, sla_policy, survey,
 };
 use crate::domain::calendar::CalendarDefinition;
 use crate::domain::*;
@@ -152,6 +152,13 @@ fn complaint_active(c: &Complaint) -> complaint::ActiveModel {
         close_time: Set(c.close_time),
         update_time: Set(c.update_time),
         version: Set(c.version),
+        calendar_id: Set(c.calendar_id.clone()),
+        resolution_remaining_ms: Set(c.resolution_remaining.map(|d| d.num_milliseconds())),
+        next_response_minutes: Set(c
+            .next_response_target
+            .map(|d| i32::try_from(d.num_minutes()).unwrap_or(i32::MAX))),
+        next_response_due: Set(c.next_response_due),
+        next_response_breached: Set(c.next_response_breached),
     }
 }
 
@@ -196,6 +203,16 @@ fn complaint_from(m: complaint::Model) -> Result<Complaint, DbErr> {
         close_time: m.close_time,
         update_time: m.update_time,
         version: m.version,
+        calendar_id: m.calendar_id,
+        resolution_remaining: m
+            .resolution_remaining_ms
+            .map(chrono::Duration::milliseconds),
+        holds: Vec::new(),
+        next_response_target: m
+            .next_response_minutes
+            .map(|n| chrono::Duration::minutes(n.into())),
+        next_response_due: m.next_response_due,
+        next_response_breached: m.next_response_breached,
     })
 }
 
@@ -206,15 +223,73 @@ pub async fn insert_complaint<C: ConnectionTrait>(db: &C, c: &Complaint) -> Resu
     Ok(())
 }
 
+/// The complaint with its holds.
 pub async fn load_complaint<C: ConnectionTrait>(
     db: &C,
     id: &str,
 ) -> Result<Option<Complaint>, DbErr> {
-    complaint::Entity::find_by_id(id.to_string())
+    let Some(m) = complaint::Entity::find_by_id(id.to_string())
         .one(db)
         .await?
-        .map(complaint_from)
-        .transpose()
+    else {
+        return Ok(None);
+    };
+    let mut c = complaint_from(m)?;
+    with_holds(db, std::slice::from_mut(&mut c)).await?;
+    Ok(Some(c))
+}
+
+/// Fills in the holds of `complaints`, one query per chunk of ids.
+async fn with_holds<C: ConnectionTrait>(db: &C, complaints: &mut [Complaint]) -> Result<(), DbErr> {
+    let ids: Vec<String> = complaints.iter().map(|c| c.id.clone()).collect();
+    for chunk in ids.chunks(IN_CHUNK) {
+        for h in complaint_hold::Entity::find()
+            .filter(complaint_hold::Column::ComplaintId.is_in(chunk.iter().cloned()))
+            .order_by_asc(complaint_hold::Column::ComplaintId)
+            .order_by_asc(complaint_hold::Column::Seq)
+            .all(db)
+            .await?
+        {
+            if let Some(c) = complaints.iter_mut().find(|c| c.id == h.complaint_id) {
+                c.holds.push(Hold {
+                    start_time: h.start_time,
+                    end_time: h.end_time,
+                    resumed_by: h.resumed_by,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the latest hold of `c` (started or ended by the change being saved).
+pub async fn save_last_hold<C: ConnectionTrait>(db: &C, c: &Complaint) -> Result<(), DbErr> {
+    let Some(h) = c.holds.last() else {
+        return Ok(());
+    };
+    let seq = i32::try_from(c.holds.len() - 1)
+        .map_err(|_| DbErr::Custom(format!("too many holds on complaint {}", c.id)))?;
+    complaint_hold::Entity::insert(complaint_hold::ActiveModel {
+        complaint_id: Set(c.id.clone()),
+        seq: Set(seq),
+        start_time: Set(h.start_time),
+        end_time: Set(h.end_time),
+        resumed_by: Set(h.resumed_by.clone()),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            complaint_hold::Column::ComplaintId,
+            complaint_hold::Column::Seq,
+        ])
+        .update_columns([
+            complaint_hold::Column::EndTime,
+            complaint_hold::Column::ResumedBy,
+        ])
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }
 
 /// Writes `c` if the stored version is still `expected`; false on a lost race.
@@ -273,17 +348,21 @@ pub async fn list_complaints<C: ConnectionTrait>(
             ),
         );
     }
-    s.order_by_desc(complaint::Column::OpenTime)
+    let mut page = s
+        .order_by_desc(complaint::Column::OpenTime)
         .order_by_desc(complaint::Column::Id)
         .limit(limit)
         .all(db)
         .await?
         .into_iter()
         .map(complaint_from)
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    with_holds(db, &mut page).await?;
+    Ok(page)
 }
 
-/// Unresolved complaints past a due time not yet recorded as breached. On
+/// Unresolved complaints past a due time not yet recorded as breached; a
+/// complaint waiting on the customer is not among them (its clock stands still). On
 /// PostgreSQL the rows are locked with SKIP LOCKED, so concurrent sweepers (other
 /// replicas) each take different complaints and none is reported twice.
 pub async fn due_for_sweep<C: ConnectionTrait>(
@@ -311,6 +390,11 @@ pub async fn due_for_sweep<C: ConnectionTrait>(
                     complaint::Column::ResolutionBreached
                         .eq(false)
                         .and(complaint::Column::ResolutionDue.lt(now)),
+                )
+                .add(
+                    complaint::Column::NextResponseBreached
+                        .eq(false)
+                        .and(complaint::Column::NextResponseDue.lt(now)),
                 ),
         )
         .order_by_asc(complaint::Column::FirstResponseDue)
@@ -346,6 +430,10 @@ pub async fn upsert_policy<C: ConnectionTrait>(db: &C, p: &SlaPolicy) -> Result<
         first_response_minutes: Set(p.targets.first_response.num_minutes() as i32),
         resolution_minutes: Set(p.targets.resolution.num_minutes() as i32),
         calendar_id: Set(p.calendar_id.clone()),
+        next_response_minutes: Set(p
+            .targets
+            .next_response
+            .map(|d| i32::try_from(d.num_minutes()).unwrap_or(i32::MAX))),
     })
     .on_conflict(
         OnConflict::columns([
@@ -356,6 +444,7 @@ pub async fn upsert_policy<C: ConnectionTrait>(db: &C, p: &SlaPolicy) -> Result<
             sla_policy::Column::FirstResponseMinutes,
             sla_policy::Column::ResolutionMinutes,
             sla_policy::Column::CalendarId,
+            sla_policy::Column::NextResponseMinutes,
         ])
         .to_owned(),
     )
@@ -371,6 +460,10 @@ fn policy_from(p: sla_policy::Model) -> Result<SlaPolicy, DbErr> {
         targets: SlaTargets {
             first_response: chrono::Duration::minutes(p.first_response_minutes.into()),
             resolution: chrono::Duration::minutes(p.resolution_minutes.into()),
+            next_response: p
+                .next_response_minutes
+                .filter(|n| *n > 0)
+                .map(|n| chrono::Duration::minutes(n.into())),
         },
         calendar_id: p.calendar_id,
     })

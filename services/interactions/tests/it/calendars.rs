@@ -11,7 +11,7 @@ use tonic::Code;
 
 use crate::harness::*;
 
-fn period(day: pb::DayOfWeek, start_minute: i32, end_minute: i32) -> pb::WorkingPeriod {
+pub(crate) fn period(day: pb::DayOfWeek, start_minute: i32, end_minute: i32) -> pb::WorkingPeriod {
     pb::WorkingPeriod {
         day_of_week: day as i32,
         start_minute,
@@ -20,7 +20,7 @@ fn period(day: pb::DayOfWeek, start_minute: i32, end_minute: i32) -> pb::Working
 }
 
 /// Monday to Friday, 09:00-17:00 in Berlin.
-fn office_hours(display_name: &str) -> pb::BusinessCalendar {
+pub(crate) fn office_hours(display_name: &str) -> pb::BusinessCalendar {
     use pb::DayOfWeek::*;
     pb::BusinessCalendar {
         display_name: display_name.into(),
@@ -34,7 +34,7 @@ fn office_hours(display_name: &str) -> pb::BusinessCalendar {
     }
 }
 
-async fn create(app: &mut TestApp, c: pb::BusinessCalendar) -> pb::BusinessCalendar {
+pub(crate) async fn create(app: &mut TestApp, c: pb::BusinessCalendar) -> pb::BusinessCalendar {
     let req = app.req(pb::CreateBusinessCalendarRequest {
         calendar: Some(c),
         request_id: String::new(),
@@ -229,7 +229,20 @@ async fn invalid(backend: Backend) {
 
 on_both_backends!(invalid_calendars_get_field_violations, invalid);
 
-fn policy(calendar: &str) -> pb::CreateSlaPolicyRequest {
+/// A delivery complaint of the test customer (opened at a chosen time).
+pub(crate) fn parcel_late() -> NewComplaint {
+    NewComplaint {
+        customer_id: customer().trim_start_matches("customers/").into(),
+        category: ComplaintCategory::Delivery,
+        severity: Severity::Medium,
+        priority: None,
+        channel: None,
+        subject: "Parcel late".into(),
+        description: String::new(),
+    }
+}
+
+pub(crate) fn policy(calendar: &str) -> pb::CreateSlaPolicyRequest {
     pb::CreateSlaPolicyRequest {
         policy: Some(pb::SlaPolicy {
             priority: pb::Priority::Normal as i32,
@@ -298,19 +311,7 @@ async fn friday_evening(backend: Backend) {
     let open = Utc.with_ymd_and_hms(2026, 12, 4, 15, 30, 0).unwrap();
     let replica = app.second_replica().await;
     let opened = replica
-        .open_complaint_at(
-            NewComplaint {
-                customer_id: customer().trim_start_matches("customers/").into(),
-                category: ComplaintCategory::Delivery,
-                severity: Severity::Medium,
-                priority: None,
-                channel: None,
-                subject: "Parcel late".into(),
-                description: String::new(),
-            },
-            "",
-            open,
-        )
+        .open_complaint_at(parcel_late(), "", open)
         .await
         .unwrap();
     let get = |app: &TestApp| {

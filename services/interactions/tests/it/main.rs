@@ -2,6 +2,7 @@
 
 mod backfill;
 mod calendars;
+mod clocks;
 mod complaints;
 mod harness;
 mod profile_events;

@@ -37,6 +37,12 @@ fn complaint(id: usize, category: ComplaintCategory, opened: i64) -> Complaint {
         close_time: None,
         update_time: at(opened),
         version: 1,
+        calendar_id: None,
+        resolution_remaining: None,
+        holds: Vec::new(),
+        next_response_target: None,
+        next_response_due: None,
+        next_response_breached: false,
     }
 }
 

@@ -96,12 +96,16 @@ async fn bad_input_gets_field_violations() {
                 customer_tier: pb::CustomerTier::Key as i32,
                 first_response_minutes: 60,
                 resolution_minutes: 30,
+                next_response_minutes: -1,
                 ..Default::default()
             }),
         }))
         .await
         .unwrap_err();
-    assert_eq!(violated_fields(&err), vec!["policy.resolution_minutes"]);
+    assert_eq!(
+        violated_fields(&err),
+        vec!["policy.resolution_minutes", "policy.next_response_minutes"]
+    );
     let err = app
         .client
         .get_satisfaction_summary(app.req(pb::GetSatisfactionSummaryRequest::default()))
@@ -148,7 +152,7 @@ async fn scopes_are_enforced() {
         <retention_interactions::Interactions as retention_server::host::Service>::scope_policy()
             .methods()
             .count(),
-        26
+        28
     );
     app.stop().await;
 }

@@ -358,7 +358,7 @@ pub fn calendar_in(
         for violation in violations {
             v.add(
                 proto_field(&violation.field, prefix, &origin),
-                violation.description,
+                proto_description(&violation.description, prefix, &origin),
             );
         }
     }
@@ -379,6 +379,25 @@ fn proto_field(domain: &str, prefix: &str, origin: &[Vec<usize>; 7]) -> String {
         ("name", _) => format!("{prefix}.display_name"),
         (other, _) => format!("{prefix}.{other}"),
     }
+}
+
+/// A domain description naming another period ("overlaps periods[0][0]") with
+/// that period's proto path, so the caller finds it in what they sent.
+fn proto_description(description: &str, prefix: &str, origin: &[Vec<usize>; 7]) -> String {
+    let Some(start) = description.find("periods[") else {
+        return description.to_string();
+    };
+    let rest = &description[start..];
+    let end = rest
+        .match_indices(']')
+        .nth(1)
+        .map_or(rest.len(), |(i, _)| i + 1);
+    format!(
+        "{}{}{}",
+        &description[..start],
+        proto_field(&rest[..end], prefix, origin),
+        &rest[end..]
+    )
 }
 
 pub fn summary(s: &SatisfactionSummary) -> pb::SatisfactionSummary {

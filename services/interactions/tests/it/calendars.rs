@@ -204,7 +204,7 @@ async fn invalid(backend: Backend) {
         .find(|(f, _)| f == "calendar.periods[5]")
         .map(|(_, d)| d)
         .unwrap_or_default();
-    assert!(overlap.contains("overlaps"), "{overlap}");
+    assert_eq!(overlap, "overlaps calendar.periods[0]");
 
     // Update validates the same way.
     let created = create(&mut app, office_hours("Berlin office")).await;

@@ -223,15 +223,33 @@ async fn a_replica_killed_mid_run_leaves_the_run_to_the_others() {
         )
     };
     let mut waited = 0;
-    // Killed once it has scored a page and while it holds a claim (pages take
-    // far longer than the query between this check and the kill).
-    while a.count(&by_process("done")).await == 0 || a.count(&by_process("pending")).await == 0 {
-        waited += 1;
-        if waited >= 1200 {
-            let _ = child.kill();
-            panic!("the process never scored a page");
+    // Killed once it has scored a page and while it holds a claim. It is frozen
+    // (SIGSTOP) before the claim is looked at, and given a moment for a commit
+    // already sent to land: a page it was finishing cannot turn done between
+    // the look and the kill. Thawed and tried again if it held nothing.
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs")
+    };
+    loop {
+        while a.count(&by_process("done")).await == 0 || a.count(&by_process("pending")).await == 0
+        {
+            waited += 1;
+            if waited >= 1200 {
+                let _ = signal("KILL");
+                panic!("the process never scored a page");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        signal("STOP");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if a.count(&by_process("pending")).await > 0 {
+            break;
+        }
+        signal("CONT");
     }
     child.kill().expect("SIGKILL");
     let _ = child.wait();

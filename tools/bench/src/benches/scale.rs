@@ -184,7 +184,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Vec<Row>> {
     let mut pages = Vec::new();
     for k in 0..replicas {
         pages.push(
-            count(
+            scalar(
                 &segmentation,
                 &format!(
                     "SELECT COUNT(*) FROM scoring_run_pages WHERE run_id = '{run_id}' \
@@ -214,7 +214,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Vec<Row>> {
             size(table_size(&segmentation, table).await?)
         ));
     }
-    let outbox = count(&segmentation, "SELECT COUNT(*) FROM outbox_events").await?;
+    let outbox = scalar(&segmentation, "SELECT COUNT(*) FROM outbox_events").await?;
     segmentation.close().await?;
 
     let secs = run_time.as_secs_f64();
@@ -638,7 +638,8 @@ impl Drop for Fleet {
     }
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+/// A kB field of `/proc/<pid>/status` (`pid` may be `self`).
+pub(crate) fn proc_status_kib(pid: impl std::fmt::Display, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
@@ -686,10 +687,6 @@ async fn scalar(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
         .map(|r| r.try_get_by_index::<i64>(0))
         .transpose()?
         .unwrap_or(0))
-}
-
-async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
-    scalar(db, sql).await
 }
 
 async fn table_size(db: &DatabaseConnection, table: &str) -> anyhow::Result<i64> {

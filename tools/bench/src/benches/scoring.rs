@@ -56,14 +56,7 @@ fn simulate(
 }
 
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    super::scale::proc_status_kib("self", "VmHWM:").unwrap_or(0)
 }
 
 /// Writes `n` simulated customers' features; returns (purchases, write time).

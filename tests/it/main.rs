@@ -192,6 +192,7 @@ async fn sweep_in_days(interactions: &TestService, days: i64) -> usize {
     .sweep(chrono::Utc::now() + chrono::Duration::days(days))
     .await
     .unwrap()
+    .breaches
 }
 
 fn url(t: &TestService) -> String {

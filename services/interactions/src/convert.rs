@@ -1,5 +1,6 @@
 //! proto <-> domain mapping for the interactions API.
 
+use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;
 use retention_proto::common;
 use retention_proto::interactions as pb;
@@ -197,6 +198,10 @@ pub fn complaint(c: &Complaint) -> pb::Complaint {
         holds: c.holds.iter().map(hold).collect(),
         next_response_due_time: c.next_response_due.map(ts),
         next_response_breached: c.next_response_breached,
+        team: c.team.clone().unwrap_or_default(),
+        first_response_at_risk: c.warnings.first_response_at_risk,
+        resolution_at_risk: c.warnings.resolution_at_risk,
+        next_response_at_risk: c.warnings.next_response_at_risk,
     }
 }
 
@@ -249,6 +254,8 @@ pub fn policy(p: &SlaPolicy) -> pb::SlaPolicy {
             .targets
             .next_response
             .map_or(0, |d| d.num_minutes() as i32),
+        at_risk_percent: p.targets.at_risk_percent,
+        escalate_at_risk: p.targets.escalate_at_risk,
     }
 }
 
@@ -426,5 +433,58 @@ pub fn summary(s: &SatisfactionSummary) -> pb::SatisfactionSummary {
             .collect(),
         sla_compliance_rate: s.sla_compliance_rate,
         mean_time_to_resolve_hours: s.mean_time_to_resolve_hours,
+    }
+}
+
+pub fn grouping_in(g: i32, field: &str, v: &mut FieldViolations) -> Option<SlaGrouping> {
+    use pb::SlaReportGrouping as G;
+    match G::try_from(g) {
+        Ok(G::Unspecified) => Some(SlaGrouping::All),
+        Ok(G::Priority) => Some(SlaGrouping::Priority),
+        Ok(G::CustomerTier) => Some(SlaGrouping::CustomerTier),
+        Ok(G::Assignee) => Some(SlaGrouping::Assignee),
+        Ok(G::Team) => Some(SlaGrouping::Team),
+        Err(_) => {
+            v.add(field, format!("unknown grouping {g}"));
+            None
+        }
+    }
+}
+
+fn outcomes(o: &TargetOutcomes) -> pb::SlaTargetOutcomes {
+    pb::SlaTargetOutcomes {
+        met: o.met,
+        breached: o.breached,
+        in_progress: o.in_progress,
+        met_share: o.met_share(),
+    }
+}
+
+fn report_row(r: &SlaReportRow) -> pb::SlaReportRow {
+    pb::SlaReportRow {
+        group: r.group.clone(),
+        complaints: r.complaints,
+        first_response: Some(outcomes(&r.first_response)),
+        resolution: Some(outcomes(&r.resolution)),
+        mean_first_response_minutes: r.mean_first_response_minutes(),
+        responded: r.responded,
+        mean_resolution_minutes: r.mean_resolution_minutes(),
+        resolved: r.resolved,
+    }
+}
+
+pub fn sla_report(
+    r: &SlaReport,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    group_by: i32,
+) -> pb::SlaReport {
+    pb::SlaReport {
+        start_time: Some(ts(start)),
+        end_time: Some(ts(end)),
+        group_by,
+        as_of_time: Some(ts(r.as_of)),
+        rows: r.rows.iter().map(report_row).collect(),
+        total: Some(report_row(&r.total)),
     }
 }

@@ -47,6 +47,7 @@ impl Service for Interactions {
             "GetBusinessCalendar",
             "ListBusinessCalendars",
             "GetSatisfactionSummary",
+            "GetSlaReport",
         ];
         let write = [
             "LogInteraction",
@@ -110,8 +111,15 @@ impl Service for Interactions {
                 let app = sweeper.clone();
                 async move {
                     match app.sweep(domain::now()).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(breaches = n, "SLA sweep recorded breaches"),
+                        Ok(app::Swept {
+                            breaches: 0,
+                            warnings: 0,
+                        }) => {}
+                        Ok(s) => tracing::info!(
+                            breaches = s.breaches,
+                            warnings = s.warnings,
+                            "sla sweep recorded breaches and warnings"
+                        ),
                         Err(e) => {
                             tracing::warn!(error = %e, "SLA sweep failed; retrying next round")
                         }

@@ -17,11 +17,20 @@ fn breaches() -> &'static Counter<u64> {
     })
 }
 
-/// Counts breaches once their transaction committed (a rolled-back sweep
-/// batch counts nothing; its breaches are recorded by the next one).
-pub fn sla_breached(breaches_committed: &[(SlaTarget, Priority)]) {
-    for (target, priority) in breaches_committed {
-        breaches().add(
+fn warnings() -> &'static Counter<u64> {
+    static C: OnceLock<Counter<u64>> = OnceLock::new();
+    C.get_or_init(|| {
+        meter()
+            .u64_counter("retention.sla.at_risk")
+            .with_unit("{warning}")
+            .with_description("Complaint SLA targets at risk of a breach, by target and priority")
+            .build()
+    })
+}
+
+fn count(c: &Counter<u64>, committed: &[(SlaTarget, Priority)]) {
+    for (target, priority) in committed {
+        c.add(
             1,
             &[
                 Attribute::new("target", target.as_str().to_ascii_lowercase()),
@@ -29,4 +38,15 @@ pub fn sla_breached(breaches_committed: &[(SlaTarget, Priority)]) {
             ],
         );
     }
+}
+
+/// Counts breaches once their transaction committed (a rolled-back sweep
+/// batch counts nothing; its breaches are recorded by the next one).
+pub fn sla_breached(breaches_committed: &[(SlaTarget, Priority)]) {
+    count(breaches(), breaches_committed);
+}
+
+/// Counts warnings once their transaction committed.
+pub fn sla_at_risk(warnings_committed: &[(SlaTarget, Priority)]) {
+    count(warnings(), warnings_committed);
 }

@@ -1,16 +1,16 @@
 //! SLA policies and the business-hour calendars they count time in.
 
-use sea_orm::{DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 
 use super::*;
 
 impl InteractionsApp {
-    pub(super) async fn business_calendar(
+    pub(super) async fn business_calendar<C: ConnectionTrait>(
         &self,
-        txn: &DatabaseTransaction,
+        db: &C,
         id: &str,
     ) -> AppResult<BusinessCalendar> {
-        let stored = repo::load_calendar(txn, id)
+        let stored = repo::load_calendar(db, id)
             .await?
             .ok_or_else(|| AppError::NotFound(calendar_name(id)))?;
         // Stored definitions were validated on the way in; failing here means the

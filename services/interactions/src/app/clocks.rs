@@ -6,6 +6,15 @@ use sea_orm::{DatabaseTransaction, DbErr, TransactionTrait};
 
 use super::*;
 
+/// What a sweep reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// SLA targets recorded as breached (ComplaintSlaBreached events).
+    pub breaches: usize,
+    /// SLA targets recorded as at risk (ComplaintSlaAtRisk events).
+    pub warnings: usize,
+}
+
 impl InteractionsApp {
     /// What an interaction logged for a complaint does to its clocks. The
     /// customer's inbound message resumes a complaint waiting on them (as of the
@@ -54,9 +63,17 @@ impl InteractionsApp {
                     None => None,
                 };
                 if let Some(due) = c.next_response_due_for(at, calendar.as_ref()) {
-                    let due =
-                        due.map_err(|source| unschedulable(c.calendar_id.as_deref(), source))?;
-                    c.start_next_response(due, t);
+                    let unplaceable = |source| unschedulable(c.calendar_id.as_deref(), source);
+                    let due = due.map_err(unplaceable)?;
+                    let warn = c
+                        .next_response_target
+                        .and_then(|target| {
+                            c.warnings
+                                .next_response_time_for(at, target, calendar.as_ref())
+                        })
+                        .transpose()
+                        .map_err(unplaceable)?;
+                    c.start_next_response(due, warn, t);
                 }
             }
             Direction::Outbound => {
@@ -110,23 +127,39 @@ impl InteractionsApp {
         by: Option<String>,
     ) -> AppResult<Action> {
         let calendar = self.complaint_calendar(txn, c).await?;
+        let unplaceable = |source| unschedulable(c.calendar_id.as_deref(), source);
         let resolution_due = c
             .resumed_resolution_due(at, calendar.as_ref())
-            .map_err(|source| unschedulable(c.calendar_id.as_deref(), source))?;
-        Ok(Action::Resume { resolution_due, by })
+            .map_err(unplaceable)?;
+        let remaining = c
+            .resolution_remaining
+            .unwrap_or_else(chrono::Duration::zero);
+        let resolution_warn = c
+            .warnings
+            .resumed_resolution_time(at, remaining, calendar.as_ref())
+            .transpose()
+            .map_err(unplaceable)?;
+        Ok(Action::Resume {
+            resolution_due,
+            resolution_warn,
+            by,
+        })
     }
 
-    /// Records SLA breaches due by `at`; returns how many were recorded. Each
-    /// complaint's breach flag and its event commit together, and PostgreSQL rows are
-    /// claimed with SKIP LOCKED, so every breach is reported once across restarts
-    /// and replicas.
-    pub async fn sweep(&self, at: DateTime<Utc>) -> AppResult<usize> {
-        let mut recorded = 0;
+    /// Records the SLA breaches due by `at` and the warnings of targets at risk
+    /// by then. Each complaint's flags and their events commit together, and
+    /// PostgreSQL rows are claimed with SKIP LOCKED, so every breach and warning is
+    /// reported once across restarts and replicas.
+    pub async fn sweep(&self, at: DateTime<Utc>) -> AppResult<Swept> {
+        let mut swept = Swept::default();
         let mut busy_retries = 0;
         loop {
             match self.sweep_batch(at).await {
-                Ok(0) => return Ok(recorded),
-                Ok(n) => recorded += n,
+                Ok((0, _)) => return Ok(swept),
+                Ok((_, batch)) => {
+                    swept.breaches += batch.breaches;
+                    swept.warnings += batch.warnings;
+                }
                 // SQLite shared by two processes: a concurrent writer makes this
                 // transaction's snapshot stale (SQLITE_BUSY_SNAPSHOT); start it again.
                 Err(AppError::Db(e)) if is_sqlite_busy(&e) && busy_retries < 50 => {
@@ -138,22 +171,45 @@ impl InteractionsApp {
         }
     }
 
-    /// One claimed batch; returns the breaches it recorded (0 when nothing is due).
-    pub(super) async fn sweep_batch(&self, at: DateTime<Utc>) -> AppResult<usize> {
+    /// One claimed batch: how many complaints it changed (0 when nothing is
+    /// due; a warning superseded by its breach changes one without an event) and
+    /// what it reported.
+    async fn sweep_batch(&self, at: DateTime<Utc>) -> AppResult<(usize, Swept)> {
         let txn = self.db.begin().await?;
         let mut recorded = Vec::new();
         let mut evs = Vec::new();
+        let mut warned = Vec::new();
+        let mut claimed = 0;
         for mut c in repo::due_for_sweep(&txn, at, 100).await? {
             let expected = c.version;
+            let from = c.state;
+            let at_risk = c.detect_at_risk(at);
             let breaches = c.detect_breaches(at);
-            if !breaches.is_empty() && repo::update_complaint(&txn, &c, expected).await? {
-                recorded.extend(breaches.iter().map(|b| (*b, c.priority)));
-                evs.extend(breaches.into_iter().map(|b| events::sla_breached(&c, b)));
+            if c.version == expected || !repo::update_complaint(&txn, &c, expected).await? {
+                continue;
             }
+            claimed += 1;
+            warned.extend(at_risk.targets.iter().map(|w| (*w, c.priority)));
+            evs.extend(
+                at_risk
+                    .targets
+                    .iter()
+                    .map(|w| events::sla_at_risk(&c, *w, at_risk.escalated)),
+            );
+            if at_risk.escalated {
+                evs.push(events::status_changed(&c, from));
+            }
+            recorded.extend(breaches.iter().map(|b| (*b, c.priority)));
+            evs.extend(breaches.into_iter().map(|b| events::sla_breached(&c, b)));
         }
         self.outbox.commit(txn, evs).await?;
         crate::metrics::sla_breached(&recorded);
-        Ok(recorded.len())
+        crate::metrics::sla_at_risk(&warned);
+        let swept = Swept {
+            breaches: recorded.len(),
+            warnings: warned.len(),
+        };
+        Ok((claimed, swept))
     }
 }
 

@@ -62,11 +62,13 @@ impl InteractionsApp {
             Some(cid) => Some(self.business_calendar(txn, cid).await?),
             None => None,
         };
-        let (first_response_due, resolution_due) =
-            policy
-                .targets
-                .due_times(t, calendar.as_ref())
-                .map_err(|source| unschedulable(policy.calendar_id.as_deref(), source))?;
+        let unplaceable = |source| unschedulable(policy.calendar_id.as_deref(), source);
+        let (first_response_due, resolution_due) = policy
+            .targets
+            .due_times(t, calendar.as_ref())
+            .map_err(unplaceable)?;
+        let warnings =
+            SlaWarnings::at_open(&policy.targets, t, calendar.as_ref()).map_err(unplaceable)?;
         Ok(Complaint {
             id,
             customer_id: n.customer_id.clone(),
@@ -97,6 +99,8 @@ impl InteractionsApp {
             next_response_target: policy.targets.next_response,
             next_response_due: None,
             next_response_breached: false,
+            team: None,
+            warnings,
         })
     }
 
@@ -193,6 +197,7 @@ impl InteractionsApp {
             // Not waiting: the state machine refuses it.
             Step::Resume => vec![Action::Resume {
                 resolution_due: c.resolution_due,
+                resolution_warn: None,
                 by: None,
             }],
             Step::Act(resolve @ Action::Resolve(_)) if waiting => {

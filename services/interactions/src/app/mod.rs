@@ -9,6 +9,9 @@
 mod calendars;
 mod clocks;
 mod complaints;
+mod report;
+
+pub use clocks::Swept;
 
 use chrono::{DateTime, Utc};
 use retention_errors::FieldViolations;

@@ -16,6 +16,7 @@ use retention_errors::FieldViolations;
 
 use super::calendar::{BusinessCalendar, DeadlineBeyondHorizon};
 use super::enums::*;
+use super::warnings::{DEFAULT_AT_RISK_PERCENT, SlaWarnings, after};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Money {
@@ -80,6 +81,10 @@ pub struct Complaint {
     pub next_response_due: Option<DateTime<Utc>>,
     /// The running or last next-response clock missed its due time.
     pub next_response_breached: bool,
+    /// The team (help desks' group) of the assignee, for SLA reports.
+    pub team: Option<String>,
+    /// When each target becomes at risk, and which have warned.
+    pub warnings: SlaWarnings,
 }
 
 /// A time the complaint waited on the customer, its resolution clock stopped.
@@ -97,7 +102,11 @@ pub const MAX_ESCALATION_LEVEL: i32 = 3;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Acknowledge,
-    Assign(String),
+    /// Assigns the complaint; a team, when given, replaces the complaint's.
+    Assign {
+        assignee: String,
+        team: Option<String>,
+    },
     Escalate,
     Resolve(Resolution),
     Reopen,
@@ -108,10 +117,12 @@ pub enum Action {
         remaining: Duration,
     },
     /// Runs the resolution clock again, due at `resolution_due`
-    /// ([`Complaint::resumed_resolution_due`]); `by` names the inbound interaction
-    /// that ended the wait.
+    /// ([`Complaint::resumed_resolution_due`]) and at risk at `resolution_warn`
+    /// ([`SlaWarnings::resumed_resolution_time`]); `by` names the inbound
+    /// interaction that ended the wait.
     Resume {
         resolution_due: DateTime<Utc>,
+        resolution_warn: Option<DateTime<Utc>>,
         by: Option<String>,
     },
 }
@@ -120,7 +131,7 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::Acknowledge => "acknowledge",
-            Action::Assign(_) => "assign",
+            Action::Assign { .. } => "assign",
             Action::Escalate => "escalate",
             Action::Resolve(_) => "resolve",
             Action::Reopen => "reopen",
@@ -145,6 +156,10 @@ pub struct SlaTargets {
     pub resolution: Duration,
     /// From each customer message after the first response to the answer.
     pub next_response: Option<Duration>,
+    /// The share of a target's time (percent) after which it is at risk.
+    pub at_risk_percent: i32,
+    /// Escalate a complaint when one of its targets becomes at risk.
+    pub escalate_at_risk: bool,
 }
 
 impl SlaTargets {
@@ -157,14 +172,10 @@ impl SlaTargets {
         open: DateTime<Utc>,
         calendar: Option<&BusinessCalendar>,
     ) -> Result<(DateTime<Utc>, DateTime<Utc>), DeadlineBeyondHorizon> {
-        let Some(calendar) = calendar else {
-            return Ok((open + self.first_response, open + self.resolution));
-        };
-        let working = |target: Duration| {
-            let minutes = u32::try_from(target.num_minutes().max(0)).unwrap_or(u32::MAX);
-            calendar.add_working_minutes(open, minutes)
-        };
-        Ok((working(self.first_response)?, working(self.resolution)?))
+        Ok((
+            after(open, self.first_response, calendar)?,
+            after(open, self.resolution, calendar)?,
+        ))
     }
 }
 
@@ -190,6 +201,8 @@ pub fn default_targets(priority: Priority, tier: CustomerTier) -> SlaTargets {
         first_response: Duration::minutes(fr_minutes * num / den),
         resolution: Duration::minutes(res_minutes * num / den),
         next_response: None,
+        at_risk_percent: DEFAULT_AT_RISK_PERCENT,
+        escalate_at_risk: false,
     }
 }
 
@@ -245,19 +258,20 @@ impl Complaint {
         if !starts {
             return None;
         }
-        Some(match calendar {
-            Some(c) => {
-                let minutes = u32::try_from(target.num_minutes().max(0)).unwrap_or(u32::MAX);
-                c.add_working_minutes(at, minutes)
-            }
-            None => Ok(at + target),
-        })
+        Some(after(at, target, calendar))
     }
 
-    /// Starts the next-response clock, due at `due`.
-    pub fn start_next_response(&mut self, due: DateTime<Utc>, now: DateTime<Utc>) {
+    /// Starts the next-response clock, due at `due` and at risk at `warn`.
+    pub fn start_next_response(
+        &mut self,
+        due: DateTime<Utc>,
+        warn: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) {
         self.next_response_due = Some(due);
         self.next_response_breached = false;
+        self.warnings.next_response_time = warn;
+        self.warnings.next_response_at_risk = false;
         self.update_time = now;
         self.version += 1;
     }
@@ -270,6 +284,8 @@ impl Complaint {
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let due = self.next_response_due.take()?;
+        // A stopped clock no longer warns (and the sweep no longer looks at it).
+        self.warnings.next_response_time = None;
         let late = at > due && !self.next_response_breached;
         if late {
             self.next_response_breached = true;
@@ -287,13 +303,7 @@ impl Complaint {
         calendar: Option<&BusinessCalendar>,
     ) -> Result<DateTime<Utc>, DeadlineBeyondHorizon> {
         let left = self.resolution_remaining.unwrap_or_else(Duration::zero);
-        match calendar {
-            Some(c) => {
-                let minutes = u32::try_from(left.num_minutes().max(0)).unwrap_or(u32::MAX);
-                c.add_working_minutes(at, minutes)
-            }
-            None => Ok(at + left),
-        }
+        after(at, left, calendar)
     }
 
     /// Applies `action`, or explains why the current state forbids it.
@@ -312,13 +322,19 @@ impl Complaint {
                 self.state = Acknowledged;
                 self.first_response_time.get_or_insert(now);
             }
-            (Open | Acknowledged | InProgress, Action::Assign(who)) => {
-                self.assignee = Some(who);
+            (Open | Acknowledged | InProgress, Action::Assign { assignee, team }) => {
+                self.assignee = Some(assignee);
+                if team.is_some() {
+                    self.team = team;
+                }
                 self.state = InProgress;
                 self.first_response_time.get_or_insert(now);
             }
-            (WaitingOnCustomer, Action::Assign(who)) => {
-                self.assignee = Some(who);
+            (WaitingOnCustomer, Action::Assign { assignee, team }) => {
+                self.assignee = Some(assignee);
+                if team.is_some() {
+                    self.team = team;
+                }
             }
             (Open | Acknowledged | InProgress | WaitingOnCustomer, Action::Escalate) => {
                 if self.escalation_level >= MAX_ESCALATION_LEVEL {
@@ -354,10 +370,20 @@ impl Complaint {
                     resumed_by: None,
                 });
             }
-            (WaitingOnCustomer, Action::Resume { resolution_due, by }) => {
+            (
+                WaitingOnCustomer,
+                Action::Resume {
+                    resolution_due,
+                    resolution_warn,
+                    by,
+                },
+            ) => {
                 self.state = InProgress;
                 self.resolution_remaining = None;
                 self.resolution_due = resolution_due;
+                if resolution_warn.is_some() {
+                    self.warnings.resolution_time = resolution_warn;
+                }
                 if let Some(h) = self.holds.last_mut() {
                     h.end_time = Some(now);
                     h.resumed_by = by;
@@ -411,13 +437,13 @@ impl Complaint {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
     use retention_domain::MAX_MINOR_UNITS;
 
-    fn complaint(now: DateTime<Utc>) -> Complaint {
+    pub(crate) fn complaint(now: DateTime<Utc>) -> Complaint {
         let t = default_targets(Priority::Normal, CustomerTier::Ordinary);
         Complaint {
             id: "c".into(),
@@ -449,6 +475,8 @@ mod tests {
             next_response_target: Some(Duration::hours(2)),
             next_response_due: None,
             next_response_breached: false,
+            team: None,
+            warnings: SlaWarnings::default(),
         }
     }
 
@@ -512,7 +540,10 @@ mod tests {
     fn all_actions(now: DateTime<Utc>) -> Vec<Action> {
         vec![
             Action::Acknowledge,
-            Action::Assign("agent".into()),
+            Action::Assign {
+                assignee: "agent".into(),
+                team: None,
+            },
             Action::Escalate,
             Action::Resolve(resolution(now)),
             Action::Reopen,
@@ -522,6 +553,7 @@ mod tests {
             },
             Action::Resume {
                 resolution_due: now + Duration::hours(5),
+                resolution_warn: None,
                 by: None,
             },
         ]
@@ -532,8 +564,8 @@ mod tests {
         use ComplaintState::*;
         match (state, action) {
             (Open, Action::Acknowledge) => Some(Acknowledged),
-            (Open | Acknowledged | InProgress, Action::Assign(_)) => Some(InProgress),
-            (WaitingOnCustomer, Action::Assign(_)) => Some(WaitingOnCustomer),
+            (Open | Acknowledged | InProgress, Action::Assign { .. }) => Some(InProgress),
+            (WaitingOnCustomer, Action::Assign { .. }) => Some(WaitingOnCustomer),
             (s @ (Open | Acknowledged | InProgress | WaitingOnCustomer), Action::Escalate) => {
                 Some(s)
             }
@@ -684,6 +716,7 @@ mod tests {
         c.apply(
             Action::Resume {
                 resolution_due: due,
+                resolution_warn: None,
                 by: Some("i".into()),
             },
             back,
@@ -711,7 +744,7 @@ mod tests {
         c.apply(Action::Acknowledge, now).unwrap();
         let due = c.next_response_due_for(now + h(1), None).unwrap().unwrap();
         assert_eq!(due, now + h(3));
-        c.start_next_response(due, now + h(1));
+        c.start_next_response(due, None, now + h(1));
         assert_eq!(
             c.next_response_due_for(now + h(2), None),
             None,
@@ -724,7 +757,7 @@ mod tests {
         );
         assert!(c.detect_breaches(now + h(4)).is_empty());
         let due = c.next_response_due_for(now + h(5), None).unwrap().unwrap();
-        c.start_next_response(due, now + h(5));
+        c.start_next_response(due, None, now + h(5));
         assert_eq!(
             c.detect_breaches(now + h(7) + Duration::minutes(1)),
             vec![SlaTarget::NextResponse]
@@ -733,7 +766,7 @@ mod tests {
         assert_eq!(c.stop_next_response(now + h(8), now + h(8)), None);
         assert!(c.next_response_breached);
         let due = c.next_response_due_for(now + h(9), None).unwrap().unwrap();
-        c.start_next_response(due, now + h(9));
+        c.start_next_response(due, None, now + h(9));
         assert!(!c.next_response_breached, "a new message, a new clock");
         assert_eq!(c.stop_next_response(now + h(12), now + h(12)), Some(due));
         assert!(c.next_response_breached);
@@ -772,6 +805,8 @@ mod tests {
             first_response: Duration::minutes(60),
             resolution: Duration::minutes(8 * 60),
             next_response: None,
+            at_risk_percent: 80,
+            escalate_at_risk: false,
         };
         // Friday 2026-12-04 16:30 in Berlin (UTC+1).
         let open = Utc.with_ymd_and_hms(2026, 12, 4, 15, 30, 0).unwrap();

@@ -6,7 +6,9 @@ pub mod enums;
 pub mod policy;
 pub mod records;
 pub mod replay;
+pub mod sla_report;
 pub mod summary;
+pub mod warnings;
 
 pub use complaint::*;
 pub use enums::*;
@@ -14,4 +16,6 @@ pub use policy::*;
 pub use records::*;
 pub use replay::*;
 pub use retention_domain::now;
+pub use sla_report::*;
 pub use summary::*;
+pub use warnings::*;

@@ -15,6 +15,8 @@ pub struct ReplayedCustomer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayStep {
     Opened,
+    /// Warned of as at risk (it may have been breached since).
+    AtRisk(SlaTarget),
     Breached(SlaTarget),
     Resolved,
     /// A status change from this state to the current one, with the current
@@ -23,13 +25,24 @@ pub enum ReplayStep {
 }
 
 /// The events that bring a consumer that knows nothing of complaint `c` to its
-/// current state, in order: opened; each SLA target it missed; resolved, when it
+/// current state, in order: opened; each SLA target it was warned of; each SLA
+/// target it missed; resolved, when it
 /// holds a resolution; then, unless it is still OPEN at level 0, a status change to
 /// its current state (from RESOLVED for a closed complaint, so no consumer reads it
 /// as a reopening; from OPEN otherwise). A reopened complaint replays as open: its
 /// earlier resolution is history, not state.
 pub fn replay_steps(c: &Complaint) -> Vec<ReplayStep> {
     let mut out = vec![ReplayStep::Opened];
+    let w = &c.warnings;
+    for (at_risk, target) in [
+        (w.first_response_at_risk, SlaTarget::FirstResponse),
+        (w.resolution_at_risk, SlaTarget::Resolution),
+        (w.next_response_at_risk, SlaTarget::NextResponse),
+    ] {
+        if at_risk {
+            out.push(ReplayStep::AtRisk(target));
+        }
+    }
     if c.first_response_breached {
         out.push(ReplayStep::Breached(SlaTarget::FirstResponse));
     }
@@ -90,6 +103,8 @@ mod tests {
             next_response_target: None,
             next_response_due: None,
             next_response_breached: false,
+            team: None,
+            warnings: SlaWarnings::default(),
         }
     }
 
@@ -118,6 +133,21 @@ mod tests {
                 Opened,
                 Breached(SlaTarget::FirstResponse),
                 StatusFrom(ComplaintState::Open)
+            ]
+        );
+
+        // Warnings replay before breaches, also of a target breached since.
+        let mut at_risk = complaint();
+        at_risk.warnings.first_response_at_risk = true;
+        at_risk.warnings.resolution_at_risk = true;
+        at_risk.resolution_breached = true;
+        assert_eq!(
+            replay_steps(&at_risk),
+            [
+                Opened,
+                AtRisk(SlaTarget::FirstResponse),
+                AtRisk(SlaTarget::Resolution),
+                Breached(SlaTarget::Resolution)
             ]
         );
 

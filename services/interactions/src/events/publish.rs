@@ -76,13 +76,44 @@ pub fn complaint_resolved(c: &Complaint, r: &Resolution) -> OutboxEvent {
     )
 }
 
-pub fn sla_breached(c: &Complaint, target: SlaTarget) -> OutboxEvent {
-    let due = match target {
+fn sla_target(target: SlaTarget) -> pb::SlaTarget {
+    match target {
+        SlaTarget::FirstResponse => pb::SlaTarget::FirstResponse,
+        SlaTarget::Resolution => pb::SlaTarget::Resolution,
+        SlaTarget::NextResponse => pb::SlaTarget::NextResponse,
+    }
+}
+
+fn due_of(c: &Complaint, target: SlaTarget) -> Option<chrono::DateTime<chrono::Utc>> {
+    match target {
         SlaTarget::FirstResponse => Some(c.first_response_due),
         SlaTarget::Resolution => Some(c.resolution_due),
         SlaTarget::NextResponse => c.next_response_due,
-    };
-    sla_breached_at(c, target, due)
+    }
+}
+
+pub fn sla_breached(c: &Complaint, target: SlaTarget) -> OutboxEvent {
+    sla_breached_at(c, target, due_of(c, target))
+}
+
+/// `target` of `c` is at risk; `escalated`: the warning raised its level.
+pub fn sla_at_risk(c: &Complaint, target: SlaTarget, escalated: bool) -> OutboxEvent {
+    OutboxEvent::new(
+        STREAM,
+        Some(&c.customer_id),
+        &pb::ComplaintSlaAtRiskEvent {
+            complaint_id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            target: sla_target(target).into(),
+            due_time: due_of(c, target).map(convert::ts),
+            priority: convert::priority(c.priority).into(),
+            customer_tier: convert::tier(c.customer_tier).into(),
+            escalation_level: c.escalation_level,
+            escalated,
+            assignee: c.assignee.clone().unwrap_or_default(),
+            team: c.team.clone().unwrap_or_default(),
+        },
+    )
 }
 
 /// A breach of `target` due at `due` (a next-response clock already stopped no
@@ -92,18 +123,13 @@ pub fn sla_breached_at(
     target: SlaTarget,
     due: Option<chrono::DateTime<chrono::Utc>>,
 ) -> OutboxEvent {
-    let t = match target {
-        SlaTarget::FirstResponse => pb::SlaTarget::FirstResponse,
-        SlaTarget::Resolution => pb::SlaTarget::Resolution,
-        SlaTarget::NextResponse => pb::SlaTarget::NextResponse,
-    };
     OutboxEvent::new(
         STREAM,
         Some(&c.customer_id),
         &pb::ComplaintSlaBreachedEvent {
             complaint_id: c.id.clone(),
             customer_id: c.customer_id.clone(),
-            target: t.into(),
+            target: sla_target(target).into(),
             due_time: due.map(convert::ts),
             priority: convert::priority(c.priority).into(),
             customer_tier: convert::tier(c.customer_tier).into(),
@@ -137,6 +163,7 @@ pub fn replay(r: &ReplayedCustomer, group: &str) -> Vec<OutboxEvent> {
         for step in replay_steps(c) {
             out.push(match step {
                 ReplayStep::Opened => complaint_opened(c),
+                ReplayStep::AtRisk(target) => sla_at_risk(c, target, false),
                 ReplayStep::Breached(target) => sla_breached(c, target),
                 ReplayStep::StatusFrom(from) => status_changed(c, from),
                 ReplayStep::Resolved => match &c.resolution {

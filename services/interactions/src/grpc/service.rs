@@ -59,6 +59,21 @@ fn paginate<T>(
     )
 }
 
+/// A required [start, end) period, end after start.
+fn period(
+    start: Option<&prost_types::Timestamp>,
+    end: Option<&prost_types::Timestamp>,
+    v: &mut FieldViolations,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let start = start.and_then(|t| convert::from_ts(t, "start_time", v));
+    let end = end.and_then(|t| convert::from_ts(t, "end_time", v));
+    let start = required(start, "start_time", v);
+    let end = required(end, "end_time", v);
+    let (s, e) = (start?, end?);
+    v.check(s < e, "end_time", "must be after start_time");
+    Some((s, e))
+}
+
 fn required<T>(x: Option<T>, field: &str, v: &mut FieldViolations) -> Option<T> {
     if x.is_none() && !v.iter().any(|(f, _)| f == field) {
         v.add(field, "is required");
@@ -321,9 +336,15 @@ impl InteractionService for InteractionsService {
         let assignee = r.assignee.trim().to_string();
         v.check(!assignee.is_empty(), "assignee", "must not be empty");
         check_text(&mut v, "assignee", &assignee, 128);
+        let team = r.team.trim().to_string();
+        check_text(&mut v, "team", &team, 128);
         v.into_result()?;
+        let team = (!team.is_empty()).then_some(team);
         Ok(Response::new(convert::complaint(
-            &self.app.act(&id, Action::Assign(assignee), &r.etag).await?,
+            &self
+                .app
+                .act(&id, Action::Assign { assignee, team }, &r.etag)
+                .await?,
         )))
     }
 
@@ -478,6 +499,11 @@ impl InteractionService for InteractionsService {
             "policy.next_response_minutes",
             "must be between 0 (none) and a year",
         );
+        v.check(
+            (0..=99).contains(&p.at_risk_percent),
+            "policy.at_risk_percent",
+            "must be between 1 and 99 percent of a target (0: the default 80)",
+        );
         let calendar_id = (!p.calendar.is_empty())
             .then(|| name_arg(&p.calendar, "calendars", "policy.calendar", &mut v));
         let (Some(priority), Some(tier)) = (priority, tier) else {
@@ -492,6 +518,11 @@ impl InteractionService for InteractionsService {
                 resolution: chrono::Duration::minutes(p.resolution_minutes.into()),
                 next_response: (p.next_response_minutes > 0)
                     .then(|| chrono::Duration::minutes(p.next_response_minutes.into())),
+                at_risk_percent: match p.at_risk_percent {
+                    0 => DEFAULT_AT_RISK_PERCENT,
+                    n => n,
+                },
+                escalate_at_risk: p.escalate_at_risk,
             },
             calendar_id,
         };
@@ -614,26 +645,32 @@ impl InteractionService for InteractionsService {
     ) -> Result<Response<pb::SatisfactionSummary>, Status> {
         let r = req.into_inner();
         let mut v = FieldViolations::new();
-        let start = r
-            .start_time
-            .as_ref()
-            .and_then(|t| convert::from_ts(t, "start_time", &mut v));
-        let end = r
-            .end_time
-            .as_ref()
-            .and_then(|t| convert::from_ts(t, "end_time", &mut v));
-        let start = required(start, "start_time", &mut v);
-        let end = required(end, "end_time", &mut v);
-        if let (Some(s), Some(e)) = (start, end) {
-            v.check(s < e, "end_time", "must be after start_time");
-        }
+        let period = period(r.start_time.as_ref(), r.end_time.as_ref(), &mut v);
         let category = convert::category_in(r.category, "category", &mut v);
-        let (Some(start), Some(end)) = (start, end) else {
+        let Some((start, end)) = period else {
             return Err(v.into_status());
         };
         v.into_result()?;
         let s = self.app.summary(start, end, category).await?;
         Ok(Response::new(convert::summary(&s)))
+    }
+
+    async fn get_sla_report(
+        &self,
+        req: Request<pb::GetSlaReportRequest>,
+    ) -> Result<Response<pb::SlaReport>, Status> {
+        let r = req.into_inner();
+        let mut v = FieldViolations::new();
+        let period = period(r.start_time.as_ref(), r.end_time.as_ref(), &mut v);
+        let grouping = convert::grouping_in(r.group_by, "group_by", &mut v);
+        let (Some((start, end)), Some(grouping)) = (period, grouping) else {
+            return Err(v.into_status());
+        };
+        v.into_result()?;
+        let report = self.app.sla_report(start, end, grouping, now()).await?;
+        Ok(Response::new(convert::sla_report(
+            &report, start, end, r.group_by,
+        )))
     }
 
     async fn backfill_events(

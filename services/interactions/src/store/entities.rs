@@ -65,6 +65,16 @@ pub mod complaint {
         pub next_response_minutes: Option<i32>,
         pub next_response_due: Option<ChronoDateTimeUtc>,
         pub next_response_breached: bool,
+        pub team: Option<String>,
+        pub at_risk_percent: i32,
+        pub escalate_at_risk: bool,
+        pub resolution_minutes: Option<i32>,
+        pub first_response_warn: Option<ChronoDateTimeUtc>,
+        pub resolution_warn: Option<ChronoDateTimeUtc>,
+        pub next_response_warn: Option<ChronoDateTimeUtc>,
+        pub first_response_at_risk: bool,
+        pub resolution_at_risk: bool,
+        pub next_response_at_risk: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -87,6 +97,8 @@ pub mod sla_policy {
         pub resolution_minutes: i32,
         pub calendar_id: Option<String>,
         pub next_response_minutes: Option<i32>,
+        pub at_risk_percent: Option<i32>,
+        pub escalate_at_risk: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ pub fn own() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(AddBusinessCalendars),
         Box::new(AddComplaintHolds),
         Box::new(AddNextResponseTargets),
+        Box::new(AddSlaWarningsAndTeams),
     ]
 }
 
@@ -286,5 +287,72 @@ impl MigrationTrait for AddNextResponseTargets {
         )
         .await?;
         retention_db::schema::drop_columns(m, "sla_policies", &["next_response_minutes"]).await
+    }
+}
+
+retention_db::migration!(
+    /// Warnings before a breach: a policy's at-risk share and whether it
+    /// escalates, copied to each complaint opened under it with the moments its
+    /// targets become at risk and which of them warned; the complaint's team.
+    /// Complaints opened before keep percent 0 and no moments: they never warn.
+    AddSlaWarningsAndTeams,
+    "m20261207_000004_add_sla_warnings_and_teams"
+);
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddSlaWarningsAndTeams {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        retention_db::schema::add_columns(
+            m,
+            "sla_policies",
+            [
+                integer_null("at_risk_percent"),
+                boolean("escalate_at_risk").default(false).take(),
+            ],
+        )
+        .await?;
+        retention_db::schema::add_columns(
+            m,
+            "complaints",
+            [
+                string_len_null("team", 128),
+                integer("at_risk_percent").default(0).take(),
+                boolean("escalate_at_risk").default(false).take(),
+                integer_null("resolution_minutes"),
+                timestamp_with_time_zone_null("first_response_warn"),
+                timestamp_with_time_zone_null("resolution_warn"),
+                timestamp_with_time_zone_null("next_response_warn"),
+                boolean("first_response_at_risk").default(false).take(),
+                boolean("resolution_at_risk").default(false).take(),
+                boolean("next_response_at_risk").default(false).take(),
+            ],
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        retention_db::schema::drop_columns(
+            m,
+            "complaints",
+            &[
+                "team",
+                "at_risk_percent",
+                "escalate_at_risk",
+                "resolution_minutes",
+                "first_response_warn",
+                "resolution_warn",
+                "next_response_warn",
+                "first_response_at_risk",
+                "resolution_at_risk",
+                "next_response_at_risk",
+            ],
+        )
+        .await?;
+        retention_db::schema::drop_columns(
+            m,
+            "sla_policies",
+            &["at_risk_percent", "escalate_at_risk"],
+        )
+        .await
     }
 }

@@ -23,7 +23,7 @@ fn request(group: &str) -> pb::BackfillEventsRequest {
 }
 
 /// Every outbox envelope, in outbox order.
-async fn envelopes(app: &TestApp) -> Vec<EventEnvelope> {
+pub(crate) async fn envelopes(app: &TestApp) -> Vec<EventEnvelope> {
     let db = app.inner.database().await.unwrap();
     db.query_all_raw(Statement::from_string(
         db.get_database_backend(),

@@ -335,7 +335,7 @@ async fn friday_evening(backend: Backend) {
 
     // Nothing is due over the weekend.
     let saturday = Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 0).unwrap();
-    assert_eq!(replica.sweep(saturday).await.unwrap(), 0);
+    assert_eq!(replica.sweep(saturday).await.unwrap().breaches, 0);
 
     // Open complaints keep the due times computed when they were opened.
     let mut always = calendar.clone();
@@ -370,4 +370,95 @@ async fn friday_evening(backend: Backend) {
 on_both_backends!(
     friday_evening_first_response_is_due_monday_morning,
     friday_evening
+);
+
+/// Berlin, Monday to Friday 09:00-12:00 and 13:00-17:00 (a lunch break), with
+/// Christmas Eve and Day 2036 off; first response in 60 working minutes,
+/// resolution in 480.
+fn berlin_desk() -> pb::BusinessCalendar {
+    use pb::DayOfWeek::*;
+    pb::BusinessCalendar {
+        display_name: "Berlin desk".into(),
+        time_zone: "Europe/Berlin".into(),
+        periods: [Monday, Tuesday, Wednesday, Thursday, Friday]
+            .into_iter()
+            .flat_map(|d| [period(d, 9 * 60, 12 * 60), period(d, 13 * 60, 17 * 60)])
+            .collect(),
+        holidays: vec!["2036-12-24".into(), "2036-12-25".into()],
+        ..Default::default()
+    }
+}
+
+/// The due times of complaints opened at chosen instants, read back over gRPC:
+/// a lunch break, two holidays and both DST changes of 2036 skipped to the
+/// minute. Instants are UTC; Berlin is UTC+1 in winter and UTC+2 in summer.
+async fn working_time_edges(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let calendar = create(&mut app, berlin_desk()).await;
+    app.client
+        .create_sla_policy(app.req(policy(&calendar.name)))
+        .await
+        .unwrap();
+    let utc = |y, mo, d, h, mi| Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap();
+    let cases = [
+        // Monday 11:30 CET: 30 minutes before lunch, 30 after; the resolution
+        // takes the rest of Monday (270) and Tuesday until 13:30.
+        (
+            "lunch break",
+            utc(2036, 3, 3, 10, 30),
+            utc(2036, 3, 3, 12, 30),
+            utc(2036, 3, 4, 12, 30),
+        ),
+        // Tuesday 23 December 16:30 CET: 30 minutes, then Wednesday and Thursday
+        // off; Friday 26th 09:30, and the resolution Monday 29th 09:30.
+        (
+            "holidays",
+            utc(2036, 12, 23, 15, 30),
+            utc(2036, 12, 26, 8, 30),
+            utc(2036, 12, 29, 8, 30),
+        ),
+        // Friday 28 March 16:30 CET, 30 minutes; summer time from Sunday: Monday
+        // 09:30 CEST is 07:30 UTC. A day holds 420 working minutes, so the
+        // resolution is due Tuesday 09:30 CEST.
+        (
+            "spring forward",
+            utc(2036, 3, 28, 15, 30),
+            utc(2036, 3, 31, 7, 30),
+            utc(2036, 4, 1, 7, 30),
+        ),
+        // Friday 24 October 16:30 CEST; winter time from Sunday: Monday 09:30 CET
+        // is 08:30 UTC, the resolution Tuesday 09:30 CET.
+        (
+            "fall back",
+            utc(2036, 10, 24, 14, 30),
+            utc(2036, 10, 27, 8, 30),
+            utc(2036, 10, 28, 8, 30),
+        ),
+    ];
+    let replica = app.second_replica().await;
+    for (case, open, first_response, resolution) in cases {
+        let opened =
+            crate::clocks::retried(|| replica.open_complaint_at(parcel_late(), "", open)).await;
+        let c = app
+            .client
+            .get_complaint(app.req(pb::GetComplaintRequest {
+                name: format!("complaints/{}", opened.id),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (
+                secs(&c.first_response_due_time),
+                secs(&c.resolution_due_time)
+            ),
+            (first_response.timestamp(), resolution.timestamp()),
+            "{case}"
+        );
+    }
+    app.stop().await;
+}
+on_both_backends!(
+    holidays_lunch_breaks_and_dst_are_skipped_to_the_minute,
+    working_time_edges
 );

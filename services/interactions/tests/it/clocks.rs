@@ -17,7 +17,7 @@ use crate::harness::*;
 /// connection beside the service's own, and a write of the service (its outbox
 /// relay) between the replica's read and write fails the replica's transaction
 /// (SQLITE_BUSY_SNAPSHOT), as the sweep already retries.
-async fn retried<T, Fut>(mut call: impl FnMut() -> Fut) -> T
+pub(crate) async fn retried<T, Fut>(mut call: impl FnMut() -> Fut) -> T
 where
     Fut: std::future::Future<Output = AppResult<T>>,
 {
@@ -113,7 +113,8 @@ async fn paused_over_the_weekend(backend: Backend) {
         replica
             .sweep(berlin(8, 9) + chrono::Duration::minutes(30))
             .await
-            .unwrap(),
+            .unwrap()
+            .breaches,
         0
     );
     let waiting = app
@@ -155,10 +156,10 @@ async fn paused_over_the_weekend(backend: Backend) {
     assert_eq!(app.outbox_count("ComplaintStatusChangedEvent").await, 2);
 
     // Due at 11:00 sharp: not breached then, breached once a minute later.
-    assert_eq!(replica.sweep(berlin(8, 11)).await.unwrap(), 0);
+    assert_eq!(replica.sweep(berlin(8, 11)).await.unwrap().breaches, 0);
     let late = berlin(8, 11) + chrono::Duration::minutes(1);
-    assert_eq!(replica.sweep(late).await.unwrap(), 1);
-    assert_eq!(replica.sweep(late).await.unwrap(), 0);
+    assert_eq!(replica.sweep(late).await.unwrap().breaches, 1);
+    assert_eq!(replica.sweep(late).await.unwrap().breaches, 0);
     let c = app
         .client
         .get_complaint(app.req(get(&name)))
@@ -425,7 +426,7 @@ async fn next_response(backend: Backend) {
     // Friday 16:00 + 2 working hours: Monday 10:00.
     retried(|| replica.log_interaction(message(Direction::Inbound, berlin(5, 16, 0)), "")).await;
     assert_eq!(due(&app).await, (Some(ts(berlin(8, 10, 0))), false));
-    assert_eq!(replica.sweep(berlin(8, 9, 59)).await.unwrap(), 0);
+    assert_eq!(replica.sweep(berlin(8, 9, 59)).await.unwrap().breaches, 0);
     retried(|| replica.log_interaction(message(Direction::Outbound, berlin(8, 9, 45)), "")).await;
     assert_eq!(due(&app).await, (None, false), "answered in time");
 
@@ -434,9 +435,9 @@ async fn next_response(backend: Backend) {
         retried(|| replica.log_interaction(message(Direction::Inbound, at), "")).await;
         assert_eq!(due(&app).await, (Some(ts(berlin(8, 13, 0))), false));
     }
-    assert_eq!(replica.sweep(berlin(8, 13, 0)).await.unwrap(), 0);
-    assert_eq!(replica.sweep(berlin(8, 13, 1)).await.unwrap(), 1);
-    assert_eq!(replica.sweep(berlin(8, 14, 0)).await.unwrap(), 0);
+    assert_eq!(replica.sweep(berlin(8, 13, 0)).await.unwrap().breaches, 0);
+    assert_eq!(replica.sweep(berlin(8, 13, 1)).await.unwrap().breaches, 1);
+    assert_eq!(replica.sweep(berlin(8, 14, 0)).await.unwrap().breaches, 0);
     assert_eq!(due(&app).await, (Some(ts(berlin(8, 13, 0))), true));
     retried(|| replica.log_interaction(message(Direction::Outbound, berlin(8, 14, 0)), "")).await;
     assert_eq!(due(&app).await, (None, true));
@@ -447,7 +448,7 @@ async fn next_response(backend: Backend) {
     assert_eq!(due(&app).await, (Some(ts(berlin(8, 17, 0))), false));
     retried(|| replica.log_interaction(message(Direction::Outbound, berlin(8, 17, 30)), "")).await;
     assert_eq!(due(&app).await, (None, true));
-    assert_eq!(replica.sweep(berlin(9, 12, 0)).await.unwrap(), 0);
+    assert_eq!(replica.sweep(berlin(9, 12, 0)).await.unwrap().breaches, 0);
     assert_eq!(app.outbox_count("ComplaintSlaBreachedEvent").await, 2);
     let c = app
         .client

@@ -45,6 +45,7 @@ async fn lifecycle(backend: Backend) {
             name: name.clone(),
             assignee: "li".into(),
             etag: c.etag.clone(),
+            team: String::new(),
         }))
         .await
         .unwrap_err();
@@ -56,6 +57,7 @@ async fn lifecycle(backend: Backend) {
             name: name.clone(),
             assignee: "li".into(),
             etag: ack.etag.clone(),
+            team: String::new(),
         }))
         .await
         .unwrap()

@@ -6,6 +6,8 @@ mod clocks;
 mod complaints;
 mod harness;
 mod profile_events;
+mod report;
 mod summary;
 mod sweep;
 mod validation;
+mod warnings;

@@ -43,6 +43,8 @@ fn complaint(id: usize, category: ComplaintCategory, opened: i64) -> Complaint {
         next_response_target: None,
         next_response_due: None,
         next_response_breached: false,
+        team: None,
+        warnings: Default::default(),
     }
 }
 

@@ -30,7 +30,7 @@ async fn breaches_are_recorded_once(backend: Backend) {
     let later = retention_interactions::domain::now() + Duration::days(10);
     let (a, b) = (app.second_replica().await, app.second_replica().await);
     let (ra, rb) = tokio::join!(a.sweep(later), b.sweep(later));
-    let recorded = ra.unwrap() + rb.unwrap();
+    let recorded = ra.unwrap().breaches + rb.unwrap().breaches;
     let expected = 2 * n - 1;
     assert_eq!(
         recorded, expected,
@@ -43,7 +43,14 @@ async fn breaches_are_recorded_once(backend: Backend) {
 
     // A restarted sweeper (fresh instance, later still) finds nothing new.
     let restarted = app.second_replica().await;
-    assert_eq!(restarted.sweep(later + Duration::days(1)).await.unwrap(), 0);
+    assert_eq!(
+        restarted
+            .sweep(later + Duration::days(1))
+            .await
+            .unwrap()
+            .breaches,
+        0
+    );
     assert_eq!(
         app.outbox_count("ComplaintSlaBreachedEvent").await,
         expected as i64
@@ -85,11 +92,11 @@ async fn nothing_is_breached_before_its_due_time() {
     let replica = app.second_replica().await;
     let soon = retention_interactions::domain::now() + Duration::minutes(30);
     assert_eq!(
-        replica.sweep(soon).await.unwrap(),
+        replica.sweep(soon).await.unwrap().breaches,
         0,
         "urgent first response is due after 1 h"
     );
     let after = retention_interactions::domain::now() + Duration::minutes(61);
-    assert_eq!(replica.sweep(after).await.unwrap(), 1);
+    assert_eq!(replica.sweep(after).await.unwrap().breaches, 1);
     app.stop().await;
 }

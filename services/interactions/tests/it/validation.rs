@@ -152,7 +152,7 @@ async fn scopes_are_enforced() {
         <retention_interactions::Interactions as retention_server::host::Service>::scope_policy()
             .methods()
             .count(),
-        28
+        29
     );
     app.stop().await;
 }

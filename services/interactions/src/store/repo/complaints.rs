@@ -5,6 +5,7 @@ use super::*;
 
 fn complaint_active(c: &Complaint) -> complaint::ActiveModel {
     let r = c.resolution.as_ref();
+    let w = &c.warnings;
     complaint::ActiveModel {
         id: Set(c.id.clone()),
         customer_id: Set(c.customer_id.clone()),
@@ -45,6 +46,18 @@ fn complaint_active(c: &Complaint) -> complaint::ActiveModel {
             .map(|d| i32::try_from(d.num_minutes()).unwrap_or(i32::MAX))),
         next_response_due: Set(c.next_response_due),
         next_response_breached: Set(c.next_response_breached),
+        team: Set(c.team.clone()),
+        at_risk_percent: Set(w.percent),
+        escalate_at_risk: Set(w.escalate),
+        resolution_minutes: Set(w
+            .resolution_target
+            .map(|d| i32::try_from(d.num_minutes()).unwrap_or(i32::MAX))),
+        first_response_warn: Set(w.first_response_time),
+        resolution_warn: Set(w.resolution_time),
+        next_response_warn: Set(w.next_response_time),
+        first_response_at_risk: Set(w.first_response_at_risk),
+        resolution_at_risk: Set(w.resolution_at_risk),
+        next_response_at_risk: Set(w.next_response_at_risk),
     }
 }
 
@@ -99,6 +112,20 @@ pub(super) fn complaint_from(m: complaint::Model) -> Result<Complaint, DbErr> {
             .map(|n| chrono::Duration::minutes(n.into())),
         next_response_due: m.next_response_due,
         next_response_breached: m.next_response_breached,
+        team: m.team,
+        warnings: SlaWarnings {
+            percent: m.at_risk_percent,
+            escalate: m.escalate_at_risk,
+            resolution_target: m
+                .resolution_minutes
+                .map(|n| chrono::Duration::minutes(n.into())),
+            first_response_time: m.first_response_warn,
+            resolution_time: m.resolution_warn,
+            next_response_time: m.next_response_warn,
+            first_response_at_risk: m.first_response_at_risk,
+            resolution_at_risk: m.resolution_at_risk,
+            next_response_at_risk: m.next_response_at_risk,
+        },
     })
 }
 
@@ -247,8 +274,9 @@ pub async fn list_complaints<C: ConnectionTrait>(
     Ok(page)
 }
 
-/// Unresolved complaints past a due time not yet recorded as breached; a
-/// complaint waiting on the customer is not among them (its clock stands still). On
+/// Unresolved complaints past a due time not yet recorded as breached, or past
+/// the moment a target becomes at risk not yet recorded as such; a complaint
+/// waiting on the customer is not among them (its clock stands still). On
 /// PostgreSQL the rows are locked with SKIP LOCKED, so concurrent sweepers (other
 /// replicas) each take different complaints and none is reported twice.
 pub async fn due_for_sweep<C: ConnectionTrait>(
@@ -281,6 +309,26 @@ pub async fn due_for_sweep<C: ConnectionTrait>(
                     complaint::Column::NextResponseBreached
                         .eq(false)
                         .and(complaint::Column::NextResponseDue.lt(now)),
+                )
+                // A target past its due time is claimed by its breach clause.
+                .add(
+                    complaint::Column::FirstResponseAtRisk
+                        .eq(false)
+                        .and(complaint::Column::FirstResponseWarn.lte(now))
+                        .and(complaint::Column::FirstResponseDue.gte(now))
+                        .and(complaint::Column::FirstResponseTime.is_null()),
+                )
+                .add(
+                    complaint::Column::ResolutionAtRisk
+                        .eq(false)
+                        .and(complaint::Column::ResolutionWarn.lte(now))
+                        .and(complaint::Column::ResolutionDue.gte(now)),
+                )
+                .add(
+                    complaint::Column::NextResponseAtRisk
+                        .eq(false)
+                        .and(complaint::Column::NextResponseWarn.lte(now))
+                        .and(complaint::Column::NextResponseDue.gte(now)),
                 ),
         )
         .order_by_asc(complaint::Column::FirstResponseDue)
@@ -289,6 +337,42 @@ pub async fn due_for_sweep<C: ConnectionTrait>(
         s = s.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
     s.all(db).await?.into_iter().map(complaint_from).collect()
+}
+
+/// Up to `limit` complaints opened in [start, end) after the cursor `after`
+/// (open_time, id), oldest first, with their holds: a period of any size is read
+/// page by page.
+pub async fn complaints_opened_page<C: ConnectionTrait>(
+    db: &C,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, String)>,
+    limit: u64,
+) -> Result<Vec<Complaint>, DbErr> {
+    let mut s = complaint::Entity::find()
+        .filter(complaint::Column::OpenTime.lt(end))
+        .filter(complaint::Column::OpenTime.gte(start));
+    if let Some((t, id)) = after {
+        // The first condition repeats the bound so the index range starts at t.
+        s = s.filter(complaint::Column::OpenTime.gte(t)).filter(
+            Condition::any().add(complaint::Column::OpenTime.gt(t)).add(
+                complaint::Column::OpenTime
+                    .eq(t)
+                    .and(complaint::Column::Id.gt(id)),
+            ),
+        );
+    }
+    let mut page = s
+        .order_by_asc(complaint::Column::OpenTime)
+        .order_by_asc(complaint::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(complaint_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    with_holds(db, &mut page).await?;
+    Ok(page)
 }
 
 /// Complaints opened in [start, end), optionally of one category.

@@ -13,6 +13,8 @@ pub async fn upsert_policy<C: ConnectionTrait>(db: &C, p: &SlaPolicy) -> Result<
             .targets
             .next_response
             .map(|d| i32::try_from(d.num_minutes()).unwrap_or(i32::MAX))),
+        at_risk_percent: Set(Some(p.targets.at_risk_percent)),
+        escalate_at_risk: Set(p.targets.escalate_at_risk),
     })
     .on_conflict(
         OnConflict::columns([
@@ -24,6 +26,8 @@ pub async fn upsert_policy<C: ConnectionTrait>(db: &C, p: &SlaPolicy) -> Result<
             sla_policy::Column::ResolutionMinutes,
             sla_policy::Column::CalendarId,
             sla_policy::Column::NextResponseMinutes,
+            sla_policy::Column::AtRiskPercent,
+            sla_policy::Column::EscalateAtRisk,
         ])
         .to_owned(),
     )
@@ -43,6 +47,12 @@ fn policy_from(p: sla_policy::Model) -> Result<SlaPolicy, DbErr> {
                 .next_response_minutes
                 .filter(|n| *n > 0)
                 .map(|n| chrono::Duration::minutes(n.into())),
+            // Policies stored before warnings existed warn at the default share.
+            at_risk_percent: p
+                .at_risk_percent
+                .filter(|n| *n > 0)
+                .unwrap_or(DEFAULT_AT_RISK_PERCENT),
+            escalate_at_risk: p.escalate_at_risk,
         },
         calendar_id: p.calendar_id,
     })

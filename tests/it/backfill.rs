@@ -77,6 +77,7 @@ const FOLDED: &[&str] = &[
     "retention.interactions.v1.ComplaintOpenedEvent",
     "retention.interactions.v1.ComplaintResolvedEvent",
     "retention.interactions.v1.ComplaintSlaBreachedEvent",
+    "retention.interactions.v1.ComplaintSlaAtRiskEvent",
     "retention.interactions.v1.SurveyRecordedEvent",
 ];
 

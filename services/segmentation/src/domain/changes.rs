@@ -57,6 +57,12 @@ pub enum Change {
         /// The SLA target missed (its proto number).
         target: i32,
     },
+    SlaAtRisk {
+        customer_id: String,
+        complaint_id: String,
+        /// The SLA target about to be missed (its proto number).
+        target: i32,
+    },
     Survey {
         customer_id: String,
         survey_id: String,
@@ -76,6 +82,7 @@ impl Change {
             | Change::ComplaintResolved { customer_id, .. }
             | Change::ComplaintReopened { customer_id, .. }
             | Change::SlaBreached { customer_id, .. }
+            | Change::SlaAtRisk { customer_id, .. }
             | Change::Survey { customer_id, .. } => customer_id,
             Change::Referral { referrer_id, .. } => referrer_id,
             Change::Merged { survivor_id, .. } => survivor_id,
@@ -94,6 +101,7 @@ impl Change {
             | Change::ComplaintResolved { customer_id, .. }
             | Change::ComplaintReopened { customer_id, .. }
             | Change::SlaBreached { customer_id, .. }
+            | Change::SlaAtRisk { customer_id, .. }
             | Change::Survey { customer_id, .. } => *customer_id = survivor.to_string(),
             Change::Referral { referrer_id, .. } => *referrer_id = survivor.to_string(),
             Change::Merged { .. } | Change::Erased { .. } => {}
@@ -209,6 +217,11 @@ impl Change {
                 target,
                 ..
             } => f.record_sla_breach(complaint_id, *target),
+            Change::SlaAtRisk {
+                complaint_id,
+                target,
+                ..
+            } => f.record_sla_at_risk(complaint_id, *target),
             Change::Survey {
                 survey_id,
                 csat,

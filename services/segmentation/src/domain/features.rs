@@ -79,6 +79,8 @@ pub struct ComplaintMark {
     pub open: bool,
     /// The SLA targets counted in `complaints_breached` (bits of [`sla_bit`]).
     pub breaches: u8,
+    /// The SLA targets reported at risk of a breach (bits of [`sla_bit`]).
+    pub at_risk: u8,
 }
 
 /// The bit of an SLA target (its proto number) in [`ComplaintMark::breaches`].
@@ -238,7 +240,7 @@ impl Features {
             complaint_id.to_string(),
             ComplaintMark {
                 open: true,
-                breaches: 0,
+                ..ComplaintMark::default()
             },
         );
         self.complaints_total = self.complaints_total.saturating_add(1);
@@ -262,7 +264,10 @@ impl Features {
         }
         self.complaint_marks.insert(
             complaint_id.to_string(),
-            ComplaintMark { open, breaches: 0 },
+            ComplaintMark {
+                open,
+                ..ComplaintMark::default()
+            },
         );
         true
     }
@@ -315,6 +320,31 @@ impl Features {
             }
             _ => false,
         }
+    }
+
+    /// A complaint's SLA target `target` (its proto number) is at risk of a
+    /// breach; false if that warning is counted already. An unseen complaint
+    /// counts as open, as for a breach.
+    pub fn record_sla_at_risk(&mut self, complaint_id: &str, target: i32) -> bool {
+        let added = self.mark(complaint_id, true, |_| {});
+        let bit = sla_bit(target);
+        match self.complaint_marks.get_mut(complaint_id) {
+            Some(m) if m.at_risk & bit == 0 => {
+                m.at_risk |= bit;
+                true
+            }
+            _ => added,
+        }
+    }
+
+    /// Unresolved complaints with a target at risk of a breach.
+    pub fn complaints_at_risk(&self) -> u32 {
+        let n = self
+            .complaint_marks
+            .values()
+            .filter(|m| m.open && m.at_risk != 0)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     /// A survey; false if it is counted already. Its sums are exact: one that

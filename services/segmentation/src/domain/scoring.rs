@@ -360,11 +360,19 @@ pub fn score(
         .bg_nbd
         .expected_purchases(&h, cfg.horizon_units)
         .max(0.0);
-    let churn_risk = churn_risk(p_alive, f.complaints_open, f.complaints_breached, &cfg.risk);
+    // A complaint about to miss its SLA weighs like one that missed it: the
+    // customer is being let down now, and scoring should not wait for the breach.
+    let at_risk = f.complaints_at_risk();
+    let churn_risk = churn_risk(
+        p_alive,
+        f.complaints_open,
+        f.complaints_breached.saturating_add(at_risk),
+        &cfg.risk,
+    );
     why.push(explain(
         "churn_risk",
         format!(
-            "P(alive) {p_alive:.3}, {} open and {} breached complaints: {churn_risk}",
+            "P(alive) {p_alive:.3}, {} open, {} breached and {at_risk} at-risk complaints: {churn_risk}",
             f.complaints_open, f.complaints_breached
         ),
         &[
@@ -373,6 +381,7 @@ pub fn score(
             ("T", f2(h.t)),
             ("open_complaints", f.complaints_open.to_string()),
             ("breached_complaints", f.complaints_breached.to_string()),
+            ("at_risk_complaints", at_risk.to_string()),
         ],
     ));
     let own_mean = f.mean_repeat_margin(&cfg.clock);
@@ -582,6 +591,25 @@ mod tests {
             level(upset.churn_risk),
             level(active.churn_risk) + 2,
             "an open and a breached complaint each raise the level"
+        );
+        let mut warned = Features::default();
+        warned.clone_from(&f);
+        warned.complaint_marks.clear();
+        warned.complaints_breached = 0;
+        warned.complaints_open = 0;
+        warned.complaints_total = 0;
+        warned.record_sla_at_risk("d", 2);
+        let at_risk = score("a", &warned, now, &cal, &cfg);
+        assert_eq!(
+            level(at_risk.churn_risk),
+            level(active.churn_risk) + 2,
+            "a complaint about to breach raises the level as a breached one does"
+        );
+        warned.record_complaint_resolved("d");
+        let settled = score("a", &warned, now, &cal, &cfg);
+        assert_eq!(
+            settled.churn_risk, active.churn_risk,
+            "resolved, its warning no longer counts"
         );
         let later = score("a", &f, now + Duration::days(300), &cal, &cfg);
         assert!(later.p_alive < active.p_alive);

@@ -102,7 +102,8 @@ impl Default for RiskConfig {
 }
 
 /// Risk from P(alive), raised one level for unresolved complaints and one more for a
-/// breached one: complaints are where churn causes show first (DOMAIN §1, §8).
+/// breached one, or one about to be (an unresolved complaint whose SLA target is at
+/// risk): complaints are where churn causes show first (DOMAIN §1, §8).
 pub fn churn_risk(
     p_alive: f64,
     open_complaints: u32,

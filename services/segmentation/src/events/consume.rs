@@ -119,6 +119,13 @@ fn decode_change(env: &EventEnvelope) -> Result<Option<Change>, HandlerError> {
             target: e.target,
         }));
     }
+    if let Some(e) = decode_payload::<ipb::ComplaintSlaAtRiskEvent>(env)? {
+        return Ok(Some(Change::SlaAtRisk {
+            customer_id: e.customer_id,
+            complaint_id: e.complaint_id,
+            target: e.target,
+        }));
+    }
     if let Some(e) = decode_payload::<ipb::SurveyRecordedEvent>(env)? {
         let gap = (e.expectation > 0 && e.perceived > 0).then(|| e.perceived - e.expectation);
         return Ok(Some(Change::Survey {

@@ -220,6 +220,12 @@ async fn a_replay_changes_nothing_already_there_and_rebuilds_what_is_gone() {
         target: ipb::SlaTarget::Resolution as i32,
         ..Default::default()
     });
+    let at_risk = envelope(&ipb::ComplaintSlaAtRiskEvent {
+        complaint_id: late.clone(),
+        customer_id: a.clone(),
+        target: ipb::SlaTarget::Resolution as i32,
+        ..Default::default()
+    });
     let resolved = || {
         envelope(&ipb::ComplaintResolvedEvent {
             complaint_id: late.clone(),
@@ -254,6 +260,7 @@ async fn a_replay_changes_nothing_already_there_and_rebuilds_what_is_gone() {
     live.extend(purchases.clone());
     live.extend([
         opened(&late),
+        at_risk.clone(),
         breached.clone(),
         status(S::Open, S::InProgress),
         status(S::InProgress, S::Resolved),
@@ -285,12 +292,16 @@ async fn a_replay_changes_nothing_already_there_and_rebuilds_what_is_gone() {
         );
     }
 
+    // The warning is kept on the complaint's mark (the resolution's bit).
+    assert!(data.contains("\"at_risk\":4"), "{data}");
+
     // The owners' replay of the current state: the late complaint opened,
-    // breached, resolved and its status; the open one opened.
+    // warned of, breached, resolved and its status; the open one opened.
     let mut state = vec![created];
     state.extend(purchases);
     state.extend([
         opened(&late),
+        at_risk,
         breached,
         resolved(),
         status(S::Open, S::Resolved),

@@ -11,7 +11,7 @@ use retention_suite::cli::dead_letters::{self, Consumer};
 use retention_suite::cli::demo::{self, CampaignPlan};
 use retention_suite::cli::show::table;
 use retention_suite::cli::synth::{self, SynthOptions};
-use retention_suite::cli::{backlog, retention, scoring};
+use retention_suite::cli::{backlog, retention, scoring, sla};
 
 #[derive(Parser)]
 #[command(
@@ -150,6 +150,24 @@ enum Command {
     /// hash chain (ListAuditRecords; the audit.read scope).
     #[command(subcommand)]
     Audit(AuditAction),
+    /// How the complaints opened in a period fared against their SLA targets:
+    /// met, breached and still open per target, % met, and mean working hours to
+    /// first response and to resolution (GetSlaReport).
+    SlaReport {
+        /// Start of the period: a date (YYYY-MM-DD, start of that day in UTC) or
+        /// an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// End of the period, exclusive (same forms); default: now.
+        #[arg(long)]
+        until: Option<String>,
+        /// One row per priority, customer tier, assignee or team.
+        #[arg(long, value_parser = sla::GROUPINGS, default_value = "none")]
+        by: String,
+        /// CSV (RFC 4180, a header and a total line) instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Rebuild a consumer's read model: profile and interactions replay their
     /// current state (customers, consent, purchases, referrals; complaints,
     /// surveys) as events for that consumer group alone, which applies them
@@ -353,6 +371,24 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Report => {
             demo::report(&clients, &mut print).await?;
+        }
+        Command::SlaReport {
+            since,
+            until,
+            by,
+            csv,
+        } => {
+            let start = cli_time("--since", &since)?;
+            let end = match until {
+                Some(t) => cli_time("--until", &t)?,
+                None => chrono::Utc::now(),
+            };
+            let report = sla::fetch(&clients, start, end, sla::grouping(&by)).await?;
+            if csv {
+                print!("{}", sla::csv(&report));
+            } else {
+                sla::print(&report, &mut print);
+            }
         }
         Command::Model => {
             scoring::model(&clients, &mut print).await?;

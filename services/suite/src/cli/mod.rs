@@ -11,6 +11,7 @@ pub mod demo;
 pub mod retention;
 pub mod scoring;
 pub mod show;
+pub mod sla;
 pub mod synth;
 
 pub use client::Clients;

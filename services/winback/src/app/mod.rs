@@ -174,11 +174,11 @@ impl WinbackApp {
         customer_id: &str,
         mut s: ChurnSignals,
     ) -> AppResult<ChurnSuggestion> {
-        let (unresolved, breached, escalated) =
-            repo::complaint_counts(self.db(), customer_id).await?;
-        s.unresolved_complaints = s.unresolved_complaints.max(unresolved);
-        s.breached_complaints = s.breached_complaints.max(breached);
-        s.escalated_complaints = s.escalated_complaints.max(escalated);
+        let known = repo::complaint_counts(self.db(), customer_id).await?;
+        s.unresolved_complaints = s.unresolved_complaints.max(known.unresolved);
+        s.breached_complaints = s.breached_complaints.max(known.breached);
+        s.escalated_complaints = s.escalated_complaints.max(known.escalated);
+        s.at_risk_complaints = s.at_risk_complaints.max(known.at_risk);
         Ok(classify(&s))
     }
 

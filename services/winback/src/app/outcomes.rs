@@ -277,7 +277,9 @@ impl WinbackApp {
                 name: format!("customers/{customer_id}"),
                 source,
             })?;
-        let (unresolved, _, _) = repo::complaint_counts(self.db(), customer_id).await?;
+        let unresolved = repo::complaint_counts(self.db(), customer_id)
+            .await?
+            .unresolved;
         let churn_type = repo::churn_types(self.db(), &[customer_id.to_string()])
             .await?
             .remove(customer_id);

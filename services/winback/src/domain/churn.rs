@@ -65,6 +65,8 @@ impl ChurnType {
 pub struct ChurnSignals {
     pub unresolved_complaints: u32,
     pub breached_complaints: u32,
+    /// Unresolved complaints about to miss their SLA (not breached yet).
+    pub at_risk_complaints: u32,
     /// The customer complained angrily / escalated (a retaliatory sign).
     pub escalated_complaints: u32,
     pub payment_failed: bool,
@@ -110,7 +112,7 @@ pub fn classify(s: &ChurnSignals) -> ChurnSuggestion {
                 ReasonCode::ServiceEncounterFailure,
             ],
         )
-    } else if s.unresolved_complaints > 0 || s.breached_complaints > 0 {
+    } else if s.unresolved_complaints > 0 || s.breached_complaints > 0 || s.at_risk_complaints > 0 {
         if s.unresolved_complaints > 0 {
             reasons.push(format!(
                 "{} unresolved complaint(s)",
@@ -121,6 +123,12 @@ pub fn classify(s: &ChurnSignals) -> ChurnSuggestion {
             reasons.push(format!(
                 "{} complaint(s) past their SLA",
                 s.breached_complaints
+            ));
+        }
+        if s.at_risk_complaints > 0 {
+            reasons.push(format!(
+                "{} complaint(s) about to miss their SLA",
+                s.at_risk_complaints
             ));
         }
         (
@@ -187,6 +195,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(suggest(unresolved), ChurnType::Fault);
+        let at_risk = ChurnSignals {
+            at_risk_complaints: 2,
+            ..Default::default()
+        };
+        let c = classify(&at_risk);
+        assert_eq!(c.churn_type, ChurnType::Fault);
+        assert_eq!(c.reasons, ["2 complaint(s) about to miss their SLA"]);
         let breached = ChurnSignals {
             breached_complaints: 1,
             ..Default::default()
@@ -215,6 +230,7 @@ mod tests {
         let all = ChurnSignals {
             unresolved_complaints: 2,
             breached_complaints: 1,
+            at_risk_complaints: 1,
             escalated_complaints: 1,
             payment_failed: true,
             fraud_suspected: true,

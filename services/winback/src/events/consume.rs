@@ -135,6 +135,8 @@ impl InteractionsEventsHandler {
             out.push((e.complaint_id, e.customer_id, ComplaintFact::Resolved));
         } else if let Some(e) = decode_payload::<ipb::ComplaintSlaBreachedEvent>(env)? {
             out.push((e.complaint_id, e.customer_id, ComplaintFact::Breached));
+        } else if let Some(e) = decode_payload::<ipb::ComplaintSlaAtRiskEvent>(env)? {
+            out.push((e.complaint_id, e.customer_id, ComplaintFact::AtRisk));
         }
         Ok(out)
     }

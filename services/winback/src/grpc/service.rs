@@ -413,6 +413,7 @@ impl WinbackService for WinbackGrpc {
             ("signals.unresolved_complaints", s.unresolved_complaints),
             ("signals.breached_complaints", s.breached_complaints),
             ("signals.escalated_complaints", s.escalated_complaints),
+            ("signals.at_risk_complaints", s.at_risk_complaints),
         ] {
             v.check(n >= 0, field, "must not be negative");
         }
@@ -426,6 +427,7 @@ impl WinbackService for WinbackGrpc {
             unresolved_complaints: s.unresolved_complaints.max(0) as u32,
             breached_complaints: s.breached_complaints.max(0) as u32,
             escalated_complaints: s.escalated_complaints.max(0) as u32,
+            at_risk_complaints: s.at_risk_complaints.max(0) as u32,
             payment_failed: s.payment_failed,
             fraud_suspected: s.fraud_suspected,
             credit_default: s.credit_default,

@@ -152,6 +152,7 @@ pub mod complaint_signal {
         pub breached: bool,
         pub escalated: bool,
         pub update_time: ChronoDateTimeUtc,
+        pub at_risk: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ pub fn own() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(CreateWinbackTables),
         Box::new(CreateAttributedPurchases),
         Box::new(AddValueBasis),
+        Box::new(AddComplaintAtRisk),
     ]
 }
 
@@ -249,5 +250,28 @@ impl MigrationTrait for AddValueBasis {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         drop_columns(m, "campaign_targets", &["retained_clv_minor"]).await?;
         drop_columns(m, "campaigns", &["value_basis"]).await
+    }
+}
+
+retention_db::migration!(
+    /// Complaints whose SLA target was reported at risk of a breach
+    /// (ComplaintSlaAtRisk).
+    AddComplaintAtRisk,
+    "m20261207_000001_add_complaint_at_risk"
+);
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddComplaintAtRisk {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        add_columns(
+            m,
+            "complaint_signals",
+            [boolean("at_risk").default(false).to_owned()],
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        drop_columns(m, "complaint_signals", &["at_risk"]).await
     }
 }

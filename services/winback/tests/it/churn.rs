@@ -202,6 +202,25 @@ async fn classify_churn_reads_each_signal() {
         c.reasons
     );
 
+    // About to miss its SLA: said so, still a fault.
+    app.publish_interactions(&ipb::ComplaintSlaAtRiskEvent {
+        complaint_id: complaint.clone(),
+        customer_id: angry.clone(),
+        target: ipb::SlaTarget::Resolution as i32,
+        ..Default::default()
+    })
+    .await;
+    app.settle().await;
+    let c = classify(&mut app, &angry, none.clone()).await;
+    assert_eq!(c.churn_type, pb::ChurnType::Fault as i32);
+    assert!(
+        c.reasons
+            .iter()
+            .any(|r| r == "1 complaint(s) about to miss their SLA"),
+        "{:?}",
+        c.reasons
+    );
+
     app.publish_interactions(&ipb::ComplaintSlaBreachedEvent {
         complaint_id: complaint.clone(),
         customer_id: angry.clone(),

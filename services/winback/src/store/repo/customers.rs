@@ -74,6 +74,8 @@ pub enum ComplaintFact {
     Resolved,
     Escalated,
     Breached,
+    /// An SLA target is about to be missed.
+    AtRisk,
 }
 
 pub async fn record_complaint<C: ConnectionTrait>(
@@ -97,12 +99,14 @@ pub async fn record_complaint<C: ConnectionTrait>(
         breached: false,
         escalated: false,
         update_time: at,
+        at_risk: false,
     });
     match fact {
         ComplaintFact::Opened | ComplaintFact::Unresolved => row.unresolved = true,
         ComplaintFact::Resolved => row.unresolved = false,
         ComplaintFact::Escalated => row.escalated = true,
         ComplaintFact::Breached => row.breached = true,
+        ComplaintFact::AtRisk => row.at_risk = true,
     }
     row.update_time = at;
     complaint_signal::Entity::insert(complaint_signal::ActiveModel {
@@ -112,6 +116,7 @@ pub async fn record_complaint<C: ConnectionTrait>(
         breached: Set(row.breached),
         escalated: Set(row.escalated),
         update_time: Set(row.update_time),
+        at_risk: Set(row.at_risk),
     })
     .on_conflict(
         OnConflict::column(complaint_signal::Column::ComplaintId)
@@ -120,6 +125,7 @@ pub async fn record_complaint<C: ConnectionTrait>(
                 complaint_signal::Column::Breached,
                 complaint_signal::Column::Escalated,
                 complaint_signal::Column::UpdateTime,
+                complaint_signal::Column::AtRisk,
             ])
             .to_owned(),
     )
@@ -151,17 +157,31 @@ pub async fn claim_attribution<C: ConnectionTrait>(
     Ok(n > 0)
 }
 
-/// (unresolved, breached, escalated) complaint counts of a customer.
+/// What the complaints of one customer say, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ComplaintCounts {
+    pub unresolved: u32,
+    pub breached: u32,
+    pub escalated: u32,
+    /// Unresolved, not breached, with a target at risk of a breach.
+    pub at_risk: u32,
+}
+
 pub async fn complaint_counts<C: ConnectionTrait>(
     db: &C,
     customer_id: &str,
-) -> Result<(u32, u32, u32), DbErr> {
+) -> Result<ComplaintCounts, DbErr> {
     let rows = complaint_signal::Entity::find()
         .filter(complaint_signal::Column::CustomerId.eq(customer_id))
         .all(db)
         .await?;
     let n = |f: fn(&complaint_signal::Model) -> bool| rows.iter().filter(|r| f(r)).count() as u32;
-    Ok((n(|r| r.unresolved), n(|r| r.breached), n(|r| r.escalated)))
+    Ok(ComplaintCounts {
+        unresolved: n(|r| r.unresolved),
+        breached: n(|r| r.breached),
+        escalated: n(|r| r.escalated),
+        at_risk: n(|r| r.unresolved && r.at_risk && !r.breached),
+    })
 }
 
 /// Profile merged `merged` into `survivor`: its history becomes the survivor's.

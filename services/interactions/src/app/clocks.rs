@@ -172,8 +172,7 @@ impl InteractionsApp {
     }
 
     /// One claimed batch: how many complaints it changed (0 when nothing is
-    /// due; a warning superseded by its breach changes one without an event) and
-    /// what it reported.
+    /// due) and what it reported.
     async fn sweep_batch(&self, at: DateTime<Utc>) -> AppResult<(usize, Swept)> {
         let txn = self.db.begin().await?;
         let mut recorded = Vec::new();

@@ -51,6 +51,7 @@ EXPORTED = {
     "retention_campaign_launches_total",
     "retention_campaign_spend_total",
     "retention_sla_breaches_total",
+    "retention_sla_at_risk_total",
     "target_info",
     "up",
     "scrape_duration_seconds",

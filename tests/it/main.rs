@@ -19,6 +19,7 @@ mod cli;
 mod consumer_kill;
 mod dead_letters;
 mod e2e;
+mod html_report;
 mod metrics;
 mod process;
 mod scopes;

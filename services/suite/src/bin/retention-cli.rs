@@ -9,6 +9,7 @@ use retention_suite::cli::backfill::{self, BackfillPlan, Owner};
 use retention_suite::cli::client::Endpoints;
 use retention_suite::cli::dead_letters::{self, Consumer};
 use retention_suite::cli::demo::{self, CampaignPlan};
+use retention_suite::cli::html_report::{self, HtmlOptions};
 use retention_suite::cli::show::table;
 use retention_suite::cli::synth::{self, SynthOptions};
 use retention_suite::cli::{backlog, retention, scoring, sla};
@@ -89,6 +90,9 @@ enum Command {
         customers: usize,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Also write the report as one HTML page to FILE at the end.
+        #[arg(long, value_name = "FILE")]
+        html: Option<String>,
     },
     /// Load customers and purchases.
     #[command(subcommand)]
@@ -96,7 +100,20 @@ enum Command {
     /// Run a full scoring run and follow it.
     Score,
     /// The portfolio report: pyramid, lifecycle, risk, Pareto share.
-    Report,
+    Report {
+        /// Write one self-contained HTML page with the charts (portfolio, cohorts,
+        /// model, backtest, projection, campaigns) to FILE instead.
+        #[arg(long, value_name = "FILE")]
+        html: Option<String>,
+        /// The backtest run to show on the page ("scoringRuns/{id}", as
+        /// `backtest` printed it).
+        #[arg(long, requires = "html")]
+        backtest: Option<String>,
+        /// A cohort to project on the page: its size, then its survivors after
+        /// each period (default: the portfolio's oldest cohort).
+        #[arg(long, value_delimiter = ',', requires = "html")]
+        survivors: Option<Vec<f64>>,
+    },
     /// The fitted model parameters with standard errors and 95 % intervals.
     Model,
     /// Contractual retention (subscriptions): fit the shifted-beta-geometric
@@ -316,27 +333,37 @@ async fn main() -> anyhow::Result<()> {
         .token
         .clone()
         .unwrap_or_else(|| Clients::mint(&c.jwt_secret, &c.issuer, &c.audience));
-    let clients = Clients::connect(
-        &Endpoints {
-            profile: c.profile.clone(),
-            interactions: c.interactions.clone(),
-            segmentation: c.segmentation.clone(),
-            winback: c.winback.clone(),
-        },
-        token,
-    )
-    .await?;
+    let endpoints = Endpoints {
+        profile: c.profile.clone(),
+        interactions: c.interactions.clone(),
+        segmentation: c.segmentation.clone(),
+        winback: c.winback.clone(),
+    };
+    let clients = Clients::connect(&endpoints, token).await?;
     let mut print = |s: &str| print!("{s}");
     let quiet = cli.quiet;
     match cli.command {
-        Command::Demo { customers, seed } => {
+        Command::Demo {
+            customers,
+            seed,
+            html,
+        } => {
             let o = SynthOptions {
                 customers,
                 seed,
                 quiet,
                 ..Default::default()
             };
-            demo::demo(&clients, &o, &mut print).await?;
+            let summary = demo::demo(&clients, &o, &mut print).await?;
+            if let Some(path) = html {
+                let o = HtmlOptions {
+                    endpoints,
+                    backtest: Some(summary.backtest),
+                    survivors: Some(demo::EXAMPLE_COHORT.to_vec()),
+                };
+                html_report::write(&clients, &o, &path).await?;
+                println!("HTML report written to {path}");
+            }
         }
         Command::Load(Load::Synthetic { customers, seed }) => {
             let o = SynthOptions {
@@ -369,8 +396,21 @@ async fn main() -> anyhow::Result<()> {
             let run = scoring::score(&clients, quiet).await?;
             println!("{}: {} customers scored", run.name, run.customers_scored);
         }
-        Command::Report => {
+        Command::Report { html: None, .. } => {
             demo::report(&clients, &mut print).await?;
+        }
+        Command::Report {
+            html: Some(path),
+            backtest,
+            survivors,
+        } => {
+            let o = HtmlOptions {
+                endpoints,
+                backtest,
+                survivors,
+            };
+            html_report::write(&clients, &o, &path).await?;
+            println!("HTML report written to {path}");
         }
         Command::SlaReport {
             since,

@@ -360,6 +360,8 @@ pub struct DemoSummary {
     pub strategies: Vec<wpb::StrategyOutcome>,
     /// Per campaign, in launch order: its segment's members and whom it reached.
     pub reach: Vec<CampaignReach>,
+    /// The backtest run ("scoringRuns/{id}") the demo made.
+    pub backtest: String,
 }
 
 /// A demo campaign's segment and the customers its launch targeted (treated or
@@ -371,6 +373,10 @@ pub struct CampaignReach {
     pub members: Vec<spb::CustomerInsight>,
     pub targets: Vec<wpb::CampaignTarget>,
 }
+
+/// The subscription cohort the demo projects: the "regular" customers of
+/// Fader & Hardie (2007), 1,000 acquired and their survivors over seven years.
+pub const EXAMPLE_COHORT: [f64; 8] = [1000.0, 631.0, 468.0, 382.0, 326.0, 289.0, 262.0, 241.0];
 
 /// The demo. Customers' responses are simulated: treated customers come back more
 /// often than the control group, price promotions faster but relationship
@@ -415,9 +421,7 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
     // Contract retention, for subscription businesses: an example cohort (the
     // "regular" customers of Fader & Hardie 2007), not the synthetic shop's.
     out("Example: a subscription cohort of 1,000 over seven years\n");
-    let cohort = vec![vec![
-        1000.0, 631.0, 468.0, 382.0, 326.0, 289.0, 262.0, 241.0,
-    ]];
+    let cohort = vec![EXAMPLE_COHORT.to_vec()];
     let p = super::retention::project(c, cohort.clone(), 12, 0.10).await?;
     super::retention::print(&p, &cohort, out);
     report(c, out).await?;
@@ -583,5 +587,6 @@ pub async fn demo(c: &Clients, o: &SynthOptions, out: Out<'_>) -> anyhow::Result
         campaigns,
         strategies,
         reach,
+        backtest: bt.name,
     })
 }

@@ -8,6 +8,7 @@ pub mod backlog;
 pub mod client;
 pub mod dead_letters;
 pub mod demo;
+pub mod html_report;
 pub mod retention;
 pub mod scoring;
 pub mod show;

@@ -69,12 +69,17 @@ pub fn inline(svg: String) -> String {
     )
 }
 
+/// A table; without headers (none given, or all blank) a list of labelled values.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut t = String::from("<table><thead><tr>");
-    for h in headers {
-        t.push_str(&format!("<th>{}</th>", escape(h)));
+    let mut t = String::from("<table>");
+    if headers.iter().any(|h| !h.is_empty()) {
+        t.push_str("<thead><tr>");
+        for h in headers {
+            t.push_str(&format!("<th>{}</th>", escape(h)));
+        }
+        t.push_str("</tr></thead>");
     }
-    t.push_str("</tr></thead><tbody>");
+    t.push_str("<tbody>");
     for r in rows {
         t.push_str("<tr>");
         for c in r {

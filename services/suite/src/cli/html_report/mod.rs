@@ -165,9 +165,9 @@ pub async fn gather(c: &Clients, o: &HtmlOptions) -> Result<Report> {
         None => (
             None,
             Some(
-                "no cohort with two periods after its first purchase in the portfolio report's \
-                 window: record purchases over at least three periods, or give a cohort with \
-                 `retention-cli report --html FILE --survivors 1000,631,468` (ProjectRetention)"
+                "No cohort with two periods after its first purchase in the portfolio report's \
+                 window. Record purchases over at least three periods, or give a cohort: \
+                 retention-cli report --html FILE --survivors 1000,631,468 (ProjectRetention)."
                     .to_string(),
             ),
         ),

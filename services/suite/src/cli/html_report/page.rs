@@ -101,7 +101,7 @@ fn header(r: &Report) -> Result<String> {
         .collect();
     Ok(format!(
         "<header><h1>Retention report</h1>\n<div class=\"pair meta\">{}{}</div>\n{}</header>\n",
-        table(&["", ""], &rows),
+        table(&[], &rows),
         table(&["service", "endpoint", "calls"], &endpoints),
         data_block("header", h)?
     ))

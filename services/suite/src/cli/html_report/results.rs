@@ -174,6 +174,7 @@ pub fn model(r: &Report) -> Result<String> {
                 inline(svg),
                 table(&["before", "actual", "predicted"], &rows)
             ));
+            s.push_str("<p>The parameters fitted on the calibration period:</p>");
             s.push_str(&estimate_table(&b.estimates));
         }
     }
@@ -254,8 +255,8 @@ fn arm_interval(a: &Arm) -> (f64, f64, f64) {
 }
 
 fn short(name: &str) -> String {
-    let mut s: String = name.chars().take(22).collect();
-    if name.chars().count() > 22 {
+    let mut s: String = name.chars().take(28).collect();
+    if name.chars().count() > 28 {
         s.push('…');
     }
     s

@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run demo docs docs-check layers-check test fuzz bench bench-smoke bench-tools services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
+.PHONY: run demo report-render docs docs-check layers-check test fuzz bench bench-smoke bench-tools services fmt-check clippy proto-lint proto-breaking nextest node-tools deploy-tools deploy-check help
 
 help:
 	@echo "make run         start the services in embedded mode (SQLite per service, in-process cache and bus)"
-	@echo "make demo        start the suite, load a synthetic population and run the retention loop (retention-cli demo)"
+	@echo "make demo        start the suite, load a synthetic population and run the retention loop (retention-cli demo); the HTML report is target/demo/report.html"
+	@echo "make report-render  the demo's HTML report in headless Chromium: fails on a console error; screenshot target/demo/report.png"
 	@echo "make test        format, lint, proto lint and the whole test suite (needs PostgreSQL + Redis)"
 	@echo "make proto-lint  buf lint over proto/ (proto-breaking: buf breaking against proto/BREAKING_BASE)"
 	@echo "make bench       benchmarks (release build, PostgreSQL); results go in BENCHMARKS.md"
@@ -18,15 +19,38 @@ run:
 	$(CARGO) run -p retention-suite --bin retention
 
 # The suite in the background on fresh embedded databases (target/demo), then
-# `retention-cli demo` against it; the suite stops when the demo ends.
+# `retention-cli demo` against it, which ends by writing the HTML report
+# (target/demo/report.html); the suite stops when the demo ends.
 demo:
 	$(CARGO) build -p retention-suite --bins
 	@rm -rf target/demo && mkdir -p target/demo
 	@(cd target/demo && exec ../debug/retention > retention.log 2>&1) & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
-	target/debug/retention-cli demo
+	target/debug/retention-cli demo --html target/demo/report.html
 
-test: services fmt-check layers-check proto-lint proto-breaking docs-check deploy-check clippy nextest bench-smoke fuzz
+# The demo's HTML report opened in a real browser: headless Chromium (the Debian
+# package, installed when missing) driven by playwright-core (npm; it downloads
+# no browser). Fails on any console error or warning, page error, request
+# leaving the file or data block that is not JSON; keeps a screenshot
+# (target/demo/report.png) and the print layout (target/demo/report.pdf), and
+# renders an empty deployment's page (target/report-empty) the same way.
+# The demo runs quietly at its default size (seconds on the debug build).
+CHROMIUM ?= $(shell command -v chromium 2>/dev/null || echo /usr/bin/chromium)
+report-render: node-tools
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if ! apt-cache show chromium >/dev/null 2>&1; then $(SUDO) apt-get update -qq || exit 1; fi && \
+		$(SUDO) apt-get install -y -q chromium >/dev/null || exit 1; \
+	fi
+	@mkdir -p target && $(MAKE) --no-print-directory demo > target/demo.log 2>&1 || { tail -n 30 target/demo.log; exit 1; }
+	CHROMIUM=$(CHROMIUM) node scripts/render_report.mjs target/demo/report.html target/demo/report.png target/demo/report.pdf
+	@# A new deployment's page too: every section says what is missing.
+	@rm -rf target/report-empty && mkdir -p target/report-empty
+	@(cd target/report-empty && exec ../debug/retention > retention.log 2>&1) & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
+	target/debug/retention-cli --quiet report --html target/report-empty/report.html > /dev/null
+	CHROMIUM=$(CHROMIUM) node scripts/render_report.mjs target/report-empty/report.html target/report-empty/report.png
+
+test: services fmt-check layers-check proto-lint proto-breaking docs-check deploy-check clippy nextest report-render bench-smoke fuzz
 
 # Every benchmark at a tiny size on the debug build nextest made: fails unless
 # each ran and each target got a figure, so `make bench` works on a fresh clone.
@@ -85,10 +109,11 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# buf is pinned exactly in package.json. No lock file: npm's lock for buf's
-# per-platform optional packages does not survive `npm ci` on another platform.
+# buf and playwright-core are pinned exactly in package.json. No lock file: npm's
+# lock for buf's per-platform optional packages does not survive `npm ci` on
+# another platform.
 node-tools:
-	@if [ ! -x node_modules/.bin/buf ]; then npm install --no-audit --no-fund --no-package-lock; fi
+	@if [ ! -x node_modules/.bin/buf ] || [ ! -d node_modules/playwright-core ]; then npm install --no-audit --no-fund --no-package-lock; fi
 
 proto-lint: node-tools
 	npx --no-install buf lint

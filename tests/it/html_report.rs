@@ -14,7 +14,7 @@ use retention_proto::winback as wpb;
 use retention_suite::cli::Clients;
 use retention_suite::cli::html_report::{self, HtmlOptions, Report};
 use retention_suite::cli::synth::{SynthOptions, cny, create_customer, record_purchases, ts};
-use retention_suite::cli::{backlog, demo};
+use retention_suite::cli::{backlog, demo, scoring};
 use serde_json::Value;
 
 use super::{Mode, clients, four_services};
@@ -515,4 +515,23 @@ async fn a_single_customer_gets_a_page_with_their_purchase() {
         html.matches("<svg").count() >= 2,
         "the cohort heatmap and the rates"
     );
+
+    // A scoring run on one customer with one purchase: today the Gamma-Gamma fit
+    // has nobody who repeated and the run fails. Either way the page renders and
+    // explains what it lacks.
+    let scored = scoring::score(&c, true).await;
+    let html = write_page(&c, &HtmlOptions::default()).await;
+    assert_self_contained(&html);
+    let parsed = parse(&html);
+    match scored {
+        Err(_) => {
+            assert!(parsed.model.is_none());
+            assert!(explanation(&html, "model").unwrap().contains("RunScoring"));
+        }
+        Ok(_) => {
+            let customers: i64 = parsed.pyramid.value_tiers.iter().map(|l| l.customers).sum();
+            assert_eq!(customers, 1);
+            assert!(explanation(&html, "pyramid").is_none());
+        }
+    }
 }

@@ -47,15 +47,16 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// A section's data as a JSON block. "</" is written "<\/" (the same string to
-/// a JSON parser) so no value can end the script element.
+/// A section's data as a JSON block. Every "<" is written "\u003c" (the same
+/// string to a JSON parser; in JSON it only occurs inside strings) so no value
+/// can end the script element or open a comment in it.
 pub fn data_block(id: &'static str, value: &impl Serialize) -> Result<String> {
     let json = serde_json::to_string(value)
         .map_err(|source| ReportError::Json {
             section: id,
             source,
         })?
-        .replace("</", "<\\/");
+        .replace('<', "\\u003c");
     Ok(format!(
         "<script type=\"application/json\" id=\"data-{id}\">{json}</script>\n"
     ))

@@ -13,6 +13,8 @@ mod data;
 mod html;
 mod page;
 mod results;
+#[cfg(test)]
+mod tests;
 
 use chrono::{SecondsFormat, Utc};
 use retention_proto::segmentation as spb;

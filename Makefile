@@ -21,12 +21,26 @@ run:
 # The suite in the background on fresh embedded databases (target/demo), then
 # `retention-cli demo` against it, which ends by writing the HTML report
 # (target/demo/report.html); the suite stops when the demo ends.
+# The suite takes make run's ports: with another suite on them the one started
+# here could not bind and the CLI would load the demo into the other one, so
+# the ports must be free, and the suite started here must still run at the end.
+SUITE_PORTS := 50051 50052 50053 50054
+define suite_ports_free
+	@for p in $(SUITE_PORTS); do \
+		if (exec 3<>/dev/tcp/127.0.0.1/$$p) 2>/dev/null; then \
+			echo "$@: port $$p is taken (a suite already running, e.g. make run?); stop it first"; exit 1; \
+		fi; \
+	done
+endef
+
 demo:
 	$(CARGO) build -p retention-suite --bins
+	$(suite_ports_free)
 	@rm -rf target/demo && mkdir -p target/demo
 	@(cd target/demo && exec ../debug/retention > retention.log 2>&1) & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
-	target/debug/retention-cli demo --html target/demo/report.html
+	target/debug/retention-cli demo --html target/demo/report.html && \
+	{ kill -0 $$pid 2>/dev/null || { echo "demo: the suite started here is not running (target/demo/retention.log)"; exit 1; }; }
 
 # The demo's HTML report opened in a real browser: headless Chromium (the Debian
 # package, installed when missing) driven by playwright-core (npm; it downloads
@@ -44,10 +58,12 @@ report-render: node-tools
 	@mkdir -p target && $(MAKE) --no-print-directory demo > target/demo.log 2>&1 || { tail -n 30 target/demo.log; exit 1; }
 	CHROMIUM=$(CHROMIUM) node scripts/render_report.mjs target/demo/report.html target/demo/report.png target/demo/report.pdf
 	@# A new deployment's page too: every section says what is missing.
+	$(suite_ports_free)
 	@rm -rf target/report-empty && mkdir -p target/report-empty
 	@(cd target/report-empty && exec ../debug/retention > retention.log 2>&1) & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
-	target/debug/retention-cli --quiet report --html target/report-empty/report.html > /dev/null
+	target/debug/retention-cli --quiet report --html target/report-empty/report.html > /dev/null && \
+	{ kill -0 $$pid 2>/dev/null || { echo "report-render: the suite started here is not running (target/report-empty/retention.log)"; exit 1; }; }
 	CHROMIUM=$(CHROMIUM) node scripts/render_report.mjs target/report-empty/report.html target/report-empty/report.png
 
 test: services fmt-check layers-check proto-lint proto-breaking docs-check deploy-check clippy nextest report-render bench-smoke fuzz

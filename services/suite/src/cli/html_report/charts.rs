@@ -285,14 +285,48 @@ pub fn lines(
     Ok(svg)
 }
 
+/// A retained share's shade: light to dark blue, the square root spreading the
+/// small shares most cohorts have.
+fn shade(v: f64) -> RGBColor {
+    let t = v.clamp(0.0, 1.0).sqrt();
+    let mix = |a: f64, b: f64| (a + (b - a) * t) as u8;
+    RGBColor(mix(240.0, 8.0), mix(246.0, 48.0), mix(252.0, 107.0))
+}
+
 /// The cohort triangle: a row per cohort (oldest on top), a column per period
 /// after the first purchase, shaded by the share still buying. Rows of empty
 /// cohorts stay blank.
 pub fn heatmap(chart: &str, rows: &[String], cells: &[Option<Vec<f64>>]) -> Result<String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (640, 360)).into_drawing_area();
+        // Taller with more cohorts, so each row stays a readable band.
+        let height = (90 + 13 * rows.len() as u32).clamp(300, 880);
+        let root = SVGBackend::with_string(&mut svg, (640, height)).into_drawing_area();
         root.fill(&WHITE).map_err(fail(chart))?;
+        // The colour scale on the right: with many periods the cells carry no
+        // numbers, so the shade alone has to be readable.
+        let (area, scale) = root.split_horizontally(570);
+        let mut key = ChartBuilder::on(&scale)
+            .margin_top(12)
+            .margin_bottom(52)
+            .margin_right(8)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+            .map_err(fail(chart))?;
+        key.configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_labels(6)
+            .y_label_formatter(&percent_label(1.0))
+            .label_style((FONT, 10))
+            .draw()
+            .map_err(fail(chart))?;
+        key.draw_series((0..20).map(|i| {
+            let y = i as f64 / 20.0;
+            Rectangle::new([(0.0, y), (1.0, y + 0.05)], shade(y + 0.025).filled())
+        }))
+        .map_err(fail(chart))?;
+        let root = area;
         let n = rows.len().max(1);
         let cols = cells
             .iter()
@@ -325,11 +359,6 @@ pub fn heatmap(chart: &str, rows: &[String], cells: &[Option<Vec<f64>>]) -> Resu
             .label_style((FONT, 11))
             .draw()
             .map_err(fail(chart))?;
-        let shade = |v: f64| {
-            let t = v.clamp(0.0, 1.0);
-            let mix = |a: f64, b: f64| (a + (b - a) * t.sqrt()) as u8;
-            RGBColor(mix(240.0, 8.0), mix(246.0, 48.0), mix(252.0, 107.0))
-        };
         let with_text = n * cols <= 160;
         for (i, row) in cells.iter().enumerate() {
             let Some(row) = row else { continue };

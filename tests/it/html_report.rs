@@ -419,6 +419,20 @@ async fn the_html_report_charts_exactly_what_the_services_answer() {
         .map(|e| e.url.as_str())
         .collect();
     assert_eq!(urls.len(), 2);
+    // A scoring run that is not a backtest is not shown as one.
+    let err = html_report::gather(
+        &c,
+        &HtmlOptions {
+            backtest: Some(m.scoring_run.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, html_report::ReportError::NotABacktest(_)),
+        "{err}"
+    );
     // Nothing says data is missing on a loaded suite.
     assert!(
         !html.contains("data-missing="),

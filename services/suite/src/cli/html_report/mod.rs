@@ -43,6 +43,8 @@ pub enum ReportError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{0} has no backtest report: not a backtest, or not finished")]
+    NotABacktest(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -137,6 +139,14 @@ pub async fn gather(c: &Clients, o: &HtmlOptions) -> Result<Report> {
                 .map_err(rpc("GetScoringRun"))?
                 .into_inner(),
         ),
+        None => None,
+    };
+    // A run named for the page that has no report is a mistake to point out,
+    // not "no backtest yet".
+    let backtest = match &backtest_run {
+        Some(run) => {
+            Some(backtest(run).ok_or_else(|| ReportError::NotABacktest(run.name.clone()))?)
+        }
         None => None,
     };
     let cohorts = Cohorts {
@@ -272,7 +282,7 @@ pub async fn gather(c: &Clients, o: &HtmlOptions) -> Result<Report> {
         },
         cohorts,
         model: model_parameters.as_ref().map(model),
-        backtest: backtest_run.as_ref().and_then(backtest),
+        backtest,
         projection,
         projection_missing,
         campaigns,

@@ -184,21 +184,28 @@ async fn the_html_report_charts_exactly_what_the_services_answer() {
     );
     assert_levels(&page.lifecycle.churn_risks, &portfolio.churn_risks, &html);
     assert_eq!(page.pareto.pareto_share, portfolio.pareto_share);
-    // The curve runs through the pyramid's cumulative shares, to everyone and
-    // all of the margin.
+    // The curve is the report's, from the origin, to everyone and all of the
+    // positive margin; its 20 % point is the Pareto share.
     let total: i64 = portfolio.value_tiers.iter().map(|l| l.customers).sum();
     assert_eq!(total, 300);
-    assert_eq!(page.pareto.points.len(), portfolio.value_tiers.len() + 1);
-    let (mut customers, mut margin) = (0, 0.0);
-    for (p, l) in page.pareto.points[1..].iter().zip(&portfolio.value_tiers) {
-        customers += l.customers;
-        margin += l.profit_share;
-        assert_eq!(p.level, l.level);
-        assert!((p.customer_share - customers as f64 / total as f64).abs() < 1e-12);
-        assert!((p.margin_share - margin).abs() < 1e-12);
+    assert_eq!(portfolio.pareto_curve.len(), 20);
+    assert_eq!(page.pareto.points.len(), 21);
+    assert_eq!(
+        (
+            page.pareto.points[0].customer_share,
+            page.pareto.points[0].margin_share
+        ),
+        (0.0, 0.0)
+    );
+    for (p, q) in page.pareto.points[1..].iter().zip(&portfolio.pareto_curve) {
+        assert_eq!(
+            (p.customer_share, p.margin_share),
+            (q.customer_share, q.profit_share)
+        );
     }
+    assert_eq!(page.pareto.points[4].margin_share, portfolio.pareto_share);
     let end = page.pareto.points.last().unwrap();
-    assert!((end.customer_share - 1.0).abs() < 1e-12 && (end.margin_share - 1.0).abs() < 1e-9);
+    assert_eq!((end.customer_share, end.margin_share), (1.0, 1.0));
     assert!(html.contains("top 20 %"));
 
     // 4: cohorts and rates. Each report's periods end when it is asked for, so

@@ -285,6 +285,14 @@ pub fn report(r: &PortfolioReport) -> pb::PortfolioReport {
         lifecycle_stages: shares(&r.lifecycle_stages),
         churn_risks: shares(&r.churn_risks),
         pareto_share: r.pareto_share,
+        pareto_curve: r
+            .pareto_curve
+            .iter()
+            .map(|&(customer_share, profit_share)| pb::ParetoPoint {
+                customer_share,
+                profit_share,
+            })
+            .collect(),
         rates: r
             .rates
             .iter()

@@ -7,6 +7,9 @@ use super::{AppResult, RUN_PAGE, SegmentationApp};
 use crate::domain::portfolio::{PeriodActivity, PortfolioReport, level_shares};
 use crate::store::repo;
 
+/// Points of the report's Pareto curve: every 5 % of the customers.
+const PARETO_STEPS: usize = 20;
+
 impl SegmentationApp {
     /// Streams the insights and the purchase ledger once each; memory grows with
     /// the number of customers only for the Pareto margins (8 bytes each).
@@ -15,7 +18,9 @@ impl SegmentationApp {
         period_days: u32,
         periods: u32,
     ) -> AppResult<PortfolioReport> {
-        use crate::domain::classify::{LifecycleStage, ManagementTier, ValueTier, pareto_share};
+        use crate::domain::classify::{
+            LifecycleStage, ManagementTier, ValueTier, pareto_curve, pareto_share,
+        };
         use crate::domain::value::ChurnRisk;
         let at = now();
         let mut rows = Vec::new();
@@ -64,6 +69,7 @@ impl SegmentationApp {
             lifecycle_stages: shares(names(LifecycleStage::names()), |r| &r.3),
             churn_risks: shares(names(ChurnRisk::names()), |r| &r.4),
             pareto_share: pareto_share(&margins),
+            pareto_curve: pareto_curve(&margins, PARETO_STEPS),
             rates: activity.rates(),
             cohorts: activity.cohorts(),
             report_time: at,

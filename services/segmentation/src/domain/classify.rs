@@ -212,16 +212,39 @@ pub fn management_tiers(
 }
 
 /// Share of total positive profit made by the top 20% of customers (Pareto).
-/// Summed in 128 bits: exact whatever the margins, never an overflow.
 pub fn pareto_share(profits: &[i64]) -> f64 {
+    pareto_curve(profits, 5).first().map_or(0.0, |p| p.1)
+}
+
+/// The Pareto curve in `steps` points: for k = 1..=steps, (k / steps, share of
+/// the total positive profit made by the top ⌈k·n/steps⌉ of the n customers).
+/// Counted in integers (a float product such as 35 × 0.2 rounds up past 7) and
+/// summed in 128 bits: exact whatever the margins, never an overflow. All shares
+/// 0 without positive profit; empty without customers.
+pub fn pareto_curve(profits: &[i64], steps: usize) -> Vec<(f64, f64)> {
     let mut sorted: Vec<i128> = profits.iter().map(|p| i128::from((*p).max(0))).collect();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
-    let total: i128 = sorted.iter().sum();
-    if total == 0 {
-        return 0.0;
+    let n = sorted.len();
+    if n == 0 || steps == 0 {
+        return Vec::new();
     }
-    let top = ((sorted.len() as f64) * 0.2).ceil() as usize;
-    sorted[..top].iter().sum::<i128>() as f64 / total as f64
+    let total: i128 = sorted.iter().sum();
+    let mut prefix = Vec::with_capacity(n + 1);
+    prefix.push(0i128);
+    for p in &sorted {
+        prefix.push(prefix.last().copied().unwrap_or(0) + p);
+    }
+    (1..=steps)
+        .map(|k| {
+            let top = (n * k).div_ceil(steps);
+            let share = if total == 0 {
+                0.0
+            } else {
+                prefix[top] as f64 / total as f64
+            };
+            (k as f64 / steps as f64, share)
+        })
+        .collect()
 }
 
 // ---- lifecycle ---------------------------------------------------------------------
@@ -511,6 +534,32 @@ mod tests {
         // Margins whose sum leaves an i64: summed exactly, no overflow.
         let extreme = [i64::MAX, i64::MAX, i64::MAX, i64::MAX, i64::MAX];
         assert_eq!(pareto_share(&extreme), 0.2);
+        // 35 customers: the top 7, though 35.0 * 0.2 is 7.000000000000001.
+        let mut profits = vec![1; 28];
+        profits.extend([10; 7]);
+        assert!((pareto_share(&profits) - 70.0 / 98.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_pareto_curve_rises_to_all_of_the_profit() {
+        // 10 customers, in 5 steps: the top 2, 4, 6, 8, 10.
+        let profits = [1, 50, 5, 30, 2, 5, -7, 2, 2, 3];
+        let curve = pareto_curve(&profits, 5);
+        let expected = [(0.2, 0.8), (0.4, 0.9), (0.6, 0.95), (0.8, 0.99), (1.0, 1.0)];
+        assert_eq!(curve.len(), expected.len());
+        for (got, want) in curve.iter().zip(expected) {
+            assert!(
+                (got.0 - want.0).abs() < 1e-12 && (got.1 - want.1).abs() < 1e-12,
+                "{got:?} {want:?}"
+            );
+        }
+        // Three customers in 20 steps: the 5 % point already holds the best one.
+        let few = pareto_curve(&[3, 1, 0], 20);
+        assert_eq!(few.len(), 20);
+        assert_eq!(few[0], (0.05, 0.75));
+        assert_eq!(few[19], (1.0, 1.0));
+        assert!(pareto_curve(&[], 20).is_empty());
+        assert!(pareto_curve(&[-1, 0], 4).iter().all(|p| p.1 == 0.0));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct PortfolioReport {
     pub lifecycle_stages: Vec<LevelShare>,
     pub churn_risks: Vec<LevelShare>,
     pub pareto_share: f64,
+    /// (customer share, positive-profit share) at every 5 % of the customers.
+    pub pareto_curve: Vec<(f64, f64)>,
     pub rates: Vec<PeriodRate>,
     pub cohorts: Vec<CohortRow>,
     pub report_time: DateTime<Utc>,

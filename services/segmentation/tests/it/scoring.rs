@@ -166,6 +166,16 @@ async fn scoring_run_end_to_end_on(backend: Backend) {
     let share: f64 = report.lifecycle_stages.iter().map(|l| l.profit_share).sum();
     assert!((share - 1.0).abs() < 1e-6, "profit shares add up: {share}");
     assert!(report.pareto_share > 0.2 && report.pareto_share <= 1.0);
+    assert_eq!(report.pareto_curve.len(), 20);
+    assert_eq!(report.pareto_curve[3].customer_share, 0.2);
+    assert_eq!(report.pareto_curve[3].profit_share, report.pareto_share);
+    assert!(
+        report
+            .pareto_curve
+            .windows(2)
+            .all(|w| w[0].profit_share <= w[1].profit_share)
+    );
+    assert_eq!(report.pareto_curve[19].profit_share, 1.0);
     assert_eq!(report.rates.len(), 6);
     app.stop().await;
 }

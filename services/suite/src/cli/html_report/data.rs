@@ -38,9 +38,9 @@ pub struct Pyramid {
     pub management_tiers: Vec<Level>,
 }
 
-/// The Pareto curve through the value pyramid's levels: the pyramid ranks
-/// customers by lifetime margin, so its cumulative shares are points of the
-/// curve (the API gives no finer curve; a per-customer one would not stay small).
+/// The Pareto curve of the portfolio report: the positive-margin share of the
+/// most profitable customers at every 5 % of them (20 points however many
+/// customers there are), from the origin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pareto {
     /// Margin share of the top 20 % of customers, as the report computes it.
@@ -50,8 +50,6 @@ pub struct Pareto {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParetoPoint {
-    /// The level the point closes ("" for the origin).
-    pub level: String,
     pub customer_share: f64,
     pub margin_share: f64,
 }
@@ -227,29 +225,18 @@ pub fn levels(rows: &[spb::LevelShare]) -> Vec<Level> {
         .collect()
 }
 
-/// The Pareto points of the value pyramid (its levels are listed from the most
-/// profitable down).
-pub fn pareto_points(value_tiers: &[Level]) -> Vec<ParetoPoint> {
-    let total: i64 = value_tiers.iter().map(|l| l.customers).sum();
-    let mut points = vec![ParetoPoint {
-        level: String::new(),
+/// The report's Pareto curve from the origin; only the origin without customers.
+pub fn pareto_points(curve: &[spb::ParetoPoint]) -> Vec<ParetoPoint> {
+    let origin = ParetoPoint {
         customer_share: 0.0,
         margin_share: 0.0,
-    }];
-    if total == 0 {
-        return points;
-    }
-    let (mut customers, mut margin) = (0i64, 0.0);
-    for l in value_tiers {
-        customers += l.customers;
-        margin += l.margin_share;
-        points.push(ParetoPoint {
-            level: l.level.clone(),
-            customer_share: customers as f64 / total as f64,
-            margin_share: margin,
-        });
-    }
-    points
+    };
+    std::iter::once(origin)
+        .chain(curve.iter().map(|p| ParetoPoint {
+            customer_share: p.customer_share,
+            margin_share: p.profit_share,
+        }))
+        .collect()
 }
 
 fn estimates(model: &str, rows: &[spb::ParameterEstimate]) -> Vec<Estimate> {

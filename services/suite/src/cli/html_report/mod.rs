@@ -270,7 +270,7 @@ pub async fn gather(c: &Clients, o: &HtmlOptions) -> Result<Report> {
         },
         pareto: Pareto {
             pareto_share: portfolio.pareto_share,
-            points: pareto_points(&value_tiers),
+            points: pareto_points(&portfolio.pareto_curve),
         },
         pyramid: Pyramid {
             value_tiers,

@@ -149,37 +149,35 @@ fn pareto(r: &Report) -> Result<String> {
         s.push_str(&missing("pareto", NO_CUSTOMERS));
     } else {
         s.push_str(&reading(&format!(
-            "The top 20 % of customers earn {} of the margin (the line joins the value \
-             pyramid's levels, ranked by lifetime margin).",
+            "The top 20 % of customers earn {} of the positive margin (customers ranked \
+             by lifetime margin, most profitable first).",
             pct(p.pareto_share)
         )));
-        // An empty level adds no point of its own: its label would sit on the
-        // one before.
         let points: Vec<(String, f64, f64)> = p
             .points
             .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                let empty = i > 0 && q.customer_share == p.points[i - 1].customer_share;
-                let label = if empty {
-                    String::new()
-                } else {
-                    q.level.clone()
-                };
-                (label, q.customer_share, q.margin_share)
-            })
+            .map(|q| (String::new(), q.customer_share, q.margin_share))
             .collect();
+        // Every other point (10 % steps) keeps the table short; the data block
+        // holds them all.
         let rows: Vec<Vec<String>> = p
             .points
             .iter()
             .skip(1)
-            .map(|q| vec![q.level.clone(), pct(q.customer_share), pct(q.margin_share)])
-            .chain([vec!["top 20 %".into(), pct(0.2), pct(p.pareto_share)]])
+            .filter(|q| ((q.customer_share * 100.0).round() as i64) % 10 == 0)
+            .map(|q| {
+                let top = if (q.customer_share - 0.2).abs() < 1e-9 {
+                    "top 20 %".to_string()
+                } else {
+                    format!("top {}", pct(q.customer_share))
+                };
+                vec![top, pct(q.margin_share)]
+            })
             .collect();
         s.push_str(&format!(
             "<div class=\"pair\">{}{}</div>\n",
             inline(charts::pareto("pareto", &points, p.pareto_share)?),
-            table(&["through", "customers", "cumulative margin"], &rows)
+            table(&["customers", "cumulative margin"], &rows)
         ));
     }
     s.push_str(&data_block("pareto", p)?);

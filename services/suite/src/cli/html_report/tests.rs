@@ -12,6 +12,19 @@ fn level(level: &str, customers: i64, margin_share: f64) -> Level {
     }
 }
 
+/// A Pareto curve as the portfolio report gives it: 20 points, concave.
+fn curve() -> Vec<spb::ParetoPoint> {
+    (1..=20)
+        .map(|k| {
+            let x = f64::from(k) / 20.0;
+            spb::ParetoPoint {
+                customer_share: x,
+                profit_share: 1.0 - (1.0 - x).powi(4),
+            }
+        })
+        .collect()
+}
+
 fn arm(targets: i64, won_back: i64) -> Arm {
     let (ci_low, ci_high) = wilson(won_back, targets);
     Arm {
@@ -47,7 +60,7 @@ fn report(n: i64, periods: usize, weeks: usize, campaigns: usize) -> Report {
         },
         pareto: Pareto {
             pareto_share: 0.76,
-            points: pareto_points(&value_tiers),
+            points: pareto_points(&curve()),
         },
         pyramid: Pyramid {
             management_tiers: value_tiers.clone(),
@@ -178,26 +191,24 @@ fn the_page_stays_small_from_ten_customers_to_ten_million() {
 }
 
 #[test]
-fn the_pareto_curve_runs_through_the_pyramid_to_everyone() {
-    let points = pareto_points(&[
-        level("PLATINUM", 5, 0.5),
-        level("GOLD", 15, 0.3),
-        level("IRON", 80, 0.25),
-        level("LEAD", 0, -0.05),
-    ]);
-    let shares: Vec<(f64, f64)> = points
-        .iter()
-        .map(|p| (p.customer_share, p.margin_share))
-        .collect();
-    let expected = [(0.0, 0.0), (0.05, 0.5), (0.2, 0.8), (1.0, 1.05), (1.0, 1.0)];
-    assert_eq!(shares.len(), expected.len());
-    for (s, e) in shares.iter().zip(expected) {
-        assert!(
-            (s.0 - e.0).abs() < 1e-12 && (s.1 - e.1).abs() < 1e-12,
-            "{s:?} {e:?}"
+fn the_pareto_curve_starts_at_the_origin_and_keeps_the_reports_points() {
+    let points = pareto_points(&curve());
+    assert_eq!(points.len(), 21);
+    assert_eq!(
+        (points[0].customer_share, points[0].margin_share),
+        (0.0, 0.0)
+    );
+    for (p, q) in points[1..].iter().zip(curve()) {
+        assert_eq!(
+            (p.customer_share, p.margin_share),
+            (q.customer_share, q.profit_share)
         );
     }
-    assert_eq!(pareto_points(&[level("IRON", 0, 0.0)]).len(), 1);
+    assert_eq!(
+        pareto_points(&[]).len(),
+        1,
+        "only the origin without customers"
+    );
 }
 
 #[test]

@@ -47,7 +47,8 @@ demo:
 # no browser). Fails on any console error or warning, page error, request
 # leaving the file or data block that is not JSON; keeps a screenshot
 # (target/demo/report.png) and the print layout (target/demo/report.pdf), and
-# renders an empty deployment's page (target/report-empty) the same way.
+# renders an empty deployment's page (target/report-empty) the same way, then
+# the page of that deployment with one customer and one purchase (single.html).
 # The demo runs quietly at its default size (seconds on the debug build).
 CHROMIUM ?= $(shell command -v chromium 2>/dev/null || echo /usr/bin/chromium)
 report-render: node-tools
@@ -63,8 +64,15 @@ report-render: node-tools
 	@(cd target/report-empty && exec ../debug/retention > retention.log 2>&1) & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
 	target/debug/retention-cli --quiet report --html target/report-empty/report.html > /dev/null && \
+	printf 'id,display_name\nc-1,Li Lei\n' > target/report-empty/customers.csv && \
+	printf 'customer_id,order_id,occur_time,amount,gross_margin\nc-1,o-1,%s,12000,3000\n' \
+		"$$(date -u -d '3 days ago' +%Y-%m-%dT%H:%M:%SZ)" > target/report-empty/purchases.csv && \
+	target/debug/retention-cli --quiet load csv --customers target/report-empty/customers.csv \
+		--purchases target/report-empty/purchases.csv > /dev/null && \
+	target/debug/retention-cli --quiet report --html target/report-empty/single.html > /dev/null && \
 	{ kill -0 $$pid 2>/dev/null || { echo "report-render: the suite started here is not running (target/report-empty/retention.log)"; exit 1; }; }
 	CHROMIUM=$(CHROMIUM) node scripts/render_report.mjs target/report-empty/report.html target/report-empty/report.png
+	CHROMIUM=$(CHROMIUM) node scripts/render_report.mjs target/report-empty/single.html target/report-empty/single.png
 
 test: services fmt-check layers-check proto-lint proto-breaking docs-check deploy-check clippy nextest report-render bench-smoke fuzz
 

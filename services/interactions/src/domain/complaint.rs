@@ -16,7 +16,7 @@ use retention_errors::FieldViolations;
 
 use super::calendar::{BusinessCalendar, DeadlineBeyondHorizon};
 use super::enums::*;
-use super::warnings::{DEFAULT_AT_RISK_PERCENT, SlaWarnings, after};
+use super::targets::{SlaWarnings, after};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Money {
@@ -147,73 +147,6 @@ impl Action {
 pub struct IllegalTransition {
     pub current: ComplaintState,
     pub action: &'static str,
-}
-
-/// First-response, resolution and (optional) next-response targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlaTargets {
-    pub first_response: Duration,
-    pub resolution: Duration,
-    /// From each customer message after the first response to the answer.
-    pub next_response: Option<Duration>,
-    /// The share of a target's time (percent) after which it is at risk.
-    pub at_risk_percent: i32,
-    /// Escalate a complaint when one of its targets becomes at risk.
-    pub escalate_at_risk: bool,
-}
-
-impl SlaTargets {
-    /// First-response and resolution due times of a complaint opened at `open`.
-    /// Without a calendar the targets are wall-clock time; with one they count
-    /// only its working time. Computed once, at open time: a calendar changed
-    /// later does not move the due times of complaints already open.
-    pub fn due_times(
-        &self,
-        open: DateTime<Utc>,
-        calendar: Option<&BusinessCalendar>,
-    ) -> Result<(DateTime<Utc>, DateTime<Utc>), DeadlineBeyondHorizon> {
-        Ok((
-            after(open, self.first_response, calendar)?,
-            after(open, self.resolution, calendar)?,
-        ))
-    }
-}
-
-/// Built-in targets when no policy is configured for a priority and tier: key
-/// accounts get half the time, one-off customers double (DOMAIN §4: treat customers
-/// by their value).
-pub fn default_targets(priority: Priority, tier: CustomerTier) -> SlaTargets {
-    let (fr_minutes, res_minutes) = match priority {
-        Priority::Urgent => (60, 8 * 60),
-        Priority::High => (4 * 60, 24 * 60),
-        Priority::Normal => (8 * 60, 72 * 60),
-        Priority::Low => (24 * 60, 168 * 60),
-    };
-    let (num, den) = match tier {
-        CustomerTier::Key => (1, 2),
-        CustomerTier::Suitable => (3, 4),
-        CustomerTier::Ordinary => (1, 1),
-        CustomerTier::OneOff => (2, 1),
-    };
-    // No built-in next-response target: a deployment opts in through a policy,
-    // so complaints of deployments that never asked for one do not start breaching.
-    SlaTargets {
-        first_response: Duration::minutes(fr_minutes * num / den),
-        resolution: Duration::minutes(res_minutes * num / den),
-        next_response: None,
-        at_risk_percent: DEFAULT_AT_RISK_PERCENT,
-        escalate_at_risk: false,
-    }
-}
-
-/// Priority derived from severity when the caller gives none.
-pub fn default_priority(severity: Severity) -> Priority {
-    match severity {
-        Severity::Critical => Priority::Urgent,
-        Severity::High => Priority::High,
-        Severity::Medium => Priority::Normal,
-        Severity::Low => Priority::Low,
-    }
 }
 
 impl Complaint {
@@ -441,6 +374,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::domain::targets::*;
     use retention_domain::MAX_MINOR_UNITS;
 
     pub(crate) fn complaint(now: DateTime<Utc>) -> Complaint {

@@ -8,6 +8,7 @@ pub mod records;
 pub mod replay;
 pub mod sla_report;
 pub mod summary;
+pub mod targets;
 pub mod warnings;
 
 pub use complaint::*;
@@ -18,4 +19,5 @@ pub use replay::*;
 pub use retention_domain::now;
 pub use sla_report::*;
 pub use summary::*;
+pub use targets::*;
 pub use warnings::*;

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use super::calendar::CalendarDefinition;
-use super::complaint::SlaTargets;
 use super::enums::{CustomerTier, Priority};
+use super::targets::SlaTargets;
 
 /// The targets for one priority and customer tier.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,106 +4,14 @@
 //! that records breaches also records warnings, so they share its exactly-once
 //! claim across replicas.
 //!
-//! The moments are placed like the due times: in the policy's calendar when it
-//! names one, and the resolution warning moves with the resolution clock when
-//! the complaint waits on the customer.
+//! The moments are placed like the due times (`targets`): in the policy's
+//! calendar when it names one, and the resolution warning moves with the
+//! resolution clock when the complaint waits on the customer.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
-use super::calendar::{BusinessCalendar, DeadlineBeyondHorizon};
-use super::complaint::{Complaint, MAX_ESCALATION_LEVEL, SlaTargets};
+use super::complaint::{Complaint, MAX_ESCALATION_LEVEL};
 use super::enums::{ComplaintState, SlaTarget};
-
-/// The at-risk share when a policy sets none.
-pub const DEFAULT_AT_RISK_PERCENT: i32 = 80;
-
-/// When each target of a complaint becomes at risk and which were recorded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SlaWarnings {
-    /// The policy's at-risk percentage when the complaint was opened; 0 for
-    /// complaints opened before warnings existed (they never warn).
-    pub percent: i32,
-    /// Raise the escalation level when a target becomes at risk.
-    pub escalate: bool,
-    /// The resolution target, to place the warning again after a wait.
-    pub resolution_target: Option<Duration>,
-    pub first_response_time: Option<DateTime<Utc>>,
-    pub resolution_time: Option<DateTime<Utc>>,
-    /// For the running next-response clock; cleared when the clock stops.
-    pub next_response_time: Option<DateTime<Utc>>,
-    pub first_response_at_risk: bool,
-    pub resolution_at_risk: bool,
-    pub next_response_at_risk: bool,
-}
-
-/// `d` after `start`: working time in `calendar`, else wall-clock time.
-pub fn after(
-    start: DateTime<Utc>,
-    d: Duration,
-    calendar: Option<&BusinessCalendar>,
-) -> Result<DateTime<Utc>, DeadlineBeyondHorizon> {
-    match calendar {
-        Some(c) => {
-            let minutes = u32::try_from(d.num_minutes().max(0)).unwrap_or(u32::MAX);
-            c.add_working_minutes(start, minutes)
-        }
-        None => Ok(start + d),
-    }
-}
-
-/// The part of `target` that elapses before it is at risk (whole minutes).
-fn lead_in(target: Duration, percent: i32) -> Duration {
-    Duration::minutes(target.num_minutes() * i64::from(percent) / 100)
-}
-
-impl SlaWarnings {
-    /// The warnings of a complaint opened at `open` under `targets`.
-    pub fn at_open(
-        targets: &SlaTargets,
-        open: DateTime<Utc>,
-        calendar: Option<&BusinessCalendar>,
-    ) -> Result<SlaWarnings, DeadlineBeyondHorizon> {
-        let p = targets.at_risk_percent;
-        Ok(SlaWarnings {
-            percent: p,
-            escalate: targets.escalate_at_risk,
-            resolution_target: Some(targets.resolution),
-            first_response_time: Some(after(open, lead_in(targets.first_response, p), calendar)?),
-            resolution_time: Some(after(open, lead_in(targets.resolution, p), calendar)?),
-            ..SlaWarnings::default()
-        })
-    }
-
-    /// When the resolution is at risk if its clock runs again at `at` with
-    /// `remaining` of the target left: at once if less than the at-risk share's
-    /// complement is left. None for complaints that do not warn.
-    pub fn resumed_resolution_time(
-        &self,
-        at: DateTime<Utc>,
-        remaining: Duration,
-        calendar: Option<&BusinessCalendar>,
-    ) -> Option<Result<DateTime<Utc>, DeadlineBeyondHorizon>> {
-        let target = self.resolution_target.filter(|_| self.percent > 0)?;
-        let still_safe = target - lead_in(target, self.percent);
-        let left = remaining - still_safe;
-        Some(if left <= Duration::zero() {
-            Ok(at)
-        } else {
-            after(at, left, calendar)
-        })
-    }
-
-    /// When the answer to a customer message of `at` is at risk, given the
-    /// next-response `target`. None for complaints that do not warn.
-    pub fn next_response_time_for(
-        &self,
-        at: DateTime<Utc>,
-        target: Duration,
-        calendar: Option<&BusinessCalendar>,
-    ) -> Option<Result<DateTime<Utc>, DeadlineBeyondHorizon>> {
-        (self.percent > 0).then(|| after(at, lead_in(target, self.percent), calendar))
-    }
-}
 
 /// What the sweep found at risk on one complaint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -162,12 +70,15 @@ impl Complaint {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{Duration, TimeZone};
 
     use super::*;
-    use crate::domain::calendar::{CalendarDefinition, Period};
-    use crate::domain::complaint::{Action, default_targets};
+    use crate::domain::calendar::{BusinessCalendar, CalendarDefinition, Period};
+    use crate::domain::complaint::Action;
     use crate::domain::enums::{CustomerTier, Priority};
+    use crate::domain::targets::{
+        DEFAULT_AT_RISK_PERCENT, SlaTargets, SlaWarnings, default_targets,
+    };
 
     fn t(h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2036, 3, 4, h, m, 0).unwrap()

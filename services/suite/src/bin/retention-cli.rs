@@ -374,11 +374,12 @@ async fn main() -> anyhow::Result<()> {
             };
             let l = synth::load_synthetic(&clients, &o).await?;
             println!(
-                "{} customers, {} purchases, {} complaints, {} surveys loaded",
+                "{} customers, {} purchases, {} complaints, {} surveys loaded; {}",
                 l.customers.len(),
                 l.purchases,
                 l.complaints,
-                l.surveys
+                l.surveys,
+                applied(&clients).await?
             );
         }
         Command::Load(Load::Csv {
@@ -387,9 +388,10 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let l = synth::load_csv(&clients, &customers, purchases.as_deref(), quiet).await?;
             println!(
-                "{} customers, {} purchases loaded",
+                "{} customers, {} purchases loaded; {}",
                 l.customers.len(),
-                l.purchases
+                l.purchases,
+                applied(&clients).await?
             );
         }
         Command::Score => {
@@ -635,6 +637,18 @@ fn audited(service: Option<&str>) -> Vec<&str> {
         Some(s) => vec![s],
         None => Audited::NAMES.to_vec(),
     }
+}
+
+/// Waits (up to two minutes) until the services applied every event of a load,
+/// so a scoring run or report right after it sees all of it; says which.
+async fn applied(clients: &Clients) -> anyhow::Result<&'static str> {
+    Ok(
+        if backlog::wait_quiet(clients, std::time::Duration::from_secs(120)).await? {
+            "every event applied"
+        } else {
+            "events may still be applying (retention-cli backlog)"
+        },
+    )
 }
 
 /// A time argument: an RFC 3339 time, or a date (its start, UTC).

@@ -5,6 +5,7 @@
 //! Text is only measured approximately (plotters without its font feature), as
 //! the browser lays it out; labels are kept short and left room.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -95,8 +96,47 @@ fn value_range(values: impl Iterator<Item = f64>, floor: f64) -> (f64, f64) {
     (lo, hi)
 }
 
-fn present(chart: &str, root: DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<()> {
-    root.present().map_err(fail(chart))
+type Canvas<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type Plot<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One chart as an SVG string: a white canvas of `size`, then `draw` on it.
+fn canvas(
+    chart: &str,
+    size: (u32, u32),
+    draw: impl FnOnce(&Canvas<'_>) -> Result<()>,
+) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(fail(chart))?;
+        draw(&root)?;
+        root.present().map_err(fail(chart))?;
+    }
+    Ok(svg)
+}
+
+/// Value-axis labels: shares as percentages, other values compact.
+fn y_labels(percent: bool, span: f64) -> Box<dyn Fn(&f64) -> String> {
+    if percent {
+        Box::new(percent_label(span))
+    } else {
+        Box::new(|v: &f64| compact(*v))
+    }
+}
+
+/// The series' legend at `position`, on a translucent white box.
+fn legend<'a, 'b: 'a>(
+    chart: &str,
+    c: &mut Plot<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    c.configure_series_labels()
+        .position(position)
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(GREY)
+        .draw()
+        .map_err(fail(chart))
 }
 
 /// Grouped bars: one group per category, one bar per series.
@@ -106,23 +146,16 @@ pub fn bars(
     series: &[Series<'_>],
     percent: bool,
 ) -> Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(fail(chart))?;
+    canvas(chart, SIZE, |root| {
         let (lo, hi) = value_range(series.iter().flat_map(|s| s.values.iter().copied()), 1.0);
         let n = categories.len().max(1);
-        let mut c = ChartBuilder::on(&root)
+        let mut c = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(34)
             .y_label_area_size(56)
             .build_cartesian_2d(-0.5..(n as f64 - 0.5), lo..hi)
             .map_err(fail(chart))?;
-        let y_format: Box<dyn Fn(&f64) -> String> = if percent {
-            Box::new(percent_label(hi - lo))
-        } else {
-            Box::new(|v: &f64| compact(*v))
-        };
+        let y_format = y_labels(percent, hi - lo);
         c.configure_mesh()
             .disable_x_mesh()
             .x_labels(n)
@@ -143,28 +176,18 @@ pub fn bars(
             .label(s.name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
         }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()
-            .map_err(fail(chart))?;
-        present(chart, root)?;
-    }
-    Ok(svg)
+        legend(chart, &mut c, SeriesLabelPosition::UpperRight)?;
+        Ok(())
+    })
 }
 
 /// The Pareto curve through `points` (customer share, margin share), with the
 /// top-20 % share marked and labelled.
 pub fn pareto(chart: &str, points: &[(String, f64, f64)], top20: f64) -> Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(fail(chart))?;
+    canvas(chart, SIZE, |root| {
         let lo = points.iter().map(|p| p.2).fold(0.0f64, f64::min);
         let hi = points.iter().map(|p| p.2).fold(1.0f64, f64::max) * 1.05;
-        let mut c = ChartBuilder::on(&root)
+        let mut c = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(56)
@@ -216,9 +239,8 @@ pub fn pareto(chart: &str, points: &[(String, f64, f64)], top20: f64) -> Result<
             (FONT, 13).into_font().color(&RED),
         )])
         .map_err(fail(chart))?;
-        present(chart, root)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Lines over periods labelled by `x_labels`; shares when `percent`.
@@ -228,23 +250,16 @@ pub fn lines(
     series: &[Series<'_>],
     percent: bool,
 ) -> Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(fail(chart))?;
+    canvas(chart, SIZE, |root| {
         let (lo, hi) = value_range(series.iter().flat_map(|s| s.values.iter().copied()), 1.0);
         let n = x_labels.len().max(1);
-        let mut c = ChartBuilder::on(&root)
+        let mut c = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(34)
             .y_label_area_size(56)
             .build_cartesian_2d(-0.5..(n as f64 - 0.5), lo..hi)
             .map_err(fail(chart))?;
-        let y_format: Box<dyn Fn(&f64) -> String> = if percent {
-            Box::new(percent_label(hi - lo))
-        } else {
-            Box::new(|v: &f64| compact(*v))
-        };
+        let y_format = y_labels(percent, hi - lo);
         c.configure_mesh()
             .x_labels(n.min(8))
             .x_label_formatter(&category_label(x_labels))
@@ -273,16 +288,9 @@ pub fn lines(
                     .map_err(fail(chart))?;
             }
         }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()
-            .map_err(fail(chart))?;
-        present(chart, root)?;
-    }
-    Ok(svg)
+        legend(chart, &mut c, SeriesLabelPosition::UpperLeft)?;
+        Ok(())
+    })
 }
 
 /// A retained share's shade: light to dark blue, the square root spreading the
@@ -297,12 +305,9 @@ fn shade(v: f64) -> RGBColor {
 /// after the first purchase, shaded by the share still buying. Rows of empty
 /// cohorts stay blank.
 pub fn heatmap(chart: &str, rows: &[String], cells: &[Option<Vec<f64>>]) -> Result<String> {
-    let mut svg = String::new();
-    {
-        // Taller with more cohorts, so each row stays a readable band.
-        let height = (90 + 13 * rows.len() as u32).clamp(300, 880);
-        let root = SVGBackend::with_string(&mut svg, (640, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(fail(chart))?;
+    // Taller with more cohorts, so each row stays a readable band.
+    let height = (90 + 13 * rows.len() as u32).clamp(300, 880);
+    canvas(chart, (640, height), |root| {
         // The colour scale on the right: with many periods the cells carry no
         // numbers, so the shade alone has to be readable.
         let (area, scale) = root.split_horizontally(570);
@@ -386,24 +391,20 @@ pub fn heatmap(chart: &str, rows: &[String], cells: &[Option<Vec<f64>>]) -> Resu
                 .map_err(fail(chart))?;
             }
         }
-        present(chart, root)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Rates with their 95 % intervals as error bars, side by side per category.
 pub fn intervals(chart: &str, categories: &[String], series: &[Intervals<'_>]) -> Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(fail(chart))?;
+    canvas(chart, SIZE, |root| {
         let (_, hi) = value_range(
             series.iter().flat_map(|s| s.values.iter().map(|v| v.2)),
             1.0,
         );
         let hi = hi.min(1.0);
         let n = categories.len().max(1);
-        let mut c = ChartBuilder::on(&root)
+        let mut c = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(34)
             .y_label_area_size(56)
@@ -436,16 +437,9 @@ pub fn intervals(chart: &str, categories: &[String], series: &[Intervals<'_>]) -
             )
             .map_err(fail(chart))?;
         }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()
-            .map_err(fail(chart))?;
-        present(chart, root)?;
-    }
-    Ok(svg)
+        legend(chart, &mut c, SeriesLabelPosition::UpperRight)?;
+        Ok(())
+    })
 }
 
 /// A projected share over periods (a line) with observed shares (dots).
@@ -454,16 +448,13 @@ pub fn projection(
     projected: &[(f64, f64)],
     observed: &[(f64, f64)],
 ) -> Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(fail(chart))?;
+    canvas(chart, SIZE, |root| {
         let last = projected
             .iter()
             .chain(observed)
             .map(|p| p.0)
             .fold(1.0f64, f64::max);
-        let mut c = ChartBuilder::on(&root)
+        let mut c = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(56)
@@ -489,14 +480,7 @@ pub fn projection(
             .map_err(fail(chart))?
             .label("observed")
             .legend(|(x, y)| Circle::new((x + 5, y), 4, ORANGE.filled()));
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()
-            .map_err(fail(chart))?;
-        present(chart, root)?;
-    }
-    Ok(svg)
+        legend(chart, &mut c, SeriesLabelPosition::UpperRight)?;
+        Ok(())
+    })
 }

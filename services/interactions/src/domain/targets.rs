@@ -25,6 +25,8 @@ pub struct SlaWarnings {
     pub resolution_time: Option<DateTime<Utc>>,
     /// For the running next-response clock; cleared when the clock stops.
     pub next_response_time: Option<DateTime<Utc>>,
+    /// Escalation levels raised by the policy on a warning, not by a person.
+    pub policy_escalations: i32,
     pub first_response_at_risk: bool,
     pub resolution_at_risk: bool,
     pub next_response_at_risk: bool,

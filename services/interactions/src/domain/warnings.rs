@@ -60,6 +60,7 @@ impl Complaint {
         }
         if w.escalate && self.escalation_level < MAX_ESCALATION_LEVEL {
             self.escalation_level += 1;
+            w.policy_escalations += 1;
             out.escalated = true;
         }
         self.version += 1;
@@ -151,6 +152,7 @@ mod tests {
         assert_eq!(r.targets, [SlaTarget::FirstResponse, SlaTarget::Resolution]);
         assert!(r.escalated);
         assert_eq!(c.escalation_level, 1);
+        assert_eq!(c.warnings.policy_escalations, 1);
         c.escalation_level = MAX_ESCALATION_LEVEL;
         c.warnings.resolution_at_risk = false;
         let r = c.detect_at_risk(t(9, 58));

@@ -51,6 +51,7 @@ pub fn status_changed(c: &Complaint, from: ComplaintState) -> OutboxEvent {
             from_state: convert::state(from).into(),
             to_state: convert::state(c.state).into(),
             escalation_level: c.escalation_level,
+            policy_escalations: c.warnings.policy_escalations,
         },
     )
 }

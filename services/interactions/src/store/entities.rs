@@ -75,6 +75,7 @@ pub mod complaint {
         pub first_response_at_risk: bool,
         pub resolution_at_risk: bool,
         pub next_response_at_risk: bool,
+        pub policy_escalations: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -293,7 +293,8 @@ impl MigrationTrait for AddNextResponseTargets {
 retention_db::migration!(
     /// Warnings before a breach: a policy's at-risk share and whether it
     /// escalates, copied to each complaint opened under it with the moments its
-    /// targets become at risk and which of them warned; the complaint's team.
+    /// targets become at risk, which of them warned and how many levels the policy
+    /// escalated; the complaint's team.
     /// Complaints opened before keep percent 0 and no moments: they never warn.
     AddSlaWarningsAndTeams,
     "m20261207_000004_add_sla_warnings_and_teams"
@@ -325,6 +326,7 @@ impl MigrationTrait for AddSlaWarningsAndTeams {
                 boolean("first_response_at_risk").default(false).take(),
                 boolean("resolution_at_risk").default(false).take(),
                 boolean("next_response_at_risk").default(false).take(),
+                integer("policy_escalations").default(0).take(),
             ],
         )
         .await
@@ -345,6 +347,7 @@ impl MigrationTrait for AddSlaWarningsAndTeams {
                 "first_response_at_risk",
                 "resolution_at_risk",
                 "next_response_at_risk",
+                "policy_escalations",
             ],
         )
         .await?;

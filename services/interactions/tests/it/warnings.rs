@@ -170,6 +170,20 @@ async fn warned_once(backend: Backend) {
         2 * n,
         "one warning per target and complaint"
     );
+    // Each escalation on a warning says the policy raised it, not a person.
+    let escalations: Vec<pb::ComplaintStatusChangedEvent> = envelopes(&app)
+        .await
+        .iter()
+        .filter_map(|e| retention_events::decode_payload(e).unwrap())
+        .filter(|s: &pb::ComplaintStatusChangedEvent| s.from_state == s.to_state)
+        .collect();
+    assert_eq!(escalations.len(), 2 * n);
+    assert!(
+        escalations
+            .iter()
+            .all(|s| s.escalation_level > 0 && s.policy_escalations == s.escalation_level),
+        "{escalations:?}"
+    );
     let first = warnings
         .iter()
         .find(|w| w.complaint_id == *answered && w.target == pb::SlaTarget::Resolution as i32)

@@ -239,7 +239,7 @@ async fn a_replay_changes_nothing_already_there_and_rebuilds_what_is_gone() {
             customer_id: a.clone(),
             from_state: from as i32,
             to_state: to as i32,
-            escalation_level: 0,
+            ..Default::default()
         })
     };
     let survey = envelope(&ipb::SurveyRecordedEvent {

@@ -128,7 +128,8 @@ impl InteractionsEventsHandler {
                 ComplaintFact::Unresolved
             };
             out.push((e.complaint_id.clone(), e.customer_id.clone(), fact));
-            if e.escalation_level > 0 {
+            // Levels the SLA policy raised on its own say nothing of the customer.
+            if e.escalation_level > e.policy_escalations {
                 out.push((e.complaint_id, e.customer_id, ComplaintFact::Escalated));
             }
         } else if let Some(e) = decode_payload::<ipb::ComplaintResolvedEvent>(env)? {

@@ -227,12 +227,28 @@ async fn classify_churn_reads_each_signal() {
         ..Default::default()
     })
     .await;
+    // Escalated by the SLA policy when the complaint was at risk: no sign of the
+    // customer's anger, so still a fault.
+    app.publish_interactions(&ipb::ComplaintStatusChangedEvent {
+        complaint_id: complaint.clone(),
+        customer_id: angry.clone(),
+        from_state: ipb::ComplaintState::Open as i32,
+        to_state: ipb::ComplaintState::Open as i32,
+        escalation_level: 1,
+        policy_escalations: 1,
+    })
+    .await;
+    app.settle().await;
+    let c = classify(&mut app, &angry, none.clone()).await;
+    assert_eq!(c.churn_type, pb::ChurnType::Fault as i32, "{:?}", c.reasons);
+
     app.publish_interactions(&ipb::ComplaintStatusChangedEvent {
         complaint_id: complaint.clone(),
         customer_id: angry.clone(),
         from_state: ipb::ComplaintState::Open as i32,
         to_state: ipb::ComplaintState::InProgress as i32,
-        escalation_level: 1,
+        escalation_level: 2,
+        policy_escalations: 1,
     })
     .await;
     app.settle().await;

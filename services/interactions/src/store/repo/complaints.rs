@@ -58,6 +58,7 @@ fn complaint_active(c: &Complaint) -> complaint::ActiveModel {
         first_response_at_risk: Set(w.first_response_at_risk),
         resolution_at_risk: Set(w.resolution_at_risk),
         next_response_at_risk: Set(w.next_response_at_risk),
+        policy_escalations: Set(w.policy_escalations),
     }
 }
 
@@ -125,6 +126,7 @@ pub(super) fn complaint_from(m: complaint::Model) -> Result<Complaint, DbErr> {
             first_response_at_risk: m.first_response_at_risk,
             resolution_at_risk: m.resolution_at_risk,
             next_response_at_risk: m.next_response_at_risk,
+            policy_escalations: m.policy_escalations,
         },
     })
 }

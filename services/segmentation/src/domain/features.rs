@@ -326,14 +326,14 @@ impl Features {
     /// breach; false if that warning is counted already. An unseen complaint
     /// counts as open, as for a breach.
     pub fn record_sla_at_risk(&mut self, complaint_id: &str, target: i32) -> bool {
-        let added = self.mark(complaint_id, true, |_| {});
+        self.mark(complaint_id, true, |_| {});
         let bit = sla_bit(target);
         match self.complaint_marks.get_mut(complaint_id) {
             Some(m) if m.at_risk & bit == 0 => {
                 m.at_risk |= bit;
                 true
             }
-            _ => added,
+            _ => false,
         }
     }
 
